@@ -1,0 +1,120 @@
+"""Conversions at the public edge: uint8 / PIL / numpy / tensors in, ``[B, C, H, W]`` float out.
+
+Everything inside defectaug works on float tensors in [0, 1] shaped ``[B, C, H, W]``; these helpers
+are the only place other forms are accepted, and they name the offending argument when they refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+Restore = Callable[[torch.Tensor], Any]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def to_float_image(
+    value: Any,
+    name: str,
+    *,
+    channels: tuple[int, ...] = (1, 3),
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, Restore]:
+    """Convert an image-like ``value`` to a float ``[B, C, H, W]`` tensor in [0, 1].
+
+    Accepts a tensor ``[H, W]``, ``[C, H, W]`` or ``[B, C, H, W]`` (uint8 is scaled by 1/255, float
+    is taken as already in [0, 1]), a numpy array ``[H, W]`` / ``[H, W, C]`` (uint8 or float), or a
+    PIL image in mode L or RGB. Returns the tensor and a function that turns a result of the same
+    shape back into the caller's form (same rank, dtype, container).
+    """
+    if isinstance(value, Image.Image):
+        if value.mode not in ("L", "RGB"):
+            raise TypeError(f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}")
+        array = np.asarray(value)
+        tensor, from_numpy = to_float_image(array, name, channels=channels, dtype=dtype)
+        mode = value.mode
+        return tensor, lambda out: Image.fromarray(from_numpy(out), mode=mode)
+
+    if isinstance(value, np.ndarray):
+        if value.ndim not in (2, 3):
+            raise ValueError(f"{name}: expected a numpy image [H, W] or [H, W, C], got {_describe(value)}")
+        hwc = value if value.ndim == 3 else value[..., None]
+        tensor, from_tensor = to_float_image(
+            torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))), name, channels=channels, dtype=dtype
+        )
+        ndim = value.ndim
+
+        def restore_numpy(out: torch.Tensor) -> np.ndarray:
+            chw = from_tensor(out).detach().cpu().numpy().transpose(1, 2, 0)
+            return chw[..., 0] if ndim == 2 else chw
+
+        return tensor, restore_numpy
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name}: expected a torch.Tensor, numpy array or PIL image, got {_describe(value)}"
+        )
+    if value.ndim not in (2, 3, 4):
+        raise ValueError(f"{name}: expected [H, W], [C, H, W] or [B, C, H, W], got {_describe(value)}")
+    original_ndim, original_dtype = value.ndim, value.dtype
+    batched = value
+    while batched.ndim < 4:
+        batched = batched.unsqueeze(0)
+    if batched.shape[1] not in channels:
+        raise ValueError(
+            f"{name}: expected {' or '.join(map(str, channels))} channel(s) in dimension -3, "
+            f"got {_describe(value)}"
+        )
+    if original_dtype == torch.uint8:
+        tensor = batched.to(dtype or torch.float32) / 255.0
+    elif original_dtype.is_floating_point:
+        tensor = batched if dtype is None else batched.to(dtype)
+    else:
+        raise TypeError(f"{name}: expected a uint8 or floating-point image, got {_describe(value)}")
+    check_finite(tensor, name)
+
+    def restore_tensor(out: torch.Tensor) -> torch.Tensor:
+        while out.ndim > original_ndim:
+            out = out.squeeze(0)
+        if original_dtype == torch.uint8:
+            return (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
+        return out.to(original_dtype)
+
+    return tensor, restore_tensor
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+
+
+def check_batched_image(
+    tensor: Any, name: str, *, channels: tuple[int, ...] = (1, 3)
+) -> torch.Tensor:
+    """Validate an internal-form image: a float ``[B, C, H, W]`` tensor with finite values."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor [B, C, H, W], got {_describe(tensor)}")
+    if tensor.ndim != 4:
+        raise ValueError(f"{name}: expected a 4-D tensor [B, C, H, W], got {_describe(tensor)}")
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"{name}: expected a floating-point tensor with values in [0, 1], got {_describe(tensor)}"
+        )
+    if tensor.shape[1] not in channels:
+        raise ValueError(
+            f"{name}: expected {' or '.join(map(str, channels))} channel(s) in dimension 1, "
+            f"got {_describe(tensor)}"
+        )
+    check_finite(tensor, name)
+    return tensor

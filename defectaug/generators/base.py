@@ -1,0 +1,150 @@
+"""``DefectGenerator``: the one interface every source of defects implements.
+
+Procedural generators, the real-defect bank and learned GANs all answer ``sample(n, ...)`` with a
+``DefectLayer``, so the transform, the batched path and the dataset never care which one they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from defectaug._seeding import SeedLike, as_generator
+from defectaug.layer import DefectLayer
+
+DefectTypeArg = str | Sequence[str] | None
+
+
+class DefectGenerator(nn.Module):
+    """Base class of every defect source.
+
+    Subclasses set ``defect_types``, ``channels`` (1, 3 or ``"any"``) and ``layer_size`` (native
+    ``(h, w)`` of the layers they produce), flag ``needs_background`` / ``needs_reference`` when
+    ``sample`` requires those inputs, and implement ``_generate``.
+    """
+
+    defect_types: tuple[str, ...] = ()
+    channels: int | Literal["any"] = "any"
+    layer_size: tuple[int, int] = (64, 64)
+    needs_background: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
+
+    def resolve_channels(self, channels: int | None) -> int:
+        """The channel count a sample will have, checking a caller's request against ``channels``."""
+        if channels is None:
+            if self.channels == "any":
+                return 3
+            return int(self.channels)
+        if channels not in (1, 3):
+            raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
+        if self.channels not in ("any", channels):
+            raise ValueError(
+                f"channels: {type(self).__name__} makes {self.channels}-channel defects, got a request "
+                f"for {channels}; convert the images (to_grayscale / to_rgb) or pick another generator"
+            )
+        return channels
+
+    def type_index(self, defect_type: str) -> int:
+        """Index of ``defect_type`` in ``defect_types``, or a ``KeyError`` listing the accepted ones."""
+        try:
+            return self.defect_types.index(defect_type)
+        except ValueError:
+            raise KeyError(
+                f"defect_type: unknown defect type {defect_type!r} for {type(self).__name__}; "
+                f"accepted: {', '.join(self.defect_types)}"
+            ) from None
+
+    def resolve_labels(
+        self, n: int, defect_type: DefectTypeArg, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Per-item type indices ``[n]`` (CPU int64): one name, one name per item, or uniform at random."""
+        if isinstance(defect_type, str):
+            return torch.full((n,), self.type_index(defect_type), dtype=torch.int64)
+        if defect_type is None:
+            draw = torch.randint(0, len(self.defect_types), (n,), generator=generator, device=generator.device)
+            return draw.cpu()
+        names = list(defect_type)
+        if len(names) != n:
+            raise ValueError(
+                f"defect_type: expected one name or a sequence of {n} names, got {len(names)} names"
+            )
+        return torch.tensor([self.type_index(name) for name in names], dtype=torch.int64)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        defect_type: DefectTypeArg = None,
+        *,
+        generator: SeedLike = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels: int | None = None,
+        background: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+        **options: Any,
+    ) -> DefectLayer:
+        """Draw ``n`` defect layers.
+
+        Args:
+            n: number of layers (>= 1).
+            defect_type: a type name for all items, one name per item, or ``None`` for uniform draws.
+            generator: a ``torch.Generator`` or int seed; the same value gives the same layers.
+            device: where the layers are made (default: the module's parameters' device, else CPU).
+            dtype: floating dtype of content and alpha.
+            channels: 1 or 3 (default: the generator's own, or 3 for ``"any"``).
+            background: ``[n, C, H, W]`` images the defects will land on (generators that need it).
+            reference: ``[n, C, h, w]`` real defect crops to vary (reference-guided generators).
+            options: generator-specific extras (documented by each generator).
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        if device is None:
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        device = torch.device(device)
+        rng = as_generator(generator, device)
+        resolved_channels = self.resolve_channels(channels)
+        labels = self.resolve_labels(n, defect_type, rng)
+        if self.needs_background and background is None:
+            raise ValueError(f"background: {type(self).__name__} needs the background images to sample")
+        if self.needs_reference and reference is None:
+            raise ValueError(f"reference: {type(self).__name__} needs reference defect crops to sample")
+        for name, images in (("background", background), ("reference", reference)):
+            if images is not None and (images.ndim != 4 or images.shape[0] != n):
+                raise ValueError(
+                    f"{name}: expected [n={n}, C, H, W], got shape {tuple(images.shape)}"
+                )
+        layer = self._generate(
+            labels.to(device),
+            generator=rng,
+            device=device,
+            dtype=dtype,
+            channels=resolved_channels,
+            background=background,
+            reference=reference,
+            **options,
+        )
+        return layer.to(device=device, dtype=dtype)
+
+    def _generate(
+        self,
+        labels: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels: int,
+        background: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        **options: Any,
+    ) -> DefectLayer:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"defect_types={list(self.defect_types)}, channels={self.channels}, "
+            f"layer_size={tuple(self.layer_size)}"
+        )
