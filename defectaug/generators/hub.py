@@ -1,0 +1,493 @@
+"""Hub format for learned generators: ``config.json`` + ``model.safetensors`` + a model card.
+
+A learned generator subclasses :class:`PretrainedDefectGenerator`, names its ``architecture`` and
+registers it with :func:`register_architecture`. ``save_pretrained(folder)`` writes
+
+- ``config.json``: ``{"architecture": <name>, "format": "defectaug-generator", "format_version": 1,
+  "defectaug_version": ..., "kwargs": <constructor arguments>}``;
+- ``model.safetensors``: the ``state_dict`` (never a pickle);
+- ``README.md``: a model card with YAML front matter (license, library_name: defectaug, tags,
+  datasets, metrics).
+
+``from_pretrained(name_or_path)`` rebuilds the registered class from the config and loads the weights
+with strict key and shape checking. It resolves ``name_or_path`` in this order:
+
+1. an existing local folder;
+2. a card shipped with defectaug: ``pretrained_cards/<name>/`` in a source checkout, or
+   ``defectaug/_pretrained_cards/<name>/`` in an installed wheel;
+3. the local Hugging Face cache (names shaped ``owner/repo`` only);
+4. the Hugging Face Hub (``owner/repo`` only; skipped when ``HF_HUB_OFFLINE=1``), with a short
+   connection timeout (``DEFECTAUG_HUB_TIMEOUT`` seconds, default 5) so a machine without network
+   fails fast with a message listing everything that was tried.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import defectaug
+from defectaug.generators.base import DefectGenerator
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+FORMAT_NAME = "defectaug-generator"
+FORMAT_VERSION = 1
+#: Keys the model card's YAML front matter must carry.
+REQUIRED_CARD_FIELDS = ("license", "library_name", "tags", "datasets", "metrics")
+
+# Modules defining the architectures defectaug ships, imported on first need so that loading a
+# config never requires the caller to import them first.
+_BUILTIN_ARCHITECTURE_MODULES = ("defectaug.generators.dcdgan",)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ARCHITECTURES: dict[str, type[PretrainedDefectGenerator]] = {}
+
+
+class PretrainedDefectGenerator(DefectGenerator):
+    """Base of learned generators saved and loaded in the Hub format.
+
+    Subclasses set ``architecture`` (the name written to ``config.json``), implement
+    ``get_config()`` returning the JSON-serialisable keyword arguments that rebuild the module
+    (``cls(**get_config())``), and are registered with :func:`register_architecture`.
+    ``card_defaults`` seeds the model card's front matter (license, datasets, metrics, tags).
+    """
+
+    architecture: ClassVar[str] = ""
+    card_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON types only) that rebuild this generator's layout."""
+        raise NotImplementedError(f"{type(self).__name__}.get_config is not implemented")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PretrainedDefectGenerator:
+        """Build an untrained instance from ``get_config()`` output."""
+        return cls(**config)
+
+    # ------------------------------------------------------------------ saving
+    def model_card(
+        self,
+        *,
+        license: str | None = None,
+        datasets: Sequence[str] | None = None,
+        metrics: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        description: str | None = None,
+        results: Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ModelCard:
+        """A model card: front matter from the arguments (else ``card_defaults``) and a short body.
+
+        ``results`` (metric name -> value) is written as a table in the body and as
+        ``defectaug_results`` in the front matter; ``extra`` adds further front matter keys.
+        """
+        defaults = dict(self.card_defaults)
+        tag_list = ["defectaug", "defect-synthesis", "image-generation", self.architecture]
+        tag_list += [t for t in (tags if tags is not None else defaults.get("tags", [])) if t not in tag_list]
+        fields: dict[str, Any] = {
+            "license": license or defaults.get("license", "apache-2.0"),
+            "library_name": "defectaug",
+            "tags": tag_list,
+            "datasets": list(datasets if datasets is not None else defaults.get("datasets", [])),
+            "metrics": list(metrics if metrics is not None else defaults.get("metrics", [])),
+        }
+        if results:
+            fields["defectaug_results"] = {str(k): float(v) for k, v in results.items()}
+        fields.update(extra or {})
+        data = ModelCardData(**fields)
+        lines = [
+            f"# {self.architecture} defect generator",
+            "",
+            description or defaults.get("description", "A learned defect generator for defectaug."),
+            "",
+            f"Defect types: {', '.join(self.defect_types)}. Channels: {self.channels}. "
+            f"Native layer size: {tuple(self.layer_size)}.",
+            "",
+            "```python",
+            "import defectaug",
+            "generator = defectaug.load_generator(\"<this folder or hub id>\")",
+            "layers = generator.sample(8, generator=0)  # DefectLayer: content + alpha",
+            "```",
+        ]
+        if results:
+            lines += ["", "| metric | value |", "|---|---|"]
+            lines += [f"| {name} | {value:.6g} |" for name, value in fields["defectaug_results"].items()]
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *, card: ModelCard | None = None, **card_fields: Any
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
+
+        ``card`` replaces the generated model card (its front matter must still hold
+        ``REQUIRED_CARD_FIELDS``); otherwise ``card_fields`` go to :meth:`model_card`.
+        Returns the folder.
+        """
+        if not self.architecture or _ARCHITECTURES.get(self.architecture) is not type(self):
+            raise ValueError(
+                f"architecture: {type(self).__name__} must set a class attribute 'architecture' and be "
+                "registered with defectaug.generators.hub.register_architecture before saving, so "
+                "from_pretrained can rebuild it"
+            )
+        config = self.get_config()
+        try:
+            config_text = json.dumps(
+                {
+                    "architecture": self.architecture,
+                    "format": FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "defectaug_version": defectaug.__version__,
+                    "kwargs": config,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        except TypeError as error:
+            raise TypeError(
+                f"{type(self).__name__}.get_config must return JSON types only: {error}"
+            ) from None
+        card = card if card is not None else self.model_card(**card_fields)
+        missing = [key for key in REQUIRED_CARD_FIELDS if key not in card.data.to_dict()]
+        if missing:
+            raise ValueError(f"card: the model card's front matter lacks {', '.join(missing)}")
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Clone so that tied or viewed tensors become independent storage, which safetensors needs.
+        tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()}
+        save_file(tensors, folder / WEIGHTS_NAME, metadata={"format": "pt", "architecture": self.architecture})
+        (folder / CONFIG_NAME).write_text(config_text + "\n", encoding="utf-8")
+        card.save(folder / CARD_NAME)
+        return folder
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: torch.device | str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        **overrides: Any,
+    ) -> PretrainedDefectGenerator:
+        """Load a generator from a folder, a shipped card, the HF cache or the Hub (in that order).
+
+        ``overrides`` replace constructor arguments from ``config.json`` (an override that changes
+        the weights' shapes fails the strict check). The model is returned in eval mode on ``device``.
+        """
+        folder = resolve_pretrained(
+            name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+        )
+        return load_pretrained_folder(folder, expected_class=cls, device=device, **overrides)
+
+
+def register_architecture(cls: type[PretrainedDefectGenerator]) -> type[PretrainedDefectGenerator]:
+    """Class decorator: make ``cls.architecture`` loadable from ``config.json``."""
+    if not (isinstance(cls, type) and issubclass(cls, PretrainedDefectGenerator)):
+        raise TypeError(f"cls: expected a PretrainedDefectGenerator subclass, got {cls!r}")
+    name = cls.architecture
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"cls: {cls.__name__} must set a non-empty class attribute 'architecture'")
+    known = _ARCHITECTURES.get(name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise ValueError(
+            f"architecture: {name!r} is already registered to {known.__module__}.{known.__qualname__}"
+        )
+    _ARCHITECTURES[name] = cls
+    return cls
+
+
+def list_architectures() -> list[str]:
+    """Registered architecture names (built-in ones are imported first)."""
+    _import_builtin_architectures()
+    return sorted(_ARCHITECTURES)
+
+
+def get_architecture(name: str) -> type[PretrainedDefectGenerator]:
+    """The class registered for ``name``, or a ``KeyError`` listing the registered ones."""
+    if name not in _ARCHITECTURES:
+        _import_builtin_architectures()
+    try:
+        return _ARCHITECTURES[name]
+    except KeyError:
+        raise KeyError(
+            f"architecture: {name!r} is not registered; registered: "
+            f"{', '.join(sorted(_ARCHITECTURES)) or '(none)'}. Import the module that defines it "
+            "(its class must be decorated with defectaug.generators.hub.register_architecture)"
+        ) from None
+
+
+def _import_builtin_architectures() -> None:
+    for module in _BUILTIN_ARCHITECTURE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+# ---------------------------------------------------------------------- resolution
+def shipped_card_roots() -> list[Path]:
+    """Folders holding the cards shipped with defectaug (wheel install first, then source checkout)."""
+    package = Path(defectaug.__file__).resolve().parent
+    roots = [package / "_pretrained_cards", package.parent / "pretrained_cards"]
+    return [root for root in roots if root.is_dir()]
+
+
+def list_pretrained() -> list[str]:
+    """Names of the cards shipped with defectaug (folders holding a ``config.json``)."""
+    names = {
+        card.name
+        for root in shipped_card_roots()
+        for card in root.iterdir()
+        if (card / CONFIG_NAME).is_file()
+    }
+    return sorted(names)
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is shaped like a Hub model id ``owner/repo``."""
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to a true value."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_timeout() -> float:
+    raw = os.environ.get("DEFECTAUG_HUB_TIMEOUT", "5")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"DEFECTAUG_HUB_TIMEOUT: expected a number of seconds, got {raw!r}") from None
+
+
+def resolve_pretrained(
+    name_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The local folder holding ``name_or_path``'s files, searched in the documented order."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path: expected a str or path, got {type(name_or_path).__name__}")
+    name = os.fspath(name_or_path)
+    tried: list[str] = []
+
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ValueError(
+                f"name_or_path: {name!r} is a file; expected a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
+        return local
+    tried.append(f"local folder {str(local.resolve())!r}: does not exist")
+
+    roots = shipped_card_roots()
+    for root in roots:
+        card = root / name
+        if (card / CONFIG_NAME).is_file():
+            return card
+    tried.append(
+        f"shipped cards in {', '.join(str(r) for r in roots) or '(no card folder installed)'}: "
+        f"no card {name!r} (shipped: {', '.join(list_pretrained()) or 'none'})"
+    )
+
+    if not is_hub_id(name):
+        raise FileNotFoundError(_not_found_message(name, tried, hub_shaped=False))
+
+    cached = _from_hf_cache(name, revision, cache_dir)
+    if cached is not None:
+        return cached
+    tried.append(f"Hugging Face cache {cache_dir or _hf_cache_dir()}: {name!r} not cached")
+
+    if local_files_only or hub_offline():
+        reason = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
+        tried.append(f"Hugging Face Hub: not contacted ({reason})")
+        raise FileNotFoundError(_not_found_message(name, tried, hub_shaped=True))
+    try:
+        return _from_hub(name, revision, cache_dir)
+    except Exception as error:  # network, auth, missing repo: all end the search the same way
+        tried.append(f"Hugging Face Hub: {type(error).__name__}: {_first_line(error)}")
+        raise FileNotFoundError(_not_found_message(name, tried, hub_shaped=True)) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _not_found_message(name: str, tried: list[str], *, hub_shaped: bool) -> str:
+    lines = [f"name_or_path: could not find pretrained generator {name!r}. Looked in:"]
+    lines += [f"  - {entry}" for entry in tried]
+    if not hub_shaped:
+        lines.append("  - Hugging Face cache / Hub: skipped, the name is not shaped like 'owner/repo'")
+    lines.append(
+        f"Provide it as a local folder holding {CONFIG_NAME} + {WEIGHTS_NAME} (+ {CARD_NAME}), as a card "
+        "folder under pretrained_cards/, or as a Hub id 'owner/repo' already in the Hugging Face cache "
+        "(download it on a connected machine with `hf download owner/repo` and copy "
+        "~/.cache/huggingface/hub, or point HF_HUB_CACHE at it)."
+    )
+    return "\n".join(lines)
+
+
+def _from_hf_cache(repo_id: str, revision: str | None, cache_dir: Any) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = {
+        filename: try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        for filename in (CONFIG_NAME, WEIGHTS_NAME)
+    }
+    paths = [Path(p) for p in found.values() if isinstance(p, str)]
+    if len(paths) != 2 or paths[0].parent != paths[1].parent:
+        return None
+    return paths[0].parent
+
+
+def _from_hub(repo_id: str, revision: str | None, cache_dir: Any) -> Path:
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    timeout = _hub_timeout()
+    # One short metadata call first: without network it fails within `timeout`, and with network
+    # it pins the commit so the files below come from one snapshot.
+    commit = HfApi().model_info(repo_id, revision=revision, timeout=timeout).sha
+    config = hf_hub_download(repo_id, CONFIG_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
+    hf_hub_download(repo_id, WEIGHTS_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
+    try:
+        hf_hub_download(repo_id, CARD_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
+    except EntryNotFoundError:
+        pass
+    return Path(config).parent
+
+
+# ---------------------------------------------------------------------- reading a folder
+def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse and validate ``folder/config.json``."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"name_or_path: {str(folder)!r} has no {CONFIG_NAME}; a pretrained generator folder holds "
+            f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not architecture:
+        raise ValueError(f"{path}: missing the 'architecture' entry naming the generator class")
+    if config.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise ValueError(f"{path}: format {config.get('format')!r} is not {FORMAT_NAME!r}")
+    version = config.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version!r} is newer than this defectaug reads ({FORMAT_VERSION}); "
+            "upgrade defectaug"
+        )
+    kwargs = config.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path}: 'kwargs' must be a JSON object of constructor arguments")
+    return config
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file to CPU tensors, with a clear error for a damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        pickles = [p.name for p in path.parent.glob("*.bin")] + [p.name for p in path.parent.glob("*.pt*")]
+        hint = f" ({', '.join(pickles)} found: pickle files are never loaded)" if pickles else ""
+        raise FileNotFoundError(f"weights: {str(path)!r} does not exist{hint}")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"weights: {str(path)!r} is not a readable safetensors file (corrupt or truncated?): {error}"
+        ) from None
+
+
+def check_state_dict(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a ``ValueError`` naming every missing, unexpected or mis-shaped key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mismatched = [
+        f"{key}: weights {tuple(weights[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(weights))
+        if weights[key].shape != expected[key].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def listing(items: list[str]) -> str:
+        shown = ", ".join(items[:8])
+        return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {listing(mismatched)}")
+    raise ValueError(
+        f"weights: {source} does not match the model built from {CONFIG_NAME} "
+        f"({type(module).__name__}); " + "; ".join(problems)
+    )
+
+
+def load_pretrained_folder(
+    folder: str | os.PathLike[str],
+    *,
+    expected_class: type[PretrainedDefectGenerator] = PretrainedDefectGenerator,
+    device: torch.device | str | None = None,
+    **overrides: Any,
+) -> PretrainedDefectGenerator:
+    """Build the generator described by ``folder/config.json`` and load ``folder/model.safetensors``."""
+    folder = Path(folder)
+    config = read_config(folder)
+    cls = get_architecture(config["architecture"])
+    if not issubclass(cls, expected_class):
+        raise TypeError(
+            f"name_or_path: {str(folder)!r} holds a {config['architecture']!r} ({cls.__name__}), "
+            f"not a {expected_class.__name__}"
+        )
+    kwargs = {**config.get("kwargs", {}), **overrides}
+    try:
+        model = cls.from_config(kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"{folder / CONFIG_NAME}: its kwargs do not fit {cls.__name__}: {error}"
+        ) from None
+    weights_path = folder / WEIGHTS_NAME
+    weights = load_weights(weights_path)
+    check_state_dict(model, weights, repr(str(weights_path)))
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
