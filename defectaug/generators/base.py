@@ -6,6 +6,7 @@ Procedural generators, the real-defect bank and learned GANs all answer ``sample
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -93,7 +94,8 @@ class DefectGenerator(nn.Module):
             n: number of layers (>= 1).
             defect_type: a type name for all items, one name per item, or ``None`` for uniform draws.
             generator: a ``torch.Generator`` or int seed; the same value gives the same layers.
-            device: where the layers are made (default: the module's parameters' device, else CPU).
+            device: where the layers are made (default: the module's parameters' or buffers' device, else
+                CPU).
             dtype: floating dtype of content and alpha.
             channels: 1 or 3 (default: the generator's own, or 3 for ``"any"``).
             background: ``[n, C, H, W]`` images the defects will land on (generators that need it).
@@ -103,7 +105,8 @@ class DefectGenerator(nn.Module):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
         if device is None:
-            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+            held = itertools.chain(self.parameters(), self.buffers())
+            device = next((t.device for t in held), torch.device("cpu"))
         device = torch.device(device)
         rng = as_generator(generator, device)
         resolved_channels = self.resolve_channels(channels)
