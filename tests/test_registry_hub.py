@@ -149,7 +149,9 @@ def test_config_not_matching_weights(saved):
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["kwargs"]["layer_size"] = [4, 4]
     (folder / CONFIG_NAME).write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"shape mismatches: head\.bias: weights \(60,\) vs model \(32,\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatches: head\.bias: weights \(60,\) vs model \(32,\)"
+    ):
         PretrainedDefectGenerator.from_pretrained(folder)
 
 
@@ -167,7 +169,9 @@ def test_unregistered_architecture(saved):
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["architecture"] = "no-such-arch"
     (folder / CONFIG_NAME).write_text(json.dumps(config))
-    with pytest.raises(KeyError, match="'no-such-arch' is not registered; registered: .*defectaug-test-tiny"):
+    with pytest.raises(
+        KeyError, match="'no-such-arch' is not registered; registered: .*defectaug-test-tiny"
+    ):
         PretrainedDefectGenerator.from_pretrained(folder)
 
 
@@ -177,7 +181,10 @@ def test_unregistered_architecture(saved):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
         ('{"kwargs": {}}', "missing the 'architecture' entry"),
-        ('{"architecture": "defectaug-test-tiny", "format_version": 99}', "newer than this defectaug"),
+        (
+            '{"architecture": "defectaug-test-tiny", "format_version": 99}',
+            "newer than this defectaug",
+        ),
     ],
 )
 def test_bad_config(saved, text, message):
@@ -192,7 +199,9 @@ def test_folder_without_config_and_pickles_are_not_read(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         PretrainedDefectGenerator.from_pretrained(tmp_path)
     (tmp_path / CONFIG_NAME).write_text('{"architecture": "defectaug-test-tiny"}')
-    with pytest.raises(FileNotFoundError, match="pytorch_model.bin found: pickle files are never loaded"):
+    with pytest.raises(
+        FileNotFoundError, match="pytorch_model.bin found: pickle files are never loaded"
+    ):
         PretrainedDefectGenerator.from_pretrained(tmp_path)
 
 
@@ -206,7 +215,9 @@ def test_save_requires_registration_and_json_config(tmp_path):
     class Unregistered(TinyTestGenerator):
         architecture = "defectaug-test-unregistered"
 
-    with pytest.raises(ValueError, match="registered with defectaug.generators.hub.register_architecture"):
+    with pytest.raises(
+        ValueError, match="registered with defectaug.generators.hub.register_architecture"
+    ):
         Unregistered().save_pretrained(tmp_path / "x")
 
     @register_architecture
@@ -222,7 +233,9 @@ def test_save_requires_registration_and_json_config(tmp_path):
 
 def test_card_without_required_fields_is_refused(tmp_path):
     card = ModelCard("---\nlicense: mit\n---\n\n# card\n")
-    with pytest.raises(ValueError, match="front matter lacks library_name, tags, datasets, metrics"):
+    with pytest.raises(
+        ValueError, match="front matter lacks library_name, tags, datasets, metrics"
+    ):
         _trained().save_pretrained(tmp_path / "z", card=card)
 
 
@@ -271,12 +284,16 @@ def test_hf_cache_is_used_offline(saved, tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = PretrainedDefectGenerator.from_pretrained("someone/tiny", cache_dir=tmp_path / "hf-cache")
+    loaded = PretrainedDefectGenerator.from_pretrained(
+        "someone/tiny", cache_dir=tmp_path / "hf-cache"
+    )
     assert torch.equal(loaded.head.weight, model.head.weight)
 
 
 def test_unknown_name_is_not_sent_to_the_hub(monkeypatch):
-    monkeypatch.setattr(hub, "_from_hub", lambda *a: pytest.fail("a plain name must not reach the Hub"))
+    monkeypatch.setattr(
+        hub, "_from_hub", lambda *a: pytest.fail("a plain name must not reach the Hub")
+    )
     with pytest.raises(FileNotFoundError) as info:
         PretrainedDefectGenerator.from_pretrained("no-such-generator")
     message = str(info.value)
@@ -287,7 +304,9 @@ def test_unknown_name_is_not_sent_to_the_hub(monkeypatch):
 
 def test_offline_hub_id_fails_with_what_was_tried(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub, "_from_hub", lambda *a: pytest.fail("HF_HUB_OFFLINE must keep off the Hub"))
+    monkeypatch.setattr(
+        hub, "_from_hub", lambda *a: pytest.fail("HF_HUB_OFFLINE must keep off the Hub")
+    )
     with pytest.raises(FileNotFoundError) as info:
         PretrainedDefectGenerator.from_pretrained("someone/absent", cache_dir=tmp_path)
     message = str(info.value)
@@ -304,7 +323,9 @@ def test_unreachable_hub_reports_the_error(tmp_path, monkeypatch):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(hub, "_from_hub", no_network)
-    with pytest.raises(FileNotFoundError, match="Hugging Face Hub: ConnectionError: Name or service not known"):
+    with pytest.raises(
+        FileNotFoundError, match="Hugging Face Hub: ConnectionError: Name or service not known"
+    ):
         PretrainedDefectGenerator.from_pretrained("someone/absent", cache_dir=tmp_path)
 
 
@@ -312,5 +333,7 @@ def test_bad_hub_timeout(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("DEFECTAUG_HUB_TIMEOUT", "soon")
-    with pytest.raises(FileNotFoundError, match="DEFECTAUG_HUB_TIMEOUT: expected a number of seconds"):
+    with pytest.raises(
+        FileNotFoundError, match="DEFECTAUG_HUB_TIMEOUT: expected a number of seconds"
+    ):
         PretrainedDefectGenerator.from_pretrained("someone/absent", cache_dir=tmp_path)

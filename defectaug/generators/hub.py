@@ -9,8 +9,8 @@ registers it with :func:`register_architecture`. ``save_pretrained(folder)`` wri
 - ``README.md``: a model card with YAML front matter (license, library_name: defectaug, tags,
   datasets, metrics).
 
-``from_pretrained(name_or_path)`` rebuilds the registered class from the config and loads the weights
-with strict key and shape checking. It resolves ``name_or_path`` in this order:
+``from_pretrained(name_or_path)`` rebuilds the registered class from the config and loads the
+weights with strict key and shape checking. It resolves ``name_or_path`` in this order:
 
 1. an existing local folder;
 2. a card shipped with defectaug: ``pretrained_cards/<name>/`` in a source checkout, or
@@ -23,6 +23,7 @@ with strict key and shape checking. It resolves ``name_or_path`` in this order:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -94,7 +95,9 @@ class PretrainedDefectGenerator(DefectGenerator):
         """
         defaults = dict(self.card_defaults)
         tag_list = ["defectaug", "defect-synthesis", "image-generation", self.architecture]
-        tag_list += [t for t in (tags if tags is not None else defaults.get("tags", [])) if t not in tag_list]
+        tag_list += [
+            t for t in (tags if tags is not None else defaults.get("tags", [])) if t not in tag_list
+        ]
         fields: dict[str, Any] = {
             "license": license or defaults.get("license", "apache-2.0"),
             "library_name": "defectaug",
@@ -116,17 +119,23 @@ class PretrainedDefectGenerator(DefectGenerator):
             "",
             "```python",
             "import defectaug",
-            "generator = defectaug.load_generator(\"<this folder or hub id>\")",
+            'generator = defectaug.load_generator("<this folder or hub id>")',
             "layers = generator.sample(8, generator=0)  # DefectLayer: content + alpha",
             "```",
         ]
         if results:
             lines += ["", "| metric | value |", "|---|---|"]
-            lines += [f"| {name} | {value:.6g} |" for name, value in fields["defectaug_results"].items()]
+            lines += [
+                f"| {name} | {value:.6g} |" for name, value in fields["defectaug_results"].items()
+            ]
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike[str], *, card: ModelCard | None = None, **card_fields: Any
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        card: ModelCard | None = None,
+        **card_fields: Any,
     ) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
@@ -136,7 +145,8 @@ class PretrainedDefectGenerator(DefectGenerator):
         """
         if not self.architecture or _ARCHITECTURES.get(self.architecture) is not type(self):
             raise ValueError(
-                f"architecture: {type(self).__name__} must set a class attribute 'architecture' and be "
+                f"architecture: {type(self).__name__} must set a class attribute 'architecture' "
+                "and be "
                 "registered with defectaug.generators.hub.register_architecture before saving, so "
                 "from_pretrained can rebuild it"
             )
@@ -165,8 +175,14 @@ class PretrainedDefectGenerator(DefectGenerator):
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         # Clone so that tied or viewed tensors become independent storage, which safetensors needs.
-        tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()}
-        save_file(tensors, folder / WEIGHTS_NAME, metadata={"format": "pt", "architecture": self.architecture})
+        tensors = {
+            name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()
+        }
+        save_file(
+            tensors,
+            folder / WEIGHTS_NAME,
+            metadata={"format": "pt", "architecture": self.architecture},
+        )
         (folder / CONFIG_NAME).write_text(config_text + "\n", encoding="utf-8")
         card.save(folder / CARD_NAME)
         return folder
@@ -186,7 +202,8 @@ class PretrainedDefectGenerator(DefectGenerator):
         """Load a generator from a folder, a shipped card, the HF cache or the Hub (in that order).
 
         ``overrides`` replace constructor arguments from ``config.json`` (an override that changes
-        the weights' shapes fails the strict check). The model is returned in eval mode on ``device``.
+        the weights' shapes fails the strict check). The model is returned in eval mode on
+        ``device``.
         """
         folder = resolve_pretrained(
             name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
@@ -204,7 +221,8 @@ def register_architecture(cls: type[PretrainedDefectGenerator]) -> type[Pretrain
     known = _ARCHITECTURES.get(name)
     if known is not None and known.__qualname__ != cls.__qualname__:
         raise ValueError(
-            f"architecture: {name!r} is already registered to {known.__module__}.{known.__qualname__}"
+            f"architecture: {name!r} is already registered to "
+            f"{known.__module__}.{known.__qualname__}"
         )
     _ARCHITECTURES[name] = cls
     return cls
@@ -241,7 +259,7 @@ def _import_builtin_architectures() -> None:
 
 # ---------------------------------------------------------------------- resolution
 def shipped_card_roots() -> list[Path]:
-    """Folders holding the cards shipped with defectaug (wheel install first, then source checkout)."""
+    """Folders holding the cards shipped with defectaug (wheel install first, then checkout)."""
     package = Path(defectaug.__file__).resolve().parent
     roots = [package / "_pretrained_cards", package.parent / "pretrained_cards"]
     return [root for root in roots if root.is_dir()]
@@ -274,7 +292,9 @@ def _hub_timeout() -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"DEFECTAUG_HUB_TIMEOUT: expected a number of seconds, got {raw!r}") from None
+        raise ValueError(
+            f"DEFECTAUG_HUB_TIMEOUT: expected a number of seconds, got {raw!r}"
+        ) from None
 
 
 def resolve_pretrained(
@@ -294,7 +314,8 @@ def resolve_pretrained(
     if local.exists():
         if not local.is_dir():
             raise ValueError(
-                f"name_or_path: {name!r} is a file; expected a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+                f"name_or_path: {name!r} is a file; expected a folder holding {CONFIG_NAME} "
+                f"and {WEIGHTS_NAME}"
             )
         return local
     tried.append(f"local folder {str(local.resolve())!r}: does not exist")
@@ -343,10 +364,13 @@ def _not_found_message(name: str, tried: list[str], *, hub_shaped: bool) -> str:
     lines = [f"name_or_path: could not find pretrained generator {name!r}. Looked in:"]
     lines += [f"  - {entry}" for entry in tried]
     if not hub_shaped:
-        lines.append("  - Hugging Face cache / Hub: skipped, the name is not shaped like 'owner/repo'")
+        lines.append(
+            "  - Hugging Face cache / Hub: skipped, the name is not shaped like 'owner/repo'"
+        )
     lines.append(
-        f"Provide it as a local folder holding {CONFIG_NAME} + {WEIGHTS_NAME} (+ {CARD_NAME}), as a card "
-        "folder under pretrained_cards/, or as a Hub id 'owner/repo' already in the Hugging Face cache "
+        f"Provide it as a local folder holding {CONFIG_NAME} + {WEIGHTS_NAME} (+ {CARD_NAME}), "
+        "as a card folder under pretrained_cards/, or as a Hub id 'owner/repo' already in the "
+        "Hugging Face cache "
         "(download it on a connected machine with `hf download owner/repo` and copy "
         "~/.cache/huggingface/hub, or point HF_HUB_CACHE at it)."
     )
@@ -374,12 +398,16 @@ def _from_hub(repo_id: str, revision: str | None, cache_dir: Any) -> Path:
     # One short metadata call first: without network it fails within `timeout`, and with network
     # it pins the commit so the files below come from one snapshot.
     commit = HfApi().model_info(repo_id, revision=revision, timeout=timeout).sha
-    config = hf_hub_download(repo_id, CONFIG_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
-    hf_hub_download(repo_id, WEIGHTS_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
-    try:
-        hf_hub_download(repo_id, CARD_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout)
-    except EntryNotFoundError:
-        pass
+    config = hf_hub_download(
+        repo_id, CONFIG_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout
+    )
+    hf_hub_download(
+        repo_id, WEIGHTS_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout
+    )
+    with contextlib.suppress(EntryNotFoundError):
+        hf_hub_download(
+            repo_id, CARD_NAME, revision=commit, cache_dir=cache_dir, etag_timeout=timeout
+        )
     return Path(config).parent
 
 
@@ -389,7 +417,8 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"name_or_path: {str(folder)!r} has no {CONFIG_NAME}; a pretrained generator folder holds "
+            f"name_or_path: {str(folder)!r} has no {CONFIG_NAME}; a pretrained generator folder "
+            "holds "
             f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}"
         )
     try:
@@ -406,7 +435,8 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     version = config.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
-            f"{path}: format_version {version!r} is newer than this defectaug reads ({FORMAT_VERSION}); "
+            f"{path}: format_version {version!r} is newer than this defectaug reads "
+            f"({FORMAT_VERSION}); "
             "upgrade defectaug"
         )
     kwargs = config.get("kwargs", {})
@@ -419,18 +449,23 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file to CPU tensors, with a clear error for a damaged file."""
     path = Path(path)
     if not path.is_file():
-        pickles = [p.name for p in path.parent.glob("*.bin")] + [p.name for p in path.parent.glob("*.pt*")]
+        pickles = [p.name for p in path.parent.glob("*.bin")] + [
+            p.name for p in path.parent.glob("*.pt*")
+        ]
         hint = f" ({', '.join(pickles)} found: pickle files are never loaded)" if pickles else ""
         raise FileNotFoundError(f"weights: {str(path)!r} does not exist{hint}")
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ValueError(
-            f"weights: {str(path)!r} is not a readable safetensors file (corrupt or truncated?): {error}"
+            f"weights: {str(path)!r} is not a readable safetensors file (corrupt or "
+            f"truncated?): {error}"
         ) from None
 
 
-def check_state_dict(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+def check_state_dict(
+    module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str
+) -> None:
     """Raise a ``ValueError`` naming every missing, unexpected or mis-shaped key."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(weights))
@@ -467,7 +502,7 @@ def load_pretrained_folder(
     device: torch.device | str | None = None,
     **overrides: Any,
 ) -> PretrainedDefectGenerator:
-    """Build the generator described by ``folder/config.json`` and load ``folder/model.safetensors``."""
+    """Build the generator that ``folder/config.json`` describes, with its safetensors weights."""
     folder = Path(folder)
     config = read_config(folder)
     cls = get_architecture(config["architecture"])
