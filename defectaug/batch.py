@@ -1,0 +1,468 @@
+"""Batched defect injection: the one implementation behind DefectInject, the dataset and the CLI.
+
+``inject_defects(images [B, C, H, W], ...)`` synthesises defects for a whole batch at once on the
+batch's device — generator sampling, placement warps and compositing all run there — and returns
+the images, the exact defect masks and a per-image label. :class:`DefectInjector` is its
+``nn.Module`` form (kornia-augmentation style) for GPU training loops: move it with ``.to("cuda")``
+and call it on batches straight from the data loader.
+
+Internally injection has two stages so the per-sample transform can share one random draw between
+several inputs: :func:`plan_defects` makes every random choice (which images, which type, where,
+how big, the generated layers) and :func:`apply_plan` composites a plan onto images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.data import get_worker_info
+
+from defectaug._io import check_batched_image
+from defectaug._seeding import SeedLike, as_generator, child_seed
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import MASK_THRESHOLD, DefectLayer
+from defectaug.placement import (
+    CountArg,
+    Placements,
+    RangeArg,
+    RoiArg,
+    WarpedLayers,
+    crop_windows,
+    resolve_roi,
+    sample_placements,
+    warp_layer,
+)
+
+BlendMode = Literal["alpha", "poisson", "improved_poisson"]
+BLEND_MODES: tuple[str, ...] = ("alpha", "poisson", "improved_poisson")
+#: Value of ``labels`` for images that received no defect.
+NO_DEFECT = -1
+
+DEFAULT_SCALE: tuple[float, float] = (0.1, 0.3)
+DEFAULT_ROTATION: tuple[float, float] = (-180.0, 180.0)
+DEFAULT_ASPECT: tuple[float, float] = (0.75, 4.0 / 3.0)
+
+
+class InjectionResult(NamedTuple):
+    """What :func:`inject_defects` returns (unpacks as ``images, masks, labels``).
+
+    Attributes:
+        images: ``[B, C, H, W]`` float, the images with defects.
+        masks: ``[B, 1, H, W]`` bool, exactly the pixels covered by a defect (``alpha >= 0.5``).
+        labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type, or
+            ``NO_DEFECT`` (-1) for images left untouched.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+
+
+def mix_seed(*values: int) -> int:
+    """A 62-bit seed hashed from integers; stable across processes, platforms and Python runs."""
+    digest = hashlib.blake2b(repr(tuple(int(v) for v in values)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
+
+class CallSeeds:
+    """Per-call seeds for a component that is called many times, possibly in several processes.
+
+    With ``seed=None`` every call draws from torch's global generator (which the ``DataLoader``
+    already seeds per worker). With an int seed, call ``k`` uses ``mix_seed(seed, k, worker id,
+    the DataLoader's base seed, distributed rank)``: workers and ranks never repeat each other,
+    each epoch draws new defects, and the whole stream is reproducible once the ``DataLoader``'s
+    own randomness is (its ``generator=`` argument or ``torch.manual_seed``). Plain ints only, so
+    the owner stays picklable.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        self.seed = seed
+        self.calls = 0
+
+    def next(self) -> int | None:
+        if self.seed is None:
+            return None
+        info = get_worker_info()
+        worker_id, base_seed = (info.id, info.seed - info.id) if info is not None else (-1, 0)
+        rank = (
+            torch.distributed.get_rank()
+            if torch.distributed.is_available() and torch.distributed.is_initialized()
+            else 0
+        )
+        value = mix_seed(self.seed, self.calls, worker_id, base_seed, rank)
+        self.calls += 1
+        return value
+
+
+def resolve_generator(
+    generator: str | DefectGenerator, device: torch.device | str | None = None
+) -> DefectGenerator:
+    """A ``DefectGenerator`` from an instance, a registry name, a folder or a Hub id."""
+    if isinstance(generator, DefectGenerator):
+        resolved = generator
+    elif isinstance(generator, str):
+        from defectaug.generators import load_generator
+
+        resolved = load_generator(generator, device=device)
+    else:
+        raise TypeError(
+            f"generator: expected a DefectGenerator, a registered name, a folder or a Hub id, "
+            f"got {type(generator).__name__}"
+        )
+    if resolved.needs_reference:
+        raise ValueError(
+            f"generator: {type(resolved).__name__} needs reference defect crops for every sample, "
+            "which defect injection cannot supply; pick a generator that samples on its own"
+        )
+    return resolved
+
+
+def resolve_defect_types(
+    defect_types: str | Sequence[str] | None, generator: DefectGenerator
+) -> tuple[str, ...]:
+    """The defect types to draw from, checked against ``generator`` (``None``: all of them)."""
+    if defect_types is None:
+        names = tuple(generator.defect_types)
+    elif isinstance(defect_types, str):
+        names = (defect_types,)
+    else:
+        names = tuple(defect_types)
+    if not names:
+        raise ValueError("defect_types: expected at least one defect type")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"defect_types: expected type names (str), got {name!r}")
+        if name not in generator.defect_types:
+            raise KeyError(
+                f"defect_types: unknown defect type {name!r} for {type(generator).__name__}; "
+                f"accepted: {', '.join(generator.defect_types)}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"defect_types: duplicate names in {list(names)}")
+    return names
+
+
+def check_blend(blend: str) -> str:
+    if blend not in BLEND_MODES:
+        raise ValueError(f"blend: expected one of {', '.join(BLEND_MODES)}, got {blend!r}")
+    return blend
+
+
+def check_probability(p: float) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+@dataclass(frozen=True)
+class DefectPlan:
+    """Every random choice of one injection, ready to composite onto the images it was drawn for.
+
+    Attributes:
+        labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type (one type per
+            image, shared by all its defects), or ``NO_DEFECT``.
+        defect_types: the type names ``labels`` index.
+        placements: the placement draws (``N`` defects).
+        warped: the placed layers (``None`` when no image received a defect).
+        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)``, tight box of each defect's mask in the image
+            (all zeros when its mask ended up empty).
+        image_size: ``(H, W)`` the plan was drawn for.
+    """
+
+    labels: torch.Tensor
+    defect_types: tuple[str, ...]
+    placements: Placements
+    warped: WarpedLayers | None
+    boxes: torch.Tensor
+    image_size: tuple[int, int]
+
+    @property
+    def applied(self) -> torch.Tensor:
+        """``[B]`` bool: images that receive at least one defect."""
+        return self.labels != NO_DEFECT
+
+    def defect_masks(self) -> torch.Tensor:
+        """``[N, 1, Hc, Wc]`` bool canvas masks of the placed defects."""
+        if self.warped is None:
+            raise ValueError("this plan places no defect")
+        return self.warped.layer.mask(MASK_THRESHOLD)
+
+
+def plan_defects(
+    images: torch.Tensor,
+    defect_types: Sequence[str],
+    generator: DefectGenerator,
+    *,
+    p: float = 1.0,
+    count: CountArg = (1, 1),
+    scale: RangeArg = DEFAULT_SCALE,
+    rotation: RangeArg = DEFAULT_ROTATION,
+    aspect: RangeArg = DEFAULT_ASPECT,
+    min_size: int = 8,
+    roi: RoiArg = None,
+    confine: bool = True,
+    seed: SeedLike = None,
+) -> DefectPlan:
+    """Draw every random choice for defects on ``images [B, C, H, W]`` (see :func:`inject_defects`).
+
+    Small draws (which images, types, placements) come from a CPU generator; the layers are
+    sampled on the images' device from a seed drawn from it, so a plan is reproducible per device.
+    """
+    batch, channels, height, width = images.shape
+    rng = as_generator(seed)
+    active = torch.rand(batch, generator=rng) < p
+    drawn_types = torch.randint(0, len(defect_types), (batch,), generator=rng)
+    roi_mask = resolve_roi(roi, images) if bool(active.any()) else None
+    placements = sample_placements(
+        batch,
+        (height, width),
+        count=count,
+        scale=scale,
+        rotation=rotation,
+        aspect=aspect,
+        min_size=min_size,
+        roi=roi_mask,
+        active=active,
+        generator=rng,
+    )
+    layer_seed = child_seed(rng)
+    labels = torch.where(placements.counts() > 0, drawn_types, NO_DEFECT)
+    if len(placements) == 0:
+        return DefectPlan(
+            labels.to(images.device),
+            tuple(defect_types),
+            placements,
+            None,
+            torch.zeros(0, 4, dtype=torch.int64, device=images.device),
+            (height, width),
+        )
+
+    names = [defect_types[int(labels[i])] for i in placements.image_index.tolist()]
+    background = (
+        images[placements.image_index.to(images.device)] if generator.needs_background else None
+    )
+    layer = generator.sample(
+        len(placements),
+        names,
+        generator=layer_seed,
+        device=images.device,
+        dtype=images.dtype,
+        channels=channels,
+        background=background,
+    )
+    warped = warp_layer(layer, placements)
+    if roi_mask is not None and confine:
+        inside = crop_windows(roi_mask, placements.image_index, warped.offsets, warped.layer.size)
+        confined_alpha = warped.layer.alpha * inside.to(warped.layer.alpha.dtype)
+        warped = WarpedLayers(
+            DefectLayer(
+                warped.layer.content, confined_alpha, warped.layer.labels, warped.layer.type_names
+            ),
+            warped.offsets,
+            warped.boxes,
+        )
+    tight = warped.layer.bounding_box(MASK_THRESHOLD)
+    shift = warped.offsets[:, [1, 0, 1, 0]]
+    nonempty = (tight[:, 2] > tight[:, 0])[:, None]
+    boxes = torch.where(nonempty, tight + shift, torch.zeros_like(tight))
+    return DefectPlan(
+        labels.to(images.device), tuple(defect_types), placements, warped, boxes, (height, width)
+    )
+
+
+def _paste_masks(
+    masks: torch.Tensor, windows: torch.Tensor, image_index: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
+    """OR bool ``windows [N, 1, h, w]`` into ``masks [B, 1, H, W]`` at ``offsets`` (clipped)."""
+    _, _, height, width = masks.shape
+    item, _, row, col = windows.nonzero(as_tuple=True)
+    row = row + offsets[item, 0]
+    col = col + offsets[item, 1]
+    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+    out = masks.clone()
+    out[image_index[item[inside]], 0, row[inside], col[inside]] = True
+    return out
+
+
+def plan_masks(plan: DefectPlan, device: torch.device | str | None = None) -> torch.Tensor:
+    """``[B, 1, H, W]`` bool: the union of the plan's defect masks on each image."""
+    batch, (height, width) = plan.placements.batch_size, plan.image_size
+    if plan.warped is None:
+        device = device if device is not None else plan.labels.device
+        return torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
+    device = device if device is not None else plan.warped.layer.alpha.device
+    masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
+    windows = plan.defect_masks().to(device)
+    image_index = plan.placements.image_index.to(device)
+    return _paste_masks(masks, windows, image_index, plan.warped.offsets.to(device))
+
+
+def apply_plan(
+    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite ``plan`` onto ``images [B, C, H, W]``; returns ``(images, masks [B, 1, H, W])``.
+
+    Defects of one image are composited in draw order (later ones over earlier ones); images the
+    plan leaves untouched come back unchanged.
+    """
+    from defectaug import compositing
+
+    check_blend(blend)
+    batch, _, height, width = images.shape
+    if (height, width) != plan.image_size or batch != plan.placements.batch_size:
+        raise ValueError(
+            f"images: the plan was drawn for {plan.placements.batch_size} image(s) of size "
+            f"{plan.image_size[0]}x{plan.image_size[1]}, got {tuple(images.shape)}"
+        )
+    if plan.warped is None:
+        return images, plan_masks(plan, images.device)
+    device = images.device
+    layer = plan.warped.layer.to(device=device, dtype=images.dtype)
+    offsets = plan.warped.offsets.to(device)
+    image_index = plan.placements.image_index.to(device)
+    defect_masks = layer.mask(MASK_THRESHOLD)
+    out = images
+    rank = plan.placements.rank.to(device)
+    for round_rank in range(int(plan.placements.rank.max()) + 1):
+        chosen = (rank == round_rank).nonzero()[:, 0]
+        targets = image_index[chosen]
+        background = out[targets]
+        if blend == "alpha":
+            blended = compositing.alpha_composite(
+                background, layer.content[chosen], layer.alpha[chosen], offsets[chosen]
+            )
+        elif blend == "poisson":
+            blended = compositing.poisson_blend(
+                background, layer.content[chosen], defect_masks[chosen], offsets[chosen]
+            )
+        else:
+            blended = compositing.improved_poisson_blend(
+                background, layer.content[chosen], defect_masks[chosen], offsets[chosen]
+            )
+        out = out.index_copy(0, targets, blended)
+    return out, plan_masks(plan, device)
+
+
+def inject_defects(
+    images: torch.Tensor,
+    defect_types: str | Sequence[str] | None = None,
+    generator: str | DefectGenerator = "procedural",
+    *,
+    blend: BlendMode = "alpha",
+    p: float = 1.0,
+    count: CountArg = (1, 1),
+    scale: RangeArg = DEFAULT_SCALE,
+    rotation: RangeArg = DEFAULT_ROTATION,
+    aspect: RangeArg = DEFAULT_ASPECT,
+    min_size: int = 8,
+    roi: RoiArg = None,
+    confine: bool = True,
+    seed: SeedLike = None,
+) -> InjectionResult:
+    """Put synthetic defects on a batch of images, on the batch's device.
+
+    Args:
+        images: ``[B, C, H, W]`` float in [0, 1], C = 1 or 3.
+        defect_types: type name(s) to draw from (default: all of the generator's). Each image gets
+            one type, drawn uniformly, shared by all of its defects.
+        generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
+        blend: ``"alpha"`` (alpha compositing), ``"poisson"`` (seamless gradient-domain blend) or
+            ``"improved_poisson"`` (Poisson blend with a feathered band, less colour bleeding).
+        p: probability that an image receives defects.
+        count: defects per image, an int or an inclusive ``(min, max)`` range.
+        scale: longer side of each defect's visible box as a fraction of the image's shorter side.
+        rotation: range of rotation angles in degrees.
+        aspect: range of width/height stretch factors (log-uniform).
+        min_size: smallest defect in pixels; smaller images raise ``ValueError``.
+        roi: where defects may land: ``None`` (anywhere), a mask, a callable ``images -> mask``, or
+            ``"auto"`` (foreground estimate for object images).
+        confine: with an ROI, cut each defect to it (its mask never leaves the ROI).
+        seed: int or ``torch.Generator`` for a reproducible result.
+
+    Returns:
+        ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
+    """
+    images = check_batched_image(images, "images")
+    defect_generator = resolve_generator(generator, device=images.device)
+    types = resolve_defect_types(defect_types, defect_generator)
+    plan = plan_defects(
+        images,
+        types,
+        defect_generator,
+        p=check_probability(p),
+        count=count,
+        scale=scale,
+        rotation=rotation,
+        aspect=aspect,
+        min_size=min_size,
+        roi=roi,
+        confine=confine,
+        seed=seed,
+    )
+    out, masks = apply_plan(images, plan, check_blend(blend))
+    return InjectionResult(out, masks, plan.labels)
+
+
+class DefectInjector(nn.Module):
+    """``nn.Module`` form of :func:`inject_defects` for batches on any device.
+
+    The defect generator is a submodule, so ``DefectInjector(...).to("cuda")`` moves learned
+    generators' weights too. ``forward(images)`` returns ``InjectionResult(images, masks, labels)``.
+    With ``seed`` set, call ``k`` is seeded from ``(seed, k)`` (plus worker / rank, see
+    :class:`CallSeeds`); ``forward(images, seed=...)`` overrides the seed for one call.
+    """
+
+    def __init__(
+        self,
+        defect_types: str | Sequence[str] | None = None,
+        generator: str | DefectGenerator = "procedural",
+        *,
+        blend: BlendMode = "alpha",
+        p: float = 1.0,
+        count: CountArg = (1, 1),
+        scale: RangeArg = DEFAULT_SCALE,
+        rotation: RangeArg = DEFAULT_ROTATION,
+        aspect: RangeArg = DEFAULT_ASPECT,
+        min_size: int = 8,
+        roi: RoiArg = None,
+        confine: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.generator = resolve_generator(generator)
+        self.defect_types = resolve_defect_types(defect_types, self.generator)
+        self.blend = check_blend(blend)
+        self.p = check_probability(p)
+        self.options = dict(
+            count=count,
+            scale=scale,
+            rotation=rotation,
+            aspect=aspect,
+            min_size=min_size,
+            roi=roi,
+            confine=confine,
+        )
+        self._seeds = CallSeeds(seed)
+
+    def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
+        images = check_batched_image(images, "images")
+        plan = plan_defects(
+            images,
+            self.defect_types,
+            self.generator,
+            p=self.p,
+            seed=seed if seed is not None else self._seeds.next(),
+            **self.options,
+        )
+        out, masks = apply_plan(images, plan, self.blend)
+        return InjectionResult(out, masks, plan.labels)
+
+    def extra_repr(self) -> str:
+        return f"defect_types={list(self.defect_types)}, blend={self.blend!r}, p={self.p}"

@@ -1,0 +1,449 @@
+"""Where and how a defect layer lands on an image.
+
+The functional core has three steps, each drawing from an explicit ``torch.Generator``:
+
+1. :func:`sample_placements` draws, per image, how many defects it receives and, per defect, its
+   size (a fraction of the image's shorter side), rotation, aspect jitter and a centre inside a
+   region of interest (ROI).
+2. :func:`warp_layer` resamples generated layers accordingly: each layer's visible part (its tight
+   alpha box) is scaled, stretched and rotated with one affine warp (kornia ``warp_affine``; content
+   and alpha share the matrix) into a canvas big enough that rotated corners are never cut. The
+   defect's box is then moved inside the image, so a layer never lands outside it.
+3. :func:`crop_windows` reads image-sized maps (such as the ROI) under each placed canvas, used to
+   confine a defect's alpha to the ROI.
+
+ROIs (:func:`resolve_roi`): ``None`` (whole image), a mask tensor, a callable ``images -> mask`` or
+``"auto"`` for :func:`estimate_foreground` on object images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import kornia
+import torch
+from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+
+from defectaug._seeding import SeedLike, as_generator
+from defectaug.layer import DefectLayer
+
+RangeArg = float | tuple[float, float]
+CountArg = int | tuple[int, int]
+RoiArg = torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
+
+#: Alpha above which a layer pixel counts as visible when measuring a layer's extent; the whole
+#: visible layer (not only its >= 0.5 mask) must land inside the image.
+VISIBLE_ALPHA = 1.0 / 255.0
+
+
+@dataclass(frozen=True)
+class Placements:
+    """Per-defect placement draws for a batch of images (all CPU tensors of length ``N``).
+
+    Attributes:
+        image_index: ``[N]`` int64, the image each defect lands on (sorted ascending).
+        rank: ``[N]`` int64, the defect's order among its image's defects (0, 1, ...).
+        size: ``[N]`` float, target length in pixels of the longer side of the defect's visible box
+            before rotation.
+        angle: ``[N]`` float, rotation in degrees (counter-clockwise).
+        aspect: ``[N]`` float, width/height stretch applied before rotation (1 = unchanged).
+        center: ``[N, 2]`` float, requested ``(y, x)`` centre in image pixels, inside the ROI.
+        image_size: ``(H, W)`` of the images.
+        batch_size: number of images ``B`` (images may receive no defect).
+    """
+
+    image_index: torch.Tensor
+    rank: torch.Tensor
+    size: torch.Tensor
+    angle: torch.Tensor
+    aspect: torch.Tensor
+    center: torch.Tensor
+    image_size: tuple[int, int]
+    batch_size: int
+
+    def __len__(self) -> int:
+        return int(self.image_index.numel())
+
+    def counts(self) -> torch.Tensor:
+        """Number of defects per image, ``[B]`` int64."""
+        return torch.bincount(self.image_index, minlength=self.batch_size)
+
+
+def as_range(
+    value: RangeArg, name: str, *, low: float | None = None, high: float | None = None
+) -> tuple[float, float]:
+    """A ``(min, max)`` pair from a number or a pair, checked against optional bounds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        pair = (float(value), float(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = (float(value[0]), float(value[1]))
+    else:
+        raise TypeError(f"{name}: expected a number or a (min, max) pair, got {value!r}")
+    if not all(math.isfinite(v) for v in pair) or pair[0] > pair[1]:
+        raise ValueError(f"{name}: expected finite (min, max) with min <= max, got {value!r}")
+    if (low is not None and pair[0] < low) or (high is not None and pair[1] > high):
+        raise ValueError(f"{name}: expected values in [{low}, {high}], got {value!r}")
+    return pair
+
+
+def as_count_range(count: CountArg) -> tuple[int, int]:
+    """``count`` as an inclusive ``(min, max)`` pair of non-negative ints."""
+    if isinstance(count, int) and not isinstance(count, bool):
+        pair = (count, count)
+    elif (
+        isinstance(count, (tuple, list))
+        and len(count) == 2
+        and all(isinstance(c, int) and not isinstance(c, bool) for c in count)
+    ):
+        pair = (count[0], count[1])
+    else:
+        raise TypeError(
+            f"count: expected an int or an inclusive (min, max) pair of ints, got {count!r}"
+        )
+    if pair[0] < 0 or pair[0] > pair[1] or pair[1] < 1:
+        raise ValueError(f"count: expected 0 <= min <= max and max >= 1, got {count!r}")
+    return pair
+
+
+def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    low, high = bounds
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def check_image_size(image_size: tuple[int, int], min_size: int) -> None:
+    """Raise when an image is too small to hold the smallest allowed defect."""
+    height, width = image_size
+    if min(height, width) < min_size:
+        raise ValueError(
+            f"image of size {height}x{width} is smaller than the smallest allowed defect "
+            f"({min_size} px, min_size); use larger images or a smaller min_size"
+        )
+
+
+def sample_placements(
+    batch_size: int,
+    image_size: tuple[int, int],
+    *,
+    count: CountArg = (1, 1),
+    scale: RangeArg = (0.1, 0.3),
+    rotation: RangeArg = (-180.0, 180.0),
+    aspect: RangeArg = (0.75, 4.0 / 3.0),
+    min_size: int = 8,
+    roi: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
+    generator: SeedLike = None,
+) -> Placements:
+    """Draw where defects go on ``batch_size`` images of ``image_size``.
+
+    Args:
+        batch_size: number of images ``B``.
+        image_size: ``(H, W)``.
+        count: defects per image, an int or an inclusive ``(min, max)`` range drawn uniformly.
+        scale: longer side of a defect's visible box as a fraction of the image's shorter side,
+            drawn uniformly in this range (a number fixes it).
+        rotation: degrees, drawn uniformly in this range.
+        aspect: width/height stretch, drawn log-uniformly in this range (``1`` disables it).
+        min_size: no defect is smaller than this many pixels; an image whose shorter side is below
+            it raises ``ValueError``.
+        roi: bool ``[B, 1, H, W]``: centres are drawn uniformly among its pixels (``None``:
+            the whole image).
+        active: bool ``[B]``: images that receive defects (default: all).
+        generator: ``torch.Generator`` or seed for every draw.
+    """
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+        raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+    check_image_size(image_size, min_size)
+    count_range = as_count_range(count)
+    scale_range = as_range(scale, "scale", low=0.0)
+    if scale_range[1] <= 0:
+        raise ValueError(
+            f"scale: expected a positive fraction of the image's shorter side, got {scale!r}"
+        )
+    rotation_range = as_range(rotation, "rotation")
+    aspect_range = as_range(aspect, "aspect")
+    if aspect_range[0] <= 0:
+        raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
+    rng = as_generator(generator)
+    height, width = image_size
+
+    counts = torch.randint(count_range[0], count_range[1] + 1, (batch_size,), generator=rng)
+    if active is not None:
+        counts = torch.where(active.to("cpu", torch.bool), counts, 0)
+    image_index = torch.repeat_interleave(torch.arange(batch_size), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(image_index.numel()) - starts[image_index]
+    n = image_index.numel()
+
+    size = (_uniform(n, scale_range, rng) * min(height, width)).clamp(min=min_size)
+    angle = _uniform(n, rotation_range, rng)
+    log_aspect = (math.log(aspect_range[0]), math.log(aspect_range[1]))
+    stretch = _uniform(n, log_aspect, rng).exp()
+
+    if roi is None:
+        cells = torch.rand(n, 2, generator=rng, dtype=torch.float64)
+        center = cells * torch.tensor([height - 1, width - 1], dtype=torch.float64)
+    else:
+        weights = roi.to("cpu", torch.bool).flatten(1)[image_index].double()
+        flat = (
+            torch.multinomial(weights, 1, generator=rng)[:, 0]
+            if n
+            else torch.zeros(0, dtype=torch.int64)
+        )
+        center = torch.stack([flat // width, flat % width], dim=1).double()
+    return Placements(
+        image_index=image_index,
+        rank=rank,
+        size=size.float(),
+        angle=angle.float(),
+        aspect=stretch.float(),
+        center=center.float(),
+        image_size=(height, width),
+        batch_size=batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class WarpedLayers:
+    """Layers resampled for their placements, all on one shared canvas.
+
+    Attributes:
+        layer: ``DefectLayer`` of ``[N, C, Hc, Wc]`` canvases, each defect centred in its own box.
+        offsets: ``[N, 2]`` int64 ``(top, left)`` of each canvas in the image (may be negative:
+            only the empty margin around a smaller defect hangs over the border).
+        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)`` (exclusive ends) of each defect's own box in
+            the image; always inside the image.
+    """
+
+    layer: DefectLayer
+    offsets: torch.Tensor
+    boxes: torch.Tensor
+
+
+def _antialias(layer: DefectLayer, zoom: torch.Tensor) -> DefectLayer:
+    """Low-pass layers that shrink by more than 2x, so thin structures don't alias away."""
+    sigma = ((1.0 / zoom - 1.0) / 2.0).clamp(min=0.0)
+    if float(sigma.max()) < 0.5:
+        return layer
+    h, w = layer.size
+    kernel = min(2 * math.ceil(3 * float(sigma.max())) + 1, (min(h, w) - 1) // 2 * 2 + 1)
+    if kernel < 3:
+        return layer
+    sigmas = sigma.clamp(min=1e-3).to(layer.content)[:, None].expand(-1, 2)
+    stacked = torch.cat([layer.content, layer.alpha], dim=1)
+    blurred = kornia.filters.gaussian_blur2d(
+        stacked, (kernel, kernel), sigmas, border_type="replicate"
+    )
+    channels = layer.content.shape[1]
+    return DefectLayer(blurred[:, :channels], blurred[:, channels:], layer.labels, layer.type_names)
+
+
+def warp_layer(layer: DefectLayer, placements: Placements) -> WarpedLayers:
+    """Scale, stretch and rotate ``layer`` (one item per placement) into a tight shared canvas.
+
+    The visible part of each layer (``alpha > 1/255``; the whole layer if empty) is scaled so its
+    longer side is ``placements.size`` pixels, stretched by ``aspect``, rotated by ``angle`` and
+    centred on ``placements.center``. A defect that would not fit in the image is shrunk until it
+    does; its box is then shifted inwards so it lies fully inside the image. Content and alpha are
+    warped with the same matrix (content with border replication, so no dark fringe appears where
+    the alpha fades out; alpha with zeros outside the layer).
+    """
+    n = len(placements)
+    if len(layer) != n:
+        raise ValueError(f"layer: expected {n} items (one per placement), got {len(layer)}")
+    if n == 0:
+        raise ValueError("placements: no defect to warp (every image drew a count of 0)")
+    device, dtype = layer.content.device, layer.content.dtype
+    height, width = placements.image_size
+    h, w = layer.size
+
+    boxes = layer.bounding_box(threshold=VISIBLE_ALPHA).to("cpu", torch.float64)
+    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    boxes[empty] = torch.tensor([0.0, 0.0, w, h], dtype=torch.float64)
+    box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    source_center = torch.stack(
+        [(boxes[:, 0] + boxes[:, 2] - 1) / 2, (boxes[:, 1] + boxes[:, 3] - 1) / 2], 1
+    )
+
+    zoom = placements.size.double() / torch.maximum(box_w, box_h)
+    root_aspect = placements.aspect.double().sqrt()
+    zoom_x, zoom_y = zoom * root_aspect, zoom / root_aspect
+    radians = torch.deg2rad(placements.angle.double())
+    cos, sin = radians.cos().abs(), radians.sin().abs()
+    extent_w = box_w * zoom_x * cos + box_h * zoom_y * sin
+    extent_h = box_w * zoom_x * sin + box_h * zoom_y * cos
+    fit = torch.minimum(height / extent_h, width / extent_w).clamp(max=1.0)
+    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
+
+    own_h = extent_h.ceil().long().clamp(1, height)
+    own_w = extent_w.ceil().long().clamp(1, width)
+    canvas_h, canvas_w = int(own_h.max()), int(own_w.max())
+    pad_top, pad_left = (canvas_h - own_h) // 2, (canvas_w - own_w) // 2
+    target_center = torch.stack([pad_left + (own_w - 1) / 2, pad_top + (own_h - 1) / 2], 1)
+
+    matrix = get_rotation_matrix2d(
+        source_center, placements.angle.double(), torch.stack([zoom_x, zoom_y], 1)
+    )
+    matrix[:, :, 2] += target_center - source_center
+    matrix = matrix.to(device=device, dtype=dtype)
+
+    smoothed = _antialias(layer, torch.minimum(zoom_x, zoom_y).to(device=device, dtype=dtype))
+    canvas = (canvas_h, canvas_w)
+    content = warp_affine(
+        smoothed.content, matrix, canvas, padding_mode="border", align_corners=True
+    )
+    alpha = warp_affine(smoothed.alpha, matrix, canvas, padding_mode="zeros", align_corners=True)
+    warped = DefectLayer(content.clamp(0, 1), alpha.clamp(0, 1), layer.labels, layer.type_names)
+
+    center_y, center_x = placements.center[:, 0].double(), placements.center[:, 1].double()
+    top = (center_y - (own_h - 1) / 2).round().long().clamp(min=0)
+    top = torch.minimum(top, height - own_h)
+    left = (center_x - (own_w - 1) / 2).round().long().clamp(min=0)
+    left = torch.minimum(left, width - own_w)
+    offsets = torch.stack([top - pad_top, left - pad_left], 1)
+    own_boxes = torch.stack([left, top, left + own_w, top + own_h], 1)
+    return WarpedLayers(warped, offsets.to(device), own_boxes.to(device))
+
+
+def crop_windows(
+    maps: torch.Tensor, image_index: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Windows ``[N, C, h, w]`` of ``maps [B, C, H, W]`` at ``offsets`` (top, left), 0 outside."""
+    _, _, height, width = maps.shape
+    h, w = size
+    device = maps.device
+    image_index, offsets = image_index.to(device), offsets.to(device)
+    rows = offsets[:, :1] + torch.arange(h, device=device)
+    cols = offsets[:, 1:] + torch.arange(w, device=device)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+        :, None, :
+    ]
+    gathered = maps[
+        image_index[:, None, None],
+        :,
+        rows.clamp(0, height - 1)[:, :, None],
+        cols.clamp(0, width - 1)[:, None, :],
+    ]
+    windows = gathered.permute(0, 3, 1, 2)
+    return (
+        windows * inside[:, None].to(windows.dtype)
+        if windows.is_floating_point()
+        else windows & inside[:, None]
+    )
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    return kornia.color.rgb_to_grayscale(images) if images.shape[1] == 3 else images
+
+
+def _otsu_thresholds(gray: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Per-image Otsu threshold ``[B]`` of ``gray [B, 1, H, W]`` in [0, 1]."""
+    batch = gray.shape[0]
+    index = (gray.flatten(1).clamp(0, 1) * (bins - 1)).round().long()
+    histogram = torch.zeros(batch, bins, device=gray.device, dtype=torch.float64)
+    histogram.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
+    probability = histogram / histogram.sum(1, keepdim=True)
+    levels = torch.arange(bins, device=gray.device, dtype=torch.float64) / (bins - 1)
+    weight_low = probability.cumsum(1)
+    mean_low_sum = (probability * levels).cumsum(1)
+    total_mean = mean_low_sum[:, -1:]
+    between = (total_mean * weight_low - mean_low_sum) ** 2 / (weight_low * (1 - weight_low)).clamp(
+        min=1e-12
+    )
+    best = between.argmax(1)
+    return levels[best].to(gray.dtype)
+
+
+def estimate_foreground(
+    images: torch.Tensor,
+    *,
+    min_area: float = 0.02,
+    max_border_ratio: float = 0.25,
+) -> torch.Tensor:
+    """Rough object mask ``[B, 1, H, W]`` (bool) for object-on-background images.
+
+    Method: grayscale, Gaussian blur (sigma ~ 1 % of the shorter side), a per-image Otsu threshold,
+    then the side of the threshold that touches the image border least is taken as the object;
+    a morphological opening then closing (square kernel ~ 2 % of the shorter side, kornia)
+    removes specks and fills small holes. The estimate is called degenerate, and the whole image
+    is returned for that image, when the object covers less than ``min_area`` of the image, when it
+    covers its border at more than ``max_border_ratio`` times its own area fraction (a texture
+    rather than an object on a background), or when it covers the whole image.
+    """
+    _, _, height, width = images.shape
+    shorter = min(height, width)
+    gray = _grayscale(images.float())
+    sigma = max(1.0, shorter / 100)
+    kernel = min(2 * math.ceil(2 * sigma) + 1, (shorter - 1) // 2 * 2 + 1)
+    if kernel >= 3:
+        gray = kornia.filters.gaussian_blur2d(
+            gray, (kernel, kernel), (sigma, sigma), border_type="replicate"
+        )
+    threshold = _otsu_thresholds(gray)
+    bright = gray > threshold[:, None, None, None]
+
+    border = torch.zeros(height, width, dtype=torch.bool, device=images.device)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    bright_on_border = bright[:, 0, border].float().mean(1)
+    dark_on_border = 1 - bright_on_border
+    foreground = torch.where(
+        (bright_on_border <= dark_on_border)[:, None, None, None], bright, ~bright
+    )
+
+    size = max(3, (shorter // 50) | 1)
+    structure = torch.ones(size, size, device=images.device)
+    cleaned = kornia.morphology.closing(
+        kornia.morphology.opening(foreground.float(), structure), structure
+    )
+    foreground = cleaned >= 0.5
+
+    area = foreground.flatten(1).float().mean(1)
+    on_border = foreground[:, 0, border].float().mean(1)
+    degenerate = (area < min_area) | (area >= 1.0) | (on_border > max_border_ratio * area)
+    return foreground | degenerate[:, None, None, None]
+
+
+def resolve_roi(roi: RoiArg, images: torch.Tensor) -> torch.Tensor | None:
+    """The ROI for ``images [B, C, H, W]`` as bool ``[B, 1, H, W]`` (``None`` for the whole image).
+
+    ``roi`` may be ``None``, ``"auto"`` (:func:`estimate_foreground`), a callable taking the images
+    and returning a mask, or a mask tensor ``[H, W]``, ``[1, H, W]``, ``[1, 1, H, W]`` or
+    ``[B, 1, H, W]`` (bool, or numbers with ``>= 0.5`` inside). A given mask that is empty for an
+    image raises ``ValueError``: defects would have nowhere to go.
+    """
+    if roi is None:
+        return None
+    batch, _, height, width = images.shape
+    if isinstance(roi, str):
+        if roi != "auto":
+            raise ValueError(
+                f"roi: expected None, 'auto', a mask tensor or a callable, got {roi!r}"
+            )
+        return estimate_foreground(images)
+    mask = roi(images) if callable(roi) else roi
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"roi: expected a mask tensor (or a callable returning one), got {type(mask).__name__}"
+        )
+    while mask.ndim < 4:
+        mask = mask.unsqueeze(0)
+    if (
+        mask.ndim != 4
+        or mask.shape[1] != 1
+        or mask.shape[0] not in (1, batch)
+        or mask.shape[-2:] != (height, width)
+    ):
+        raise ValueError(
+            f"roi: expected a mask of shape [H, W], [1, H, W] or [B, 1, H, W] matching images "
+            f"{tuple(images.shape)}, got {tuple(mask.shape)}"
+        )
+    mask = (mask >= 0.5 if mask.dtype != torch.bool else mask).to(images.device)
+    mask = mask.expand(batch, -1, -1, -1)
+    empty = ~mask.flatten(1).any(1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"roi: the region of interest is empty for image(s) {empty.nonzero()[:, 0].tolist()}"
+        )
+    return mask

@@ -1,0 +1,317 @@
+"""``DefectInject``: a torchvision v2 transform that puts synthetic defects on training samples.
+
+It draws once per call (:func:`defectaug.batch.plan_defects` on the sample's image) and applies
+that one draw to every input of the sample:
+
+- images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
+  RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape;
+- a ``tv_tensors.Mask`` (``[H, W]`` or ``[1, H, W]``) gets the defect pixels written in: with
+  ``mask_mode="binary"`` they are set to 1 (a union with what the mask already marks), with
+  ``mask_mode="class"`` to the defect's class id (``label[type]`` when ``label`` is a dict, else
+  ``1 +`` the type's position in ``defect_types``; 0 stays background);
+- the classification label, when ``label`` is set, becomes the defect's class (an int for every
+  type, or ``label[type]`` from a dict). It is found like torchvision's ``CutMix`` /
+  ``SanitizeBoundingBoxes`` find labels (``labels_getter``), extended to the ``(image, int)``
+  samples that ``ImageFolder`` yields: the second item of a tuple when it is an int or a scalar
+  tensor, or a ``"labels"``-like key of a dict (top level or second item);
+- everything else (boxes, key points, videos, extra tensors, metadata) passes through untouched.
+
+Because masks are tv_tensors, geometric v2 transforms placed after ``DefectInject`` keep image and
+defect mask aligned. Wrap masks as ``tv_tensors.Mask``: a PIL mask would be treated as an image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.utils._pytree import (
+    MappingKey,
+    SequenceKey,
+    tree_flatten,
+    tree_flatten_with_path,
+    tree_unflatten,
+)
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import Transform
+
+from defectaug._io import to_float_image
+from defectaug.batch import (
+    DEFAULT_ASPECT,
+    DEFAULT_ROTATION,
+    DEFAULT_SCALE,
+    BlendMode,
+    CallSeeds,
+    DefectPlan,
+    apply_plan,
+    check_blend,
+    check_probability,
+    plan_defects,
+    plan_masks,
+    resolve_defect_types,
+    resolve_generator,
+)
+from defectaug.generators.base import DefectGenerator
+from defectaug.placement import CountArg, RangeArg, RoiArg
+
+LabelArg = int | Mapping[str, int] | None
+MASK_MODES = ("binary", "class")
+
+
+def _is_pure_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and not isinstance(value, tv_tensors.TVTensor)
+
+
+def _is_image(value: Any) -> bool:
+    return isinstance(value, (tv_tensors.Image, PIL.Image.Image)) or _is_pure_tensor(value)
+
+
+def _is_class_label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return _is_pure_tensor(value) and value.numel() == 1 and not value.is_floating_point()
+
+
+def _label_key(mapping: Mapping[Any, Any]) -> Any:
+    keys = [key for key in mapping if isinstance(key, str)]
+    exact = [key for key in keys if key.lower() == "labels"]
+    if exact:
+        return exact[0]
+    return next((key for key in keys if "label" in key.lower()), None)
+
+
+def default_label_path(sample: Any) -> tuple[Any, ...] | None:
+    """Where the classification label of ``sample`` is, as a pytree key path (``None``: none)."""
+    if isinstance(sample, (tuple, list)) and len(sample) >= 2:
+        second = sample[1]
+        if _is_class_label(second):
+            return (SequenceKey(1),)
+        if isinstance(second, Mapping):
+            key = _label_key(second)
+            return None if key is None else (SequenceKey(1), MappingKey(key))
+        return None
+    if isinstance(sample, Mapping):
+        key = _label_key(sample)
+        return None if key is None else (MappingKey(key),)
+    return None
+
+
+class DefectInject(Transform):
+    """Composite synthetic defects onto a sample with probability ``p`` (torchvision v2 transform).
+
+    Args:
+        defect_types: type name(s) to draw from (default: all of the generator's); each call picks
+            one uniformly for the sample.
+        p: probability that the sample receives defects.
+        generator: a ``DefectGenerator``, or a name / folder / Hub id for ``load_generator``.
+        blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
+        count, scale, rotation, aspect, min_size, roi, confine: placement options, see
+            :func:`defectaug.inject_defects`. A callable ``roi`` receives the image as
+            ``[1, C, H, W]`` float.
+        label: ``None`` leaves classification labels alone; an int or a ``{type: class}`` dict sets
+            the label of samples that received a defect.
+        mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask``.
+        labels_getter: ``"default"`` (see the module docs) or a callable ``sample -> label`` that
+            returns the label object itself (it is replaced where it sits in the sample).
+        seed: ``None`` draws from torch's global generator; an int makes the stream of draws
+            reproducible: call ``k`` is seeded from ``(seed, k)`` mixed with the DataLoader worker
+            id and base seed and the distributed rank (see :class:`defectaug.batch.CallSeeds`),
+            so workers never repeat each other.
+    """
+
+    def __init__(
+        self,
+        defect_types: str | Sequence[str] | None = None,
+        p: float = 0.5,
+        generator: str | DefectGenerator = "procedural",
+        blend: BlendMode = "alpha",
+        *,
+        count: CountArg = (1, 1),
+        scale: RangeArg = DEFAULT_SCALE,
+        rotation: RangeArg = DEFAULT_ROTATION,
+        aspect: RangeArg = DEFAULT_ASPECT,
+        min_size: int = 8,
+        roi: RoiArg = None,
+        confine: bool = True,
+        label: LabelArg = None,
+        mask_mode: str = "binary",
+        labels_getter: str | Callable[[Any], Any] = "default",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.generator = resolve_generator(generator)
+        self.defect_types = resolve_defect_types(defect_types, self.generator)
+        self.p = check_probability(p)
+        self.blend = check_blend(blend)
+        self.placement_options = dict(
+            count=count,
+            scale=scale,
+            rotation=rotation,
+            aspect=aspect,
+            min_size=min_size,
+            roi=roi,
+            confine=confine,
+        )
+        self.label = self._check_label(label)
+        if mask_mode not in MASK_MODES:
+            raise ValueError(
+                f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {mask_mode!r}"
+            )
+        self.mask_mode = mask_mode
+        if labels_getter != "default" and not callable(labels_getter):
+            raise ValueError(
+                f"labels_getter: expected 'default' or a callable, got {labels_getter!r}"
+            )
+        self.labels_getter = labels_getter
+        self._seeds = CallSeeds(seed)
+
+    def _check_label(self, label: LabelArg) -> LabelArg:
+        if label is None or (isinstance(label, int) and not isinstance(label, bool)):
+            return label
+        if isinstance(label, Mapping):
+            missing = [name for name in self.defect_types if name not in label]
+            if missing:
+                raise ValueError(f"label: the dict has no class for defect type(s) {missing}")
+            return dict(label)
+        raise TypeError(f"label: expected None, an int or a dict type -> int, got {label!r}")
+
+    def mask_value(self, type_index: int) -> int:
+        """Class id written into masks for ``defect_types[type_index]`` in ``"class"`` mode."""
+        if isinstance(self.label, Mapping):
+            return int(self.label[self.defect_types[type_index]])
+        return type_index + 1
+
+    def label_value(self, type_index: int) -> int:
+        """New classification label of a sample with a ``defect_types[type_index]`` defect."""
+        if isinstance(self.label, Mapping):
+            return int(self.label[self.defect_types[type_index]])
+        if self.label is None:
+            raise ValueError("label: not set; DefectInject leaves classification labels alone")
+        return self.label
+
+    # --------------------------------------------------------------------------- v2 hooks
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        images = [inpt for inpt in flat_inputs if _is_image(inpt)]
+        if not images:
+            return dict(plan=None, mask=None)
+        image, _ = to_float_image(images[0], "image")
+        if image.shape[0] != 1:
+            raise ValueError(
+                f"image: DefectInject transforms one sample at a time, got a batch of shape "
+                f"{tuple(image.shape)}; use defectaug.inject_defects / DefectInjector for batches"
+            )
+        plan = plan_defects(
+            image,
+            self.defect_types,
+            self.generator,
+            p=self.p,
+            seed=self._seeds.next(),
+            **self.placement_options,
+        )
+        mask = plan_masks(plan)[0, 0] if bool(plan.applied.any()) else None
+        return dict(plan=plan, mask=mask)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        plan: DefectPlan | None = params["plan"]
+        if plan is None or params["mask"] is None:
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return self._write_mask(inpt, params)
+        if not _is_image(inpt):
+            return inpt
+        image, restore = to_float_image(inpt, "image")
+        if tuple(image.shape[-2:]) != plan.image_size:
+            raise ValueError(
+                f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
+                f"and {plan.image_size}"
+            )
+        blended, _ = apply_plan(image, plan, self.blend)
+        out = restore(blended)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    # torchvision 0.19-0.20 named the hooks `_get_params` / `_transform`.
+    def _get_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return self.make_params(flat_inputs)
+
+    def _transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self.transform(inpt, params)
+
+    def forward(self, *inputs: Any) -> Any:
+        # Like torchvision's CutMix, forward is extended (not replaced in spirit) so the label,
+        # which v2 never hands to `transform`, can be updated with the same draw.
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        flat_inputs, spec = tree_flatten(sample)
+        label_index = self._locate_label(sample, flat_inputs) if self.label is not None else None
+        needs_transform = self._needs_transform_list(flat_inputs)
+        params = self.make_params(
+            [inpt for inpt, needed in zip(flat_inputs, needs_transform, strict=True) if needed]
+        )
+        flat_outputs = [
+            self.transform(inpt, params) if needed else inpt
+            for inpt, needed in zip(flat_inputs, needs_transform, strict=True)
+        ]
+        if label_index is not None and params["mask"] is not None:
+            flat_outputs[label_index] = self._relabel(flat_inputs[label_index], params["plan"])
+        return tree_unflatten(flat_outputs, spec)
+
+    # --------------------------------------------------------------------------- helpers
+    def _locate_label(self, sample: Any, flat_inputs: list[Any]) -> int:
+        if self.labels_getter == "default":
+            path = default_label_path(sample)
+            if path is not None:
+                paths = [leaf_path for leaf_path, _ in tree_flatten_with_path(sample)[0]]
+                return paths.index(path)
+        else:
+            value = self.labels_getter(sample)
+            matches = [i for i, leaf in enumerate(flat_inputs) if leaf is value]
+            if len(matches) > 1:
+                raise ValueError(
+                    "labels_getter: the returned label object occurs several times in the sample; "
+                    "return a tensor or use a sample structure where the label is unique"
+                )
+            if matches and _is_class_label(value):
+                return matches[0]
+        raise ValueError(
+            "label: DefectInject(label=...) needs a classification label in the sample (an int or "
+            "a scalar integer tensor), e.g. (image, label) or {'image': ..., 'label': ...}; none "
+            "was found. Pass labels_getter=callable, or label=None to leave labels alone"
+        )
+
+    def _relabel(self, old: Any, plan: DefectPlan) -> Any:
+        new = self.label_value(int(plan.labels[0]))
+        if isinstance(old, torch.Tensor):
+            return torch.full_like(old, new)
+        if isinstance(old, np.integer):
+            return type(old)(new)
+        return new
+
+    def _write_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
+        defect = params["mask"].to(mask.device)
+        if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] != 1):
+            raise ValueError(
+                f"mask: DefectInject writes into a semantic mask [H, W] or [1, H, W], got shape "
+                f"{tuple(mask.shape)} (instance masks [N, H, W] are not supported)"
+            )
+        if tuple(mask.shape[-2:]) != tuple(defect.shape):
+            raise ValueError(
+                f"mask: size {tuple(mask.shape[-2:])} differs from the image's, "
+                f"{tuple(defect.shape)}"
+            )
+        value = 1 if self.mask_mode == "binary" else self.mask_value(int(params["plan"].labels[0]))
+        if mask.dtype == torch.bool:
+            value = True
+        elif not mask.is_floating_point() and value > torch.iinfo(mask.dtype).max:
+            raise ValueError(f"mask: class id {value} does not fit the mask's dtype {mask.dtype}")
+        filled = mask.as_subclass(torch.Tensor).masked_fill(defect.expand_as(mask), value)
+        return tv_tensors.wrap(filled, like=mask)
+
+    def extra_repr(self) -> str:
+        return (
+            f"defect_types={list(self.defect_types)}, p={self.p}, blend={self.blend!r}, "
+            f"label={self.label!r}, mask_mode={self.mask_mode!r}"
+        )
