@@ -13,7 +13,10 @@ how big, the generated layers) and :func:`apply_plan` composites a plan onto ima
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -33,6 +36,8 @@ from defectaug.placement import (
     RoiArg,
     WarpedLayers,
     crop_windows,
+    layer_backgrounds,
+    layer_geometry,
     resolve_roi,
     sample_placements,
     warp_layer,
@@ -149,6 +154,32 @@ def resolve_defect_types(
     return names
 
 
+#: Largest side at which layers are rendered when a generator can render at any size.
+MAX_RENDER_SIZE = 512
+
+
+@functools.cache
+def _renders_any_size(generator_type: type[DefectGenerator]) -> bool:
+    return "layer_size" in inspect.signature(generator_type._generate).parameters
+
+
+def render_size(
+    generator: DefectGenerator, placements: Placements
+) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """Layer size to sample at, and the ``sample`` options that request it.
+
+    Generators whose ``sample`` takes a ``layer_size=`` option (the procedural one) render at the
+    largest size the layers will be shown at (at most ``MAX_RENDER_SIZE``), so defects stay sharp
+    and a background patch keeps its full resolution; others render at their native
+    ``layer_size`` and are resampled.
+    """
+    if _renders_any_size(type(generator)):
+        side = min(max(8, math.ceil(float(placements.size.max()))), MAX_RENDER_SIZE)
+        return (side, side), {"layer_size": (side, side)}
+    size = tuple(int(v) for v in generator.layer_size)
+    return (size[0], size[1]), {}
+
+
 def check_blend(blend: str) -> str:
     if blend not in BLEND_MODES:
         raise ValueError(f"blend: expected one of {', '.join(BLEND_MODES)}, got {blend!r}")
@@ -214,6 +245,8 @@ def plan_defects(
 
     Small draws (which images, types, placements) come from a CPU generator; the layers are
     sampled on the images' device from a seed drawn from it, so a plan is reproducible per device.
+    Generators that take a ``background`` (``needs_background`` or ``accepts_background``) get
+    the image patch each layer will cover, in the layer's frame (:func:`layer_backgrounds`).
     """
     batch, channels, height, width = images.shape
     rng = as_generator(seed)
@@ -245,9 +278,9 @@ def plan_defects(
         )
 
     names = [defect_types[int(labels[i])] for i in placements.image_index.tolist()]
-    background = (
-        images[placements.image_index.to(images.device)] if generator.needs_background else None
-    )
+    layer_size, options = render_size(generator, placements)
+    geometry = layer_geometry(placements, layer_size)
+    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
     layer = generator.sample(
         len(placements),
         names,
@@ -255,9 +288,14 @@ def plan_defects(
         device=images.device,
         dtype=images.dtype,
         channels=channels,
-        background=background,
+        background=(
+            layer_backgrounds(images, placements.image_index, geometry)
+            if wants_background
+            else None
+        ),
+        **options,
     )
-    warped = warp_layer(layer, placements)
+    warped = warp_layer(layer, geometry)
     if roi_mask is not None and confine:
         inside = crop_windows(roi_mask, placements.image_index, warped.offsets, warped.layer.size)
         confined_alpha = warped.layer.alpha * inside.to(warped.layer.alpha.dtype)
@@ -377,7 +415,7 @@ def inject_defects(
             ``"improved_poisson"`` (Poisson blend with a feathered band, less colour bleeding).
         p: probability that an image receives defects.
         count: defects per image, an int or an inclusive ``(min, max)`` range.
-        scale: longer side of each defect's visible box as a fraction of the image's shorter side.
+        scale: longer side of each defect layer as a fraction of the image's shorter side.
         rotation: range of rotation angles in degrees.
         aspect: range of width/height stretch factors (log-uniform).
         min_size: smallest defect in pixels; smaller images raise ``ValueError``.

@@ -5,15 +5,18 @@ The functional core has three steps, each drawing from an explicit ``torch.Gener
 1. :func:`sample_placements` draws, per image, how many defects it receives and, per defect, its
    size (a fraction of the image's shorter side), rotation, aspect jitter and a centre inside a
    region of interest (ROI).
-2. :func:`warp_layer` resamples generated layers accordingly: each layer's visible part (its tight
-   alpha box) is scaled, stretched and rotated with one affine warp (kornia ``warp_affine``; content
-   and alpha share the matrix) into a canvas big enough that rotated corners are never cut. The
-   defect's box is then moved inside the image, so a layer never lands outside it.
-3. :func:`crop_windows` reads image-sized maps (such as the ROI) under each placed canvas, used to
-   confine a defect's alpha to the ROI.
+2. :func:`layer_geometry` turns the draws into one affine map per layer (scale, stretch, rotation
+   about the layer centre, kornia ``get_rotation_matrix2d``) and a tight canvas that holds the
+   rotated layer, so rotated corners are never cut; the layer's box is moved inside the image, so
+   a layer never lands outside it. It needs only the layer size, so it runs before the layers are
+   generated: :func:`layer_backgrounds` can hand a generator the exact image patch each layer will
+   cover (in the layer's frame), and the defect keeps the surface's texture.
+3. :func:`warp_layer` resamples the generated layers into their canvases (kornia ``warp_affine``;
+   content and alpha share the matrix).
 
-ROIs (:func:`resolve_roi`): ``None`` (whole image), a mask tensor, a callable ``images -> mask`` or
-``"auto"`` for :func:`estimate_foreground` on object images.
+:func:`crop_windows` reads image-sized maps (such as the ROI) under each placed canvas, used to
+confine a defect's alpha to the ROI. ROIs (:func:`resolve_roi`): ``None`` (whole image), a mask
+tensor, a callable ``images -> mask`` or ``"auto"`` for :func:`estimate_foreground`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Literal
 
 import kornia
 import torch
-from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform, warp_affine
 
 from defectaug._seeding import SeedLike, as_generator
 from defectaug.layer import DefectLayer
@@ -33,10 +36,6 @@ from defectaug.layer import DefectLayer
 RangeArg = float | tuple[float, float]
 CountArg = int | tuple[int, int]
 RoiArg = torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
-
-#: Alpha above which a layer pixel counts as visible when measuring a layer's extent; the whole
-#: visible layer (not only its >= 0.5 mask) must land inside the image.
-VISIBLE_ALPHA = 1.0 / 255.0
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,8 @@ class Placements:
     Attributes:
         image_index: ``[N]`` int64, the image each defect lands on (sorted ascending).
         rank: ``[N]`` int64, the defect's order among its image's defects (0, 1, ...).
-        size: ``[N]`` float, target length in pixels of the longer side of the defect's visible box
-            before rotation.
+        size: ``[N]`` float, length in pixels of the layer's longer side on the image (before the
+            aspect stretch and rotation).
         angle: ``[N]`` float, rotation in degrees (counter-clockwise).
         aspect: ``[N]`` float, width/height stretch applied before rotation (1 = unchanged).
         center: ``[N, 2]`` float, requested ``(y, x)`` centre in image pixels, inside the ROI.
@@ -142,8 +141,8 @@ def sample_placements(
         batch_size: number of images ``B``.
         image_size: ``(H, W)``.
         count: defects per image, an int or an inclusive ``(min, max)`` range drawn uniformly.
-        scale: longer side of a defect's visible box as a fraction of the image's shorter side,
-            drawn uniformly in this range (a number fixes it).
+        scale: longer side of a defect layer as a fraction of the image's shorter side, drawn
+            uniformly in this range (a number fixes it).
         rotation: degrees, drawn uniformly in this range.
         aspect: width/height stretch, drawn log-uniformly in this range (``1`` disables it).
         min_size: no defect is smaller than this many pixels; an image whose shorter side is below
@@ -206,15 +205,109 @@ def sample_placements(
 
 
 @dataclass(frozen=True)
-class WarpedLayers:
-    """Layers resampled for their placements, all on one shared canvas.
+class LayerGeometry:
+    """How each placed layer maps into the image; computed before the layers are generated.
 
     Attributes:
-        layer: ``DefectLayer`` of ``[N, C, Hc, Wc]`` canvases, each defect centred in its own box.
+        to_image: ``[N, 2, 3]`` float64 affine maps from layer pixel ``(x, y)`` to image pixels.
+        canvas_size: ``(Hc, Wc)`` of the shared canvas every layer is warped into.
         offsets: ``[N, 2]`` int64 ``(top, left)`` of each canvas in the image (may be negative:
-            only the empty margin around a smaller defect hangs over the border).
-        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)`` (exclusive ends) of each defect's own box in
-            the image; always inside the image.
+            only the empty margin around a smaller layer hangs over the border).
+        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)`` (exclusive ends) of each layer's own
+            rotated box in the image; always inside the image.
+        zoom: ``[N]`` float64, the smaller of each layer's x / y scale factors.
+        layer_size: ``(h, w)`` of the layers it was computed for.
+    """
+
+    to_image: torch.Tensor
+    canvas_size: tuple[int, int]
+    offsets: torch.Tensor
+    boxes: torch.Tensor
+    zoom: torch.Tensor
+    layer_size: tuple[int, int]
+
+    def to_canvas(self) -> torch.Tensor:
+        """``[N, 2, 3]`` maps from layer pixels to each layer's canvas pixels."""
+        matrix = self.to_image.clone()
+        matrix[:, 0, 2] -= self.offsets[:, 1].to(matrix)
+        matrix[:, 1, 2] -= self.offsets[:, 0].to(matrix)
+        return matrix
+
+
+def layer_geometry(placements: Placements, layer_size: tuple[int, int]) -> LayerGeometry:
+    """Where layers of ``layer_size`` go for ``placements``.
+
+    A layer is scaled so its longer side is ``placements.size`` pixels, stretched by ``aspect``
+    (width by ``sqrt(aspect)``, height by ``1 / sqrt(aspect)``), rotated by ``angle`` about its
+    centre and centred on ``placements.center``. A layer whose rotated box would not fit in the
+    image is shrunk until it does; the box is then shifted inwards so it lies fully inside.
+    """
+    height, width = placements.image_size
+    h, w = layer_size
+    n = len(placements)
+    zoom = placements.size.double() / max(h, w)
+    root_aspect = placements.aspect.double().sqrt()
+    zoom_x, zoom_y = zoom * root_aspect, zoom / root_aspect
+    radians = torch.deg2rad(placements.angle.double())
+    cos, sin = radians.cos().abs(), radians.sin().abs()
+    extent_w = w * zoom_x * cos + h * zoom_y * sin
+    extent_h = w * zoom_x * sin + h * zoom_y * cos
+    fit = torch.minimum(height / extent_h, width / extent_w).clamp(max=1.0)
+    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
+
+    own_h = extent_h.ceil().long().clamp(1, height)
+    own_w = extent_w.ceil().long().clamp(1, width)
+    canvas_h = int(own_h.max()) if n else 1
+    canvas_w = int(own_w.max()) if n else 1
+    pad_top, pad_left = (canvas_h - own_h) // 2, (canvas_w - own_w) // 2
+
+    center_y, center_x = placements.center[:, 0].double(), placements.center[:, 1].double()
+    top = (center_y - (own_h - 1) / 2).round().long().clamp(min=0)
+    top = torch.minimum(top, height - own_h)
+    left = (center_x - (own_w - 1) / 2).round().long().clamp(min=0)
+    left = torch.minimum(left, width - own_w)
+
+    layer_center = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64).expand(n, 2)
+    image_center = torch.stack([left + (own_w - 1) / 2, top + (own_h - 1) / 2], 1)
+    to_image = get_rotation_matrix2d(
+        layer_center.contiguous(), placements.angle.double(), torch.stack([zoom_x, zoom_y], 1)
+    )
+    to_image[:, :, 2] += image_center - layer_center
+    return LayerGeometry(
+        to_image=to_image,
+        canvas_size=(canvas_h, canvas_w),
+        offsets=torch.stack([top - pad_top, left - pad_left], 1),
+        boxes=torch.stack([left, top, left + own_w, top + own_h], 1),
+        zoom=torch.minimum(zoom_x, zoom_y),
+        layer_size=(h, w),
+    )
+
+
+def layer_backgrounds(
+    images: torch.Tensor, image_index: torch.Tensor, geometry: LayerGeometry
+) -> torch.Tensor:
+    """The image patch each layer will cover, resampled into the layer's own frame.
+
+    Returns ``[N, C, h, w]``: pixel ``(y, x)`` is the image pixel that layer pixel ``(y, x)`` will
+    land on, so a generator that shades this patch produces content whose texture lines up with
+    the image once warped back.
+    """
+    device, dtype = images.device, images.dtype
+    to_layer = invert_affine_transform(geometry.to_image).to(device=device, dtype=dtype)
+    sources = images[image_index.to(device)]
+    return warp_affine(
+        sources, to_layer, geometry.layer_size, padding_mode="border", align_corners=True
+    )
+
+
+@dataclass(frozen=True)
+class WarpedLayers:
+    """Layers resampled to their placements, all on one shared canvas.
+
+    Attributes:
+        layer: ``DefectLayer`` of ``[N, C, Hc, Wc]`` canvases.
+        offsets: ``[N, 2]`` int64 ``(top, left)`` of each canvas in the image.
+        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)`` of each layer's own box in the image.
     """
 
     layer: DefectLayer
@@ -240,71 +333,33 @@ def _antialias(layer: DefectLayer, zoom: torch.Tensor) -> DefectLayer:
     return DefectLayer(blurred[:, :channels], blurred[:, channels:], layer.labels, layer.type_names)
 
 
-def warp_layer(layer: DefectLayer, placements: Placements) -> WarpedLayers:
-    """Scale, stretch and rotate ``layer`` (one item per placement) into a tight shared canvas.
+def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
+    """Warp ``layer`` (one item per placement) into its canvas with kornia ``warp_affine``.
 
-    The visible part of each layer (``alpha > 1/255``; the whole layer if empty) is scaled so its
-    longer side is ``placements.size`` pixels, stretched by ``aspect``, rotated by ``angle`` and
-    centred on ``placements.center``. A defect that would not fit in the image is shrunk until it
-    does; its box is then shifted inwards so it lies fully inside the image. Content and alpha are
-    warped with the same matrix (content with border replication, so no dark fringe appears where
-    the alpha fades out; alpha with zeros outside the layer).
+    Content and alpha share the matrix; content is sampled with border replication (no dark
+    fringe where alpha fades out), alpha with zeros outside the layer. Layers shrinking by more
+    than 2x are low-passed first.
     """
-    n = len(placements)
+    n = geometry.to_image.shape[0]
     if len(layer) != n:
         raise ValueError(f"layer: expected {n} items (one per placement), got {len(layer)}")
     if n == 0:
-        raise ValueError("placements: no defect to warp (every image drew a count of 0)")
+        raise ValueError("geometry: no layer to warp (every image drew a count of 0)")
+    if layer.size != geometry.layer_size:
+        raise ValueError(
+            f"layer: size {layer.size} differs from the size {geometry.layer_size} the geometry "
+            "was computed for"
+        )
     device, dtype = layer.content.device, layer.content.dtype
-    height, width = placements.image_size
-    h, w = layer.size
-
-    boxes = layer.bounding_box(threshold=VISIBLE_ALPHA).to("cpu", torch.float64)
-    empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    boxes[empty] = torch.tensor([0.0, 0.0, w, h], dtype=torch.float64)
-    box_w, box_h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    source_center = torch.stack(
-        [(boxes[:, 0] + boxes[:, 2] - 1) / 2, (boxes[:, 1] + boxes[:, 3] - 1) / 2], 1
-    )
-
-    zoom = placements.size.double() / torch.maximum(box_w, box_h)
-    root_aspect = placements.aspect.double().sqrt()
-    zoom_x, zoom_y = zoom * root_aspect, zoom / root_aspect
-    radians = torch.deg2rad(placements.angle.double())
-    cos, sin = radians.cos().abs(), radians.sin().abs()
-    extent_w = box_w * zoom_x * cos + box_h * zoom_y * sin
-    extent_h = box_w * zoom_x * sin + box_h * zoom_y * cos
-    fit = torch.minimum(height / extent_h, width / extent_w).clamp(max=1.0)
-    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
-
-    own_h = extent_h.ceil().long().clamp(1, height)
-    own_w = extent_w.ceil().long().clamp(1, width)
-    canvas_h, canvas_w = int(own_h.max()), int(own_w.max())
-    pad_top, pad_left = (canvas_h - own_h) // 2, (canvas_w - own_w) // 2
-    target_center = torch.stack([pad_left + (own_w - 1) / 2, pad_top + (own_h - 1) / 2], 1)
-
-    matrix = get_rotation_matrix2d(
-        source_center, placements.angle.double(), torch.stack([zoom_x, zoom_y], 1)
-    )
-    matrix[:, :, 2] += target_center - source_center
-    matrix = matrix.to(device=device, dtype=dtype)
-
-    smoothed = _antialias(layer, torch.minimum(zoom_x, zoom_y).to(device=device, dtype=dtype))
-    canvas = (canvas_h, canvas_w)
+    matrix = geometry.to_canvas().to(device=device, dtype=dtype)
+    smoothed = _antialias(layer, geometry.zoom.to(device=device, dtype=dtype))
+    canvas = geometry.canvas_size
     content = warp_affine(
         smoothed.content, matrix, canvas, padding_mode="border", align_corners=True
     )
     alpha = warp_affine(smoothed.alpha, matrix, canvas, padding_mode="zeros", align_corners=True)
     warped = DefectLayer(content.clamp(0, 1), alpha.clamp(0, 1), layer.labels, layer.type_names)
-
-    center_y, center_x = placements.center[:, 0].double(), placements.center[:, 1].double()
-    top = (center_y - (own_h - 1) / 2).round().long().clamp(min=0)
-    top = torch.minimum(top, height - own_h)
-    left = (center_x - (own_w - 1) / 2).round().long().clamp(min=0)
-    left = torch.minimum(left, width - own_w)
-    offsets = torch.stack([top - pad_top, left - pad_left], 1)
-    own_boxes = torch.stack([left, top, left + own_w, top + own_h], 1)
-    return WarpedLayers(warped, offsets.to(device), own_boxes.to(device))
+    return WarpedLayers(warped, geometry.offsets.to(device), geometry.boxes.to(device))
 
 
 def crop_windows(

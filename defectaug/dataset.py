@@ -1,0 +1,287 @@
+"""``SyntheticDefectDataset``: defect images synthesised on the fly from normal backgrounds.
+
+Item ``i`` is a pure function of ``(seed, i)``: the background it uses and every random draw come
+from a generator seeded with a hash of the two, so the item is the same in every worker, epoch,
+process and DDP rank. That makes the dataset safe with ``DistributedSampler`` and lets a run
+resume exactly. It mixes with a real dataset through ``ConcatDataset``, ImageFolder style::
+
+    synthetic = SyntheticDefectDataset("normals/", defect_types=["scratch", "spot"], length=2000)
+    data = ConcatDataset([real, synthetic])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import kornia
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from defectaug._io import to_float_image
+from defectaug._seeding import child_seed
+from defectaug.batch import (
+    DEFAULT_ASPECT,
+    DEFAULT_ROTATION,
+    DEFAULT_SCALE,
+    BlendMode,
+    apply_plan,
+    check_blend,
+    mix_seed,
+    plan_defects,
+    resolve_defect_types,
+    resolve_generator,
+)
+from defectaug.generators.base import DefectGenerator
+from defectaug.placement import CountArg, RangeArg, RoiArg, as_count_range
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+TARGETS = ("label", "mask", "dict")
+BackgroundsArg = str | Path | Sequence[str | Path] | Dataset
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted so the order is the same everywhere."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"backgrounds: folder not found: {root}")
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    )
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as float ``[1, C, H, W]`` in [0, 1]: L / LA give 1 channel, others RGB.
+
+    16-bit grayscale files (PIL modes ``I;16`` / ``I``) are scaled by 1/65535.
+    """
+    with Image.open(path) as opened:
+        if opened.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(opened, dtype=np.float32) / 65535.0
+            return torch.from_numpy(array.copy()).clamp(0, 1)[None, None]
+        image = opened.convert("L") if opened.mode in ("L", "LA") else opened.convert("RGB")
+    array = np.array(image)
+    tensor, _ = to_float_image(array, f"image {path}")
+    return tensor
+
+
+class SyntheticDefectDataset(Dataset):
+    """Normal backgrounds with synthetic defects composited in; item ``i`` depends on ``(seed, i)``.
+
+    Args:
+        backgrounds: a folder of images (searched recursively), a list of image paths, or a
+            ``Dataset`` (or list) whose items are an image (tensor ``[C, H, W]``, PIL image, numpy
+            array) or a tuple / list starting with one, e.g. an ``ImageFolder`` of normal parts.
+        generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
+        defect_types: types to draw from (default: all of the generator's); each item has one.
+        length: number of items.
+        seed: the dataset's seed; item ``i`` depends only on ``(seed, i)``.
+        blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
+        count, scale, rotation, aspect, min_size, roi, confine: placement options, see
+            :func:`defectaug.inject_defects`; ``count`` must be >= 1 (every item has a defect).
+        transform: a torchvision v2-style callable: ``transform(image)`` for ``"label"``,
+            ``transform(image, mask)`` for ``"mask"``, ``transform(sample)`` for ``"dict"`` (image,
+            mask and boxes are tv_tensors, so geometric v2 transforms keep them aligned).
+        target: ``"label"`` -> ``(image, label)``; ``"mask"`` -> ``(image, mask)``; ``"dict"`` ->
+            ``{"image", "mask", "label", "boxes", "defect_types"}``. ``image`` is a float
+            ``tv_tensors.Image [C, H, W]``, ``mask`` a ``tv_tensors.Mask [1, H, W]`` uint8 in
+            {0, 1}, ``boxes`` ``tv_tensors.BoundingBoxes`` (XYXY, one per visible defect) and
+            ``defect_types`` the type name of each box.
+        label_map: ``{type: class}`` for labels (default: index in the sorted ``defect_types``).
+        to_grayscale / to_rgb: convert every background to 1 / 3 channels; without them the
+            backgrounds must all have the channel count of the first one.
+    """
+
+    def __init__(
+        self,
+        backgrounds: BackgroundsArg,
+        generator: str | DefectGenerator = "procedural",
+        defect_types: str | Sequence[str] | None = None,
+        length: int = 1000,
+        seed: int = 0,
+        blend: BlendMode = "alpha",
+        *,
+        count: CountArg = (1, 1),
+        scale: RangeArg = DEFAULT_SCALE,
+        rotation: RangeArg = DEFAULT_ROTATION,
+        aspect: RangeArg = DEFAULT_ASPECT,
+        min_size: int = 8,
+        roi: RoiArg = None,
+        confine: bool = True,
+        transform: Callable[..., Any] | None = None,
+        target: str = "label",
+        label_map: Mapping[str, int] | None = None,
+        to_grayscale: bool = False,
+        to_rgb: bool = False,
+    ) -> None:
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+            raise ValueError(f"length: expected a positive int, got {length!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed: expected an int, got {seed!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
+        if to_grayscale and to_rgb:
+            raise ValueError("to_grayscale, to_rgb: choose at most one conversion")
+        if as_count_range(count)[0] < 1:
+            raise ValueError(
+                f"count: every item carries a defect, so the minimum must be >= 1, got {count!r}"
+            )
+        self.backgrounds = self._resolve_backgrounds(backgrounds)
+        self.generator = resolve_generator(generator)
+        self.defect_types = resolve_defect_types(defect_types, self.generator)
+        self.length, self.seed = length, seed
+        self.blend = check_blend(blend)
+        self.placement_options = dict(
+            count=count,
+            scale=scale,
+            rotation=rotation,
+            aspect=aspect,
+            min_size=min_size,
+            roi=roi,
+            confine=confine,
+        )
+        self.transform, self.target = transform, target
+        self.to_grayscale, self.to_rgb = to_grayscale, to_rgb
+        self.classes = sorted(self.defect_types)
+        self.class_to_idx = self._resolve_label_map(label_map)
+        self.channels = self.load_background(0).shape[1]
+        self.generator.resolve_channels(self.channels)
+
+    # ----------------------------------------------------------------------- setup
+    @staticmethod
+    def _resolve_backgrounds(backgrounds: BackgroundsArg) -> Sequence[Any]:
+        if isinstance(backgrounds, (str, os.PathLike)):
+            found = list_images(backgrounds)
+            if not found:
+                raise ValueError(
+                    f"backgrounds: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {backgrounds}"
+                )
+            return found
+        if not (hasattr(backgrounds, "__getitem__") and hasattr(backgrounds, "__len__")):
+            raise TypeError(
+                "backgrounds: expected a folder, a list of image paths or a Dataset, "
+                f"got {type(backgrounds).__name__}"
+            )
+        if len(backgrounds) == 0:
+            raise ValueError("backgrounds: the dataset / list of images is empty")
+        if isinstance(backgrounds, (list, tuple)) and all(
+            isinstance(item, (str, os.PathLike)) for item in backgrounds
+        ):
+            paths = [Path(item) for item in backgrounds]
+            missing = [str(path) for path in paths if not path.is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"backgrounds: {len(missing)} file(s) not found, e.g. {missing[0]}"
+                )
+            return paths
+        return backgrounds
+
+    def _resolve_label_map(self, label_map: Mapping[str, int] | None) -> dict[str, int]:
+        if label_map is None:
+            return {name: index for index, name in enumerate(self.classes)}
+        missing = [name for name in self.defect_types if name not in label_map]
+        if missing:
+            raise ValueError(f"label_map: no class for defect type(s) {missing}")
+        return {name: int(label_map[name]) for name in self.defect_types}
+
+    def load_background(self, index: int) -> torch.Tensor:
+        """Background ``index`` as float ``[1, C, H, W]`` after the channel conversion."""
+        item = self.backgrounds[index]
+        if isinstance(item, Path):
+            image = read_image(item)
+        else:
+            if isinstance(item, (tuple, list)):
+                if not item:
+                    raise ValueError(f"backgrounds: item {index} is an empty sequence")
+                item = item[0]
+            if isinstance(item, torch.Tensor) and item.ndim == 4:
+                raise ValueError(
+                    f"backgrounds: item {index} is a batch {tuple(item.shape)}; expected one image"
+                )
+            image, _ = to_float_image(item, f"backgrounds item {index}")
+        if self.to_grayscale and image.shape[1] == 3:
+            image = kornia.color.rgb_to_grayscale(image)
+        elif self.to_rgb and image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        expected = getattr(self, "channels", image.shape[1])
+        if image.shape[1] != expected:
+            raise ValueError(
+                f"backgrounds: item {index} has {image.shape[1]} channel(s) but item 0 has "
+                f"{expected}; pass to_grayscale=True or to_rgb=True to convert them all"
+            )
+        return image.float().contiguous()
+
+    # ----------------------------------------------------------------------- items
+    def __len__(self) -> int:
+        return self.length
+
+    def synthesize(self, index: int) -> dict[str, Any]:
+        """Item ``index`` before ``transform`` / target selection, as plain tensors.
+
+        Returns ``image [C, H, W]`` float, ``mask [1, H, W]`` bool, ``type_name``, ``label``,
+        ``boxes [K, 4]`` int64 XYXY of the visible defects, ``background_index``.
+        """
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"index: expected an int, got {type(index).__name__}")
+        index = int(index)
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"index: {index} out of range for a dataset of length {self.length}")
+        rng = torch.Generator().manual_seed(mix_seed(self.seed, index))
+        background_index = int(torch.randint(len(self.backgrounds), (1,), generator=rng))
+        background = self.load_background(background_index)
+        plan = plan_defects(
+            background,
+            self.defect_types,
+            self.generator,
+            p=1.0,
+            seed=child_seed(rng),
+            **self.placement_options,
+        )
+        image, masks = apply_plan(background, plan, self.blend)
+        type_name = self.defect_types[int(plan.labels[0])]
+        visible = plan.boxes[:, 2] > plan.boxes[:, 0]
+        return dict(
+            image=image[0],
+            mask=masks[0],
+            type_name=type_name,
+            label=self.class_to_idx[type_name],
+            boxes=plan.boxes[visible],
+            background_index=background_index,
+        )
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.synthesize(index)
+        image = tv_tensors.Image(item["image"])
+        mask = tv_tensors.Mask(item["mask"].to(torch.uint8))
+        height, width = image.shape[-2:]
+        if self.target == "label":
+            out_image = self.transform(image) if self.transform is not None else image
+            return out_image, item["label"]
+        if self.target == "mask":
+            return self.transform(image, mask) if self.transform is not None else (image, mask)
+        sample = dict(
+            image=image,
+            mask=mask,
+            label=item["label"],
+            boxes=tv_tensors.BoundingBoxes(
+                item["boxes"], format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width)
+            ),
+            defect_types=[item["type_name"]] * len(item["boxes"]),
+        )
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(backgrounds={len(self.backgrounds)}, "
+            f"generator={type(self.generator).__name__}, defect_types={list(self.defect_types)}, "
+            f"length={self.length}, seed={self.seed}, blend={self.blend!r}, target={self.target!r})"
+        )
