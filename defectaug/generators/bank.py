@@ -1,0 +1,403 @@
+"""``DefectBank``: real defects cut out of annotated images and pasted back with random variation.
+
+The copy-paste baseline (Crop&Paste): every connected region of every defect mask becomes one
+layer (content = the real pixels of its box plus a margin, alpha = the region's mask with a soft
+edge). Sampling picks a stored layer of the requested type and varies it with a random flip,
+quarter turn, small rotation, scale and brightness/contrast change, all drawn from the
+``torch.Generator`` passed to ``sample``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from defectaug.datasets import (
+    DefectRecord,
+    defect_crops,
+    load_image,
+    load_mask,
+    read_defect_dataset,
+)
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
+
+Crop = tuple[torch.Tensor, torch.Tensor]
+
+
+def feather_alpha(region: torch.Tensor, feather: float) -> torch.Tensor:
+    """Soft alpha ``[1, h, w]`` from a bool region ``[1, h, w]``; ``alpha >= 0.5`` is the region.
+
+    Pixels inside get ``1 - 0.5 * exp(-d^2 / (2 feather^2))`` with ``d`` their distance to the
+    outside, pixels outside ``0.5 * exp(-d^2 / (2 feather^2))`` with ``d`` their distance to the
+    region, so the edge ramps over about ``2 * feather`` px while the binary mask stays exact.
+    ``feather == 0`` gives the binary mask as float.
+    """
+    if feather < 0:
+        raise ValueError(f"feather: expected a number >= 0, got {feather!r}")
+    binary = region[0].to("cpu", torch.bool).numpy().astype(np.uint8)
+    if feather == 0 or binary.all():
+        return torch.from_numpy(binary.astype(np.float32))[None]
+    # Pad by one pixel of background so the distance to "outside" counts the crop border too.
+    padded = np.pad(binary, 1)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    outside = cv2.distanceTransform(1 - binary, cv2.DIST_L2, 5)
+    falloff = lambda d: 0.5 * np.exp(-(d**2) / (2.0 * feather**2))
+    alpha = np.where(binary > 0, 1.0 - falloff(inside), falloff(outside)).astype(np.float32)
+    return torch.from_numpy(alpha)[None]
+
+
+class DefectBank(DefectGenerator):
+    """Real defect crops, sampled with geometric and photometric jitter.
+
+    Args:
+        crops: per defect type, a list of ``(content [C, h, w], alpha [1, h, w])`` float crops
+            (alpha already soft; see :meth:`from_folder` to build them from a dataset).
+        layer_size: ``(h, w)`` of sampled layers (``sample(..., layer_size=...)`` overrides).
+            Each crop is centred and zero-padded (alpha 0) to it, keeping its aspect.
+        preserve_scale: True keeps the real pixel size (times ``scale``), only shrinking crops
+            that would not fit; False scales every crop to fill the layer (times ``scale``,
+            capped at 1).
+        scale: range of the random scale factor.
+        rotation: range of the random small rotation, degrees (added to a random quarter turn
+            when ``rot90``).
+        flip: random horizontal and vertical flips. rot90: random quarter turns.
+        brightness: range added to the content. contrast: range of the factor about the
+            defect's mean.
+        skipped_empty: empty masks met while building (informational, see ``from_folder``).
+
+    ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB).
+    """
+
+    def __init__(
+        self,
+        crops: Mapping[str, Sequence[Crop]],
+        *,
+        layer_size: int | tuple[int, int] = (128, 128),
+        preserve_scale: bool = True,
+        scale: tuple[float, float] = (0.8, 1.2),
+        rotation: tuple[float, float] = (-15.0, 15.0),
+        flip: bool = True,
+        rot90: bool = True,
+        brightness: tuple[float, float] = (-0.06, 0.06),
+        contrast: tuple[float, float] = (0.85, 1.15),
+        skipped_empty: int = 0,
+    ) -> None:
+        super().__init__()
+        self.layer_size = _size(layer_size)
+        self.preserve_scale = bool(preserve_scale)
+        self.scale = _pair(scale, "scale", low=1e-3)
+        self.rotation = _pair(rotation, "rotation", low=-180.0, high=180.0)
+        self.flip, self.rot90 = bool(flip), bool(rot90)
+        self.brightness = _pair(brightness, "brightness", low=-1.0, high=1.0)
+        self.contrast = _pair(contrast, "contrast", low=0.0)
+        self.skipped_empty = int(skipped_empty)
+        if not isinstance(crops, Mapping) or not crops:
+            raise ValueError(
+                "crops: expected a non-empty mapping {defect type: [(content, alpha), ...]}"
+            )
+        names = tuple(sorted(crops))
+        contents: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
+        labels: list[int] = []
+        channel_counts = set()
+        for index, name in enumerate(names):
+            if not crops[name]:
+                raise ValueError(f"crops: defect type {name!r} has no crops")
+            for number, (content, alpha) in enumerate(crops[name]):
+                where = f"crops[{name!r}][{number}]"
+                if (
+                    content.ndim != 3
+                    or content.shape[0] not in (1, 3)
+                    or not content.is_floating_point()
+                ):
+                    raise ValueError(f"{where}: content must be a float [C, h, w] with C 1 or 3")
+                if alpha.shape != (1, *content.shape[1:]) or not alpha.is_floating_point():
+                    raise ValueError(
+                        f"{where}: alpha must be a float [1, h, w] matching content "
+                        f"{tuple(content.shape)}, got {tuple(alpha.shape)}"
+                    )
+                channel_counts.add(content.shape[0])
+                contents.append(content.detach().float().contiguous())
+                alphas.append(alpha.detach().float().clamp(0.0, 1.0).contiguous())
+                labels.append(index)
+        if len(channel_counts) > 1:
+            raise ValueError(
+                f"crops: all crops must have one channel count, got {sorted(channel_counts)}"
+            )
+        self.defect_types = names
+        self.channels = channel_counts.pop()
+        self._contents, self._alphas = contents, alphas
+        self.register_buffer(
+            "crop_labels", torch.tensor(labels, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "crop_sizes",
+            torch.tensor([c.shape[1:] for c in contents], dtype=torch.int64).view(-1, 2),
+            persistent=False,
+        )
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | os.PathLike[str],
+        split: str | None = None,
+        types: str | Iterable[str] | None = None,
+        *,
+        margin: int = 8,
+        feather: float = 2.0,
+        min_area: int = 16,
+        channels: int | None = None,
+        **options: Any,
+    ) -> DefectBank:
+        """Build a bank from a dataset folder (MVTec-AD layout or ``manifest.csv``).
+
+        Every connected region of at least ``min_area`` px of every mask becomes one crop with
+        ``margin`` px of context; its alpha is softened by ``feather`` (see :func:`feather_alpha`).
+        Images without a mask (normal ones) are not used. Empty masks are skipped and counted in
+        ``bank.skipped_empty`` (one warning). ``channels`` converts the images (default: the
+        first image's own). ``options`` go to the constructor (layer_size, scale, rotation, ...).
+        """
+        records = read_defect_dataset(root, split=split, types=types)
+        return cls.from_records(
+            records,
+            margin=margin,
+            feather=feather,
+            min_area=min_area,
+            channels=channels,
+            source=str(root),
+            **options,
+        )
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[DefectRecord],
+        *,
+        margin: int = 8,
+        feather: float = 2.0,
+        min_area: int = 16,
+        channels: int | None = None,
+        source: str = "records",
+        **options: Any,
+    ) -> DefectBank:
+        """Build a bank from :class:`DefectRecord` s (see :meth:`from_folder`)."""
+        if not isinstance(min_area, int) or min_area < 1:
+            raise ValueError(f"min_area: expected an int >= 1, got {min_area!r}")
+        if not isinstance(margin, int) or margin < 0:
+            raise ValueError(f"margin: expected an int >= 0, got {margin!r}")
+        if feather < 0:
+            raise ValueError(f"feather: expected a number >= 0, got {feather!r}")
+        masked = [r for r in records if r.mask is not None]
+        crops: dict[str, list[Crop]] = {}
+        empty, small = 0, 0
+        for record in masked:
+            mask = load_mask(record.mask)
+            if not bool(mask.any()):
+                empty += 1
+                continue
+            image = load_image(record.image, channels)
+            channels = image.shape[0] if channels is None else channels
+            if image.shape[-2:] != mask.shape[-2:]:
+                raise ValueError(
+                    f"mask: {record.mask} is {tuple(mask.shape[-2:])} but its image {record.image} "
+                    f"is {tuple(image.shape[-2:])}"
+                )
+            regions = defect_crops(image, mask, margin)
+            kept = [(content, alpha) for content, alpha in regions if alpha.sum() >= min_area]
+            small += len(regions) - len(kept)
+            for content, alpha in kept:
+                crops.setdefault(record.label, []).append(
+                    (content, feather_alpha(alpha >= 0.5, feather))
+                )
+        if not crops:
+            raise ValueError(
+                f"root: no defect region of at least {min_area} px found in {source} "
+                f"({len(masked)} image(s) with a mask, {empty} of them empty, {small} region(s) "
+                "below min_area)"
+            )
+        if empty:
+            warnings.warn(
+                f"DefectBank: skipped {empty} empty mask(s) in {source}",
+                UserWarning,
+                stacklevel=3,
+            )
+        bank = cls(crops, skipped_empty=empty, **options)
+        bank.skipped_small = small
+        return bank
+
+    def __len__(self) -> int:
+        return len(self._contents)
+
+    def counts(self) -> dict[str, int]:
+        """Number of stored crops per defect type."""
+        totals = torch.bincount(self.crop_labels.cpu(), minlength=len(self.defect_types)).tolist()
+        return dict(zip(self.defect_types, totals, strict=True))
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> DefectBank:
+        # Crops of different sizes live in plain lists; move and cast them with the buffers.
+        self._contents = [fn(t) for t in self._contents]
+        self._alphas = [fn(t) for t in self._alphas]
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, crops={self.counts()}, skipped_empty={self.skipped_empty}"
+
+    # ------------------------------------------------------------------ sampling
+    def _generate(
+        self,
+        labels: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels: int,
+        background: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        layer_size: int | tuple[int, int] | None = None,
+        **options: Any,
+    ) -> DefectLayer:
+        if options:
+            raise TypeError(
+                f"options: unknown sample option(s) {', '.join(sorted(options))} for DefectBank; "
+                "accepted: layer_size"
+            )
+        height, width = self.layer_size if layer_size is None else _size(layer_size)
+        n = labels.shape[0]
+        uniform = lambda bounds: (
+            bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=generator, device=device)
+        )
+        crop_labels = self.crop_labels.to(device)
+        per_type = torch.bincount(crop_labels, minlength=len(self.defect_types))
+        first = torch.cumsum(per_type, 0) - per_type
+        # Crops are stored grouped by type, so a type's crops are a contiguous index range.
+        pick = torch.rand(n, generator=generator, device=device)
+        index = first[labels] + (pick * per_type[labels]).long().clamp(max=per_type[labels] - 1)
+        quarter = (
+            torch.randint(0, 4, (n,), generator=generator, device=device)
+            if self.rot90
+            else torch.zeros(n, dtype=torch.int64, device=device)
+        )
+        flips = torch.rand(n, 2, generator=generator, device=device) < 0.5
+        if not self.flip:
+            flips = torch.zeros_like(flips)
+        angle = torch.deg2rad(uniform(self.rotation)) + quarter * (math.pi / 2)
+        jitter = uniform(self.scale)
+        brightness = uniform(self.brightness)
+        contrast = uniform(self.contrast)
+
+        sizes = self.crop_sizes.to(device)[index].float()
+        crop_h, crop_w = sizes[:, 0], sizes[:, 1]
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        turned_w = cos.abs() * crop_w + sin.abs() * crop_h
+        turned_h = sin.abs() * crop_w + cos.abs() * crop_h
+        fit = torch.minimum(width / turned_w, height / turned_h)
+        scale = jitter if self.preserve_scale else jitter.clamp(max=1.0) * fit
+        scale = torch.minimum(scale, fit)
+
+        sources = [
+            self._source(int(i), float(s))
+            for i, s in zip(index.tolist(), scale.tolist(), strict=True)
+        ]
+        src_h = max(s.shape[-2] for s in sources)
+        src_w = max(s.shape[-1] for s in sources)
+        batch = torch.zeros(n, channels + 2, src_h, src_w, device=device)
+        for item, source in enumerate(sources):
+            batch[item, :, : source.shape[-2], : source.shape[-1]] = source.to(device)
+        # ``sources`` may be pre-shrunk (anti-aliased); the warp applies what is left of ``scale``.
+        source_h = torch.tensor([float(s.shape[-2]) for s in sources], device=device)
+        source_w = torch.tensor([float(s.shape[-1]) for s in sources], device=device)
+        residual = scale * crop_h / source_h
+
+        flip_x = torch.where(flips[:, 0], -1.0, 1.0)
+        flip_y = torch.where(flips[:, 1], -1.0, 1.0)
+        # Output pixel -> source pixel: p_src = c_src + Flip . R(-angle) . (p_out - c_out) / s.
+        linear = torch.stack(
+            [
+                torch.stack([flip_x * cos, flip_x * sin], dim=1),
+                torch.stack([-flip_y * sin, flip_y * cos], dim=1),
+            ],
+            dim=1,
+        ) / residual.view(n, 1, 1)
+        out_half = torch.tensor([width / 2.0, height / 2.0], device=device)
+        src_half = torch.tensor([src_w / 2.0, src_h / 2.0], device=device)
+        theta_linear = linear * out_half.view(1, 1, 2) / src_half.view(1, 2, 1)
+        crop_centre = torch.stack([(source_w - 1) / 2.0, (source_h - 1) / 2.0], dim=1)
+        batch_centre = torch.tensor([(src_w - 1) / 2.0, (src_h - 1) / 2.0], device=device)
+        theta_shift = (crop_centre - batch_centre) / src_half
+        theta = torch.cat([theta_linear, theta_shift[:, :, None]], dim=2)
+        grid = F.affine_grid(theta, [n, channels + 2, height, width], align_corners=False)
+        warped = F.grid_sample(
+            batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+
+        content, valid, alpha = (
+            warped[:, :channels],
+            warped[:, channels : channels + 1],
+            warped[:, -1:],
+        )
+        content = torch.where(
+            valid > 1e-3, content / valid.clamp_min(1e-3), torch.zeros_like(content)
+        )
+        weight = alpha.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+        mean = (content * alpha).sum(dim=(2, 3), keepdim=True) / weight
+        content = (content - mean) * contrast.view(n, 1, 1, 1) + mean + brightness.view(n, 1, 1, 1)
+        content = torch.where(valid > 1e-3, content, torch.zeros_like(content))
+        return DefectLayer(
+            content.clamp(0.0, 1.0).to(dtype),
+            alpha.clamp(0.0, 1.0).to(dtype),
+            labels.to(torch.int64),
+            self.defect_types,
+        )
+
+    def _source(self, index: int, scale: float) -> torch.Tensor:
+        """Crop ``index`` as ``[C + 2, h, w]`` (content, validity, alpha), pre-shrunk when small."""
+        content, alpha = self._contents[index], self._alphas[index]
+        stacked = torch.cat([content, torch.ones_like(alpha), alpha], dim=0)
+        if scale >= 0.75:
+            return stacked
+        h, w = stacked.shape[-2:]
+        # Shrink with anti-aliasing first; bilinear warping alone would alias fine texture.
+        size = (max(2, round(h * scale)), max(2, round(w * scale)))
+        return F.interpolate(stacked[None], size=size, mode="bilinear", antialias=True)[0]
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 4 for v in value)
+    ):
+        raise ValueError(
+            f"layer_size: expected an int or an (h, w) pair of ints >= 4, got {value!r}"
+        )
+    return (int(value[0]), int(value[1]))
+
+
+def _pair(
+    value: Any, name: str, low: float = -math.inf, high: float = math.inf
+) -> tuple[float, float]:
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) for v in value)
+        or not low <= value[0] <= value[1] <= high
+    ):
+        raise ValueError(
+            f"{name}: expected a (low, high) pair with {low} <= low <= high <= {high}, "
+            f"got {value!r}"
+        )
+    return (float(value[0]), float(value[1]))

@@ -1,0 +1,819 @@
+"""Procedural defects: parametric scratches, spots, cracks, stains, uneven regions and pit clusters.
+
+Everything is drawn in torch, vectorised over the batch (loops only run over a handful of stroke
+segments or pits), on any device and fully driven by the ``torch.Generator`` passed to ``sample``.
+
+Each defect is painted as two maps on the layer grid:
+
+- ``alpha`` in [0, 1], its soft coverage: about 0.5 on the visible outline (so ``layer.mask()``
+  follows what one sees), soft over roughly one pixel at the edge of thin strokes and wider for
+  blobs, and faded to 0 near the layer border so a composited layer never shows its box;
+- a signed *relief* in [-1, 1]: -1 is black, 0 the surface tone, +1 white. Content is the surface
+  tone darkened (``tone * (1 + relief)``) or brightened (``tone + (1 - tone) * relief``), with a
+  fine texture on top. The luminance is replicated over three channels (stains may be tinted).
+
+The surface tone is, in order of preference: ``background`` given to ``sample`` with the layer's
+own size (the image patch the layer will cover: content then keeps that patch's texture), else the
+mean colour of each ``background`` image, else ``base_color`` given to ``sample``, else a grey level
+drawn from ``base_level``.
+
+Sizes in the parameter dataclasses are fractions of the layer's shorter side ``S``, so a layer
+rendered larger keeps the same look at a finer resolution. Every ``(low, high)`` pair is a uniform
+range drawn per item; a pair with ``low == high`` fixes the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
+
+DEFECT_TYPES = ("scratch", "spot", "crack", "stain", "uneven", "pit")
+Range = tuple[float, float]
+
+
+def _range(default: Range, low: float, high: float, doc: str) -> Any:
+    return field(default=default, metadata={"bounds": (low, high), "doc": doc})
+
+
+@dataclass(frozen=True)
+class _Params:
+    """Shared fields; subclasses add their own. Values are validated against field bounds."""
+
+    opacity: Range = _range((0.85, 1.0), 0.5, 1.0, "peak alpha inside the defect")
+    contrast: Range = _range((0.35, 0.75), 0.0, 1.0, "relief strength of the defect's core")
+    bright_probability: float = field(
+        default=0.15, metadata={"bounds": (0.0, 1.0), "doc": "chance the defect is brighter"}
+    )
+    texture: Range = _range((0.03, 0.12), 0.0, 0.5, "amplitude of the content's fine grain")
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            low, high = spec.metadata["bounds"]
+            where = f"{type(self).__name__}.{spec.name}"
+            if isinstance(value, tuple):
+                if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value):
+                    raise ValueError(
+                        f"{where}: expected a (low, high) pair of numbers, got {value!r}"
+                    )
+                if not (low <= value[0] <= value[1] <= high):
+                    raise ValueError(
+                        f"{where}: expected {low} <= low <= high <= {high}, got {value!r}"
+                    )
+            elif not isinstance(value, (int, float)) or not (low <= value <= high):
+                raise ValueError(f"{where}: expected a number in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScratchParams(_Params):
+    """Thin curved strokes (cubic Bezier) with tapered ends and an optional bright edge."""
+
+    count: Range = _range((1, 2), 1, 4, "strokes per layer (integers)")
+    length: Range = _range((0.45, 0.95), 0.05, 1.4, "stroke length, fraction of S")
+    width: Range = _range((0.016, 0.035), 0.005, 0.2, "stroke width, fraction of S (>= 1 px used)")
+    curvature: Range = _range(
+        (0.0, 0.25), 0.0, 1.0, "bend of the control points, fraction of length"
+    )
+    width_jitter: Range = _range((0.0, 0.4), 0.0, 1.0, "relative width variation along the stroke")
+    contrast: Range = _range((0.35, 0.75), 0.0, 1.0, "relief strength of the stroke's core")
+    fade: Range = _range((0.1, 0.6), 0.0, 1.0, "relative strength dips along the stroke")
+    highlight: Range = _range((0.0, 0.5), 0.0, 1.0, "brightness of a highlight edge on one side")
+    highlight_probability: float = field(
+        default=0.5, metadata={"bounds": (0.0, 1.0), "doc": "chance of a highlight edge"}
+    )
+
+
+@dataclass(frozen=True)
+class CrackParams(_Params):
+    """Jagged thin dark paths (random walks) with side branches."""
+
+    contrast: Range = _range((0.5, 0.85), 0.0, 1.0, "relief strength of the crack's core")
+    bright_probability: float = field(default=0.0, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    length: Range = _range((0.5, 0.95), 0.05, 1.4, "main path length, fraction of S")
+    width: Range = _range((0.014, 0.028), 0.005, 0.2, "path width, fraction of S (>= 1 px used)")
+    jaggedness: Range = _range((0.3, 0.7), 0.0, 1.5, "heading change per step (radians, std)")
+    width_jitter: Range = _range((0.2, 0.6), 0.0, 1.0, "relative width variation along the path")
+    fade: Range = _range((0.0, 0.4), 0.0, 1.0, "relative strength dips along the path")
+    branches: Range = _range((0, 2), 0, 3, "side branches (integers)")
+    branch_length: Range = _range((0.2, 0.45), 0.05, 1.0, "branch length, fraction of main")
+
+
+@dataclass(frozen=True)
+class SpotParams(_Params):
+    """Dark or bright blobs: a noise-modulated ellipse with a soft edge."""
+
+    contrast: Range = _range((0.25, 0.6), 0.0, 1.0, "relief strength at the centre")
+    bright_probability: float = field(default=0.2, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    radius: Range = _range((0.07, 0.22), 0.01, 0.5, "mean radius, fraction of S")
+    aspect: Range = _range((0.55, 1.0), 0.1, 1.0, "minor / major axis")
+    irregularity: Range = _range((0.1, 0.4), 0.0, 1.0, "noise on the outline, fraction of radius")
+    softness: Range = _range((0.08, 0.35), 0.0, 1.0, "edge width, fraction of radius")
+    core: Range = _range((0.0, 0.5), 0.0, 1.0, "how much darker the centre is than the rim")
+    mottling: Range = _range((0.1, 0.35), 0.0, 1.0, "low-frequency variation of the relief")
+
+
+@dataclass(frozen=True)
+class StainParams(_Params):
+    """Faint irregular regions with a darker rim; tinted brown/rust on 3-channel output."""
+
+    opacity: Range = _range((0.7, 0.9), 0.5, 1.0, "peak alpha inside the stain")
+    contrast: Range = _range((0.12, 0.3), 0.0, 1.0, "relief strength inside")
+    bright_probability: float = field(default=0.15, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    radius: Range = _range((0.22, 0.4), 0.05, 0.5, "mean radius, fraction of S")
+    aspect: Range = _range((0.5, 1.0), 0.1, 1.0, "minor / major axis")
+    irregularity: Range = _range((0.15, 0.4), 0.0, 1.0, "noise on the outline, fraction of radius")
+    softness: Range = _range((0.08, 0.25), 0.0, 1.0, "edge width, fraction of radius")
+    rim: Range = _range((0.05, 0.45), 0.0, 1.0, "extra relief along the outline (coffee ring)")
+    mottling: Range = _range((0.1, 0.4), 0.0, 1.0, "low-frequency variation of the relief")
+    tint: Range = _range((0.0, 0.5), 0.0, 1.0, "brown/rust tint on 3-channel output")
+
+
+@dataclass(frozen=True)
+class UnevenParams(_Params):
+    """Large regions of shifted, shaded brightness cut by an irregular, mostly straight edge."""
+
+    opacity: Range = _range((0.65, 0.85), 0.5, 1.0, "peak alpha inside the region")
+    contrast: Range = _range((0.1, 0.3), 0.0, 1.0, "mean relief of the region")
+    bright_probability: float = field(default=0.5, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    texture: Range = _range((0.03, 0.1), 0.0, 0.5, "amplitude of the content's fine grain")
+    vignette: Range = _range((0.25, 0.4), 0.05, 0.5, "fade-out width at the layer border, of S/2")
+    cut: Range = _range((-0.2, 0.1), -0.5, 0.5, "offset of the straight edge from the centre")
+    irregularity: Range = _range((0.02, 0.08), 0.0, 0.3, "noise on the edge, fraction of S")
+    softness: Range = _range((0.02, 0.06), 0.0, 0.3, "edge width, fraction of S")
+    shading: Range = _range((0.2, 0.6), 0.0, 1.0, "relief gradient and mottling across the region")
+
+
+@dataclass(frozen=True)
+class PitParams(_Params):
+    """Clusters of small round pits with a dark hollow and a lit rim."""
+
+    contrast: Range = _range((0.45, 0.85), 0.0, 1.0, "relief strength of a pit's hollow")
+    bright_probability: float = field(default=0.0, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    count: Range = _range((2, 9), 1, 16, "pits per cluster (integers)")
+    radius: Range = _range((0.018, 0.05), 0.005, 0.2, "pit radius, fraction of S (>= 0.7 px)")
+    spread: Range = _range((0.06, 0.22), 0.0, 0.4, "cluster scatter (std), fraction of S")
+    rim: Range = _range((0.0, 0.5), 0.0, 1.0, "brightness of the rim facing the light")
+
+
+PARAMS_BY_TYPE: dict[str, type[_Params]] = {
+    "scratch": ScratchParams,
+    "spot": SpotParams,
+    "crack": CrackParams,
+    "stain": StainParams,
+    "uneven": UnevenParams,
+    "pit": PitParams,
+}
+_RUST = (1.0, 0.78, 0.55)
+
+
+def _resolve_params(name: str, value: _Params | Mapping[str, Any] | None) -> _Params:
+    cls = PARAMS_BY_TYPE[name]
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"{name}: unknown parameter(s) {', '.join(unknown)}; accepted: "
+                f"{', '.join(sorted(known))}"
+            )
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return cls(**fixed)
+    raise TypeError(f"{name}: expected a {cls.__name__} or a mapping of its fields, got {value!r}")
+
+
+def _check_layer_size(value: Any, name: str = "layer_size") -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)
+    ):
+        raise ValueError(f"{name}: expected an int or an (h, w) pair of ints >= 8, got {value!r}")
+    return (int(value[0]), int(value[1]))
+
+
+class _Canvas:
+    """Random draws and coordinate grids for one group of ``n`` items on a layer of ``(h, w)``."""
+
+    def __init__(
+        self,
+        n: int,
+        h: int,
+        w: int,
+        generator: torch.Generator,
+        device: torch.device,
+        surface: torch.Tensor | None = None,
+    ):
+        self.n, self.h, self.w = n, h, w
+        self.surface = torch.full((n,), 0.5, device=device) if surface is None else surface
+        self.side = float(min(h, w))
+        self.generator, self.device = generator, device
+        ys = torch.arange(h, device=device, dtype=torch.float32)
+        xs = torch.arange(w, device=device, dtype=torch.float32)
+        self.y = ys.view(1, h, 1).expand(1, h, w)
+        self.x = xs.view(1, 1, w).expand(1, h, w)
+
+    def uniform(self, bounds: Range, *shape: int) -> torch.Tensor:
+        low, high = bounds
+        draw = torch.rand((self.n, *shape), generator=self.generator, device=self.device)
+        return low + (high - low) * draw
+
+    def integers(self, bounds: Range) -> torch.Tensor:
+        low, high = int(round(bounds[0])), int(round(bounds[1]))
+        return torch.randint(low, high + 1, (self.n,), generator=self.generator, device=self.device)
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        return torch.randn((self.n, *shape), generator=self.generator, device=self.device)
+
+    def chance(self, probability: float) -> torch.Tensor:
+        return torch.rand(self.n, generator=self.generator, device=self.device) < probability
+
+    def sign(self, bright_probability: float) -> torch.Tensor:
+        """+1 for bright items, -1 for dark ones, shaped ``[n, 1, 1]``.
+
+        Bright defects grow rarer on surfaces near white, where they would not show.
+        """
+        room = ((0.92 - self.surface) / 0.25).clamp(0.0, 1.0)
+        draw = torch.rand(self.n, generator=self.generator, device=self.device)
+        return torch.where(draw < bright_probability * room, 1.0, -1.0).view(-1, 1, 1)
+
+    def noise(self, cells: float, octaves: int = 1) -> torch.Tensor:
+        """Smooth value noise ``[n, h, w]`` in ~[-1, 1], ``cells`` lattice cells across ``S``."""
+        total = torch.zeros(self.n, self.h, self.w, device=self.device)
+        weight = 0.0
+        for octave in range(octaves):
+            per_side = cells * 2**octave
+            grid_h = max(2, math.ceil(per_side * self.h / self.side) + 1)
+            grid_w = max(2, math.ceil(per_side * self.w / self.side) + 1)
+            lattice = torch.rand(
+                (self.n, 1, grid_h, grid_w), generator=self.generator, device=self.device
+            )
+            smooth = F.interpolate(
+                lattice, size=(self.h, self.w), mode="bicubic", align_corners=True
+            )
+            total += 0.5**octave * smooth[:, 0]
+            weight += 0.5**octave
+        return (total / weight * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+    def grain(self) -> torch.Tensor:
+        """Fine texture ``[n, h, w]``: mid-frequency noise plus per-pixel noise."""
+        pixel = torch.randn((self.n, self.h, self.w), generator=self.generator, device=self.device)
+        return 0.6 * self.noise(self.side / 4.0) + 0.4 * pixel.clamp(-2.5, 2.5) / 2.5
+
+    def border_window(self) -> torch.Tensor:
+        """``[1, h, w]``: 1 inside, falling to 0 over the outer ``0.06 S`` so layers have no box."""
+        margin = max(1.5, 0.06 * self.side)
+        to_edge = torch.minimum(
+            torch.minimum(self.y, self.h - 1 - self.y), torch.minimum(self.x, self.w - 1 - self.x)
+        )
+        return _smoothstep(0.0, margin, to_edge)
+
+
+def _smoothstep(edge0: Any, edge1: Any, value: torch.Tensor) -> torch.Tensor:
+    """Hermite step from 0 at ``edge0`` to 1 at ``edge1`` (either order)."""
+    t = ((value - edge0) / (edge1 - edge0)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _smooth_curve(canvas: _Canvas, points: int, knots: int = 5) -> torch.Tensor:
+    """Per-item smooth random values ``[n, points]`` in [0, 1] (linear through random knots)."""
+    lattice = torch.rand((canvas.n, 1, knots), generator=canvas.generator, device=canvas.device)
+    return F.interpolate(lattice, size=points, mode="linear", align_corners=True)[:, 0]
+
+
+@dataclass
+class _Stroke:
+    """Distance field of polylines: per pixel the nearest distance, side and interpolated extras."""
+
+    distance: torch.Tensor
+    side: torch.Tensor
+    along: torch.Tensor
+    extras: list[torch.Tensor]
+
+
+def _polyline_field(
+    canvas: _Canvas, points: torch.Tensor, extras: list[torch.Tensor], enabled: torch.Tensor
+) -> _Stroke:
+    """Nearest-segment field of polylines ``points [n, P, 2]`` (y, x) for each pixel.
+
+    ``extras`` are per-vertex values ``[n, P]`` interpolated at the nearest point; items where
+    ``enabled`` is False get an infinite distance. Loops over the ``P - 1`` segments only.
+    """
+    n, count = points.shape[0], points.shape[1]
+    best = torch.full((n, canvas.h, canvas.w), float("inf"), device=canvas.device)
+    side = torch.zeros_like(best)
+    along = torch.zeros_like(best)
+    values = [torch.zeros_like(best) for _ in extras]
+    for i in range(count - 1):
+        a, b = points[:, i].view(n, 2, 1, 1), points[:, i + 1].view(n, 2, 1, 1)
+        ay, ax, dy, dx = a[:, 0], a[:, 1], b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        py, px = canvas.y - ay, canvas.x - ax
+        length2 = (dy * dy + dx * dx).clamp_min(1e-6)
+        u = ((py * dy + px * dx) / length2).clamp(0.0, 1.0)
+        distance = torch.sqrt((py - u * dy) ** 2 + (px - u * dx) ** 2)
+        closer = distance < best
+        best = torch.where(closer, distance, best)
+        side = torch.where(closer, torch.sign(dx * py - dy * px), side)
+        along = torch.where(closer, (i + u) / (count - 1), along)
+        for slot, extra in zip(values, extras, strict=True):
+            start, end = extra[:, i].view(n, 1, 1), extra[:, i + 1].view(n, 1, 1)
+            slot.copy_(torch.where(closer, start + u * (end - start), slot))
+    best = torch.where(enabled.view(n, 1, 1), best, torch.full_like(best, float("inf")))
+    return _Stroke(best, side, along, values)
+
+
+def _line_coverage(distance: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased coverage of a line ``width`` px wide: 0.5 at ``distance == width / 2``."""
+    half = width / 2.0
+    return _smoothstep(half + 0.75, half - 0.75, distance)
+
+
+def _fit_into(canvas: _Canvas, points: torch.Tensor, margin: float) -> torch.Tensor:
+    """Shrink (about their box centre) and shift ``points [n, K, 2]`` to lie inside the layer."""
+    low, high = points.amin(dim=1), points.amax(dim=1)
+    extent = (high - low).clamp_min(1e-3)
+    room = torch.tensor(
+        [canvas.h - 1 - 2 * margin, canvas.w - 1 - 2 * margin], device=canvas.device
+    )
+    scale = (room / extent).amin(dim=1).clamp(max=1.0).view(-1, 1, 1)
+    centre = (low + high) / 2.0
+    fitted = (points - centre[:, None]) * scale
+    half = extent * scale[:, 0] / 2.0
+    slack = (room / 2.0 - half).clamp_min(0.0)
+    shift = (canvas.uniform((-1.0, 1.0), 2) * slack * 0.8) + torch.tensor(
+        [(canvas.h - 1) / 2.0, (canvas.w - 1) / 2.0], device=canvas.device
+    )
+    return fitted + shift[:, None]
+
+
+# ------------------------------------------------------------------------------ painters
+# Each painter returns (relief [n, h, w] in [-1, 1], alpha [n, h, w] in [0, 1], tint [n] in [0, 1]).
+
+
+def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...]:
+    n, side, samples = canvas.n, canvas.side, 17
+    t = torch.linspace(0.0, 1.0, samples, device=canvas.device)
+    bernstein = torch.stack([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3], dim=1)
+    strokes = canvas.integers(p.count)
+    sign = canvas.sign(p.bright_probability)
+    contrast = canvas.uniform(p.contrast).view(n, 1, 1)
+    opacity = canvas.uniform(p.opacity).view(n, 1, 1)
+    highlight = canvas.uniform(p.highlight) * canvas.chance(p.highlight_probability)
+    highlight_side = torch.where(canvas.chance(0.5), 1.0, -1.0).view(n, 1, 1)
+    heading = canvas.uniform((0.0, math.pi))
+    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    alpha_total = torch.zeros_like(relief_total)
+    for stroke in range(int(round(p.count[1]))):
+        # Later strokes of one item run roughly parallel, as from one abrasive contact.
+        angle = heading + (canvas.uniform((-0.35, 0.35)) if stroke else 0.0)
+        direction = torch.stack([torch.sin(angle), torch.cos(angle)], dim=1)
+        normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=1)
+        length = canvas.uniform(p.length) * side
+        bends = (
+            canvas.uniform((-1.0, 1.0), 2) * canvas.uniform(p.curvature)[:, None] * length[:, None]
+        )
+        start = -direction * length[:, None] / 2.0
+        control = torch.stack(
+            [
+                start,
+                start + direction * length[:, None] / 3.0 + normal * bends[:, :1],
+                start + direction * length[:, None] * 2.0 / 3.0 + normal * bends[:, 1:],
+                direction * length[:, None] / 2.0,
+            ],
+            dim=1,
+        )
+        curve = torch.einsum("pk,nkd->npd", bernstein, control)
+        curve = _fit_into(canvas, curve, margin=0.08 * side)
+        base_width = (canvas.uniform(p.width) * side).clamp_min(1.0)[:, None]
+        taper = (4.0 * t * (1.0 - t)).clamp_min(0.0) ** 0.35 * 0.7 + 0.3
+        jitter = 1.0 + canvas.uniform(p.width_jitter)[:, None] * (
+            2.0 * _smooth_curve(canvas, samples) - 1.0
+        )
+        width = (base_width * taper * jitter).clamp_min(1.0)
+        strength = 1.0 - canvas.uniform(p.fade)[:, None] * _smooth_curve(canvas, samples, knots=7)
+        field_ = _polyline_field(canvas, curve, [width, strength], strokes > stroke)
+        width_px, strength_px = field_.extras
+        coverage = _line_coverage(field_.distance, width_px) * strength_px
+        core = torch.exp(-((field_.distance / (width_px / 2.0 + 0.5)) ** 2))
+        band_width = (0.6 * width_px).clamp_min(1.0)
+        band_centre = width_px / 2.0 + band_width / 2.0
+        band = torch.exp(-(((field_.distance - band_centre) / band_width) ** 2))
+        band = band * (field_.side == highlight_side) * highlight.view(n, 1, 1) * strength_px
+        relief = sign * contrast * core * strength_px + band * (1.0 - core)
+        alpha = torch.maximum(coverage, band.clamp(max=1.0) * 1.6).clamp(max=1.0) * opacity
+        relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
+    return relief_total, alpha_total, torch.zeros(n, device=canvas.device)
+
+
+def _random_walk(
+    canvas: _Canvas,
+    start: torch.Tensor,
+    heading: torch.Tensor,
+    length: torch.Tensor,
+    jaggedness: torch.Tensor,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Polyline ``[n, steps + 1, 2]`` and the course heading at each vertex ``[n, steps + 1]``.
+
+    Each step deviates from a slowly drifting course by ``jaggedness`` (not cumulatively), so the
+    path zigzags like a crack instead of curling up like a thread.
+    """
+    course = heading[:, None] + torch.cumsum(canvas.normal(steps) * 0.08, dim=1)
+    headings = course + canvas.normal(steps) * jaggedness[:, None]
+    step = (length / steps)[:, None] * (0.7 + 0.6 * canvas.uniform((0.0, 1.0), steps))
+    moves = torch.stack([torch.sin(headings), torch.cos(headings)], dim=2) * step[..., None]
+    points = torch.cat([start[:, None], start[:, None] + torch.cumsum(moves, dim=1)], dim=1)
+    return points, torch.cat([course[:, :1], course], dim=1)
+
+
+def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
+    n, side, steps, branch_steps = canvas.n, canvas.side, 22, 8
+    contrast = canvas.uniform(p.contrast).view(n, 1, 1)
+    sign = canvas.sign(p.bright_probability)
+    opacity = canvas.uniform(p.opacity).view(n, 1, 1)
+    length = canvas.uniform(p.length) * side
+    jaggedness = canvas.uniform(p.jaggedness)
+    main, headings = _random_walk(
+        canvas,
+        torch.zeros(n, 2, device=canvas.device),
+        canvas.uniform((0.0, 2 * math.pi)),
+        length,
+        jaggedness,
+        steps,
+    )
+    count = canvas.integers(p.branches)
+    paths, enabled = [main], [torch.ones(n, dtype=torch.bool, device=canvas.device)]
+    for branch in range(int(round(p.branches[1]))):
+        vertex = torch.randint(3, steps - 2, (n,), generator=canvas.generator, device=canvas.device)
+        start = main[torch.arange(n, device=canvas.device), vertex]
+        turn = canvas.uniform((0.4, 1.1)) * torch.where(canvas.chance(0.5), 1.0, -1.0)
+        heading = headings[torch.arange(n, device=canvas.device), vertex] + turn
+        walk, _ = _random_walk(
+            canvas,
+            start,
+            heading,
+            length * canvas.uniform(p.branch_length),
+            jaggedness,
+            branch_steps,
+        )
+        paths.append(walk)
+        enabled.append(count > branch)
+    # Fit all paths of an item together, counting only the branches it actually has.
+    stacked = torch.cat(paths, dim=1)
+    masks = torch.cat(
+        [e[:, None].expand(-1, path.shape[1]) for e, path in zip(enabled, paths, strict=True)],
+        dim=1,
+    )
+    anchor = main[:, :1].expand_as(stacked)
+    fitted = _fit_into(canvas, torch.where(masks[..., None], stacked, anchor), margin=0.08 * side)
+    base_width = (canvas.uniform(p.width) * side).clamp_min(1.0)
+    width_jitter = canvas.uniform(p.width_jitter)[:, None]
+    fade = canvas.uniform(p.fade)[:, None]
+    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    alpha_total = torch.zeros_like(relief_total)
+    offset = 0
+    for index, (path, active) in enumerate(zip(paths, enabled, strict=True)):
+        points = fitted[:, offset : offset + path.shape[1]]
+        offset += path.shape[1]
+        t = torch.linspace(0.0, 1.0, path.shape[1], device=canvas.device)
+        # Main path tapers at both tips, branches from their root to their tip.
+        taper = (4.0 * t * (1.0 - t)) ** 0.5 if index == 0 else (1.0 - t) ** 0.7
+        scale = 1.0 if index == 0 else 0.75
+        vertices = path.shape[1]
+        jitter = 1.0 + width_jitter * (2.0 * _smooth_curve(canvas, vertices, knots=9) - 1.0)
+        width = (base_width[:, None] * scale * (0.45 + 0.55 * taper) * jitter).clamp_min(1.0)
+        strength = 1.0 - fade * _smooth_curve(canvas, vertices, knots=7)
+        field_ = _polyline_field(canvas, points, [width, strength], active)
+        width_px, strength_px = field_.extras
+        coverage = _line_coverage(field_.distance, width_px) * strength_px
+        core = torch.exp(-((field_.distance / (width_px / 2.0 + 0.6)) ** 2)) * strength_px
+        relief_total, alpha_total = _over(
+            relief_total, alpha_total, sign * contrast * core, coverage * opacity
+        )
+    return relief_total, alpha_total, torch.zeros(n, device=canvas.device)
+
+
+def _ellipse_radius(
+    canvas: _Canvas, centre: torch.Tensor, radius: torch.Tensor, aspect: torch.Tensor
+) -> torch.Tensor:
+    """Normalised elliptical radius ``[n, h, w]`` (1 on the outline) with a random orientation."""
+    angle = canvas.uniform((0.0, math.pi)).view(-1, 1, 1)
+    dy = canvas.y - centre[:, 0].view(-1, 1, 1)
+    dx = canvas.x - centre[:, 1].view(-1, 1, 1)
+    along = dx * torch.cos(angle) + dy * torch.sin(angle)
+    across = -dx * torch.sin(angle) + dy * torch.cos(angle)
+    major = radius.view(-1, 1, 1) / aspect.sqrt().view(-1, 1, 1)
+    minor = radius.view(-1, 1, 1) * aspect.sqrt().view(-1, 1, 1)
+    return torch.sqrt((along / major) ** 2 + (across / minor) ** 2)
+
+
+def _blob_centre(canvas: _Canvas, reach: torch.Tensor) -> torch.Tensor:
+    """Centres ``[n, 2]`` keeping a blob of radius ``reach`` px inside the layer when possible."""
+    middle = torch.tensor([(canvas.h - 1) / 2.0, (canvas.w - 1) / 2.0], device=canvas.device)
+    slack = (middle[None] - reach[:, None] - 0.06 * canvas.side).clamp_min(0.0)
+    return middle + canvas.uniform((-1.0, 1.0), 2) * slack
+
+
+def _paint_spot(canvas: _Canvas, p: SpotParams) -> tuple[torch.Tensor, ...]:
+    n = canvas.n
+    radius = canvas.uniform(p.radius) * canvas.side
+    aspect = canvas.uniform(p.aspect)
+    irregularity = canvas.uniform(p.irregularity).view(n, 1, 1)
+    softness = canvas.uniform(p.softness).view(n, 1, 1)
+    centre = _blob_centre(canvas, radius / aspect.sqrt() * 1.3)
+    outline_noise = canvas.noise(6.0, octaves=2)
+    field_ = _ellipse_radius(canvas, centre, radius, aspect) + irregularity * outline_noise
+    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_) * canvas.uniform(p.opacity).view(
+        n, 1, 1
+    )
+    depth = 1.0 - canvas.uniform(p.core).view(n, 1, 1) * field_.clamp(0.0, 1.0) ** 2
+    depth = depth * (1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(8.0, octaves=2))
+    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * depth
+    return relief, alpha, torch.zeros(n, device=canvas.device)
+
+
+def _paint_stain(canvas: _Canvas, p: StainParams) -> tuple[torch.Tensor, ...]:
+    n = canvas.n
+    radius = canvas.uniform(p.radius) * canvas.side
+    aspect = canvas.uniform(p.aspect)
+    irregularity = canvas.uniform(p.irregularity).view(n, 1, 1)
+    softness = canvas.uniform(p.softness).view(n, 1, 1)
+    centre = _blob_centre(canvas, radius / aspect.sqrt() * 1.2)
+    field_ = _ellipse_radius(canvas, centre, radius, aspect) + irregularity * canvas.noise(
+        3.0, octaves=3
+    )
+    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_) * canvas.uniform(p.opacity).view(
+        n, 1, 1
+    )
+    ring = torch.exp(-(((field_ - 0.9) / 0.18) ** 2)) * (0.6 + 0.4 * canvas.noise(6.0, octaves=2))
+    rim = canvas.uniform(p.rim).view(n, 1, 1)
+    mottle = 1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(5.0, octaves=2)
+    relief = (1.0 - rim) * mottle + rim * 2.0 * ring
+    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * relief
+    return relief.clamp(-1.0, 1.0), alpha, canvas.uniform(p.tint)
+
+
+def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
+    n, side = canvas.n, canvas.side
+    # The region fills the layer and fades out irregularly towards its border, so its one
+    # visible outline is the cut below.
+    # Superellipse radius: ~1 at the layer border, with no creases towards the corners.
+    across = ((canvas.x - (canvas.w - 1) / 2.0) / (canvas.w / 2.0)) ** 4
+    down = ((canvas.y - (canvas.h - 1) / 2.0) / (canvas.h / 2.0)) ** 4
+    radius = (across + down) ** 0.25 + 0.15 * canvas.noise(2.5, octaves=2)
+    vignette = canvas.uniform(p.vignette).view(n, 1, 1)
+    inside = _smoothstep(1.0, 1.0 - 2.0 * vignette, radius)
+    # A mostly straight boundary across the layer, as where a grinding pass or coating changes.
+    angle = canvas.uniform((0.0, 2 * math.pi)).view(n, 1, 1)
+    cut = canvas.uniform(p.cut).view(n, 1, 1) * side
+    signed = (canvas.x - (canvas.w - 1) / 2.0) * torch.cos(angle) + (
+        canvas.y - (canvas.h - 1) / 2.0
+    ) * torch.sin(angle)
+    irregularity = canvas.uniform(p.irregularity).view(n, 1, 1) * side
+    signed = signed - cut + irregularity * canvas.noise(4.0, octaves=3)
+    softness = (canvas.uniform(p.softness) * side).clamp_min(0.8).view(n, 1, 1)
+    alpha = (
+        inside * _smoothstep(-softness, softness, signed) * canvas.uniform(p.opacity).view(n, 1, 1)
+    )
+    shading = canvas.uniform(p.shading).view(n, 1, 1)
+    gradient = (signed / side).clamp(0.0, 1.0)
+    variation = shading * (0.6 * canvas.noise(2.0, octaves=2) + 0.8 * gradient - 0.3)
+    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1)
+    return (
+        (relief * (1.0 + variation)).clamp(-1.0, 1.0),
+        alpha,
+        torch.zeros(n, device=canvas.device),
+    )
+
+
+def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
+    n, side = canvas.n, canvas.side
+    count = canvas.integers(p.count)
+    spread = canvas.uniform(p.spread) * side
+    reach = spread * 2.0 + p.radius[1] * side
+    centre = _blob_centre(canvas, reach)
+    light = canvas.uniform((0.0, 2 * math.pi)).view(n, 1, 1)
+    contrast = canvas.uniform(p.contrast).view(n, 1, 1)
+    rim = canvas.uniform(p.rim).view(n, 1, 1)
+    sign = canvas.sign(p.bright_probability)
+    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    alpha_total = torch.zeros_like(relief_total)
+    limit = torch.tensor([canvas.h - 1, canvas.w - 1], device=canvas.device) - 0.08 * side
+    roughness = 1.0 + 0.2 * canvas.noise(10.0)
+    for pit in range(int(round(p.count[1]))):
+        offset = canvas.normal(2) * spread[:, None]
+        position = torch.maximum(
+            torch.minimum(centre + offset, limit), limit.new_tensor(0.08 * side)
+        )
+        radius = (canvas.uniform(p.radius) * side).clamp_min(0.7).view(n, 1, 1)
+        dy = canvas.y - position[:, 0].view(n, 1, 1)
+        dx = canvas.x - position[:, 1].view(n, 1, 1)
+        distance = torch.sqrt(dy * dy + dx * dx) * roughness
+        hollow = _smoothstep(radius + 0.7, radius - 0.7, distance)
+        depth = torch.exp(-((distance / (radius + 0.5)) ** 2))
+        facing = (dx * torch.cos(light) + dy * torch.sin(light)) / distance.clamp_min(1e-3)
+        lit_rim = torch.exp(-(((distance - radius - 0.6) / 0.8) ** 2)) * facing.clamp_min(0.0) * rim
+        active = (count > pit).view(n, 1, 1)
+        relief = sign * contrast * depth + lit_rim * (1.0 - hollow)
+        alpha = torch.maximum(hollow, lit_rim * 1.6).clamp(max=1.0) * active
+        relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
+    return (
+        relief_total,
+        alpha_total * canvas.uniform(p.opacity).view(n, 1, 1),
+        torch.zeros(n, device=canvas.device),
+    )
+
+
+def _over(
+    relief_below: torch.Tensor, alpha_below: torch.Tensor, relief: torch.Tensor, alpha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack one painted element over another (premultiplied "over" on the relief)."""
+    combined = alpha + alpha_below * (1.0 - alpha)
+    mixed = relief * alpha + relief_below * alpha_below * (1.0 - alpha)
+    return mixed / combined.clamp_min(1e-6), combined
+
+
+_PAINTERS = {
+    "scratch": _paint_scratch,
+    "spot": _paint_spot,
+    "crack": _paint_crack,
+    "stain": _paint_stain,
+    "uneven": _paint_uneven,
+    "pit": _paint_pit,
+}
+
+
+class ProceduralGenerator(DefectGenerator):
+    """Parametric defects that need no data or weights: the embedded default generator.
+
+    Args:
+        layer_size: native ``(h, w)`` (or one int) of the layers; ``sample(..., layer_size=...)``
+            overrides it per call. Any size >= 8 works: geometry scales with the shorter side.
+        base_level: range of the grey surface tone used when ``sample`` gets no ``background``
+            and no ``base_color``.
+        scratch, spot, crack, stain, uneven, pit: a ``<Type>Params`` instance or a mapping of
+            field overrides (e.g. ``scratch={"width": (0.02, 0.05)}``); see each dataclass for
+            the parameters, their meaning and their allowed bounds.
+
+    ``sample`` options (besides the base ``DefectGenerator.sample`` arguments):
+        background: ``[n, C, H, W]`` in [0, 1], optional. With ``(H, W)`` equal to the layer size
+            it is the image patch each layer will cover: content is that patch shaded, so the
+            defect keeps the surface's texture and tone. Any other size: each image's mean colour
+            sets the surface tone.
+        base_color: surface tone when no background is given: a float, or ``[n]`` / ``[n, C]``.
+        layer_size: ``(h, w)`` for this call.
+    """
+
+    defect_types = DEFECT_TYPES
+    channels = "any"
+    #: ``background`` is optional for this generator: passing it matches the image's tone.
+    accepts_background: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        layer_size: int | tuple[int, int] = (64, 64),
+        *,
+        base_level: tuple[float, float] = (0.3, 0.6),
+        scratch: ScratchParams | Mapping[str, Any] | None = None,
+        spot: SpotParams | Mapping[str, Any] | None = None,
+        crack: CrackParams | Mapping[str, Any] | None = None,
+        stain: StainParams | Mapping[str, Any] | None = None,
+        uneven: UnevenParams | Mapping[str, Any] | None = None,
+        pit: PitParams | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.layer_size = _check_layer_size(layer_size)
+        if (
+            not isinstance(base_level, (tuple, list))
+            or len(base_level) != 2
+            or not 0.0 <= base_level[0] <= base_level[1] <= 1.0
+        ):
+            raise ValueError(f"base_level: expected 0 <= low <= high <= 1, got {base_level!r}")
+        self.base_level = (float(base_level[0]), float(base_level[1]))
+        given = {"scratch": scratch, "spot": spot, "crack": crack, "stain": stain}
+        given |= {"uneven": uneven, "pit": pit}
+        self.params: dict[str, _Params] = {
+            name: _resolve_params(name, value) for name, value in given.items()
+        }
+        # Lets .to(device) set the default device of sample(), as with parametric generators.
+        self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
+
+    def _generate(
+        self,
+        labels: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+        channels: int,
+        background: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        layer_size: int | tuple[int, int] | None = None,
+        base_color: float | torch.Tensor | None = None,
+        **options: Any,
+    ) -> DefectLayer:
+        if options:
+            raise TypeError(
+                f"options: unknown sample option(s) {', '.join(sorted(options))} for "
+                "ProceduralGenerator; accepted: layer_size, base_color"
+            )
+        if reference is not None:
+            raise ValueError("reference: ProceduralGenerator does not use reference crops")
+        h, w = self.layer_size if layer_size is None else _check_layer_size(layer_size)
+        n = labels.shape[0]
+        tone = self._surface_tone(n, h, w, channels, background, base_color, generator, device)
+        surface = tone.mean(dim=(1, 2, 3))
+        relief = torch.zeros(n, h, w, device=device)
+        alpha = torch.zeros(n, h, w, device=device)
+        tint = torch.zeros(n, device=device)
+        grain = torch.zeros(n, device=device)
+        # Fixed type order so a given label vector always consumes the generator identically.
+        for index, name in enumerate(self.defect_types):
+            members = (labels == index).nonzero().flatten()
+            if members.numel() == 0:
+                continue
+            canvas = _Canvas(members.numel(), h, w, generator, device, surface[members])
+            painted_relief, painted_alpha, painted_tint = _PAINTERS[name](canvas, self.params[name])
+            relief[members] = painted_relief
+            alpha[members] = painted_alpha * canvas.border_window()
+            tint[members] = painted_tint
+            grain[members] = canvas.uniform(self.params[name].texture)
+        texture = _Canvas(n, h, w, generator, device).grain() * grain.view(n, 1, 1)
+        relief = relief[:, None].clamp(-1.0, 1.0)
+        shaded = torch.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
+        content = shaded * (1.0 + texture[:, None])
+        if channels == 3:
+            rust = torch.tensor(_RUST, device=device).view(1, 3, 1, 1)
+            strength = tint.view(n, 1, 1, 1) * relief.abs().clamp(max=1.0) * 3.0
+            content = content * (1.0 - strength.clamp(max=1.0) * (1.0 - rust))
+        return DefectLayer(
+            content.clamp(0.0, 1.0).to(dtype),
+            alpha[:, None].clamp(0.0, 1.0).to(dtype),
+            labels.to(torch.int64),
+            self.defect_types,
+        )
+
+    def _surface_tone(
+        self,
+        n: int,
+        h: int,
+        w: int,
+        channels: int,
+        background: torch.Tensor | None,
+        base_color: float | torch.Tensor | None,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Surface tone ``[n, C, 1, 1]``, or ``[n, C, h, w]`` for a layer-sized background patch."""
+        if background is not None:
+            if base_color is not None:
+                raise ValueError("base_color: give either background or base_color, not both")
+            if not background.is_floating_point() or background.shape[1] not in (1, 3):
+                raise ValueError(
+                    "background: expected a float [n, 1 or 3, H, W] tensor in [0, 1], got "
+                    f"shape {tuple(background.shape)} and dtype {background.dtype}"
+                )
+            patch = background.to(device=device, dtype=torch.float32)
+            if patch.shape[-2:] != (h, w):
+                patch = patch.mean(dim=(2, 3), keepdim=True)
+            return _match_channels(patch, channels).clamp(0.0, 1.0)
+        if base_color is None:
+            low, high = self.base_level
+            level = low + (high - low) * torch.rand(n, generator=generator, device=device)
+            return level.view(n, 1, 1, 1).expand(n, channels, 1, 1)
+        color = torch.as_tensor(base_color, dtype=torch.float32, device=device)
+        if color.ndim == 0:
+            color = color.expand(n)
+        if color.ndim == 1 and color.shape[0] == n:
+            color = color[:, None]
+        if color.ndim != 2 or color.shape[0] != n or color.shape[1] not in (1, channels):
+            raise ValueError(
+                f"base_color: expected a float, [n={n}] or [n={n}, C={channels}] values, got shape "
+                f"{tuple(color.shape)}"
+            )
+        if not bool(((color >= 0) & (color <= 1)).all()):
+            raise ValueError("base_color: expected values in [0, 1]")
+        return color.expand(n, channels)[:, :, None, None]
+
+
+def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
+        return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return images.expand(-1, 3, -1, -1)
