@@ -1,0 +1,90 @@
+"""The examples run end to end on a tiny subset of the real data, on CPU."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from defectaug.heads import dann_schedule
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_with_synthetic.py"
+TINY = ["--subset", "2", "--image-size", "48", "--batch-size", "4", "--device", "cpu"]
+TINY += ["--log-every", "1", "--head-hidden", "64", "--arch", "mobilenet_v3_small"]
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("train_with_synthetic", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_train_with_synthetic_runs_and_resumes(shared_data, tmp_path, capsys):
+    data = str(shared_data / "magnetic_tile")
+    checkpoint = tmp_path / "run.pt"
+    # As a user runs it: a separate process, the script's own entry point.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--data", data, "--max-steps", "3", *TINY]
+        + ["--checkpoint", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "synthetic" in first.stdout.splitlines()[0]
+    records = _json_lines(first.stdout)
+    steps = [r for r in records if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for record in steps:
+        assert record["lambda"] == pytest.approx(dann_schedule(record["step"] / 3), abs=1e-4)
+        assert record["class_loss"] > 0 and record["source_loss"] > 0
+    summary = records[-1]["summary"]
+    assert summary["steps"] == 3 and 0.0 <= summary["eval_accuracy"] <= 1.0
+    assert summary["eval_images"] == 12  # 2 per class, 6 classes
+
+    saved = torch.load(checkpoint, weights_only=True)
+    assert int(saved["model"]["head.steps"]) == 3
+    assert saved["classes"] == ["blowhole", "break", "crack", "fray", "good", "uneven"]
+
+    # Resume in-process: the step counter and the DANN ramp continue from the checkpoint.
+    example = _load_example()
+    capsys.readouterr()
+    resumed = example.main(
+        ["--data", data, "--max-steps", "4", "--eval-split", "", "--resume", str(checkpoint), *TINY]
+    )
+    lines = _json_lines(capsys.readouterr().out)
+    assert [r["step"] for r in lines if "step" in r] == [4]
+    assert lines[0]["lambda"] == pytest.approx(dann_schedule(1.0), abs=1e-4)
+    assert resumed["steps"] == 4 and "eval_accuracy" not in resumed
+
+
+def test_defect_map_parsing_and_errors():
+    example = _load_example()
+    class_to_idx = {"blowhole": 0, "break": 1, "crack": 2, "fray": 3, "good": 4, "uneven": 5}
+    types, label_map = example.parse_defect_map(example.MAGNETIC_TILE_MAP, class_to_idx, "good")
+    assert types == ["pit", "crack", "spot", "uneven"]
+    assert label_map == {"pit": 0, "crack": 2, "spot": 3, "uneven": 5}
+    types, label_map = example.parse_defect_map("identity", class_to_idx, "good")
+    assert "good" not in types and label_map["break"] == 1
+    for spec, message in [
+        ("scratch=scratch", "unknown class 'scratch'"),
+        ("good=pit", "unknown class 'good'"),
+        ("crack", "CLASS=TYPE"),
+        ("crack=crack,fray=crack", "mapped twice"),
+        ("", "no CLASS=TYPE"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            example.parse_defect_map(spec, class_to_idx, "good")
+    with pytest.raises(SystemExit):
+        example.parse_args(["--max-steps", "0"])
