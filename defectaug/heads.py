@@ -477,7 +477,11 @@ def _candidate_layers(model: nn.Module) -> str:
 def _find_pool_layer(model: nn.Module) -> str | None:
     for name in _POOL_LAYER_NAMES:
         module = getattr(model, name, None)
-        if isinstance(module, nn.Module):
+        # torchvision's ``avgpool`` and timm's ``global_pool`` are global by convention; a layer
+        # merely called ``pool`` may be a strided pooling used inside the network.
+        if isinstance(module, nn.Module) and (
+            name in ("avgpool", "global_pool") or isinstance(module, _POOL_TYPES)
+        ):
             return name
     adaptive = [name for name, module in model.named_modules() if isinstance(module, _POOL_TYPES)]
     return adaptive[0] if len(adaptive) == 1 else None
@@ -534,9 +538,8 @@ class SourceHeadModel(nn.Module):
         """Pooled features (before the head) and the model's own output for ``x``."""
         if self.layer is None:
             features = self.model.forward_features(x)
-            return self.model.forward_head(features, pre_logits=True), self.model.forward_head(
-                features
-            )
+            pooled = self.model.forward_head(features, pre_logits=True)
+            return pooled, self.model.forward_head(features)
         captured: list[Any] = []
         handle = self.model.get_submodule(self.layer).register_forward_hook(
             lambda module, args, output: captured.append(output)

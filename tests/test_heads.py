@@ -421,6 +421,24 @@ def test_attach_errors_list_candidate_layers():
     unknown_width = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
     with pytest.raises(ValueError, match="head.*in_features"):
         attach_source_head(unknown_width, schedule="constant")
+    # A strided pooling merely *called* ``pool`` is not taken for the global pooling layer.
+    strided = nn.Sequential()
+    strided.add_module("body", nn.Conv2d(3, 4, 3))
+    strided.add_module("pool", nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match="could not find the pooled-feature layer"):
+        attach_source_head(strided, schedule="constant")
+
+    class TwicePooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc((self.avgpool(x) + self.avgpool(x * 2)).flatten(1))
+
+    with pytest.raises(RuntimeError, match="'avgpool' ran 2 times"):
+        attach_source_head(TwicePooled(), schedule="constant")(torch.rand(1, 3, 4, 4))
     # A layer that is not pooled: the head names the shape problem at forward time.
     wrapped = attach_source_head(resnet, layer="layer4", schedule="constant")
     with pytest.raises(ValueError, match="features.*pooling"):
