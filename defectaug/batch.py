@@ -318,15 +318,14 @@ def plan_defects(
 def _paste_masks(
     masks: torch.Tensor, windows: torch.Tensor, image_index: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
-    """OR bool ``windows [N, 1, h, w]`` into ``masks [B, 1, H, W]`` at ``offsets`` (clipped)."""
+    """OR bool ``windows [N, 1, h, w]`` into ``masks [B, 1, H, W]`` in place at ``offsets``."""
     _, _, height, width = masks.shape
     item, _, row, col = windows.nonzero(as_tuple=True)
     row = row + offsets[item, 0]
     col = col + offsets[item, 1]
     inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-    out = masks.clone()
-    out[image_index[item[inside]], 0, row[inside], col[inside]] = True
-    return out
+    masks[image_index[item[inside]], 0, row[inside], col[inside]] = True
+    return masks
 
 
 def plan_masks(plan: DefectPlan, device: torch.device | str | None = None) -> torch.Tensor:
@@ -384,7 +383,9 @@ def apply_plan(
             blended = compositing.improved_poisson_blend(
                 background, layer.content[chosen], defect_masks[chosen], offsets[chosen]
             )
-        out = out.index_copy(0, targets, blended)
+        # Each image appears at most once per round and targets are sorted, so a full round
+        # is the whole batch in order.
+        out = blended if len(targets) == batch else out.index_copy(0, targets, blended)
     return out, plan_masks(plan, device)
 
 

@@ -250,13 +250,15 @@ def layer_geometry(placements: Placements, layer_size: tuple[int, int]) -> Layer
     zoom_x, zoom_y = zoom * root_aspect, zoom / root_aspect
     radians = torch.deg2rad(placements.angle.double())
     cos, sin = radians.cos().abs(), radians.sin().abs()
-    extent_w = w * zoom_x * cos + h * zoom_y * sin
-    extent_h = w * zoom_x * sin + h * zoom_y * cos
-    fit = torch.minimum(height / extent_h, width / extent_w).clamp(max=1.0)
+    # Bilinear sampling reads a layer over (-1, w) x (-1, h): that support, scaled and rotated,
+    # plus one pixel of slack for snapping the translation to whole pixels, is the layer's box.
+    extent_w = (w + 1) * zoom_x * cos + (h + 1) * zoom_y * sin
+    extent_h = (w + 1) * zoom_x * sin + (h + 1) * zoom_y * cos
+    fit = torch.minimum((height - 1) / extent_h, (width - 1) / extent_w).clamp(max=1.0)
     zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
 
-    own_h = extent_h.ceil().long().clamp(1, height)
-    own_w = extent_w.ceil().long().clamp(1, width)
+    own_h = (extent_h.ceil().long() + 1).clamp(1, height)
+    own_w = (extent_w.ceil().long() + 1).clamp(1, width)
     canvas_h = int(own_h.max()) if n else 1
     canvas_w = int(own_w.max()) if n else 1
     pad_top, pad_left = (canvas_h - own_h) // 2, (canvas_w - own_w) // 2
@@ -272,7 +274,8 @@ def layer_geometry(placements: Placements, layer_size: tuple[int, int]) -> Layer
     to_image = get_rotation_matrix2d(
         layer_center.contiguous(), placements.angle.double(), torch.stack([zoom_x, zoom_y], 1)
     )
-    to_image[:, :, 2] += image_center - layer_center
+    # Whole-pixel translation: an unscaled, unrotated layer is copied without resampling blur.
+    to_image[:, :, 2] += (image_center - layer_center).round()
     return LayerGeometry(
         to_image=to_image,
         canvas_size=(canvas_h, canvas_w),
