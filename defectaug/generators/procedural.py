@@ -60,8 +60,9 @@ class _Params:
             value = getattr(self, spec.name)
             low, high = spec.metadata["bounds"]
             where = f"{type(self).__name__}.{spec.name}"
-            if isinstance(value, tuple):
-                if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value):
+            if isinstance(spec.default, tuple):
+                pair = isinstance(value, tuple) and len(value) == 2
+                if not pair or not all(isinstance(v, (int, float)) for v in value):
                     raise ValueError(
                         f"{where}: expected a (low, high) pair of numbers, got {value!r}"
                     )
@@ -361,7 +362,8 @@ def _fit_into(canvas: _Canvas, points: torch.Tensor, margin: float) -> torch.Ten
 
 
 # ------------------------------------------------------------------------------ painters
-# Each painter returns (relief [n, h, w] in [-1, 1], alpha [n, h, w] in [0, 1], tint [n] in [0, 1]).
+# Each painter returns relief [n, h, w] in [-1, 1], coverage [n, h, w] in [0, 1] (0.5 on the
+# outline), tint [n] in [0, 1] and opacity [n] (peak alpha, applied by ``_with_opacity``).
 
 
 def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...]:
@@ -371,7 +373,6 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
     strokes = canvas.integers(p.count)
     sign = canvas.sign(p.bright_probability)
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
-    opacity = canvas.uniform(p.opacity).view(n, 1, 1)
     highlight = canvas.uniform(p.highlight) * canvas.chance(p.highlight_probability)
     highlight_side = torch.where(canvas.chance(0.5), 1.0, -1.0).view(n, 1, 1)
     heading = canvas.uniform((0.0, math.pi))
@@ -414,9 +415,14 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
         band = torch.exp(-(((field_.distance - band_centre) / band_width) ** 2))
         band = band * (field_.side == highlight_side) * highlight.view(n, 1, 1) * strength_px
         relief = sign * contrast * core * strength_px + band * (1.0 - core)
-        alpha = torch.maximum(coverage, band.clamp(max=1.0) * 1.6).clamp(max=1.0) * opacity
+        alpha = torch.maximum(coverage, band.clamp(max=1.0) * 1.6).clamp(max=1.0)
         relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
-    return relief_total, alpha_total, torch.zeros(n, device=canvas.device)
+    return (
+        relief_total,
+        alpha_total,
+        torch.zeros(n, device=canvas.device),
+        canvas.uniform(p.opacity),
+    )
 
 
 def _random_walk(
@@ -444,7 +450,6 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
     n, side, steps, branch_steps = canvas.n, canvas.side, 22, 8
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
     sign = canvas.sign(p.bright_probability)
-    opacity = canvas.uniform(p.opacity).view(n, 1, 1)
     length = canvas.uniform(p.length) * side
     jaggedness = canvas.uniform(p.jaggedness)
     main, headings = _random_walk(
@@ -499,12 +504,18 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
         strength = 1.0 - fade * _smooth_curve(canvas, vertices, knots=7)
         field_ = _polyline_field(canvas, points, [width, strength], active)
         width_px, strength_px = field_.extras
-        coverage = _line_coverage(field_.distance, width_px) * strength_px
+        # Fading only lightens the crack: its mask stays one connected path.
+        coverage = _line_coverage(field_.distance, width_px)
         core = torch.exp(-((field_.distance / (width_px / 2.0 + 0.6)) ** 2)) * strength_px
         relief_total, alpha_total = _over(
-            relief_total, alpha_total, sign * contrast * core, coverage * opacity
+            relief_total, alpha_total, sign * contrast * core, coverage
         )
-    return relief_total, alpha_total, torch.zeros(n, device=canvas.device)
+    return (
+        relief_total,
+        alpha_total,
+        torch.zeros(n, device=canvas.device),
+        canvas.uniform(p.opacity),
+    )
 
 
 def _ellipse_radius(
@@ -537,13 +548,11 @@ def _paint_spot(canvas: _Canvas, p: SpotParams) -> tuple[torch.Tensor, ...]:
     centre = _blob_centre(canvas, radius / aspect.sqrt() * 1.3)
     outline_noise = canvas.noise(6.0, octaves=2)
     field_ = _ellipse_radius(canvas, centre, radius, aspect) + irregularity * outline_noise
-    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_) * canvas.uniform(p.opacity).view(
-        n, 1, 1
-    )
+    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_)
     depth = 1.0 - canvas.uniform(p.core).view(n, 1, 1) * field_.clamp(0.0, 1.0) ** 2
     depth = depth * (1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(8.0, octaves=2))
     relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * depth
-    return relief, alpha, torch.zeros(n, device=canvas.device)
+    return relief, alpha, torch.zeros(n, device=canvas.device), canvas.uniform(p.opacity)
 
 
 def _paint_stain(canvas: _Canvas, p: StainParams) -> tuple[torch.Tensor, ...]:
@@ -556,15 +565,13 @@ def _paint_stain(canvas: _Canvas, p: StainParams) -> tuple[torch.Tensor, ...]:
     field_ = _ellipse_radius(canvas, centre, radius, aspect) + irregularity * canvas.noise(
         3.0, octaves=3
     )
-    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_) * canvas.uniform(p.opacity).view(
-        n, 1, 1
-    )
+    alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_)
     ring = torch.exp(-(((field_ - 0.9) / 0.18) ** 2)) * (0.6 + 0.4 * canvas.noise(6.0, octaves=2))
     rim = canvas.uniform(p.rim).view(n, 1, 1)
     mottle = 1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(5.0, octaves=2)
     relief = (1.0 - rim) * mottle + rim * 2.0 * ring
     relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * relief
-    return relief.clamp(-1.0, 1.0), alpha, canvas.uniform(p.tint)
+    return relief.clamp(-1.0, 1.0), alpha, canvas.uniform(p.tint), canvas.uniform(p.opacity)
 
 
 def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
@@ -586,18 +593,13 @@ def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
     irregularity = canvas.uniform(p.irregularity).view(n, 1, 1) * side
     signed = signed - cut + irregularity * canvas.noise(4.0, octaves=3)
     softness = (canvas.uniform(p.softness) * side).clamp_min(0.8).view(n, 1, 1)
-    alpha = (
-        inside * _smoothstep(-softness, softness, signed) * canvas.uniform(p.opacity).view(n, 1, 1)
-    )
+    alpha = inside * _smoothstep(-softness, softness, signed)
     shading = canvas.uniform(p.shading).view(n, 1, 1)
     gradient = (signed / side).clamp(0.0, 1.0)
     variation = shading * (0.6 * canvas.noise(2.0, octaves=2) + 0.8 * gradient - 0.3)
     relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1)
-    return (
-        (relief * (1.0 + variation)).clamp(-1.0, 1.0),
-        alpha,
-        torch.zeros(n, device=canvas.device),
-    )
+    relief = (relief * (1.0 + variation)).clamp(-1.0, 1.0)
+    return relief, alpha, torch.zeros(n, device=canvas.device), canvas.uniform(p.opacity)
 
 
 def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
@@ -633,9 +635,20 @@ def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
         relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
     return (
         relief_total,
-        alpha_total * canvas.uniform(p.opacity).view(n, 1, 1),
+        alpha_total,
         torch.zeros(n, device=canvas.device),
+        canvas.uniform(p.opacity),
     )
+
+
+def _with_opacity(coverage: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """Alpha from coverage: above the 0.5 outline it is scaled to peak at ``opacity`` [n].
+
+    Below 0.5 coverage passes unchanged, so ``alpha >= 0.5`` (the layer's mask) is exactly the
+    painted outline whatever the opacity.
+    """
+    peak = opacity.view(-1, 1, 1)
+    return torch.where(coverage < 0.5, coverage, 0.5 + (coverage - 0.5) * (2.0 * peak - 1.0))
 
 
 def _over(
@@ -747,9 +760,10 @@ class ProceduralGenerator(DefectGenerator):
             if members.numel() == 0:
                 continue
             canvas = _Canvas(members.numel(), h, w, generator, device, surface[members])
-            painted_relief, painted_alpha, painted_tint = _PAINTERS[name](canvas, self.params[name])
+            painted = _PAINTERS[name](canvas, self.params[name])
+            painted_relief, coverage, painted_tint, opacity = painted
             relief[members] = painted_relief
-            alpha[members] = painted_alpha * canvas.border_window()
+            alpha[members] = _with_opacity(coverage * canvas.border_window(), opacity)
             tint[members] = painted_tint
             grain[members] = canvas.uniform(self.params[name].texture)
         texture = _Canvas(n, h, w, generator, device).grain() * grain.view(n, 1, 1)

@@ -1,0 +1,276 @@
+"""The DefectGenerator contract over every registered generator, and the procedural generator."""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_datasets import write_mvtec
+
+from defectaug.generators import (
+    DEFECT_TYPES,
+    DefectGenerator,
+    ProceduralGenerator,
+    ScratchParams,
+    SpotParams,
+    list_generators,
+    load_generator,
+)
+from defectaug.layer import DefectLayer
+
+
+@pytest.fixture(scope="module")
+def bank_root(tmp_path_factory):
+    return write_mvtec(tmp_path_factory.mktemp("bank"))
+
+
+@pytest.fixture(scope="module", params=list_generators())
+def any_generator(request, bank_root) -> DefectGenerator:
+    """Every name ``list_generators()`` offers, built with the arguments it requires."""
+    required = {"bank": {"root": bank_root}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_generator(request.param, **required.get(request.param, {}))
+
+
+def _inputs(generator: DefectGenerator, n: int, channels: int) -> dict:
+    extra = {}
+    if generator.needs_background:
+        extra["background"] = torch.rand(
+            n, channels, 96, 96, generator=torch.Generator().manual_seed(9)
+        )
+    if generator.needs_reference:
+        extra["reference"] = torch.rand(n, channels, *generator.layer_size)
+    return extra
+
+
+def _sample(source: DefectGenerator, n: int, defect_type=None, **kwargs) -> DefectLayer:
+    channels = source.resolve_channels(kwargs.get("channels"))
+    return source.sample(n, defect_type, **_inputs(source, n, channels), **kwargs)
+
+
+# ------------------------------------------------------------------------------ contract
+def test_contract_shapes_ranges_dtype_device(any_generator):
+    layer = _sample(any_generator, 5, generator=0)
+    channels = any_generator.resolve_channels(None)
+    h, w = layer.size
+    assert layer.content.shape == (5, channels, h, w) and layer.alpha.shape == (5, 1, h, w)
+    assert layer.content.dtype == torch.float32 and layer.alpha.dtype == torch.float32
+    assert layer.content.device.type == "cpu" and layer.labels.device.type == "cpu"
+    for tensor in (layer.content, layer.alpha):
+        assert bool(torch.isfinite(tensor).all())
+        assert float(tensor.min()) >= 0.0 and float(tensor.max()) <= 1.0
+    assert layer.type_names == tuple(any_generator.defect_types)
+    assert all(0 <= label < len(layer.type_names) for label in layer.labels.tolist())
+    double = _sample(any_generator, 2, generator=0, dtype=torch.float64)
+    assert double.content.dtype == torch.float64 and double.alpha.dtype == torch.float64
+
+
+def test_contract_determinism(any_generator):
+    first = _sample(any_generator, 4, generator=11)
+    again = _sample(any_generator, 4, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(first.content, again.content) and torch.equal(first.alpha, again.alpha)
+    assert torch.equal(first.labels, again.labels)
+    other = _sample(any_generator, 4, generator=12)
+    assert not torch.equal(first.alpha, other.alpha)
+
+
+def test_contract_every_type_has_a_nonempty_alpha(any_generator):
+    for offset, name in enumerate(any_generator.defect_types):
+        layer = _sample(any_generator, 6, name, generator=100 + offset)
+        assert layer.names == [name] * 6
+        assert bool(layer.mask().flatten(1).any(1).all()), f"{name}: an empty mask"
+
+
+def test_contract_bad_inputs(any_generator):
+    accepted = ", ".join(any_generator.defect_types)
+    with pytest.raises(KeyError, match=f"unknown defect type 'no-such-type'.*accepted: {accepted}"):
+        _sample(any_generator, 2, "no-such-type")
+    with pytest.raises(ValueError, match="channels: expected 1 or 3, got 2"):
+        any_generator.sample(2, channels=2)
+    if any_generator.channels != "any":
+        wrong = 4 - any_generator.channels
+        with pytest.raises(ValueError, match=f"got a request for {wrong}"):
+            any_generator.sample(2, channels=wrong)
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        any_generator.sample(0)
+    with pytest.raises(ValueError, match="defect_type: expected one name or a sequence of 3 names"):
+        _sample(any_generator, 3, list(any_generator.defect_types[:1]) * 2)
+
+
+def test_missing_required_inputs_are_named():
+    class NeedsEverything(DefectGenerator):
+        defect_types = ("dent",)
+        needs_background = True
+        needs_reference = True
+
+    with pytest.raises(ValueError, match="background: NeedsEverything needs the background images"):
+        NeedsEverything().sample(1)
+    with pytest.raises(ValueError, match="reference: NeedsEverything needs reference defect crops"):
+        NeedsEverything().sample(1, background=torch.rand(1, 3, 8, 8))
+
+
+# ------------------------------------------------------------------------------ procedural
+@pytest.fixture(scope="module")
+def procedural() -> ProceduralGenerator:
+    return ProceduralGenerator()
+
+
+def test_procedural_declares_its_types(procedural):
+    assert (
+        procedural.defect_types
+        == DEFECT_TYPES
+        == ("scratch", "spot", "crack", "stain", "uneven", "pit")
+    )
+    assert procedural.channels == "any" and procedural.layer_size == (64, 64)
+    assert "procedural" in list_generators()
+
+
+def test_procedural_layer_size_overrides(procedural):
+    assert ProceduralGenerator(layer_size=(40, 96)).sample(2, generator=0).size == (40, 96)
+    assert ProceduralGenerator(layer_size=32).layer_size == (32, 32)
+    assert procedural.sample(2, generator=0, layer_size=(24, 30)).size == (24, 30)
+    big = procedural.sample(2, "crack", generator=0, layer_size=160)
+    assert big.size == (160, 160) and bool(big.mask().flatten(1).any(1).all())
+
+
+def test_procedural_grayscale_is_replicated(procedural):
+    gray = procedural.sample(6, "scratch", generator=5, channels=1)
+    color = procedural.sample(6, "scratch", generator=5, channels=3)
+    assert gray.content.shape[1] == 1 and color.content.shape[1] == 3
+    assert torch.equal(color.content[:, :1], color.content[:, 1:2])
+    assert torch.equal(gray.alpha, color.alpha) and torch.allclose(
+        gray.content, color.content[:, :1]
+    )
+
+
+def test_procedural_stains_can_be_tinted(procedural):
+    layer = procedural.sample(8, "stain", generator=2, channels=3, base_color=0.5)
+    inside = layer.mask().expand_as(layer.content)
+    red, blue = layer.content[:, 0][inside[:, 0]], layer.content[:, 2][inside[:, 2]]
+    assert float((red - blue).mean()) > 0.0
+
+
+def test_procedural_mixed_batch_matches_labels(procedural):
+    names = ["pit", "scratch", "uneven", "pit", "spot", "crack", "stain"]
+    layer = procedural.sample(7, names, generator=1)
+    assert layer.names == names
+    assert bool(layer.mask().flatten(1).any(1).all())
+
+
+def test_alpha_fades_out_at_the_layer_border(procedural):
+    layer = procedural.sample(60, generator=4)
+    alpha = layer.alpha[:, 0]
+    border = torch.cat([alpha[:, 0], alpha[:, -1], alpha[:, :, 0], alpha[:, :, -1]], dim=1)
+    assert float(border.max()) < 1e-6
+
+
+def test_thin_defects_have_soft_edges(procedural):
+    layer = procedural.sample(8, "scratch", generator=6)
+    soft = (layer.alpha > 0.05) & (layer.alpha < 0.45)
+    assert bool(soft.flatten(1).any(1).all())
+
+
+def test_crack_masks_stay_in_one_piece(procedural):
+    layer = procedural.sample(24, "crack", generator=7)
+    pieces = [
+        cv2.connectedComponents(mask[0].numpy().astype(np.uint8), connectivity=8)[0] - 1
+        for mask in layer.mask()
+    ]
+    assert sum(p == 1 for p in pieces) >= 18, pieces
+
+
+def test_params_drive_the_look():
+    small = ProceduralGenerator(spot=SpotParams(radius=(0.05, 0.05)))
+    large = ProceduralGenerator(spot={"radius": (0.3, 0.3)})
+    area = lambda g: float(g.sample(8, "spot", generator=0).mask().float().sum())
+    assert area(large) > 10 * area(small)
+    one = ProceduralGenerator(scratch={"count": [1, 1], "width": (0.02, 0.02)})
+    assert one.params["scratch"].count == (1, 1)
+
+
+def test_background_sets_the_surface_tone(procedural):
+    dark_surface = torch.full((8, 1, 100, 100), 0.15)
+    light_surface = torch.full((8, 1, 100, 100), 0.75)
+
+    def tone(background):
+        layer = procedural.sample(8, "stain", generator=3, channels=1, background=background)
+        return float((layer.content * layer.alpha).sum() / layer.alpha.sum())
+
+    assert tone(dark_surface) < 0.2 < 0.5 < tone(light_surface)
+
+
+def test_layer_sized_background_keeps_its_texture(procedural):
+    stripes = torch.zeros(2, 1, 64, 64)
+    stripes[..., ::2] = 0.8
+    layer = procedural.sample(2, "uneven", generator=0, channels=1, background=stripes)
+    inside = layer.mask()[:, 0]
+    even, odd = layer.content[:, 0, :, ::2], layer.content[:, 0, :, 1::2]
+    assert float(even[inside[:, :, ::2]].mean()) > float(odd[inside[:, :, 1::2]].mean()) + 0.2
+
+
+def test_base_color(procedural):
+    gray = procedural.sample(4, "pit", generator=0, channels=3, base_color=0.6)
+    per_item = procedural.sample(
+        4, "pit", generator=0, channels=3, base_color=torch.full((4, 3), 0.6)
+    )
+    assert torch.equal(gray.content, per_item.content)
+    with pytest.raises(ValueError, match=r"base_color: expected a float, \[n=4\] or \[n=4, C=3\]"):
+        procedural.sample(4, generator=0, channels=3, base_color=torch.rand(4, 2))
+    with pytest.raises(ValueError, match=r"base_color: expected values in \[0, 1\]"):
+        procedural.sample(4, generator=0, base_color=1.5)
+    with pytest.raises(ValueError, match="give either background or base_color"):
+        procedural.sample(1, base_color=0.5, background=torch.rand(1, 3, 8, 8))
+
+
+def test_procedural_bad_inputs(procedural):
+    with pytest.raises(
+        TypeError, match="unknown sample option.* sharpness for ProceduralGenerator"
+    ):
+        procedural.sample(1, sharpness=2)
+    with pytest.raises(ValueError, match="reference: ProceduralGenerator does not use reference"):
+        procedural.sample(1, reference=torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="background: expected a float"):
+        procedural.sample(1, background=torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="layer_size: expected an int or an"):
+        procedural.sample(1, layer_size=(4, 64))
+    with pytest.raises(ValueError, match="layer_size: expected an int or an"):
+        ProceduralGenerator(layer_size=(64, 64, 3))
+    with pytest.raises(ValueError, match="base_level: expected 0 <= low <= high <= 1"):
+        ProceduralGenerator(base_level=(0.8, 0.2))
+
+
+def test_params_are_validated():
+    with pytest.raises(
+        ValueError, match=r"ScratchParams.width: expected 0.005 <= low <= high <= 0.2"
+    ):
+        ScratchParams(width=(0.0, 0.1))
+    with pytest.raises(ValueError, match=r"SpotParams.radius: expected a \(low, high\) pair"):
+        SpotParams(radius=0.1)
+    with pytest.raises(ValueError, match=r"bright_probability: expected a number in \[0.0, 1.0\]"):
+        SpotParams(bright_probability=2.0)
+    with pytest.raises(
+        ValueError, match="scratch: unknown parameter.* thickness; accepted: .*width"
+    ):
+        ProceduralGenerator(scratch={"thickness": (1, 2)})
+    with pytest.raises(TypeError, match="spot: expected a SpotParams or a mapping"):
+        ProceduralGenerator(spot=ScratchParams())
+
+
+def test_to_sets_the_default_device(procedural):
+    moved = ProceduralGenerator().to(torch.float64)
+    assert moved.sample(1, generator=0).content.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_procedural_on_cuda():
+    generator = load_generator("procedural", device="cuda")
+    layer = generator.sample(12, generator=0)
+    assert layer.content.is_cuda and layer.alpha.is_cuda and layer.labels.is_cuda
+    again = generator.sample(12, generator=0)
+    assert torch.equal(layer.content, again.content)
+    for name in generator.defect_types:
+        assert bool(generator.sample(4, name, generator=1).mask().flatten(1).any(1).all())
