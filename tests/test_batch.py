@@ -1,0 +1,186 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from defectaug.batch import (
+    BLEND_MODES,
+    NO_DEFECT,
+    DefectInjector,
+    inject_defects,
+    mix_seed,
+    plan_defects,
+)
+from defectaug.generators import ProceduralGenerator
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
+
+
+class GrayDisks(DefectGenerator):
+    """A tiny single-channel generator: a black disk with a hard edge, for exact-value checks."""
+
+    defect_types = ("disk", "ring")
+    channels = 1
+    layer_size = (16, 16)
+
+    def _generate(self, labels, *, generator, device, dtype, channels, background, reference):
+        yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        radius = ((yy - 7.5) ** 2 + (xx - 7.5) ** 2).sqrt()
+        disk = (radius < 6).to(dtype)
+        ring = ((radius < 6) & (radius > 3)).to(dtype)
+        alpha = torch.where(labels.view(-1, 1, 1, 1) == 0, disk, ring).to(device)
+        content = torch.zeros(labels.shape[0], channels, 16, 16, device=device, dtype=dtype)
+        return DefectLayer(content, alpha, labels, self.defect_types)
+
+
+def _backgrounds(batch=4, channels=3, size=(48, 64), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (0.6 + 0.1 * torch.rand(batch, channels, *size, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_p1_changes_every_masked_region_and_nothing_far_away(blend):
+    images = _backgrounds()
+    before = images.clone()
+    plan = plan_defects(images, ("scratch", "spot", "stain"), ProceduralGenerator(), seed=1)
+    result = inject_defects(images, ["scratch", "spot", "stain"], blend=blend, seed=1)
+    assert torch.equal(images, before), "inputs must not be modified"
+    assert result.images.shape == images.shape and result.masks.shape == (4, 1, 48, 64)
+    assert result.masks.dtype == torch.bool and result.labels.dtype == torch.int64
+    assert torch.equal(result.labels, plan.labels)
+    assert ((result.labels >= 0) & (result.labels < 3)).all()
+    difference = (result.images - images).abs().amax(1, keepdim=True)
+    for item in range(4):
+        mask = result.masks[item]
+        assert mask.any(), f"image {item} got an empty mask"
+        assert difference[item][mask].mean() > 0.02
+    outside = torch.ones_like(result.masks)
+    for (x0, y0, x1, y1), image in zip(
+        plan.warped.boxes.tolist(), plan.placements.image_index.tolist(), strict=True
+    ):
+        outside[image, :, y0:y1, x0:x1] = False
+    if blend == "alpha":
+        # Alpha compositing touches nothing outside the layers' boxes.
+        assert float(difference[outside].max()) == 0.0
+    else:
+        # A Poisson solve also eases the tone around the defect, far less than inside it.
+        assert difference[outside].mean() < 0.1 * difference[result.masks].mean()
+
+
+def test_p0_is_identity():
+    images = _backgrounds()
+    result = inject_defects(images, "scratch", p=0.0, seed=0)
+    assert torch.equal(result.images, images)
+    assert not result.masks.any()
+    assert (result.labels == NO_DEFECT).all()
+
+
+def test_probability_mixes_touched_and_untouched_images():
+    images = _backgrounds(batch=32, size=(24, 24))
+    result = inject_defects(images, "spot", p=0.5, seed=3)
+    touched = result.labels != NO_DEFECT
+    assert 0 < int(touched.sum()) < 32
+    assert torch.equal(result.images[~touched], images[~touched])
+    assert not result.masks[~touched].any()
+
+
+def test_seed_reproduces_and_differs():
+    images = _backgrounds()
+    first = inject_defects(images, ["crack", "pit"], count=(1, 3), seed=5)
+    again = inject_defects(images, ["crack", "pit"], count=(1, 3), seed=5)
+    other = inject_defects(images, ["crack", "pit"], count=(1, 3), seed=6)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(first.masks, other.masks)
+    generator_seeded = inject_defects(
+        images, ["crack", "pit"], count=(1, 3), seed=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(generator_seeded.images, first.images)
+
+
+def test_exact_values_with_a_hard_edged_generator():
+    images = torch.full((3, 1, 40, 40), 0.8)
+    result = inject_defects(images, "disk", GrayDisks(), rotation=0, aspect=1, scale=0.4, seed=0)
+    # Inside the mask alpha >= 0.5 over black content: value <= 0.4; outside: alpha < 0.5.
+    assert (result.images[result.masks] <= 0.4 + 1e-6).all()
+    assert (result.images[~result.masks] > 0.4 - 1e-6).all()
+
+
+def test_roi_confines_defects():
+    images = _backgrounds(batch=6, size=(40, 40))
+    roi = torch.zeros(40, 40, dtype=torch.bool)
+    roi[10:30, 5:20] = True
+    result = inject_defects(images, ["stain", "uneven"], roi=roi, count=(1, 2), seed=2)
+    assert result.masks.any()
+    assert not (result.masks & ~roi).any()
+    changed = (result.images - images).abs().amax(1, keepdim=True) > 0
+    assert not (changed & ~roi).any()
+
+
+def test_one_type_per_image_and_counts():
+    images = _backgrounds(batch=8, size=(32, 32))
+    plan = plan_defects(images, ("scratch", "pit"), ProceduralGenerator(), count=(2, 4), seed=4)
+    counts = plan.placements.counts()
+    assert counts.min() >= 2 and counts.max() <= 4
+    assert plan.boxes.shape == (int(counts.sum()), 4)
+    layer_types = plan.warped.layer.labels
+    for image in range(8):
+        drawn = set(layer_types[plan.placements.image_index == image].tolist())
+        assert len(drawn) == 1
+
+
+def test_channels_and_errors():
+    gray = _backgrounds(channels=1)
+    result = inject_defects(gray, "ring", GrayDisks(), seed=0)
+    assert result.images.shape == gray.shape
+    with pytest.raises(ValueError, match="to_grayscale"):
+        inject_defects(_backgrounds(channels=3), "ring", GrayDisks())
+    with pytest.raises(KeyError, match="scratches"):
+        inject_defects(_backgrounds(), "scratches")
+    with pytest.raises(ValueError, match="blend"):
+        inject_defects(_backgrounds(), "spot", blend="multiply")
+    with pytest.raises(ValueError, match="p: "):
+        inject_defects(_backgrounds(), "spot", p=1.5)
+    with pytest.raises(TypeError, match="images"):
+        inject_defects(_backgrounds().to(torch.uint8), "spot")
+    with pytest.raises(ValueError, match="16x16 is smaller than the smallest allowed defect"):
+        inject_defects(torch.rand(1, 3, 16, 16), "spot", min_size=20)
+    with pytest.raises(TypeError, match="generator"):
+        inject_defects(_backgrounds(), "spot", generator=3)
+
+
+def test_module_form():
+    injector = DefectInjector(["scratch", "spot"], blend="alpha", p=1.0, seed=9)
+    images = _backgrounds()
+    first = injector(images)
+    second = injector(images)
+    assert not torch.equal(first.masks, second.masks), "each call draws anew"
+    fresh = DefectInjector(["scratch", "spot"], blend="alpha", p=1.0, seed=9)
+    assert torch.equal(fresh(images).images, first.images), "the call stream is reproducible"
+    assert torch.equal(injector(images, seed=1).images, fresh(images, seed=1).images)
+    assert "scratch" in repr(injector)
+    moved = injector.to(torch.float64)
+    assert moved(images.double()).images.dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_stays_on_device():
+    injector = DefectInjector(["scratch", "spot"], p=1.0, seed=0).to("cuda")
+    images = _backgrounds().cuda()
+    result = injector(images)
+    assert result.images.is_cuda and result.masks.is_cuda and result.labels.is_cuda
+    for blend in BLEND_MODES:
+        out = inject_defects(images, "stain", blend=blend, seed=0)
+        assert out.images.is_cuda and out.masks.any()
+
+
+def test_mix_seed_is_stable_across_interpreters():
+    code = "from defectaug.batch import mix_seed; print(mix_seed(3, 14, -1, 0, 0))"
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert int(output.stdout) == mix_seed(3, 14, -1, 0, 0)
+    assert 0 <= mix_seed(3, 14) < 2**62 and mix_seed(3, 14) != mix_seed(14, 3)
