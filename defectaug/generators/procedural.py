@@ -579,9 +579,9 @@ def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
     # The region fills the layer and fades out irregularly towards its border, so its one
     # visible outline is the cut below.
     # Superellipse radius: ~1 at the layer border, with no creases towards the corners.
-    across = ((canvas.x - (canvas.w - 1) / 2.0) / (canvas.w / 2.0)) ** 4
-    down = ((canvas.y - (canvas.h - 1) / 2.0) / (canvas.h / 2.0)) ** 4
-    radius = (across + down) ** 0.25 + 0.15 * canvas.noise(2.5, octaves=2)
+    across = ((canvas.x - (canvas.w - 1) / 2.0) / (canvas.w / 2.0)).abs() ** 3
+    down = ((canvas.y - (canvas.h - 1) / 2.0) / (canvas.h / 2.0)).abs() ** 3
+    radius = (across + down) ** (1.0 / 3.0) + 0.2 * canvas.noise(2.5, octaves=2)
     vignette = canvas.uniform(p.vignette).view(n, 1, 1)
     inside = _smoothstep(1.0, 1.0 - 2.0 * vignette, radius)
     # A mostly straight boundary across the layer, as where a grinding pass or coating changes.
