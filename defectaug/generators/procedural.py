@@ -302,8 +302,11 @@ class _Stroke:
 
     distance: torch.Tensor
     side: torch.Tensor
-    along: torch.Tensor
     extras: list[torch.Tensor]
+
+
+# Upper bound on the elements of one [n, segments, h, w] temporary of ``_polyline_field``.
+_FIELD_CHUNK_ELEMENTS = 1 << 22
 
 
 def _polyline_field(
@@ -312,29 +315,37 @@ def _polyline_field(
     """Nearest-segment field of polylines ``points [n, P, 2]`` (y, x) for each pixel.
 
     ``extras`` are per-vertex values ``[n, P]`` interpolated at the nearest point; items where
-    ``enabled`` is False get an infinite distance. Loops over the ``P - 1`` segments only.
+    ``enabled`` is False get an infinite distance. Segments are handled in chunks as large as
+    memory allows, so a small batch takes one pass.
     """
     n, count = points.shape[0], points.shape[1]
-    best = torch.full((n, canvas.h, canvas.w), float("inf"), device=canvas.device)
+    h, w = canvas.h, canvas.w
+    best = torch.full((n, h, w), float("inf"), device=canvas.device)
     side = torch.zeros_like(best)
-    along = torch.zeros_like(best)
     values = [torch.zeros_like(best) for _ in extras]
-    for i in range(count - 1):
-        a, b = points[:, i].view(n, 2, 1, 1), points[:, i + 1].view(n, 2, 1, 1)
-        ay, ax, dy, dx = a[:, 0], a[:, 1], b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    chunk = max(1, min(count - 1, _FIELD_CHUNK_ELEMENTS // (n * h * w)))
+    for first in range(0, count - 1, chunk):
+        last = min(first + chunk, count - 1)
+        a, b = points[:, first:last], points[:, first + 1 : last + 1]
+        ay, ax = a[..., 0, None, None], a[..., 1, None, None]
+        dy, dx = (b - a)[..., 0, None, None], (b - a)[..., 1, None, None]
         py, px = canvas.y - ay, canvas.x - ax
         length2 = (dy * dy + dx * dx).clamp_min(1e-6)
         u = ((py * dy + px * dx) / length2).clamp(0.0, 1.0)
         distance = torch.sqrt((py - u * dy) ** 2 + (px - u * dx) ** 2)
-        closer = distance < best
-        best = torch.where(closer, distance, best)
-        side = torch.where(closer, torch.sign(dx * py - dy * px), side)
-        along = torch.where(closer, (i + u) / (count - 1), along)
+        nearest, segment = distance.min(dim=1, keepdim=True)
+        closer = nearest[:, 0] < best
+        best = torch.where(closer, nearest[:, 0], best)
+        cross = torch.sign(dx * py - dy * px).gather(1, segment)[:, 0]
+        side = torch.where(closer, cross, side)
+        fraction = u.gather(1, segment)[:, 0]
+        vertex = (segment[:, 0] + first).view(n, -1)
         for slot, extra in zip(values, extras, strict=True):
-            start, end = extra[:, i].view(n, 1, 1), extra[:, i + 1].view(n, 1, 1)
-            slot.copy_(torch.where(closer, start + u * (end - start), slot))
+            start = extra.gather(1, vertex).view(n, h, w)
+            end = extra.gather(1, vertex + 1).view(n, h, w)
+            slot.copy_(torch.where(closer, start + fraction * (end - start), slot))
     best = torch.where(enabled.view(n, 1, 1), best, torch.full_like(best, float("inf")))
-    return _Stroke(best, side, along, values)
+    return _Stroke(best, side, values)
 
 
 def _line_coverage(distance: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
