@@ -274,3 +274,14 @@ def test_procedural_on_cuda():
     assert torch.equal(layer.content, again.content)
     for name in generator.defect_types:
         assert bool(generator.sample(4, name, generator=1).mask().flatten(1).any(1).all())
+
+
+def test_every_parameter_is_documented():
+    from defectaug.generators.procedural import PARAMS_BY_TYPE
+
+    assert set(PARAMS_BY_TYPE) == set(DEFECT_TYPES)
+    for cls in PARAMS_BY_TYPE.values():
+        table = cls.describe().splitlines()
+        assert len(table) == 2 + len(cls.__dataclass_fields__)
+        assert all(row.split(" | ")[-1].strip() for row in table[2:]), cls.__name__
+    assert "width | (0.016, 0.035) | [0.005, 0.2] | stroke width" in ScratchParams.describe()

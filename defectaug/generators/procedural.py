@@ -44,16 +44,27 @@ def _range(default: Range, low: float, high: float, doc: str) -> Any:
     return field(default=default, metadata={"bounds": (low, high), "doc": doc})
 
 
+def _chance(default: float, doc: str) -> Any:
+    return field(default=default, metadata={"bounds": (0.0, 1.0), "doc": doc})
+
+
 @dataclass(frozen=True)
 class _Params:
     """Shared fields; subclasses add their own. Values are validated against field bounds."""
 
     opacity: Range = _range((0.85, 1.0), 0.5, 1.0, "peak alpha inside the defect")
     contrast: Range = _range((0.35, 0.75), 0.0, 1.0, "relief strength of the defect's core")
-    bright_probability: float = field(
-        default=0.15, metadata={"bounds": (0.0, 1.0), "doc": "chance the defect is brighter"}
-    )
+    bright_probability: float = _chance(0.15, "chance the defect is brighter")
     texture: Range = _range((0.03, 0.12), 0.0, 0.5, "amplitude of the content's fine grain")
+
+    @classmethod
+    def describe(cls) -> str:
+        """A Markdown table of the parameters: default, allowed bounds and meaning."""
+        rows = [f"{cls.__name__} | default | bounds | meaning", "---|---|---|---"]
+        for spec in dataclasses.fields(cls):
+            low, high = spec.metadata["bounds"]
+            rows.append(f"{spec.name} | {spec.default} | [{low}, {high}] | {spec.metadata['doc']}")
+        return "\n".join(rows)
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -88,9 +99,7 @@ class ScratchParams(_Params):
     contrast: Range = _range((0.35, 0.75), 0.0, 1.0, "relief strength of the stroke's core")
     fade: Range = _range((0.1, 0.6), 0.0, 1.0, "relative strength dips along the stroke")
     highlight: Range = _range((0.0, 0.5), 0.0, 1.0, "brightness of a highlight edge on one side")
-    highlight_probability: float = field(
-        default=0.5, metadata={"bounds": (0.0, 1.0), "doc": "chance of a highlight edge"}
-    )
+    highlight_probability: float = _chance(0.5, "chance of a highlight edge")
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class CrackParams(_Params):
     """Jagged thin dark paths (random walks) with side branches."""
 
     contrast: Range = _range((0.5, 0.85), 0.0, 1.0, "relief strength of the crack's core")
-    bright_probability: float = field(default=0.0, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    bright_probability: float = _chance(0.0, "chance the defect is brighter")
     length: Range = _range((0.5, 0.95), 0.05, 1.4, "main path length, fraction of S")
     width: Range = _range((0.014, 0.028), 0.005, 0.2, "path width, fraction of S (>= 1 px used)")
     jaggedness: Range = _range((0.3, 0.7), 0.0, 1.5, "heading change per step (radians, std)")
@@ -113,7 +122,7 @@ class SpotParams(_Params):
     """Dark or bright blobs: a noise-modulated ellipse with a soft edge."""
 
     contrast: Range = _range((0.25, 0.6), 0.0, 1.0, "relief strength at the centre")
-    bright_probability: float = field(default=0.2, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    bright_probability: float = _chance(0.2, "chance the defect is brighter")
     radius: Range = _range((0.07, 0.22), 0.01, 0.5, "mean radius, fraction of S")
     aspect: Range = _range((0.55, 1.0), 0.1, 1.0, "minor / major axis")
     irregularity: Range = _range((0.1, 0.4), 0.0, 1.0, "noise on the outline, fraction of radius")
@@ -128,7 +137,7 @@ class StainParams(_Params):
 
     opacity: Range = _range((0.7, 0.9), 0.5, 1.0, "peak alpha inside the stain")
     contrast: Range = _range((0.12, 0.3), 0.0, 1.0, "relief strength inside")
-    bright_probability: float = field(default=0.15, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    bright_probability: float = _chance(0.15, "chance the defect is brighter")
     radius: Range = _range((0.22, 0.4), 0.05, 0.5, "mean radius, fraction of S")
     aspect: Range = _range((0.5, 1.0), 0.1, 1.0, "minor / major axis")
     irregularity: Range = _range((0.15, 0.4), 0.0, 1.0, "noise on the outline, fraction of radius")
@@ -144,7 +153,7 @@ class UnevenParams(_Params):
 
     opacity: Range = _range((0.65, 0.85), 0.5, 1.0, "peak alpha inside the region")
     contrast: Range = _range((0.1, 0.3), 0.0, 1.0, "mean relief of the region")
-    bright_probability: float = field(default=0.5, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    bright_probability: float = _chance(0.5, "chance the defect is brighter")
     texture: Range = _range((0.03, 0.1), 0.0, 0.5, "amplitude of the content's fine grain")
     vignette: Range = _range((0.25, 0.4), 0.05, 0.5, "fade-out width at the layer border, of S/2")
     cut: Range = _range((-0.2, 0.1), -0.5, 0.5, "offset of the straight edge from the centre")
@@ -158,7 +167,7 @@ class PitParams(_Params):
     """Clusters of small round pits with a dark hollow and a lit rim."""
 
     contrast: Range = _range((0.45, 0.85), 0.0, 1.0, "relief strength of a pit's hollow")
-    bright_probability: float = field(default=0.0, metadata={"bounds": (0.0, 1.0), "doc": ""})
+    bright_probability: float = _chance(0.0, "chance the defect is brighter")
     count: Range = _range((2, 9), 1, 16, "pits per cluster (integers)")
     radius: Range = _range((0.018, 0.05), 0.005, 0.2, "pit radius, fraction of S (>= 0.7 px)")
     spread: Range = _range((0.06, 0.22), 0.0, 0.4, "cluster scatter (std), fraction of S")
