@@ -72,7 +72,8 @@ class DefectBank(DefectGenerator):
         flip: random horizontal and vertical flips. rot90: random quarter turns.
         brightness: range added to the content. contrast: range of the factor about the
             defect's mean.
-        skipped_empty: empty masks met while building (informational, see ``from_folder``).
+        skipped_empty, skipped_small: empty masks and regions below ``min_area`` met while
+            building (informational, see ``from_folder``).
 
     ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB).
     """
@@ -90,6 +91,7 @@ class DefectBank(DefectGenerator):
         brightness: tuple[float, float] = (-0.06, 0.06),
         contrast: tuple[float, float] = (0.85, 1.15),
         skipped_empty: int = 0,
+        skipped_small: int = 0,
     ) -> None:
         super().__init__()
         self.layer_size = _size(layer_size)
@@ -100,6 +102,7 @@ class DefectBank(DefectGenerator):
         self.brightness = _pair(brightness, "brightness", low=-1.0, high=1.0)
         self.contrast = _pair(contrast, "contrast", low=0.0)
         self.skipped_empty = int(skipped_empty)
+        self.skipped_small = int(skipped_small)
         if not isinstance(crops, Mapping) or not crops:
             raise ValueError(
                 "crops: expected a non-empty mapping {defect type: [(content, alpha), ...]}"
@@ -231,9 +234,7 @@ class DefectBank(DefectGenerator):
                 UserWarning,
                 stacklevel=3,
             )
-        bank = cls(crops, skipped_empty=empty, **options)
-        bank.skipped_small = small
-        return bank
+        return cls(crops, skipped_empty=empty, skipped_small=small, **options)
 
     def __len__(self) -> int:
         return len(self._contents)
