@@ -1,0 +1,219 @@
+"""Checking and converting compositing inputs at the public edge.
+
+Every compositing function takes a background, a layer (foreground / source) with its matte (alpha
+or binary mask) and an offset. This module turns whatever the caller passed into batched float
+tensors on one device plus a per-item list of placements, and names the argument whenever it
+refuses. Float ``[B, C, H, W]`` tensors take a fast path: their finiteness is checked with one sum
+instead of a full boolean pass (the background only where a function reads it, see ``Composite``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from defectaug._io import Restore, check_finite, to_float_image
+
+#: A layer pixel belongs to a binary mask where the mask's float value is at least this.
+MASK_THRESHOLD = 0.5
+
+OffsetArg = torch.Tensor | np.ndarray | Sequence[int] | Sequence[Sequence[int]] | None
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A validated compositing problem.
+
+    Attributes:
+        background: ``[B, C, H, W]`` float tensor (the caller's own tensor when it already had
+            that form: never written to).
+        layer: ``[B, C, h, w]`` float tensor, same dtype and device as ``background``.
+        matte: ``[B, 1, h, w]``: bool for a mask, float in [0, 1] for an alpha.
+        offsets: per item, the ``(top, left)`` of the layer in the background.
+        restore: turns a ``[B, C, H, W]`` result back into the background's original form.
+    """
+
+    background: torch.Tensor
+    layer: torch.Tensor
+    matte: torch.Tensor
+    offsets: list[tuple[int, int]]
+    restore: Restore
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def check_finite_fast(tensor: torch.Tensor, name: str, where: str = "") -> None:
+    """Raise if ``tensor`` holds NaN or inf; one reduction, the exact check only when it trips."""
+    if tensor.numel() and not bool(torch.isfinite(tensor.sum())):
+        # The sum can also overflow on huge finite values; only a real NaN/inf is an error here.
+        check_finite(tensor, f"{name}{where}")
+
+
+def _float_image(value: Any, name: str) -> tuple[torch.Tensor, Restore, bool]:
+    """``[B, C, H, W]`` float view of an image; the flag says its finiteness is still unchecked."""
+    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.is_floating_point():
+        if value.shape[1] not in (1, 3):
+            raise ValueError(
+                f"{name}: expected 1 or 3 channel(s) in dimension 1, got {_describe(value)}"
+            )
+        original_dtype = value.dtype
+        return value, (lambda out: out.to(original_dtype)), True
+    tensor, restore = to_float_image(value, name)
+    return tensor, restore, False
+
+
+def _single_channel(value: torch.Tensor, name: str) -> torch.Tensor:
+    """``[h, w]`` / ``[1, h, w]`` / ``[B, 1, h, w]`` tensor as ``[B, 1, h, w]``, else an error."""
+    if value.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{name}: expected [h, w], [1, h, w] or [B, 1, h, w], got {_describe(value)}"
+        )
+    batched = value
+    while batched.ndim < 4:
+        batched = batched.unsqueeze(0)
+    if batched.shape[1] != 1:
+        raise ValueError(
+            f"{name}: expected a single-channel [B, 1, h, w] tensor, got {_describe(value)}"
+        )
+    return batched
+
+
+def _as_mask(value: Any, name: str) -> torch.Tensor:
+    """A mask argument as a bool ``[B, 1, h, w]`` tensor (float masks: ``>= 0.5`` is inside)."""
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+        return _single_channel(value, name)
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        mask = _single_channel(value, name).detach()
+        check_finite_fast(mask, name)
+        return mask >= MASK_THRESHOLD
+    if isinstance(value, np.ndarray) and value.dtype == np.bool_:
+        value = value.astype(np.uint8) * 255
+    tensor, _ = to_float_image(value, name, channels=(1,))
+    return tensor >= MASK_THRESHOLD
+
+
+def _as_alpha(value: Any, name: str) -> torch.Tensor:
+    """An alpha argument as a float ``[B, 1, h, w]`` tensor with values in [0, 1]."""
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+        alpha = _single_channel(value, name).to(torch.float32)
+    elif isinstance(value, torch.Tensor) and value.is_floating_point():
+        alpha = _single_channel(value, name)
+        check_finite_fast(alpha, name)
+    else:
+        if isinstance(value, np.ndarray) and value.dtype == np.bool_:
+            value = value.astype(np.uint8) * 255
+        alpha, _ = to_float_image(value, name, channels=(1,))
+    if alpha.numel():
+        low, high = torch.aminmax(alpha.detach())
+        if float(low) < 0.0 or float(high) > 1.0:
+            raise ValueError(
+                f"{name}: expected values in [0, 1], got values in "
+                f"[{float(low):.4g}, {float(high):.4g}]"
+            )
+    return alpha
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def parse_offset(
+    offset: OffsetArg, batch: int, layer_size: tuple[int, int], image_size: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Per-item ``(top, left)`` from ``None``, one pair, or an integer ``[B, 2]`` tensor/array."""
+    expected = "None, a (top, left) pair of ints, or an integer tensor of shape [B, 2]"
+    if offset is None:
+        if layer_size != image_size:
+            raise ValueError(
+                f"offset: None places the layer at (0, 0) over the whole background, so the layer "
+                f"must have the background's size {image_size}; got a layer of size {layer_size} "
+                "(pass offset=(top, left))"
+            )
+        return [(0, 0)] * batch
+    if isinstance(offset, np.ndarray):
+        if offset.dtype.kind not in "iu":
+            raise TypeError(f"offset: expected integer values, got {_describe(offset)}")
+        offset = torch.from_numpy(offset)
+    if isinstance(offset, torch.Tensor):
+        if offset.dtype.is_floating_point or offset.dtype.is_complex or offset.dtype == torch.bool:
+            raise TypeError(f"offset: expected an integer tensor, got {_describe(offset)}")
+        if tuple(offset.shape) == (2,):
+            top, left = offset.tolist()
+            return [(top, left)] * batch
+        if tuple(offset.shape) == (batch, 2):
+            return [(top, left) for top, left in offset.tolist()]
+        raise ValueError(f"offset: expected shape [{batch}, 2] or [2], got {_describe(offset)}")
+    if isinstance(offset, Sequence) and not isinstance(offset, str | bytes):
+        if len(offset) == 2 and all(_is_int(v) for v in offset):
+            return [(int(offset[0]), int(offset[1]))] * batch
+        pairs_ok = all(
+            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) for v in p) for p in offset
+        )
+        if pairs_ok and len(offset) == batch:
+            return [(int(p[0]), int(p[1])) for p in offset]
+        raise ValueError(f"offset: expected {expected} (batch size {batch}), got {offset!r}")
+    raise TypeError(f"offset: expected {expected}, got {_describe(offset)}")
+
+
+def prepare(
+    background: Any,
+    layer: Any,
+    matte: Any,
+    offset: OffsetArg,
+    *,
+    layer_name: str,
+    matte_name: str,
+    matte_is_mask: bool,
+) -> Composite:
+    """Validate and convert one compositing call's arguments (see the module docstring)."""
+    bg, restore, _ = _float_image(background, "background")
+    fg, _, fast = _float_image(layer, layer_name)
+    if fast:
+        check_finite_fast(fg, layer_name)
+    if fg.device != bg.device:
+        raise ValueError(
+            f"{layer_name}: expected a tensor on the background's device {bg.device}, "
+            f"got {fg.device}"
+        )
+    if fg.shape[0] != bg.shape[0]:
+        raise ValueError(
+            f"{layer_name}: expected the background's batch size {bg.shape[0]}, got {_describe(fg)}"
+        )
+    if fg.shape[1] != bg.shape[1]:
+        raise ValueError(
+            f"{layer_name}: channel mismatch, the background has {bg.shape[1]} channel(s) but "
+            f"{layer_name} has {fg.shape[1]} ({_describe(fg)}); convert one of them first"
+        )
+    dtype = torch.promote_types(bg.dtype, fg.dtype)
+    bg, fg = bg.to(dtype), fg.to(dtype)
+
+    matte_tensor = _as_mask(matte, matte_name) if matte_is_mask else _as_alpha(matte, matte_name)
+    if matte_tensor.device != bg.device:
+        raise ValueError(
+            f"{matte_name}: expected a tensor on the background's device {bg.device}, "
+            f"got {matte_tensor.device}"
+        )
+    if matte_tensor.shape[0] != fg.shape[0] or matte_tensor.shape[-2:] != fg.shape[-2:]:
+        raise ValueError(
+            f"{matte_name}: expected shape [{fg.shape[0]}, 1, {fg.shape[2]}, {fg.shape[3]}] "
+            "to match "
+            f"{layer_name} {tuple(fg.shape)}, got {_describe(matte_tensor)}"
+        )
+    if not matte_is_mask:
+        matte_tensor = matte_tensor.to(dtype)
+
+    offsets = parse_offset(
+        offset, fg.shape[0], (fg.shape[2], fg.shape[3]), (bg.shape[2], bg.shape[3])
+    )
+    return Composite(bg, fg, matte_tensor, offsets, restore)
