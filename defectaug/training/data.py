@@ -1,0 +1,152 @@
+"""Training crops for learned generators: one layer per connected real defect region.
+
+Each connected region of a defect mask is cut out with a margin
+(``defectaug.datasets.defect_crops``),
+its surrounding surface is removed (``fill_outside_mask``: the seed's "only defect contents are
+used") and it is squared and resized to the layer size, with the region's mask as the target alpha.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from defectaug.generators.dcdgan import padded_side, prepare_defect_crop
+
+
+@dataclass(frozen=True)
+class DefectCropSet:
+    """Real defect layers ready for training.
+
+    Attributes:
+        content: ``[N, C, S, S]`` float in [0, 1], the surface around the defect a constant.
+        alpha: ``[N, 1, S, S]`` float in [0, 1], the region's mask.
+        labels: ``[N]`` int64 index into ``type_names``.
+        type_names: class names.
+        native_sizes: per class, the side in pixels of each crop's square before resizing.
+    """
+
+    content: torch.Tensor
+    alpha: torch.Tensor
+    labels: torch.Tensor
+    type_names: tuple[str, ...]
+    native_sizes: dict[str, list[int]]
+
+    def __post_init__(self) -> None:
+        n = self.content.shape[0]
+        if self.content.ndim != 4 or self.alpha.shape != (n, 1, *self.content.shape[-2:]):
+            raise ValueError(
+                f"crops: content {tuple(self.content.shape)} and alpha {tuple(self.alpha.shape)} "
+                "must be "
+                "[N, C, S, S] and [N, 1, S, S]"
+            )
+        if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
+            raise ValueError(
+                f"labels: expected int64 [{n}], got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
+        missing = [
+            name
+            for index, name in enumerate(self.type_names)
+            if not bool((self.labels == index).any())
+        ]
+        if n == 0 or missing:
+            raise ValueError(
+                f"crops: every defect type needs at least one crop; none for {missing or 'any'}"
+            )
+
+    def __len__(self) -> int:
+        return self.content.shape[0]
+
+    @property
+    def by_class(self) -> list[torch.Tensor]:
+        """Per class, the indices of its crops."""
+        return [
+            torch.nonzero(self.labels == index).flatten() for index in range(len(self.type_names))
+        ]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: int((self.labels == index).sum()) for index, name in enumerate(self.type_names)
+        }
+
+    def to(self, device: torch.device | str) -> DefectCropSet:
+        return DefectCropSet(
+            self.content.to(device),
+            self.alpha.to(device),
+            self.labels.to(device),
+            self.type_names,
+            self.native_sizes,
+        )
+
+
+def crops_from_regions(
+    regions: Sequence[tuple[torch.Tensor, torch.Tensor, str]],
+    type_names: Sequence[str],
+    layer_size: int,
+    *,
+    min_area: int = 16,
+) -> DefectCropSet:
+    """Build a ``DefectCropSet`` from ``(content [C, h, w], alpha [1, h, w], type name)`` regions.
+
+    Regions whose mask covers fewer than ``min_area`` pixels are dropped: the magnetic-tile masks
+    hold a few single-pixel specks that are annotation noise, not defects.
+    """
+    type_names = tuple(type_names)
+    contents, alphas, labels = [], [], []
+    native_sizes: dict[str, list[int]] = {name: [] for name in type_names}
+    for content, alpha, name in regions:
+        if name not in type_names:
+            raise ValueError(f"regions: defect type {name!r} is not one of {type_names}")
+        if float((alpha >= 0.5).sum()) < min_area:
+            continue
+        prepared_content, prepared_alpha = prepare_defect_crop(
+            content[None].float(), alpha[None].float(), layer_size
+        )
+        contents.append(prepared_content[0])
+        alphas.append(prepared_alpha[0])
+        labels.append(type_names.index(name))
+        native_sizes[name].append(padded_side(*content.shape[-2:]))
+    if not contents:
+        raise ValueError(f"regions: no defect region of at least {min_area} pixels")
+    return DefectCropSet(
+        torch.stack(contents),
+        torch.stack(alphas),
+        torch.tensor(labels, dtype=torch.int64),
+        type_names,
+        native_sizes,
+    )
+
+
+def load_defect_crops(
+    root: str | Path,
+    *,
+    split: str | None,
+    types: Sequence[str],
+    layer_size: int,
+    margin: int = 4,
+    min_area: int = 16,
+) -> DefectCropSet:
+    """Every connected defect region of ``types`` in ``root``'s ``split``, as training layers.
+
+    Images without a mask or with an empty mask contribute nothing. Grayscale data gives 1-channel
+    content and RGB data 3-channel content, as the images come.
+    """
+    from defectaug.datasets import defect_crops, load_image, load_mask, read_defect_dataset
+
+    records = read_defect_dataset(root, split=split, types=list(types))
+    regions = []
+    for record in records:
+        if record.mask is None or record.label not in types:
+            continue
+        image = load_image(record.image)
+        mask = load_mask(record.mask)
+        for content, alpha in defect_crops(image, mask, margin):
+            regions.append((content, alpha, record.label))
+    if not regions:
+        raise ValueError(
+            f"data: no defect regions of types {list(types)} found in {str(root)!r} split {split!r}"
+        )
+    return crops_from_regions(regions, types, layer_size, min_area=min_area)

@@ -1,0 +1,482 @@
+"""Training loop shared by learned generators, and the DCDGAN trainer built on it.
+
+``GeneratorTrainer`` owns everything that is not the model: the iteration counter, the random
+state, checkpoints that resume bit-exactly (modules, optimisers, EMA weights, every RNG state),
+the progress bar, periodic sample grids, a wall-time budget and the final export to a folder that
+``load_generator`` reads. An architecture subclasses it and implements ``training_step``,
+``export_generator`` and ``sample_grid``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from defectaug.generators.dcdgan import (
+    DCDGAN,
+    DCDGANConfig,
+    DCDGANDiscriminator,
+)
+from defectaug.generators.hub import PretrainedDefectGenerator
+from defectaug.training.augment import diff_augment
+from defectaug.training.data import DefectCropSet
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a training run (the architecture has its own config).
+
+    The loss weights default to the DCDGANc paper's values; the learning rate and betas to its
+    Adam settings, except ``beta2``: 0.99 instead of 0.999 lets the second moment follow the WGAN
+    critic's fast-changing gradient scale within a short CPU run. ``gp_every`` applies the gradient
+    penalty lazily (StyleGAN2's lazy regularisation): every ``gp_every`` steps with its weight
+    multiplied by ``gp_every``, which keeps its average strength and saves most of the cost of the
+    double backward pass, the most expensive part of a critic step on a CPU.
+    """
+
+    iterations: int = 3000
+    batch_size: int = 16
+    seed: int = 0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.99
+    gp_weight: float = 10.0
+    gp_every: int = 4
+    reconstruction_weight: float = 10.0
+    latent_weight: float = 1.0
+    kl_weight: float = 0.01
+    drift_weight: float = 1e-3
+    ema_decay: float = 0.999
+    diff_augment: bool = True
+    flip_real: bool = True
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rng_states(cpu_rng: torch.Generator, device_rng: torch.Generator) -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "cpu_rng": cpu_rng.get_state(),
+        "device_rng": device_rng.get_state(),
+        "torch_global": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+class GeneratorTrainer(ABC):
+    """Loop, checkpoints, RNG and export for one learned generator on one ``DefectCropSet``."""
+
+    architecture: ClassVar[str] = ""
+
+    def __init__(
+        self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
+    ) -> None:
+        self.crops = crops
+        self.config = config
+        self.device = torch.device(device)
+        # All draws come from two generators the checkpoint stores: indices on CPU, noise on device.
+        self.cpu_rng = torch.Generator().manual_seed(config.seed)
+        self.device_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        torch.manual_seed(config.seed)
+        self.iteration = 0
+        self.elapsed_s = 0.0
+        self.history: list[dict[str, float]] = []
+        self.crops_on_device = crops.to(self.device)
+
+    # ---------------------------------------------------------------- to implement
+    @abstractmethod
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module whose state a checkpoint holds."""
+
+    @abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimiser whose state a checkpoint holds."""
+
+    @abstractmethod
+    def training_step(self) -> dict[str, float]:
+        """One optimisation step; returns the losses to log."""
+
+    @abstractmethod
+    def export_generator(self) -> PretrainedDefectGenerator:
+        """The generator to ship (CPU, eval mode)."""
+
+    # ---------------------------------------------------------------- batches
+    def draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A class-balanced batch: a uniform class per item, then a uniform crop of that class.
+
+        Uniform classes keep the rare types (crack, fray: about a dozen crops each) from being
+        drowned by the common ones, which class control needs.
+        """
+        crops = self.crops_on_device
+        size = self.config.batch_size
+        classes = torch.randint(0, len(crops.by_class), (size,), generator=self.cpu_rng)
+        picks = torch.rand(size, generator=self.cpu_rng)
+        index = torch.stack(
+            [
+                crops.by_class[c][min(int(p * len(crops.by_class[c])), len(crops.by_class[c]) - 1)]
+                for c, p in zip(classes.tolist(), picks.tolist(), strict=True)
+            ]
+        ).to(self.device)
+        content, alpha, labels = crops.content[index], crops.alpha[index], crops.labels[index]
+        if self.config.flip_real:
+            flips = torch.rand(size, 2, generator=self.cpu_rng).to(self.device) < 0.5
+            content, alpha = _flip(content, alpha, flips)
+        return content, alpha, labels
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "iteration": self.iteration,
+            "elapsed_s": self.elapsed_s,
+            "history": self.history,
+            "train_config": self.config.to_dict(),
+            "modules": {name: module.state_dict() for name, module in self.modules().items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
+            "rng": _rng_states(self.cpu_rng, self.device_rng),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("architecture") != self.architecture:
+            raise ValueError(
+                f"resume: checkpoint is for architecture {state.get('architecture')!r}, "
+                f"not {self.architecture!r}"
+            )
+        for name, module in self.modules().items():
+            module.load_state_dict(state["modules"][name])
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        rng = state["rng"]
+        self.cpu_rng.set_state(rng["cpu_rng"])
+        self.device_rng.set_state(rng["device_rng"])
+        torch.set_rng_state(rng["torch_global"])
+        if "torch_cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["torch_cuda"])
+        self.iteration = int(state["iteration"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), partial)
+        # Rename last: an interrupted save never leaves a truncated checkpoint behind.
+        partial.replace(path)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"resume: no checkpoint at {str(path)!r}")
+        # Checkpoints hold optimiser states and RNG byte tensors, so the full pickle format is
+        # needed; only resume from checkpoints you wrote yourself.
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+    # ---------------------------------------------------------------- loop
+    def fit(
+        self,
+        out_dir: str | Path,
+        *,
+        checkpoint_every: int = 500,
+        sample_every: int = 500,
+        time_budget_s: float | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Train to ``config.iterations`` (or for ``time_budget_s`` of wall time) into ``out_dir``.
+
+        Writes ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end, a sample grid
+        ``samples/iter_XXXXXX.png`` every ``sample_every`` steps, and the loss history to
+        ``history.json``. Returns a summary (iterations done, wall time, whether the budget stopped
+        it, last losses).
+        """
+        out_dir = Path(out_dir)
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        total = self.config.iterations
+        start = time.perf_counter()
+        elapsed_before = self.elapsed_s
+        stopped_by_budget = False
+        bar = tqdm(
+            total=total,
+            initial=self.iteration,
+            disable=not progress,
+            desc=self.architecture,
+            unit="it",
+        )
+        while self.iteration < total:
+            losses = self.training_step()
+            self.iteration += 1
+            self.elapsed_s = elapsed_before + time.perf_counter() - start
+            if not all(math.isfinite(v) for v in losses.values()):
+                self.save_checkpoint(out_dir / "checkpoint_nonfinite.pt")
+                raise FloatingPointError(
+                    f"training diverged at iteration {self.iteration}: losses {losses}"
+                )
+            self.history.append({"iteration": self.iteration, **losses})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "adv", "rec")})
+            if sample_every and self.iteration % sample_every == 0:
+                self.write_samples(out_dir / "samples" / f"iter_{self.iteration:06d}.png")
+            if checkpoint_every and self.iteration % checkpoint_every == 0:
+                self.save_checkpoint(out_dir / CHECKPOINT_NAME)
+            if time_budget_s is not None and self.elapsed_s >= time_budget_s:
+                stopped_by_budget = self.iteration < total
+                break
+        bar.close()
+        self.save_checkpoint(out_dir / CHECKPOINT_NAME)
+        self.write_samples(out_dir / "samples" / f"iter_{self.iteration:06d}.png")
+        (out_dir / "history.json").write_text(json.dumps(self.history), encoding="utf-8")
+        return {
+            "iterations": self.iteration,
+            "wall_time_s": self.elapsed_s,
+            "stopped_by_time_budget": stopped_by_budget,
+            "last_losses": self.history[-1] if self.history else {},
+        }
+
+    def write_samples(self, path: str | Path) -> Path:
+        grid = self.sample_grid()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(path)
+        return path
+
+    @abstractmethod
+    def sample_grid(self) -> np.ndarray:
+        """An ``uint8`` image of current samples, one row pair per class."""
+
+
+def _flip(
+    content: torch.Tensor, alpha: torch.Tensor, flips: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    horizontal = flips[:, 0].view(-1, 1, 1, 1)
+    vertical = flips[:, 1].view(-1, 1, 1, 1)
+    content = torch.where(horizontal, content.flip(-1), content)
+    alpha = torch.where(horizontal, alpha.flip(-1), alpha)
+    return torch.where(vertical, content.flip(-2), content), torch.where(
+        vertical, alpha.flip(-2), alpha
+    )
+
+
+def layer_grid(
+    content: torch.Tensor, alpha: torch.Tensor, rows: int, *, gap: int = 2
+) -> np.ndarray:
+    """Tile layers row-major into a uint8 grid: each row of layers over mid-grey, then its alpha.
+
+    Showing the layer over a flat grey (``alpha * content + (1 - alpha) * 0.5``) reveals what a
+    composite would show; the alpha row below shows the mask the layer carries.
+    """
+    count, channels, size = content.shape[0], content.shape[1], content.shape[-1]
+    columns = math.ceil(count / rows)
+    shown = alpha * content + (1.0 - alpha) * 0.5
+    tiles = torch.ones(rows * 2, columns, 3, size, size)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        tiles[2 * row, column] = (
+            shown[index].expand(3, -1, -1).cpu() if channels == 1 else shown[index].cpu()
+        )
+        tiles[2 * row + 1, column] = alpha[index].expand(3, -1, -1).cpu()
+    height = rows * 2 * (size + gap) + gap
+    width = columns * (size + gap) + gap
+    canvas = torch.ones(3, height, width)
+    for row in range(rows * 2):
+        for column in range(columns):
+            top, left = gap + row * (size + gap), gap + column * (size + gap)
+            canvas[:, top : top + size, left : left + size] = tiles[row, column]
+    return (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class DCDGANTrainer(GeneratorTrainer):
+    """DCDGANc training (paper Table 1) with WGAN-GP, DiffAugment and an EMA generator.
+
+    Per step, on a class-balanced batch of real layers ``I`` with classes ``c``:
+
+    * encoder and generator: ``mu, logvar = E(I)``, ``I_r = G(z_r, c)`` with ``z_r``
+      reparameterised, ``I_s = G(z_s, c)`` with ``z_s ~ N(0, 1)``; loss ``adv(I_r) + adv(I_s)
+      + lambda_p |I - I_r|_1 + lambda_KL KL + lambda_l |z_s - mu(E(I_s))|_1``. The latent term
+      updates G only (the paper updates E with the first three and G with the latent term): it
+      goes through a frozen copy of E's parameters.
+    * critic: WGAN loss ``D(I_r) + D(I_s) - 2 D(I)`` (the paper weights real twice against the two
+      kinds of fakes) + ``gp_weight`` * gradient penalty on real/random-sample mixes + a small drift
+      term ``drift_weight * D(I)^2`` that keeps the unbounded critic output from wandering.
+
+    Few-shot additions and why: DiffAugment on every critic input (see ``augment``), random flips of
+    the real crops (4x the data for the reconstruction loop as well), class-balanced batches, and an
+    exponential moving average of the generator's weights as the shipped generator (GAN weights
+    oscillate on tiny data; the average samples cleaner than any single iterate).
+    """
+
+    architecture: ClassVar[str] = "dcdgan"
+
+    def __init__(
+        self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__(crops, config, device)
+        arch = DCDGANConfig(
+            **{
+                "defect_types": crops.type_names,
+                "channels": crops.content.shape[1],
+                "layer_size": crops.content.shape[-1],
+                "native_sizes": crops.native_sizes,
+                **config.architecture,
+            }
+        )
+        if arch.layer_size != crops.content.shape[-1] or arch.channels != crops.content.shape[1]:
+            raise ValueError(
+                f"architecture: layer_size/channels ({arch.layer_size}, {arch.channels}) "
+                "do not match the "
+                f"crops ({crops.content.shape[-1]}, {crops.content.shape[1]})"
+            )
+        self.arch = arch
+        self.model = DCDGAN(arch).to(self.device)
+        self.discriminator = DCDGANDiscriminator(arch).to(self.device)
+        self.ema_generator = copy.deepcopy(self.model.generator).requires_grad_(False)
+        betas = (config.beta1, config.beta2)
+        self.opt_ge = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
+        grid_rng = torch.Generator().manual_seed(config.seed + 2)
+        self.grid_columns = 8
+        self.grid_z = torch.randn(
+            arch.num_classes * self.grid_columns, arch.latent_dim, generator=grid_rng
+        )
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "model": self.model,
+            "discriminator": self.discriminator,
+            "ema_generator": self.ema_generator,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator_encoder": self.opt_ge, "discriminator": self.opt_d}
+
+    def _critic(
+        self, content: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        if self.config.diff_augment:
+            content, alpha = diff_augment(content, alpha, self.device_rng)
+        return self.discriminator(content, alpha, labels)
+
+    def training_step(self) -> dict[str, float]:
+        cfg = self.config
+        real_content, real_alpha, labels = self.draw_batch()
+        onehot = F.one_hot(labels, self.arch.num_classes).float()
+        batch = labels.shape[0]
+        generator, encoder = self.model.generator, self.model.encoder
+
+        # ---- encoder + generator
+        self.discriminator.requires_grad_(False)
+        mu, logvar = encoder(real_content, real_alpha)
+        eps = torch.randn(mu.shape, generator=self.device_rng, device=self.device)
+        z_r = mu + eps * torch.exp(0.5 * logvar)
+        z_s = torch.randn(mu.shape, generator=self.device_rng, device=self.device)
+        fake_content, fake_alpha = generator(torch.cat([z_r, z_s]), torch.cat([onehot, onehot]))
+        rec_content, rec_alpha = fake_content[:batch], fake_alpha[:batch]
+        smp_content, smp_alpha = fake_content[batch:], fake_alpha[batch:]
+        adv = -self._critic(fake_content, fake_alpha, torch.cat([labels, labels])).mean() * 2.0
+        rec = F.l1_loss(rec_content, real_content) + F.l1_loss(rec_alpha, real_alpha)
+        kl = -0.5 * torch.mean(torch.sum(1.0 + logvar - mu.square() - logvar.exp(), dim=1))
+        frozen = {name: p.detach() for name, p in encoder.named_parameters()}
+        mu_hat, _ = functional_call(encoder, frozen, (smp_content, smp_alpha))
+        latent = F.l1_loss(mu_hat, z_s)
+        loss_ge = (
+            adv + cfg.reconstruction_weight * rec + cfg.kl_weight * kl + cfg.latent_weight * latent
+        )
+        self.opt_ge.zero_grad(set_to_none=True)
+        loss_ge.backward()
+        self.opt_ge.step()
+        self.discriminator.requires_grad_(True)
+
+        # ---- critic, on this step's fakes (detached: one generator pass serves both updates)
+        fake_content, fake_alpha = fake_content.detach(), fake_alpha.detach()
+        d_real = self._critic(real_content, real_alpha, labels)
+        d_fake = self._critic(fake_content, fake_alpha, torch.cat([labels, labels]))
+        wasserstein = d_fake.mean() * 2.0 - 2.0 * d_real.mean()
+        drift = d_real.square().mean()
+        loss_d = wasserstein + cfg.drift_weight * drift
+        losses: dict[str, float] = {}
+        if self.iteration % cfg.gp_every == 0:
+            penalty = self._gradient_penalty(
+                real_content, real_alpha, smp_content.detach(), smp_alpha.detach(), labels
+            )
+            loss_d = loss_d + cfg.gp_weight * cfg.gp_every * penalty
+            losses["gp"] = float(penalty.detach())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        self._update_ema()
+        return {
+            **losses,
+            "d": float(loss_d.detach()),
+            "wdist": float(-wasserstein.detach()) / 2.0,
+            "adv": float(adv.detach()),
+            "rec": float(rec.detach()),
+            "kl": float(kl.detach()),
+            "latent": float(latent.detach()),
+        }
+
+    def _gradient_penalty(
+        self,
+        real_content: torch.Tensor,
+        real_alpha: torch.Tensor,
+        fake_content: torch.Tensor,
+        fake_alpha: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """WGAN-GP: ``(|grad D(x_mix)| - 1)^2`` on random per-item mixes of real and fake layers."""
+        mix = torch.rand(labels.shape[0], 1, 1, 1, generator=self.device_rng, device=self.device)
+        mixed_content = (mix * real_content + (1 - mix) * fake_content).requires_grad_(True)
+        mixed_alpha = (mix * real_alpha + (1 - mix) * fake_alpha).requires_grad_(True)
+        d_mixed = self._critic(mixed_content, mixed_alpha, labels)
+        grads = torch.autograd.grad(d_mixed.sum(), [mixed_content, mixed_alpha], create_graph=True)
+        grad_norm = torch.cat([g.flatten(1) for g in grads], dim=1).norm(dim=1)
+        return (grad_norm - 1.0).square().mean()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up: early on the average would be dominated by the random initial weights.
+        decay = min(self.config.ema_decay, (1.0 + self.iteration) / (10.0 + self.iteration))
+        for ema, live in zip(
+            self.ema_generator.parameters(), self.model.generator.parameters(), strict=True
+        ):
+            ema.lerp_(live, 1.0 - decay)
+
+    def export_generator(self) -> DCDGAN:
+        exported = DCDGAN(self.arch)
+        exported.encoder.load_state_dict(self.model.encoder.state_dict())
+        exported.generator.load_state_dict(self.ema_generator.state_dict())
+        return exported.cpu().eval()
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        num_classes = self.arch.num_classes
+        labels = torch.arange(num_classes).repeat_interleave(self.grid_columns)
+        onehot = F.one_hot(labels, num_classes).float().to(self.device)
+        self.ema_generator.eval()
+        content, alpha = self.ema_generator(self.grid_z.to(self.device), onehot)
+        return layer_grid(content, alpha, rows=num_classes)
+
+
+TRAINERS: dict[str, type[GeneratorTrainer]] = {DCDGANTrainer.architecture: DCDGANTrainer}
