@@ -13,7 +13,8 @@ that one draw to every input of the sample:
   type, or ``label[type]`` from a dict). It is found like torchvision's ``CutMix`` /
   ``SanitizeBoundingBoxes`` find labels (``labels_getter``), extended to the ``(image, int)``
   samples that ``ImageFolder`` yields: the second item of a tuple when it is an int or a scalar
-  tensor, or a ``"labels"``-like key of a dict (top level or second item);
+  integer tensor, a ``"labels"``-like key of a dict (top level or second item), or the last item
+  of a longer tuple such as ``(image, mask, label)``;
 - everything else (boxes, key points, videos, extra tensors, metadata) passes through untouched.
 
 Because masks are tv_tensors, geometric v2 transforms placed after ``DefectInject`` keep image and
@@ -94,6 +95,8 @@ def default_label_path(sample: Any) -> tuple[Any, ...] | None:
         if isinstance(second, Mapping):
             key = _label_key(second)
             return None if key is None else (SequenceKey(1), MappingKey(key))
+        if _is_class_label(sample[-1]):
+            return (SequenceKey(len(sample) - 1),)
         return None
     if isinstance(sample, Mapping):
         key = _label_key(sample)

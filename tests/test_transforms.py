@@ -1,0 +1,270 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
+from defectaug.transforms import DefectInject
+
+
+class HardDisks(DefectGenerator):
+    """Black disks with a hard edge: defect pixels are exactly those darker than the midpoint."""
+
+    defect_types = ("disk", "blob")
+    channels = "any"
+    layer_size = (16, 16)
+
+    def _generate(self, labels, *, generator, device, dtype, channels, background, reference):
+        yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        disk = (((yy - 7.5) ** 2 + (xx - 7.5) ** 2) < 36).to(dtype)
+        alpha = disk.expand(labels.shape[0], 1, 16, 16).to(device)
+        content = torch.zeros(labels.shape[0], channels, 16, 16, device=device, dtype=dtype)
+        return DefectLayer(content, alpha, labels, self.defect_types)
+
+
+def _float_image(channels=3, size=(40, 48)):
+    g = torch.Generator().manual_seed(0)
+    return (0.55 + 0.1 * torch.rand(channels, *size, generator=g)).clamp(0, 1)
+
+
+def _changed(before, after) -> torch.Tensor:
+    return (after.float() - before.float()).abs().sum(0) > 0
+
+
+INPUTS = {
+    "tv_image_uint8": lambda: tv_tensors.Image((_float_image() * 255).round().to(torch.uint8)),
+    "tv_image_float": lambda: tv_tensors.Image(_float_image()),
+    "tensor_chw_float": lambda: _float_image(),
+    "tensor_hw_float": lambda: _float_image(1)[0],
+    "tensor_chw_uint8": lambda: (_float_image() * 255).round().to(torch.uint8),
+    "pil_rgb": lambda: Image.fromarray(
+        (_float_image().permute(1, 2, 0).numpy() * 255).astype(np.uint8), mode="RGB"
+    ),
+    "pil_l": lambda: Image.fromarray((_float_image(1)[0].numpy() * 255).astype(np.uint8), mode="L"),
+}
+
+
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_every_input_type_keeps_its_form_and_gets_a_defect(kind):
+    image = INPUTS[kind]()
+    out = DefectInject("stain", p=1.0, seed=0)(image)
+    assert type(out) is type(image)
+    if isinstance(image, Image.Image):
+        assert out.mode == image.mode and out.size == image.size
+        before, after = np.asarray(image, dtype=np.float32), np.asarray(out, dtype=np.float32)
+        assert np.abs(after - before).max() > 10
+    else:
+        assert out.dtype == image.dtype and out.shape == image.shape
+        assert (out.float() - image.float()).abs().max() > (
+            10 if image.dtype == torch.uint8 else 0.04
+        )
+
+
+def test_p0_is_identity_and_other_inputs_pass_through():
+    image = tv_tensors.Image(_float_image())
+    boxes = tv_tensors.BoundingBoxes([[1, 2, 10, 12]], format="XYXY", canvas_size=(40, 48))
+    extra = torch.arange(5)
+    sample = {"image": image, "boxes": boxes, "extra": extra, "name": "part-7", "label": 0}
+    out = DefectInject("spot", p=0.0, label=1, seed=0)(sample)
+    assert out["image"] is image and out["label"] == 0
+    out = DefectInject("spot", p=1.0, label=1, seed=0)(sample)
+    assert out["boxes"] is boxes and out["extra"] is extra and out["name"] == "part-7"
+    assert out["label"] == 1 and not torch.equal(out["image"], image)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int64])
+def test_binary_mask_is_the_union_and_marks_exactly_the_defect(dtype):
+    image = tv_tensors.Image(torch.full((1, 40, 40), 0.8))
+    mask = torch.zeros(1, 40, 40, dtype=dtype)
+    mask[0, :3, :3] = 1
+    transform = DefectInject("disk", p=1.0, generator=HardDisks(), rotation=0, scale=0.4, seed=3)
+    out_image, out_mask = transform(image, tv_tensors.Mask(mask))
+    assert isinstance(out_mask, tv_tensors.Mask) and out_mask.dtype == dtype
+    assert out_mask[0, :3, :3].all(), "what the mask already marked stays marked"
+    defect = out_image[0] <= 0.4 + 1e-6
+    expected = defect.clone()
+    expected[:3, :3] = True
+    assert defect.any() and torch.equal(out_mask[0].bool(), expected)
+
+
+def test_class_mask_and_label_dict():
+    labels = {"disk": 4, "blob": 7}
+    transform = DefectInject(
+        ["disk", "blob"], p=1.0, generator=HardDisks(), label=labels, mask_mode="class", seed=1
+    )
+    seen = set()
+    for _ in range(12):
+        sample = (
+            tv_tensors.Image(_float_image()),
+            tv_tensors.Mask(torch.zeros(40, 48, dtype=torch.uint8)),
+            0,
+        )
+        image, mask, label = transform(*sample)
+        values = set(mask.unique().tolist()) - {0}
+        assert values == {label} and label in (4, 7)
+        seen.add(label)
+    assert seen == {4, 7}
+    default_ids = DefectInject(
+        ["disk", "blob"], p=1.0, generator=HardDisks(), mask_mode="class", seed=1
+    )
+    _, mask = default_ids(
+        tv_tensors.Image(_float_image()), tv_tensors.Mask(torch.zeros(40, 48, dtype=torch.uint8))
+    )
+    assert set(mask.unique().tolist()) - {0} <= {1, 2}
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        lambda image: (image, 0),
+        lambda image: (image, torch.tensor(0)),
+        lambda image: (image, np.int64(0)),
+        lambda image: {"image": image, "label": 0},
+        lambda image: (image, {"labels": torch.tensor(0), "id": 0}),
+    ],
+    ids=["tuple-int", "tuple-tensor", "tuple-numpy", "dict", "tuple-dict"],
+)
+def test_label_update_keeps_the_label_type(sample):
+    built = sample(tv_tensors.Image(_float_image()))
+    out = DefectInject("spot", p=1.0, label=3, seed=0)(built)
+    flat_in, flat_out = _labels(built), _labels(out)
+    assert type(flat_out) is type(flat_in) and int(flat_out) == 3
+    if isinstance(flat_in, torch.Tensor):
+        assert flat_out.dtype == flat_in.dtype and flat_out.shape == flat_in.shape
+    untouched = DefectInject("spot", p=1.0, seed=0)(sample(tv_tensors.Image(_float_image())))
+    assert int(_labels(untouched)) == 0
+
+
+def _labels(sample):
+    if isinstance(sample, dict):
+        return sample["label"]
+    second = sample[1]
+    return second["labels"] if isinstance(second, dict) else second
+
+
+def test_label_errors_and_custom_getter():
+    image = tv_tensors.Image(_float_image())
+    with pytest.raises(ValueError, match="needs a classification label"):
+        DefectInject("spot", p=1.0, label=1)(image)
+    with pytest.raises(ValueError, match="no class for defect type"):
+        DefectInject(["spot", "pit"], label={"spot": 1})
+    getter = DefectInject("spot", p=1.0, label=5, labels_getter=lambda s: s[2]["target"], seed=0)
+    out = getter(image, "meta", {"target": torch.tensor(1)})
+    assert int(out[2]["target"]) == 5 and out[1] == "meta"
+
+
+def test_unsupported_mask_shape_is_refused():
+    transform = DefectInject("spot", p=1.0, seed=0)
+    instance_masks = tv_tensors.Mask(torch.zeros(3, 40, 48, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="instance masks"):
+        transform(tv_tensors.Image(_float_image()), instance_masks)
+
+
+def test_one_draw_is_shared_by_every_image_of_a_sample():
+    image = _float_image()
+    first, second = DefectInject("crack", p=1.0, seed=4)(
+        tv_tensors.Image(image), tv_tensors.Image(image.clone())
+    )
+    assert torch.equal(first, second) and not torch.equal(first, tv_tensors.Image(image))
+
+
+@pytest.mark.parametrize("flip", [v2.RandomHorizontalFlip(p=1.0), v2.RandomVerticalFlip(p=1.0)])
+def test_geometric_transforms_after_it_keep_image_and_mask_aligned(flip):
+    pipeline = v2.Compose(
+        [
+            DefectInject("disk", p=1.0, generator=HardDisks(), scale=(0.3, 0.5), seed=2),
+            v2.RandomResizedCrop(32, scale=(0.5, 1.0), interpolation=InterpolationMode.NEAREST),
+            flip,
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    torch.manual_seed(0)
+    for _ in range(5):
+        image = tv_tensors.Image(torch.full((3, 64, 64), 204, dtype=torch.uint8))
+        mask = tv_tensors.Mask(torch.zeros(1, 64, 64, dtype=torch.uint8))
+        out_image, out_mask = pipeline(image, mask)
+        assert out_image.shape == (3, 32, 32) and out_mask.shape == (1, 32, 32)
+        # Composited value 0.8 * (1 - alpha), mask alpha >= 0.5: value <= 0.4 up to uint8 rounding.
+        # Nearest-neighbour crops and flips move image and mask pixels together, so this holds
+        # pixel for pixel after them too.
+        marked = out_mask[0].bool()
+        assert marked.any()
+        assert (out_image[0][marked] <= 0.4 + 1 / 255).all()
+        assert marked[out_image[0] < 0.4 - 1 / 255].all()
+
+
+def test_bilinear_crop_with_a_real_generator_stays_aligned():
+    pipeline = v2.Compose(
+        [
+            DefectInject("spot", p=1.0, scale=(0.3, 0.4), seed=5),
+            v2.RandomResizedCrop(48, scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(p=1.0),
+        ]
+    )
+    torch.manual_seed(1)
+    background = tv_tensors.Image(torch.full((1, 96, 96), 0.8))
+    image, mask = pipeline(background, tv_tensors.Mask(torch.zeros(1, 96, 96, dtype=torch.uint8)))
+    changed = (image[0] - 0.8).abs() > 0.05
+    marked = mask[0].bool()
+    iou = (changed & marked).sum() / (changed | marked).sum()
+    flipped = (changed & marked.flip(-1)).sum() / (changed | marked.flip(-1)).sum()
+    assert marked.any() and iou > 0.6 and iou > flipped
+
+
+def test_seed_makes_the_stream_reproducible_and_picklable():
+    make = lambda: DefectInject(["scratch", "pit"], p=0.7, seed=11)  # noqa: E731
+    first, second = make(), make()
+    image = tv_tensors.Image(_float_image())
+    outs_first = [first(image) for _ in range(4)]
+    outs_second = [second(image) for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(outs_first, outs_second, strict=True))
+    assert not all(torch.equal(outs_first[0], other) for other in outs_first[1:])
+    clone = pickle.loads(pickle.dumps(first))
+    assert torch.equal(clone(image), first(image))
+
+
+def test_v2_hooks_and_old_names():
+    transform = DefectInject("spot", p=1.0, seed=0)
+    image = tv_tensors.Image(_float_image())
+    params = transform._get_params([image])
+    assert params["mask"].any()
+    out = transform._transform(image, params)
+    assert isinstance(out, tv_tensors.Image) and not torch.equal(out, image)
+    assert "spot" in repr(transform)
+
+
+class _Constant(Dataset):
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        image = tv_tensors.Image(torch.full((1, 32, 32), 0.7))
+        mask = tv_tensors.Mask(torch.zeros(1, 32, 32, dtype=torch.uint8))
+        return self.transform(image, mask)
+
+
+def _load(seed):
+    data = _Constant(DefectInject(["spot", "stain"], p=1.0, seed=seed))
+    loader = DataLoader(
+        data, batch_size=2, num_workers=2, generator=torch.Generator().manual_seed(0)
+    )
+    images, masks = zip(*loader, strict=True)
+    return torch.cat(images), torch.cat(masks)
+
+
+def test_dataloader_workers_are_reproducible_and_do_not_repeat_each_other():
+    images, masks = _load(seed=7)
+    again_images, again_masks = _load(seed=7)
+    assert torch.equal(images, again_images) and torch.equal(masks, again_masks)
+    assert masks.flatten(1).any(1).all()
+    # Items 0 and 2 are the first call in worker 0 and worker 1: they must differ.
+    assert not torch.equal(masks[0], masks[2])
