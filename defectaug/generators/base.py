@@ -94,8 +94,8 @@ class DefectGenerator(nn.Module):
             n: number of layers (>= 1).
             defect_type: a type name for all items, one name per item, or ``None`` for uniform draws.
             generator: a ``torch.Generator`` or int seed; the same value gives the same layers.
-            device: where the layers are made (default: the module's parameters' or buffers' device, else
-                CPU).
+            device: where the layers are made (default: the device of the module's parameters
+                or buffers, else CPU).
             dtype: floating dtype of content and alpha.
             channels: 1 or 3 (default: the generator's own, or 3 for ``"any"``).
             background: ``[n, C, H, W]`` images the defects will land on (generators that need it).
