@@ -1,0 +1,199 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, TensorDataset
+from torchvision import tv_tensors
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from defectaug.dataset import SyntheticDefectDataset
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
+
+
+class GrayBlob(DefectGenerator):
+    """A single-channel generator, to exercise the channel checks."""
+
+    defect_types = ("blob",)
+    channels = 1
+    layer_size = (12, 12)
+
+    def _generate(self, labels, *, generator, device, dtype, channels, background, reference):
+        alpha = torch.zeros(labels.shape[0], 1, 12, 12, device=device, dtype=dtype)
+        alpha[:, :, 3:9, 3:9] = 1
+        return DefectLayer(torch.zeros_like(alpha), alpha, labels, self.defect_types)
+
+
+def _write_backgrounds(folder: Path, count=3, mode="RGB", size=(40, 32)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        array = (150 + 40 * rng.random(shape)).astype(np.uint8)
+        path = folder / f"normal_{index}.png"
+        Image.fromarray(array, mode=mode).save(path)
+        paths.append(path)
+    return paths
+
+
+def _tensor_backgrounds(count=3):
+    g = torch.Generator().manual_seed(0)
+    return [0.5 + 0.2 * torch.rand(3, 32, 40, generator=g) for _ in range(count)]
+
+
+def _equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_sources_folder_paths_dataset_and_list(tmp_path):
+    paths = _write_backgrounds(tmp_path / "normals")
+    (tmp_path / "normals" / "notes.txt").write_text("not an image")
+    tensors = torch.stack(_tensor_backgrounds())
+    for source in (
+        tmp_path / "normals",
+        str(tmp_path / "normals"),
+        paths,
+        TensorDataset(tensors, torch.zeros(3)),
+        list(tensors),
+    ):
+        data = SyntheticDefectDataset(source, defect_types=["spot", "pit"], length=4)
+        image, label = data[0]
+        assert isinstance(image, torch.Tensor) and image.dtype == torch.float32
+        assert image.shape == (3, 32, 40) and label in (0, 1)
+        assert len(data.backgrounds) == 3
+
+
+def test_targets_and_labels():
+    backgrounds = _tensor_backgrounds()
+    as_dict = SyntheticDefectDataset(
+        backgrounds, defect_types=["spot", "crack"], length=6, target="dict", count=(1, 3)
+    )
+    sample = as_dict[2]
+    assert set(sample) == {"image", "mask", "label", "boxes", "defect_types"}
+    assert isinstance(sample["mask"], tv_tensors.Mask) and sample["mask"].shape == (1, 32, 40)
+    assert sample["mask"].dtype == torch.uint8 and sample["mask"].any()
+    assert isinstance(sample["boxes"], tv_tensors.BoundingBoxes)
+    assert len(sample["defect_types"]) == len(sample["boxes"]) >= 1
+    assert as_dict.classes == ["crack", "spot"]
+    assert sample["label"] == as_dict.classes.index(sample["defect_types"][0])
+    for x0, y0, x1, y1 in sample["boxes"].tolist():
+        assert sample["mask"][0, y0:y1, x0:x1].any()
+    masks = SyntheticDefectDataset(
+        backgrounds, defect_types=["spot", "crack"], length=6, target="mask", count=(1, 3)
+    )
+    image, mask = masks[2]
+    assert torch.equal(image, sample["image"]) and torch.equal(mask, sample["mask"])
+    mapped = SyntheticDefectDataset(
+        backgrounds, defect_types=["spot", "crack"], length=6, label_map={"spot": 5, "crack": 9}
+    )
+    assert {mapped[i][1] for i in range(6)} <= {5, 9}
+
+
+def test_item_is_a_pure_function_of_seed_and_index():
+    backgrounds = _tensor_backgrounds(5)
+    make = lambda seed: SyntheticDefectDataset(backgrounds, length=20, seed=seed, target="dict")  # noqa: E731
+    first, again, other = make(0), make(0), make(1)
+    order = [7, 3, 7, 19, 0]
+    items = [first[i] for i in order]
+    assert _equal(items[0], items[2])
+    assert all(_equal(a, again[i]) for a, i in zip(items, order, strict=True))
+    assert not _equal(first[7]["mask"], other[7]["mask"])
+    assert _equal(first[-1], first[19])
+    with pytest.raises(IndexError):
+        first[20]
+
+
+def test_dataloader_workers_and_ddp_ranks_see_the_same_items():
+    data = SyntheticDefectDataset(_tensor_backgrounds(), length=8, seed=3, target="mask")
+    direct = [data[i] for i in range(8)]
+    loader = DataLoader(data, batch_size=2, num_workers=2)
+    images, masks = (torch.cat(part) for part in zip(*loader, strict=True))
+    assert torch.equal(images, torch.stack([image for image, _ in direct]))
+    assert torch.equal(masks, torch.stack([mask for _, mask in direct]))
+
+    ranks = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=5)
+        sampler.set_epoch(1)
+        ranks.append(list(sampler))
+    assert not set(ranks[0]) & set(ranks[1]) and sorted(ranks[0] + ranks[1]) == list(range(8))
+    replica = SyntheticDefectDataset(_tensor_backgrounds(), length=8, seed=3, target="mask")
+    for index in ranks[1]:
+        assert _equal(replica[index], direct[index])
+
+
+def test_transform_sees_image_mask_and_boxes_together():
+    flip = v2.RandomHorizontalFlip(p=1.0)
+    backgrounds = _tensor_backgrounds()
+    plain = SyntheticDefectDataset(backgrounds, length=3, target="dict")
+    flipped = SyntheticDefectDataset(backgrounds, length=3, target="dict", transform=flip)
+    a, b = plain[1], flipped[1]
+    assert torch.equal(b["image"], a["image"].flip(-1)) and torch.equal(
+        b["mask"], a["mask"].flip(-1)
+    )
+    width = a["image"].shape[-1]
+    assert torch.equal(b["boxes"][:, 0], width - a["boxes"][:, 2])
+    as_label = SyntheticDefectDataset(backgrounds, length=3, transform=v2.Resize((16, 20)))
+    assert as_label[0][0].shape == (3, 16, 20)
+
+
+def test_concat_with_an_imagefolder(tmp_path):
+    _write_backgrounds(tmp_path / "real" / "good", count=2)
+    _write_backgrounds(tmp_path / "real" / "scratch", count=2)
+    to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    real = ImageFolder(tmp_path / "real", transform=to_tensor)
+    synthetic = SyntheticDefectDataset(
+        _tensor_backgrounds(), defect_types="scratch", length=4, label_map=real.class_to_idx
+    )
+    data = ConcatDataset([real, synthetic])
+    images, labels = next(iter(DataLoader(data, batch_size=8)))
+    assert images.shape == (8, 3, 32, 40) and labels.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+
+
+def test_channels(tmp_path):
+    gray = _write_backgrounds(tmp_path / "gray", mode="L")
+    rgb = _write_backgrounds(tmp_path / "rgb", mode="RGB")
+    assert SyntheticDefectDataset(gray, length=2)[0][0].shape == (1, 32, 40)
+    with pytest.raises(ValueError, match="to_grayscale"):
+        SyntheticDefectDataset(rgb, generator=GrayBlob(), length=2)
+    converted = SyntheticDefectDataset(rgb, generator=GrayBlob(), length=2, to_grayscale=True)
+    assert converted[0][0].shape == (1, 32, 40)
+    assert SyntheticDefectDataset(gray, length=2, to_rgb=True)[0][0].shape == (3, 32, 40)
+    mixed = SyntheticDefectDataset([gray[0], rgb[0]], length=30)
+    with pytest.raises(ValueError, match="item 1 has 3 channel"):
+        [mixed[i] for i in range(30)]
+    with pytest.raises(ValueError, match="to_grayscale, to_rgb"):
+        SyntheticDefectDataset(gray, to_grayscale=True, to_rgb=True)
+
+
+def test_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        SyntheticDefectDataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        SyntheticDefectDataset(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        SyntheticDefectDataset([tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="empty"):
+        SyntheticDefectDataset([])
+    backgrounds = _tensor_backgrounds()
+    with pytest.raises(KeyError, match="unknown defect type 'dent'"):
+        SyntheticDefectDataset(backgrounds, defect_types=["dent"])
+    with pytest.raises(ValueError, match="target"):
+        SyntheticDefectDataset(backgrounds, target="boxes")
+    with pytest.raises(ValueError, match="count"):
+        SyntheticDefectDataset(backgrounds, count=(0, 2))
+    with pytest.raises(ValueError, match="label_map"):
+        SyntheticDefectDataset(backgrounds, defect_types=["spot", "pit"], label_map={"spot": 1})
+    with pytest.raises(TypeError, match="backgrounds"):
+        SyntheticDefectDataset(42)
