@@ -40,7 +40,9 @@ def to_float_image(
     """
     if isinstance(value, Image.Image):
         if value.mode not in ("L", "RGB"):
-            raise TypeError(f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}")
+            raise TypeError(
+                f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}"
+            )
         array = np.asarray(value)
         tensor, from_numpy = to_float_image(array, name, channels=channels, dtype=dtype)
         mode = value.mode
@@ -48,10 +50,15 @@ def to_float_image(
 
     if isinstance(value, np.ndarray):
         if value.ndim not in (2, 3):
-            raise ValueError(f"{name}: expected a numpy image [H, W] or [H, W, C], got {_describe(value)}")
+            raise ValueError(
+                f"{name}: expected a numpy image [H, W] or [H, W, C], got {_describe(value)}"
+            )
         hwc = value if value.ndim == 3 else value[..., None]
         tensor, from_tensor = to_float_image(
-            torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))), name, channels=channels, dtype=dtype
+            torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))),
+            name,
+            channels=channels,
+            dtype=dtype,
         )
         ndim = value.ndim
 
@@ -66,7 +73,9 @@ def to_float_image(
             f"{name}: expected a torch.Tensor, numpy array or PIL image, got {_describe(value)}"
         )
     if value.ndim not in (2, 3, 4):
-        raise ValueError(f"{name}: expected [H, W], [C, H, W] or [B, C, H, W], got {_describe(value)}")
+        raise ValueError(
+            f"{name}: expected [H, W], [C, H, W] or [B, C, H, W], got {_describe(value)}"
+        )
     original_ndim, original_dtype = value.ndim, value.dtype
     batched = value
     while batched.ndim < 4:
@@ -109,7 +118,8 @@ def check_batched_image(
         raise ValueError(f"{name}: expected a 4-D tensor [B, C, H, W], got {_describe(tensor)}")
     if not tensor.is_floating_point():
         raise TypeError(
-            f"{name}: expected a floating-point tensor with values in [0, 1], got {_describe(tensor)}"
+            f"{name}: expected a floating-point tensor with values in [0, 1], "
+            f"got {_describe(tensor)}"
         )
     if tensor.shape[1] not in channels:
         raise ValueError(

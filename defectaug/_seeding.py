@@ -1,4 +1,4 @@
-"""Seeding: every random draw in defectaug takes a ``torch.Generator`` so samples are reproducible."""
+"""Seeding: every random draw takes a ``torch.Generator``, so samples are reproducible."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ SeedLike = int | torch.Generator | None
 
 
 def as_generator(seed: SeedLike, device: torch.device | str | None = None) -> torch.Generator:
-    """Return a ``torch.Generator`` on ``device`` for an int seed, an existing generator or ``None``.
+    """A ``torch.Generator`` on ``device`` for an int seed, an existing generator or ``None``.
 
     ``None`` draws a fresh seed from torch's global generator, so global seeding still works.
     An existing generator on another device is re-seeded from one draw of it, keeping determinism.
@@ -22,7 +22,9 @@ def as_generator(seed: SeedLike, device: torch.device | str | None = None) -> to
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}")
+        raise TypeError(
+            f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}"
+        )
     return torch.Generator(device=device).manual_seed(seed)
 
 

@@ -59,7 +59,9 @@ class DefectLayer:
     def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> DefectLayer:
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
-        return DefectLayer(self.content[index], self.alpha[index], self.labels[index], self.type_names)
+        return DefectLayer(
+            self.content[index], self.alpha[index], self.labels[index], self.type_names
+        )
 
     @property
     def size(self) -> tuple[int, int]:
@@ -100,7 +102,9 @@ class DefectLayer:
         boxes = self.bounding_box(threshold)
         nonempty = boxes[:, 2] > boxes[:, 0]
         if not bool(nonempty.any()):
-            raise ValueError("DefectLayer.crop: every alpha is empty at this threshold; nothing to crop to")
+            raise ValueError(
+                "DefectLayer.crop: every alpha is empty at this threshold; nothing to crop to"
+            )
         boxes = boxes[nonempty]
         h, w = self.size
         x0 = max(int(boxes[:, 0].min()) - margin, 0)
@@ -108,10 +112,15 @@ class DefectLayer:
         x1 = min(int(boxes[:, 2].max()) + margin, w)
         y1 = min(int(boxes[:, 3].max()) + margin, h)
         return DefectLayer(
-            self.content[..., y0:y1, x0:x1], self.alpha[..., y0:y1, x0:x1], self.labels, self.type_names
+            self.content[..., y0:y1, x0:x1],
+            self.alpha[..., y0:y1, x0:x1],
+            self.labels,
+            self.type_names,
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DefectLayer:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> DefectLayer:
         """Move content and alpha to ``device`` / floating ``dtype`` (labels follow the device)."""
         return DefectLayer(
             self.content.to(device=device, dtype=dtype),
@@ -127,7 +136,9 @@ class DefectLayer:
             raise ValueError("layers: expected at least one DefectLayer")
         names = layers[0].type_names
         if any(layer.type_names != names for layer in layers):
-            raise ValueError("layers: every DefectLayer must share the same type_names to concatenate")
+            raise ValueError(
+                "layers: every DefectLayer must share the same type_names to concatenate"
+            )
         return DefectLayer(
             torch.cat([layer.content for layer in layers]),
             torch.cat([layer.alpha for layer in layers]),

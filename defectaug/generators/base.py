@@ -34,7 +34,7 @@ class DefectGenerator(nn.Module):
     needs_reference: ClassVar[bool] = False
 
     def resolve_channels(self, channels: int | None) -> int:
-        """The channel count a sample will have, checking a caller's request against ``channels``."""
+        """The channel count of a sample, checking a caller's request against ``channels``."""
         if channels is None:
             if self.channels == "any":
                 return 3
@@ -43,13 +43,14 @@ class DefectGenerator(nn.Module):
             raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
         if self.channels not in ("any", channels):
             raise ValueError(
-                f"channels: {type(self).__name__} makes {self.channels}-channel defects, got a request "
-                f"for {channels}; convert the images (to_grayscale / to_rgb) or pick another generator"
+                f"channels: {type(self).__name__} makes {self.channels}-channel defects, got a "
+                f"request for {channels}; convert the images (to_grayscale / to_rgb) or pick "
+                "another generator"
             )
         return channels
 
     def type_index(self, defect_type: str) -> int:
-        """Index of ``defect_type`` in ``defect_types``, or a ``KeyError`` listing the accepted ones."""
+        """Index of ``defect_type`` in ``defect_types``; a ``KeyError`` lists the accepted ones."""
         try:
             return self.defect_types.index(defect_type)
         except ValueError:
@@ -61,11 +62,13 @@ class DefectGenerator(nn.Module):
     def resolve_labels(
         self, n: int, defect_type: DefectTypeArg, generator: torch.Generator
     ) -> torch.Tensor:
-        """Per-item type indices ``[n]`` (CPU int64): one name, one name per item, or uniform at random."""
+        """Per-item type indices ``[n]`` (CPU int64): one name, a name per item, or uniform draws."""
         if isinstance(defect_type, str):
             return torch.full((n,), self.type_index(defect_type), dtype=torch.int64)
         if defect_type is None:
-            draw = torch.randint(0, len(self.defect_types), (n,), generator=generator, device=generator.device)
+            draw = torch.randint(
+                0, len(self.defect_types), (n,), generator=generator, device=generator.device
+            )
             return draw.cpu()
         names = list(defect_type)
         if len(names) != n:
@@ -92,7 +95,7 @@ class DefectGenerator(nn.Module):
 
         Args:
             n: number of layers (>= 1).
-            defect_type: a type name for all items, one name per item, or ``None`` for uniform draws.
+            defect_type: one type name for all items, a name per item, or ``None`` (uniform).
             generator: a ``torch.Generator`` or int seed; the same value gives the same layers.
             device: where the layers are made (default: the device of the module's parameters
                 or buffers, else CPU).
@@ -112,9 +115,13 @@ class DefectGenerator(nn.Module):
         resolved_channels = self.resolve_channels(channels)
         labels = self.resolve_labels(n, defect_type, rng)
         if self.needs_background and background is None:
-            raise ValueError(f"background: {type(self).__name__} needs the background images to sample")
+            raise ValueError(
+                f"background: {type(self).__name__} needs the background images to sample"
+            )
         if self.needs_reference and reference is None:
-            raise ValueError(f"reference: {type(self).__name__} needs reference defect crops to sample")
+            raise ValueError(
+                f"reference: {type(self).__name__} needs reference defect crops to sample"
+            )
         for name, images in (("background", background), ("reference", reference)):
             if images is not None and (images.ndim != 4 or images.shape[0] != n):
                 raise ValueError(
