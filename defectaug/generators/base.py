@@ -62,7 +62,7 @@ class DefectGenerator(nn.Module):
     def resolve_labels(
         self, n: int, defect_type: DefectTypeArg, generator: torch.Generator
     ) -> torch.Tensor:
-        """Per-item type indices ``[n]`` (CPU int64): one name, a name per item, or uniform draws."""
+        """Per-item type indices ``[n]`` (CPU int64): one name, a name per item, or uniform."""
         if isinstance(defect_type, str):
             return torch.full((n,), self.type_index(defect_type), dtype=torch.int64)
         if defect_type is None:
