@@ -112,8 +112,12 @@ def poisson_blend(
     return problem.restore(out)
 
 
-def _rectangle(start: int, stop: int, image_length: int) -> tuple[int, int]:
-    """Interior ``(first, length)`` covering ``[start, stop)`` plus the margin, DST-friendly."""
+def blend_rectangle(start: int, stop: int, image_length: int) -> tuple[int, int]:
+    """Along one axis, the solved interior ``(first, length)`` for mask pixels ``[start, stop)``.
+
+    It covers ``[start - RECTANGLE_MARGIN, stop + RECTANGLE_MARGIN)`` within the image's inner
+    pixels ``[1, image_length - 1)``, grown (centred, shifted to fit) to a DST-friendly length.
+    """
     first = max(start - RECTANGLE_MARGIN, 1)
     last = min(stop + RECTANGLE_MARGIN, image_length - 1)
     needed = last - first
@@ -140,8 +144,8 @@ def _poisson_blend(
         if box is None:
             continue
         top, left = offsets[item]
-        first_row, rows = _rectangle(top + box[0], top + box[1], height)
-        first_col, cols = _rectangle(left + box[2], left + box[3], width)
+        first_row, rows = blend_rectangle(top + box[0], top + box[1], height)
+        first_col, cols = blend_rectangle(left + box[2], left + box[3], width)
         # Corner of the interior plus its one-pixel Dirichlet border.
         groups[(rows, cols)].append((item, first_row - 1, first_col - 1))
 
