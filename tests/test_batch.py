@@ -1,7 +1,3 @@
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -176,11 +172,9 @@ def test_cuda_batch_stays_on_device():
         assert out.images.is_cuda and out.masks.any()
 
 
-def test_mix_seed_is_stable_across_interpreters():
-    code = "from defectaug.batch import mix_seed; print(mix_seed(3, 14, -1, 0, 0))"
-    env = {**os.environ, "PYTHONHASHSEED": "123"}
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert int(output.stdout) == mix_seed(3, 14, -1, 0, 0)
-    assert 0 <= mix_seed(3, 14) < 2**62 and mix_seed(3, 14) != mix_seed(14, 3)
+def test_mix_seed_is_pinned():
+    # Dataset items are a function of mix_seed(seed, index): a change here silently changes every
+    # SyntheticDefectDataset, so its values are pinned (blake2b: no PYTHONHASHSEED dependence).
+    assert mix_seed(3, 14) == 4593472305856811619
+    assert mix_seed(0, 0) == 2552086458221780553
+    assert 0 <= mix_seed(14, 3) < 2**62 and mix_seed(14, 3) != mix_seed(3, 14)
