@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,7 +58,10 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         super().__init__()
-        self.net = torch.jit.load(str(inception_weights_path()), map_location=device).eval()
+        with warnings.catch_warnings():
+            # The file is TorchScript; torch warns that the format is deprecated, not that it fails.
+            warnings.simplefilter("ignore", FutureWarning)
+            self.net = torch.jit.load(str(inception_weights_path()), map_location=device).eval()
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -175,7 +179,7 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
         raise ValueError(f"features_b: expected dimension {a.shape[1]}, got {b.shape[1]}")
     mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
     cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         # Nearly singular product (few samples): regularise both covariances, as pytorch-fid does.
         offset = np.eye(cov_a.shape[0]) * 1e-6

@@ -49,6 +49,8 @@ class DCDGANConfig:
         width: feature channels at full resolution; doubled at every halving up to ``max_width``.
         max_width: cap on feature channels at the coarse resolutions.
         base_size: side of the coarsest feature map (the learned canvas).
+        style_canvas: also add a linear projection of the style code to the starting canvas, so
+            the code sets the defect's coarse layout and not only per-channel statistics.
         native_sizes: per class, the pixel side lengths of the real training crops before they
             were resized to ``layer_size``; lets a compositor paste a layer at a realistic scale.
     """
@@ -60,6 +62,7 @@ class DCDGANConfig:
     width: int = 16
     max_width: int = 64
     base_size: int = 4
+    style_canvas: bool = True
     native_sizes: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -172,6 +175,11 @@ class DCDGANGenerator(nn.Module):
         base_width = config.width_at(resolutions[0])
         self.canvas = nn.Parameter(torch.randn(1, base_width, config.base_size, config.base_size))
         self.stem = nn.Conv2d(base_width + 1, base_width, 3, padding=1)
+        self.to_canvas = (
+            nn.Linear(config.style_dim, base_width * config.base_size**2)
+            if config.style_canvas
+            else None
+        )
         self.blocks = nn.ModuleList()
         previous = base_width
         for resolution in resolutions:
@@ -190,7 +198,10 @@ class DCDGANGenerator(nn.Module):
         # The map is constant, so building it at the coarsest size equals average-pooling the
         # full-size map the paper describes, without the wasted full-resolution convolutions.
         class_map = class_constant_map(class_weights, size)
-        features = torch.cat([self.canvas.expand(z.shape[0], -1, -1, -1), class_map], dim=1)
+        canvas = self.canvas.expand(z.shape[0], -1, -1, -1)
+        if self.to_canvas is not None:
+            canvas = canvas + self.to_canvas(style).view_as(canvas)
+        features = torch.cat([canvas, class_map], dim=1)
         features = F.leaky_relu(self.stem(features), 0.2)
         for index, block in enumerate(self.blocks):
             if index:

@@ -10,7 +10,6 @@ the augmentation is differentiable and applied to the fakes too.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def diff_augment(
@@ -24,36 +23,33 @@ def diff_augment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips, integer translation and brightness/contrast jitter of ``(content, alpha)``.
 
-    Geometry is shared by content and alpha (one ``grid_sample`` on both); photometric jitter
-    touches the content only. Shifts are whole pixels up to ``max_shift`` of the side, so sampling
-    lands on pixel centres and nothing is blurred. Draws come from ``generator`` only.
+    Geometry is shared by content and alpha; photometric jitter touches the content only. Shifts
+    are whole pixels up to ``max_shift`` of the side, done by index gathering with the edge
+    repeated, so pixels move exactly and a binary alpha stays binary. Draws come from
+    ``generator`` only.
     """
     batch, channels, height, width = content.shape
     device, dtype = content.device, content.dtype
 
     def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device=generator.device).to(
-            device=device, dtype=dtype
-        )
+        draw = torch.rand(*shape, generator=generator, device=generator.device)
+        return draw.to(device=device, dtype=dtype)
 
-    flips = torch.where(uniform(batch, 2) < 0.5, -1.0, 1.0).to(dtype)
-    limit = torch.tensor(
-        [max(int(width * max_shift), 0), max(int(height * max_shift), 0)], device=device
-    )
-    shift = torch.floor(uniform(batch, 2) * (2 * limit + 1).to(dtype)) - limit.to(dtype)
-    theta = torch.zeros(batch, 2, 3, device=device, dtype=dtype)
-    theta[:, 0, 0], theta[:, 1, 1] = flips[:, 0], flips[:, 1]
-    theta[:, 0, 2] = -2.0 * shift[:, 0] / width
-    theta[:, 1, 2] = -2.0 * shift[:, 1] / height
-    grid = F.affine_grid(theta, [batch, channels + 1, height, width], align_corners=False)
-    moved = F.grid_sample(
-        torch.cat([content, alpha], dim=1),
-        grid,
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=False,
-    )
-    content, alpha = moved[:, :channels], moved[:, channels:]
+    flips = uniform(batch, 2) < 0.5
+    layers = torch.cat([content, alpha], dim=1)
+    layers = torch.where(flips[:, 0, None, None, None], layers.flip(-1), layers)
+    layers = torch.where(flips[:, 1, None, None, None], layers.flip(-2), layers)
+    for dim, length in ((-1, width), (-2, height)):
+        limit = int(length * max_shift)
+        if limit == 0:
+            continue
+        shift = torch.floor(uniform(batch) * (2 * limit + 1)).long() - limit
+        index = (torch.arange(length, device=device)[None] - shift[:, None]).clamp(0, length - 1)
+        shape = [batch, 1, 1, 1]
+        shape[dim] = length
+        index = index.view(shape).expand_as(layers)
+        layers = torch.gather(layers, dim, index)
+    content, alpha = layers[:, :channels], layers[:, channels:]
     mean = content.mean(dim=(1, 2, 3), keepdim=True)
     gain = 1.0 + contrast * (2.0 * uniform(batch, 1, 1, 1) - 1.0)
     offset = brightness * (2.0 * uniform(batch, 1, 1, 1) - 1.0)

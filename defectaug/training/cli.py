@@ -149,7 +149,7 @@ def run_train(args: argparse.Namespace) -> int:
         time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60.0,
         progress=not args.no_progress,
     )
-    argv = sys.argv[1:]
+    argv = getattr(args, "argv", None) or sys.argv[1:]
     if argv[:1] == ["train"]:
         argv = argv[1:]
     command = "defectaug train " + shlex.join(argv)
