@@ -297,7 +297,10 @@ def layer_backgrounds(
     """
     device, dtype = images.device, images.dtype
     to_layer = invert_affine_transform(geometry.to_image).to(device=device, dtype=dtype)
-    sources = images[image_index.to(device)]
+    if images.shape[0] == 1:
+        sources = images.expand(len(image_index), -1, -1, -1)
+    else:
+        sources = images[image_index.to(device)]
     return warp_affine(
         sources, to_layer, geometry.layer_size, padding_mode="border", align_corners=True
     )

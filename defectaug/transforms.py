@@ -40,6 +40,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
 from defectaug._io import to_float_image
+from defectaug._seeding import as_generator
 from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
@@ -199,25 +200,26 @@ class DefectInject(Transform):
 
     # --------------------------------------------------------------------------- v2 hooks
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        nothing = dict(plan=None, mask=None, source=None, converted=None)
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
         if not images:
-            return dict(plan=None, mask=None)
-        image, _ = to_float_image(images[0], "image")
+            return nothing
+        rng = as_generator(self._seeds.next())
+        # The p draw comes first so that samples left alone cost no conversion at all.
+        if self.p < 1.0 and not bool(torch.rand(1, generator=rng) < self.p):
+            return nothing
+        converted = to_float_image(images[0], "image")
+        image = converted[0]
         if image.shape[0] != 1:
             raise ValueError(
                 f"image: DefectInject transforms one sample at a time, got a batch of shape "
                 f"{tuple(image.shape)}; use defectaug.inject_defects / DefectInjector for batches"
             )
         plan = plan_defects(
-            image,
-            self.defect_types,
-            self.generator,
-            p=self.p,
-            seed=self._seeds.next(),
-            **self.placement_options,
+            image, self.defect_types, self.generator, p=1.0, seed=rng, **self.placement_options
         )
         mask = plan_masks(plan)[0, 0] if bool(plan.applied.any()) else None
-        return dict(plan=plan, mask=mask)
+        return dict(plan=plan, mask=mask, source=images[0], converted=converted)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plan: DefectPlan | None = params["plan"]
@@ -227,7 +229,9 @@ class DefectInject(Transform):
             return self._write_mask(inpt, params)
         if not _is_image(inpt):
             return inpt
-        image, restore = to_float_image(inpt, "image")
+        image, restore = (
+            params["converted"] if inpt is params["source"] else to_float_image(inpt, "image")
+        )
         if tuple(image.shape[-2:]) != plan.image_size:
             raise ValueError(
                 f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
