@@ -341,13 +341,12 @@ def plan_masks(plan: DefectPlan, device: torch.device | str | None = None) -> to
     return _paste_masks(masks, windows, image_index, plan.warped.offsets.to(device))
 
 
-def apply_plan(
-    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Composite ``plan`` onto ``images [B, C, H, W]``; returns ``(images, masks [B, 1, H, W])``.
+def composite_plan(images: torch.Tensor, plan: DefectPlan, blend: str = "alpha") -> torch.Tensor:
+    """Composite ``plan`` onto ``images [B, C, H, W]`` and return the new images.
 
     Defects of one image are composited in draw order (later ones over earlier ones); images the
-    plan leaves untouched come back unchanged.
+    plan leaves untouched come back unchanged. Poisson blends solve over a rectangle around each
+    defect, so they also ease the tone just around its mask, as seamless cloning does.
     """
     from defectaug import compositing
 
@@ -359,34 +358,40 @@ def apply_plan(
             f"{plan.image_size[0]}x{plan.image_size[1]}, got {tuple(images.shape)}"
         )
     if plan.warped is None:
-        return images, plan_masks(plan, images.device)
+        return images
     device = images.device
     layer = plan.warped.layer.to(device=device, dtype=images.dtype)
     offsets = plan.warped.offsets.to(device)
     image_index = plan.placements.image_index.to(device)
-    defect_masks = layer.mask(MASK_THRESHOLD)
     out = images
     rank = plan.placements.rank.to(device)
     for round_rank in range(int(plan.placements.rank.max()) + 1):
         chosen = (rank == round_rank).nonzero()[:, 0]
         targets = image_index[chosen]
-        background = out[targets]
+        # Each image appears at most once per round and targets are sorted, so a full round
+        # is the whole batch in order.
+        full = len(targets) == batch
+        background = out if full else out[targets]
+        content, alpha = layer.content[chosen], layer.alpha[chosen]
         if blend == "alpha":
-            blended = compositing.alpha_composite(
-                background, layer.content[chosen], layer.alpha[chosen], offsets[chosen]
-            )
+            blended = compositing.alpha_composite(background, content, alpha, offsets[chosen])
         elif blend == "poisson":
             blended = compositing.poisson_blend(
-                background, layer.content[chosen], defect_masks[chosen], offsets[chosen]
+                background, content, alpha >= MASK_THRESHOLD, offsets[chosen]
             )
         else:
             blended = compositing.improved_poisson_blend(
-                background, layer.content[chosen], defect_masks[chosen], offsets[chosen]
+                background, content, alpha >= MASK_THRESHOLD, offsets[chosen]
             )
-        # Each image appears at most once per round and targets are sorted, so a full round
-        # is the whole batch in order.
-        out = blended if len(targets) == batch else out.index_copy(0, targets, blended)
-    return out, plan_masks(plan, device)
+        out = blended if full else out.index_copy(0, targets, blended)
+    return out
+
+
+def apply_plan(
+    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`composite_plan` plus the defect masks: ``(images, masks [B, 1, H, W] bool)``."""
+    return composite_plan(images, plan, blend), plan_masks(plan, images.device)
 
 
 def inject_defects(

@@ -28,6 +28,7 @@ from typing import Literal
 
 import kornia
 import torch
+import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform, warp_affine
 
 from defectaug._seeding import SeedLike, as_generator
@@ -342,9 +343,9 @@ def _antialias(layer: DefectLayer, zoom: torch.Tensor) -> DefectLayer:
 def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
     """Warp ``layer`` (one item per placement) into its canvas with kornia ``warp_affine``.
 
-    Content and alpha share the matrix; content is sampled with border replication (no dark
-    fringe where alpha fades out), alpha with zeros outside the layer. Layers shrinking by more
-    than 2x are low-passed first.
+    Content and alpha share the matrix and one warp; content is continued by border replication
+    (no dark fringe where alpha fades out), alpha is zero outside the layer. Layers shrinking by
+    more than 2x are low-passed first.
     """
     n = geometry.to_image.shape[0]
     if len(layer) != n:
@@ -357,14 +358,23 @@ def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
             "was computed for"
         )
     device, dtype = layer.content.device, layer.content.dtype
-    matrix = geometry.to_canvas().to(device=device, dtype=dtype)
     smoothed = _antialias(layer, geometry.zoom.to(device=device, dtype=dtype))
-    canvas = geometry.canvas_size
-    content = warp_affine(
-        smoothed.content, matrix, canvas, padding_mode="border", align_corners=True
+    # One warp for content and alpha: a 1 px ring (content replicated, alpha 0) plus border
+    # sampling gives content without dark fringes and alpha exactly 0 outside the layer.
+    ring = (1, 1, 1, 1)
+    stacked = torch.cat(
+        [F.pad(smoothed.content, ring, mode="replicate"), F.pad(smoothed.alpha, ring)], dim=1
     )
-    alpha = warp_affine(smoothed.alpha, matrix, canvas, padding_mode="zeros", align_corners=True)
-    warped = DefectLayer(content.clamp(0, 1), alpha.clamp(0, 1), layer.labels, layer.type_names)
+    matrix = geometry.to_canvas()
+    matrix[:, :, 2] -= matrix[:, :, :2].sum(dim=2)
+    matrix = matrix.to(device=device, dtype=dtype)
+    warped_stack = warp_affine(
+        stacked, matrix, geometry.canvas_size, padding_mode="border", align_corners=True
+    ).clamp(0, 1)
+    channels = layer.content.shape[1]
+    warped = DefectLayer(
+        warped_stack[:, :channels], warped_stack[:, channels:], layer.labels, layer.type_names
+    )
     return WarpedLayers(warped, geometry.offsets.to(device), geometry.boxes.to(device))
 
 

@@ -48,9 +48,9 @@ from defectaug.batch import (
     BlendMode,
     CallSeeds,
     DefectPlan,
-    apply_plan,
     check_blend,
     check_probability,
+    composite_plan,
     plan_defects,
     plan_masks,
     resolve_defect_types,
@@ -237,8 +237,7 @@ class DefectInject(Transform):
                 f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
                 f"and {plan.image_size}"
             )
-        blended, _ = apply_plan(image, plan, self.blend)
-        out = restore(blended)
+        out = restore(composite_plan(image, plan, self.blend))
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     # torchvision 0.19-0.20 named the hooks `_get_params` / `_transform`.
