@@ -11,8 +11,8 @@ The functional core has three steps, each drawing from an explicit ``torch.Gener
    a layer never lands outside it. It needs only the layer size, so it runs before the layers are
    generated: :func:`layer_backgrounds` can hand a generator the exact image patch each layer will
    cover (in the layer's frame), and the defect keeps the surface's texture.
-3. :func:`warp_layer` resamples the generated layers into their canvases (kornia ``warp_affine``;
-   content and alpha share the matrix).
+3. :func:`warp_layer` resamples the generated layers into their canvases (bilinear
+   ``grid_sample`` with the affine map, as kornia's ``warp_affine``; content and alpha share it).
 
 :func:`crop_windows` reads image-sized maps (such as the ROI) under each placed canvas, used to
 confine a defect's alpha to the ROI. ROIs (:func:`resolve_roi`): ``None`` (whole image), a mask
@@ -29,7 +29,7 @@ from typing import Literal
 import kornia
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform, warp_affine
+from kornia.geometry.transform import get_rotation_matrix2d
 
 from defectaug._seeding import SeedLike, as_generator
 from defectaug.layer import DefectLayer
@@ -287,6 +287,49 @@ def layer_geometry(placements: Placements, layer_size: tuple[int, int]) -> Layer
     )
 
 
+def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=matrix.dtype).expand(matrix.shape[0], 1, 3)
+    return torch.cat([matrix, bottom], dim=1)
+
+
+def _sample_affine(
+    source: torch.Tensor,
+    output_to_source: torch.Tensor,
+    size: tuple[int, int],
+    padding_mode: str,
+) -> torch.Tensor:
+    """Bilinear resampling of ``source [N, C, h, w]`` onto a ``size`` grid.
+
+    ``output_to_source [N, 2, 3]`` maps output pixel ``(x, y)`` to source pixel coordinates.
+    This is what kornia's ``warp_affine`` does (its matrix is the inverse map), written directly
+    on ``affine_grid`` / ``grid_sample`` because at layer sizes kornia's per-call matrix
+    normalisation costs about five times the sampling itself.
+    """
+    n, channels, source_h, source_w = source.shape
+    out_h, out_w = size
+    pixels_to_unit = torch.tensor(
+        [[2.0 / max(source_w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(source_h - 1, 1), -1.0]],
+        dtype=torch.float64,
+    )
+    unit_to_pixels = torch.tensor(
+        [[(out_w - 1) / 2, 0.0, (out_w - 1) / 2], [0.0, (out_h - 1) / 2, (out_h - 1) / 2]],
+        dtype=torch.float64,
+    )
+    theta = (
+        _homogeneous(pixels_to_unit[None])
+        @ _homogeneous(output_to_source.double().cpu())
+        @ _homogeneous(unit_to_pixels[None])
+    )[:, :2]
+    grid = F.affine_grid(
+        theta.to(device=source.device, dtype=source.dtype),
+        [n, channels, out_h, out_w],
+        align_corners=True,
+    )
+    return F.grid_sample(
+        source, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True
+    )
+
+
 def layer_backgrounds(
     images: torch.Tensor, image_index: torch.Tensor, geometry: LayerGeometry
 ) -> torch.Tensor:
@@ -296,15 +339,11 @@ def layer_backgrounds(
     land on, so a generator that shades this patch produces content whose texture lines up with
     the image once warped back.
     """
-    device, dtype = images.device, images.dtype
-    to_layer = invert_affine_transform(geometry.to_image).to(device=device, dtype=dtype)
     if images.shape[0] == 1:
         sources = images.expand(len(image_index), -1, -1, -1)
     else:
-        sources = images[image_index.to(device)]
-    return warp_affine(
-        sources, to_layer, geometry.layer_size, padding_mode="border", align_corners=True
-    )
+        sources = images[image_index.to(images.device)]
+    return _sample_affine(sources, geometry.to_image, geometry.layer_size, "border")
 
 
 @dataclass(frozen=True)
@@ -341,7 +380,7 @@ def _antialias(layer: DefectLayer, zoom: torch.Tensor) -> DefectLayer:
 
 
 def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
-    """Warp ``layer`` (one item per placement) into its canvas with kornia ``warp_affine``.
+    """Warp ``layer`` (one item per placement) into its canvas (bilinear, as ``warp_affine``).
 
     Content and alpha share the matrix and one warp; content is continued by border replication
     (no dark fringe where alpha fades out), alpha is zero outside the layer. Layers shrinking by
@@ -365,12 +404,11 @@ def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
     stacked = torch.cat(
         [F.pad(smoothed.content, ring, mode="replicate"), F.pad(smoothed.alpha, ring)], dim=1
     )
-    matrix = geometry.to_canvas()
-    matrix[:, :, 2] -= matrix[:, :, :2].sum(dim=2)
-    matrix = matrix.to(device=device, dtype=dtype)
-    warped_stack = warp_affine(
-        stacked, matrix, geometry.canvas_size, padding_mode="border", align_corners=True
-    ).clamp(0, 1)
+    padded_to_canvas = geometry.to_canvas()
+    padded_to_canvas[:, :, 2] -= padded_to_canvas[:, :, :2].sum(dim=2)
+    canvas_to_padded = torch.linalg.inv(_homogeneous(padded_to_canvas))[:, :2]
+    warped_stack = _sample_affine(stacked, canvas_to_padded, geometry.canvas_size, "border")
+    warped_stack = warped_stack.clamp(0, 1)
     channels = layer.content.shape[1]
     warped = DefectLayer(
         warped_stack[:, :channels], warped_stack[:, channels:], layer.labels, layer.type_names
