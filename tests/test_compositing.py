@@ -473,7 +473,7 @@ def test_thin_scratch_opencv_loses_it_we_keep_it_synthetic():
 
 
 def test_thin_scratch_opencv_loses_it_we_keep_it_real(shared_data):
-    rows = list(read_manifest(shared_data / "magnetic_tile"))
+    rows = read_manifest(shared_data / "magnetic_tile")
     good = [
         r
         for r in rows
@@ -535,10 +535,10 @@ def opencv_reference(background_u8, source_u8, mask_u8, center):
 def parity_cases(shared_data):
     """(background, source, mask, center) from BSData pitting and magnetic-tile blowholes."""
     cases = []
-    bsdata = list(read_manifest(shared_data / "bsdata"))
+    bsdata = read_manifest(shared_data / "bsdata")
     pits = [r for r in bsdata if r["label"] == "pitting"][:3]
     normals = [r for r in bsdata if r["label"] == "unannotated"][:3]
-    tiles = list(read_manifest(shared_data / "magnetic_tile"))
+    tiles = read_manifest(shared_data / "magnetic_tile")
     holes = [r for r in tiles if r["label"] == "blowhole" and r["split"] == "train"][:2]
     goods = [r for r in tiles if r["label"] == "good" and int(r["width"]) >= 200][:2]
     pairs = [("bsdata", d, n) for d, n in zip(pits, normals, strict=True)]

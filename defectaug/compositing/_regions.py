@@ -1,8 +1,8 @@
 """Where each item's work happens: clipped masks, their boxes, and same-size crops around them.
 
 The blends only ever compute small regions (a rectangle or a band around the mask) and paste them
-into a copy of the background. Crops are cut per item with plain slicing (a handful of views and
-one ``stack``), which is far cheaper on CPU than advanced indexing over the whole batch.
+into a copy of the background. Crops are copied per item with plain slicing into one batched
+buffer, which is far cheaper on CPU than advanced indexing over the whole batch.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 def clip_mask(
@@ -74,31 +73,40 @@ def cut_crops(
     height, width = background.shape[-2:]
     layer_h, layer_w = source.shape[-2:]
     rows, cols = size
-    # Pad the layer once so every window can be sliced from it.
-    reach = 0
-    for item, row, col in corners:
-        top, left = offsets[item]
-        reach = max(
-            reach, top - row, left - col, row + rows - top - layer_h, col + cols - left - layer_w
-        )
-    padding = (reach, reach, reach, reach)
-    padded_source = F.pad(source, padding) if reach else source
-    padded_mask = F.pad(mask, padding) if reach else mask
-
-    bg_parts, source_parts, mask_parts = [], [], []
-    for item, row, col in corners:
+    count, channels = len(corners), background.shape[1]
+    # Zero-fill only what some window leaves partly uncovered.
+    inside_image = all(
+        row >= 0 and col >= 0 and row + rows <= height and col + cols <= width
+        for _, row, col in corners
+    )
+    on_layer = all(
+        row >= offsets[item][0]
+        and col >= offsets[item][1]
+        and row + rows <= offsets[item][0] + layer_h
+        and col + cols <= offsets[item][1] + layer_w
+        for item, row, col in corners
+    )
+    new_bg = background.new_empty if inside_image else background.new_zeros
+    new_source = source.new_empty if on_layer else source.new_zeros
+    new_mask = mask.new_empty if on_layer else mask.new_zeros
+    bg_crop = new_bg(count, channels, rows, cols)
+    source_crop = new_source(count, channels, rows, cols)
+    mask_crop = new_mask(count, rows, cols)
+    for index, (item, row, col) in enumerate(corners):
         y0, y1 = max(row, 0), min(row + rows, height)
         x0, x1 = max(col, 0), min(col + cols, width)
-        part = background[item, :, y0:y1, x0:x1]
-        outside = (x0 - col, col + cols - x1, y0 - row, row + rows - y1)
-        bg_parts.append(F.pad(part, outside) if any(outside) else part)
+        if y0 < y1 and x0 < x1:
+            bg_crop[index, :, y0 - row : y1 - row, x0 - col : x1 - col] = background[
+                item, :, y0:y1, x0:x1
+            ]
         top, left = offsets[item]
-        window = (
-            slice(row - top + reach, row - top + reach + rows),
-            slice(col - left + reach, col - left + reach + cols),
-        )
-        source_parts.append(padded_source[(item, slice(None), *window)])
-        mask_parts.append(padded_mask[(item, *window)])
+        y0, y1 = max(row, top), min(row + rows, top + layer_h)
+        x0, x1 = max(col, left), min(col + cols, left + layer_w)
+        if y0 < y1 and x0 < x1:
+            window = (slice(y0 - row, y1 - row), slice(x0 - col, x1 - col))
+            layer_window = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+            source_crop[(index, slice(None), *window)] = source[(item, slice(None), *layer_window)]
+            mask_crop[(index, *window)] = mask[(item, *layer_window)]
 
     device = background.device
     table = torch.tensor([(row, col, *offsets[item]) for item, row, col in corners], device=device)
@@ -113,13 +121,7 @@ def cut_crops(
         (layer_cols >= 0) & (layer_cols < layer_w)
     )[:, None, :]
     valid = on_layer & in_image
-    return Crops(
-        background=torch.stack(bg_parts),
-        source=torch.stack(source_parts),
-        mask=torch.stack(mask_parts) & valid,
-        valid=valid,
-        in_image=in_image,
-    )
+    return Crops(bg_crop, source_crop, mask_crop & valid, valid, in_image)
 
 
 def paste_crops(

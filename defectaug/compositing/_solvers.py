@@ -132,31 +132,40 @@ def solve_dirichlet_rectangle(rhs: torch.Tensor) -> torch.Tensor:
 # Conjugate gradients on a pixel subset.
 
 
-def band_laplacian_matrix(neighbours: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+def band_laplacian_matrix(
+    neighbours: torch.Tensor, degree: torch.Tensor, channels: int
+) -> torch.Tensor:
     """Sparse CSR matrix of the masked 5-point Laplacian of ``G`` independent pixel sets.
 
     ``neighbours [G, K, 4]`` holds, per unknown and direction, the neighbour's slot (``< K``) or
     ``K`` when that neighbour is not an unknown (known values go to the right-hand side);
-    ``degree [G, K]`` counts the neighbours that exist. Row ``g * K + k`` reads
-    ``degree * x_k - sum of unknown neighbours``. Missing neighbours point at four zero columns
-    past the end (one per direction), so every row has five distinct, sorted columns.
+    ``degree [G, K]`` counts the neighbours that exist. The matrix acts on vectors laid out as
+    ``[G, C, K]`` (each channel is its own system, the layout that keeps the CG updates
+    contiguous): row ``(g * C + c) * K + k`` reads ``degree * x_k - sum of unknown neighbours``.
+    Missing neighbours point at four zero columns past the end (one per direction), so every row
+    has five distinct, sorted columns.
     """
     groups, size, _ = neighbours.shape
-    count = groups * size
+    systems = groups * channels
+    count = systems * size
     device = neighbours.device
-    exists = neighbours < size
-    item_base = (torch.arange(groups, device=device) * size)[:, None, None]
+    exists = (neighbours < size)[:, None].expand(groups, channels, size, 4)
+    system_base = (torch.arange(systems, device=device) * size).view(groups, channels, 1, 1)
     spare = count + torch.arange(4, device=device)
     columns = torch.cat(
         [
-            torch.arange(count, device=device).view(groups, size, 1),
-            torch.where(exists, neighbours + item_base, spare),
+            torch.arange(count, device=device).view(groups, channels, size, 1),
+            torch.where(exists, neighbours[:, None] + system_base, spare),
         ],
-        dim=2,
+        dim=3,
     ).view(count, 5)
-    values = torch.cat([degree.view(groups, size, 1), -exists.to(degree.dtype)], dim=2).view(
-        count, 5
-    )
+    values = torch.cat(
+        [
+            degree[:, None, :, None].expand(groups, channels, size, 1),
+            -exists.to(degree.dtype),
+        ],
+        dim=3,
+    ).view(count, 5)
     columns, order = columns.sort(dim=1)
     values = values.gather(1, order)
     # int32 indices: the CPU kernel would otherwise convert int64 ones on every product.
@@ -176,40 +185,39 @@ def _relative_tolerance(dtype: torch.dtype) -> float:
 def _conjugate_gradient(
     matrix: torch.Tensor, rhs: torch.Tensor, start: torch.Tensor
 ) -> torch.Tensor:
-    """Batched CG on ``rhs [G, K, C]``: one SPD system per ``(item, channel)``, all sharing rows.
+    """Batched CG on ``rhs [G, C, K]``: one SPD system per ``(item, channel)``.
 
     Stops when every system's residual norm is below ``rtol * ||rhs||`` (``rtol`` 1e-6 in
     float32, 1e-12 in float64). A system with a zero right-hand side has the exact solution 0.
     """
-    groups, size, channels = rhs.shape
-    count = groups * size
+    count = rhs.numel()
 
     def apply(padded: torch.Tensor) -> torch.Tensor:
-        return (matrix @ padded).view(groups, size, channels)
+        return (matrix @ padded).view(rhs.shape)
 
-    rhs_norm2 = (rhs * rhs).sum(dim=1)
-    solution = torch.where(rhs_norm2[:, None] > 0, start, 0.0)
-    # The search direction lives in a buffer with the matrix's four zero rows appended.
-    padded_direction = rhs.new_zeros(count + 4, channels)
-    direction = padded_direction[:count].view(groups, size, channels)
+    rhs_norm2 = torch.linalg.vecdot(rhs, rhs)
+    solution = torch.where(rhs_norm2[..., None] > 0, start, 0.0)
+    # The search direction lives in a buffer with the matrix's four zero entries appended.
+    padded_direction = rhs.new_zeros(count + 4)
+    direction = padded_direction[:count].view(rhs.shape)
     direction.copy_(solution)
     residual = rhs - apply(padded_direction)
     direction.copy_(residual)
-    residual_norm2 = (residual * residual).sum(dim=1)
+    residual_norm2 = torch.linalg.vecdot(residual, residual)
     threshold = _relative_tolerance(rhs.dtype) ** 2 * rhs_norm2
+    # A converged system has a zero residual and direction: clamping the denominators keeps its
+    # steps at exactly 0 instead of 0/0.
     tiny = torch.finfo(rhs.dtype).tiny
     # In exact arithmetic CG ends within K steps; rounding can add a few.
-    for _ in range(2 * size + 50):
+    for _ in range(2 * rhs.shape[-1] + 50):
         if bool((residual_norm2 <= threshold).all()):
             break
         applied = apply(padded_direction)
-        curvature = (direction * applied).sum(dim=1)
-        step = torch.where(curvature > 0, residual_norm2 / curvature.clamp_min(tiny), 0.0)
-        solution.addcmul_(step[:, None], direction)
-        residual.addcmul_(step[:, None], applied, value=-1.0)
-        new_norm2 = (residual * residual).sum(dim=1)
-        ratio = torch.where(residual_norm2 > 0, new_norm2 / residual_norm2.clamp_min(tiny), 0.0)
-        direction.mul_(ratio[:, None]).add_(residual)
+        step = residual_norm2 / torch.linalg.vecdot(direction, applied).clamp_min(tiny)
+        solution.addcmul_(step[..., None], direction)
+        residual.addcmul_(step[..., None], applied, value=-1.0)
+        new_norm2 = torch.linalg.vecdot(residual, residual)
+        direction.mul_((new_norm2 / residual_norm2.clamp_min(tiny))[..., None]).add_(residual)
         residual_norm2 = new_norm2
     return solution
 
@@ -228,7 +236,7 @@ class _BandSolve(torch.autograd.Function):
 
 
 def solve_band(rhs: torch.Tensor, start: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Solve ``matrix @ x = rhs`` (``band_laplacian_matrix``) for ``rhs [G, K, C]`` by CG.
+    """Solve ``matrix @ x = rhs`` (``band_laplacian_matrix``) for ``rhs [G, C, K]`` by CG.
 
     ``start`` is the initial guess (it changes the iteration count, not the answer); the result is
     differentiable with respect to ``rhs`` (the backward is the same symmetric solve).

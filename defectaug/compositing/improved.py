@@ -152,7 +152,7 @@ def _band_correction(
     For each band pixel ``p``: ``sum_q (w_p - w_q) = sum_q g_pq`` over its in-image neighbours,
     with ``w`` known on the mask (source - background) and zero beyond the band; ``g`` is the
     guidance minus the background difference (zero in normal mode). The band pixels of item ``g``
-    are its unknowns, packed in raster order into slots ``[0, K_g)`` of ``[G, K, C]``.
+    are its unknowns, packed in raster order into slots ``[0, K_g)`` of ``[G, C, K]``.
     """
     source, background = crops.source, crops.background
     groups, channels, rows, cols = source.shape
@@ -204,18 +204,13 @@ def _band_correction(
     gather_index = positions[:, None].expand(groups, channels, size)
 
     def unknowns(dense: torch.Tensor) -> torch.Tensor:
-        """Values of ``dense [G, C, r, c]`` at the unknowns, ``[G, K, C]`` (zero in spare slots)."""
-        return (dense.flatten(2).gather(2, gather_index) * live[:, None]).transpose(1, 2)
+        """Values of ``dense [G, C, r, c]`` at the unknowns, ``[G, C, K]`` (zero in spare slots)."""
+        return dense.flatten(2).gather(2, gather_index) * live[:, None]
 
     ramp = 1.0 - dist_sq.clamp_max(float(band * band)).sqrt() / (band + 1)
     composite = (ramp * crops.valid).to(source.dtype)[:, None] * (source - background)
-    solution = solve_band(
-        unknowns(rhs),
-        unknowns(composite),
-        band_laplacian_matrix(neighbours, degree.to(source.dtype)),
-    )
+    matrix = band_laplacian_matrix(neighbours, degree.to(source.dtype), channels)
+    solution = solve_band(unknowns(rhs), unknowns(composite), matrix)
     scatter_index = torch.where(live, positions, pixels)[:, None].expand(groups, channels, size)
-    dense = source.new_zeros(groups, channels, pixels + 1).scatter(
-        2, scatter_index, solution.transpose(1, 2)
-    )
+    dense = source.new_zeros(groups, channels, pixels + 1).scatter(2, scatter_index, solution)
     return dense[:, :, :-1].view(groups, channels, rows, cols)

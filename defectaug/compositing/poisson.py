@@ -184,8 +184,8 @@ def _guidance_divergence(
         offset = source - background
         flow_x = offset[:, :, inner, 1:] - offset[:, :, inner, :-1]
         flow_y = offset[:, :, 1:, inner] - offset[:, :, :-1, inner]
-        flow_x = flow_x * guided_x[:, None].to(flow_x.dtype)
-        flow_y = flow_y * guided_y[:, None].to(flow_y.dtype)
+        flow_x.mul_(guided_x[:, None])
+        flow_y.mul_(guided_y[:, None])
     else:
         flow_x = guidance_correction(
             source[:, :, inner], background[:, :, inner], guided_x, mode, 3
@@ -193,4 +193,5 @@ def _guidance_divergence(
         flow_y = guidance_correction(
             source[:, :, :, inner], background[:, :, :, inner], guided_y, mode, 2
         )
-    return (flow_x[..., 1:] - flow_x[..., :-1]) + (flow_y[:, :, 1:] - flow_y[:, :, :-1])
+    divergence = flow_x[..., 1:] - flow_x[..., :-1]
+    return divergence.add_(flow_y[:, :, 1:]).sub_(flow_y[:, :, :-1])

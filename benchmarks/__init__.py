@@ -1,0 +1,1 @@
+"""Speed measurements: commands that print tables with ratios against peer tools."""
