@@ -16,12 +16,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import get_worker_info
 
@@ -163,21 +163,88 @@ def _renders_any_size(generator_type: type[DefectGenerator]) -> bool:
     return "layer_size" in inspect.signature(generator_type._generate).parameters
 
 
-def render_size(
-    generator: DefectGenerator, placements: Placements
-) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    """Layer size to sample at, and the ``sample`` options that request it.
+def render_sides(generator: DefectGenerator, placements: Placements) -> torch.Tensor | None:
+    """Per-defect square side to render at, or ``None`` to render at the native ``layer_size``.
 
-    Generators whose ``sample`` takes a ``layer_size=`` option (the procedural one) render at the
-    largest size the layers will be shown at (at most ``MAX_RENDER_SIZE``), so defects stay sharp
-    and a background patch keeps its full resolution; others render at their native
-    ``layer_size`` and are resampled.
+    Generators whose ``sample`` takes a ``layer_size=`` option (the procedural one) render each
+    defect near the size it is shown at, so it stays sharp and a background patch keeps its full
+    resolution. Defects are grouped by size in steps of sqrt(2) and each group renders at its
+    largest member's size (at most ``MAX_RENDER_SIZE``): a batch needs few ``sample`` calls and
+    no layer shrinks by more than sqrt(2) when warped (a single defect renders at its own size).
     """
-    if _renders_any_size(type(generator)):
-        side = min(max(8, math.ceil(float(placements.size.max()))), MAX_RENDER_SIZE)
-        return (side, side), {"layer_size": (side, side)}
-    size = tuple(int(v) for v in generator.layer_size)
-    return (size[0], size[1]), {}
+    if not _renders_any_size(type(generator)):
+        return None
+    wanted = placements.size.double().ceil().clamp(8, MAX_RENDER_SIZE)
+    steps = torch.floor(2.0 * torch.log2(wanted)).long()
+    sides = wanted.long()
+    for step in torch.unique(steps).tolist():
+        members = steps == step
+        sides[members] = sides[members].max()
+    return sides
+
+
+def _merge_warped(parts: list[tuple[torch.Tensor, WarpedLayers]], n: int) -> WarpedLayers:
+    """Put per-group canvases back in defect order on one canvas (padding right and bottom)."""
+    canvas_h = max(part.layer.size[0] for _, part in parts)
+    canvas_w = max(part.layer.size[1] for _, part in parts)
+    first = parts[0][1].layer
+    channels = first.content.shape[1]
+    device, dtype = first.content.device, first.content.dtype
+    content = torch.zeros(n, channels, canvas_h, canvas_w, device=device, dtype=dtype)
+    alpha = torch.zeros(n, 1, canvas_h, canvas_w, device=device, dtype=dtype)
+    labels = torch.zeros(n, dtype=torch.int64, device=first.labels.device)
+    offsets = torch.zeros(n, 2, dtype=torch.int64, device=device)
+    boxes = torch.zeros(n, 4, dtype=torch.int64, device=device)
+    for members, part in parts:
+        h, w = part.layer.size
+        pad = (0, canvas_w - w, 0, canvas_h - h)
+        members = members.to(device)
+        content[members] = F.pad(part.layer.content, pad, mode="replicate")
+        alpha[members] = F.pad(part.layer.alpha, pad)
+        labels[members.to(labels.device)] = part.layer.labels
+        offsets[members] = part.offsets
+        boxes[members] = part.boxes
+    return WarpedLayers(DefectLayer(content, alpha, labels, first.type_names), offsets, boxes)
+
+
+def _sample_and_warp(
+    images: torch.Tensor,
+    generator: DefectGenerator,
+    placements: Placements,
+    names: list[str],
+    layer_seed: int,
+) -> WarpedLayers:
+    """Generate one layer per placement (grouped by render size) and warp it into place."""
+    sides = render_sides(generator, placements)
+    if sides is None:
+        groups = [(torch.arange(len(placements)), tuple(int(v) for v in generator.layer_size))]
+    else:
+        groups = [
+            ((sides == side).nonzero()[:, 0], (int(side), int(side)))
+            for side in torch.unique(sides).tolist()
+        ]
+    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
+    group_seeds = torch.Generator().manual_seed(layer_seed)
+    parts = []
+    for members, layer_size in groups:
+        chosen = placements.select(members)
+        geometry = layer_geometry(chosen, layer_size)
+        layer = generator.sample(
+            len(chosen),
+            [names[i] for i in members.tolist()],
+            generator=child_seed(group_seeds),
+            device=images.device,
+            dtype=images.dtype,
+            channels=images.shape[1],
+            background=(
+                layer_backgrounds(images, chosen.image_index, geometry)
+                if wants_background
+                else None
+            ),
+            **({} if sides is None else {"layer_size": layer_size}),
+        )
+        parts.append((members, warp_layer(layer, geometry)))
+    return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
 
 
 def check_blend(blend: str) -> str:
@@ -278,24 +345,7 @@ def plan_defects(
         )
 
     names = [defect_types[int(labels[i])] for i in placements.image_index.tolist()]
-    layer_size, options = render_size(generator, placements)
-    geometry = layer_geometry(placements, layer_size)
-    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
-    layer = generator.sample(
-        len(placements),
-        names,
-        generator=layer_seed,
-        device=images.device,
-        dtype=images.dtype,
-        channels=channels,
-        background=(
-            layer_backgrounds(images, placements.image_index, geometry)
-            if wants_background
-            else None
-        ),
-        **options,
-    )
-    warped = warp_layer(layer, geometry)
+    warped = _sample_and_warp(images, generator, placements, names, layer_seed)
     if roi_mask is not None and confine:
         inside = crop_windows(roi_mask, placements.image_index, warped.offsets, warped.layer.size)
         confined_alpha = warped.layer.alpha * inside.to(warped.layer.alpha.dtype)

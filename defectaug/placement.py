@@ -71,6 +71,19 @@ class Placements:
         """Number of defects per image, ``[B]`` int64."""
         return torch.bincount(self.image_index, minlength=self.batch_size)
 
+    def select(self, index: torch.Tensor) -> Placements:
+        """The placements at ``index`` (same images and image size)."""
+        return Placements(
+            image_index=self.image_index[index],
+            rank=self.rank[index],
+            size=self.size[index],
+            angle=self.angle[index],
+            aspect=self.aspect[index],
+            center=self.center[index],
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+        )
+
 
 def as_range(
     value: RangeArg, name: str, *, low: float | None = None, high: float | None = None

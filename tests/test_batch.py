@@ -8,10 +8,12 @@ from defectaug.batch import (
     inject_defects,
     mix_seed,
     plan_defects,
+    render_sides,
 )
 from defectaug.generators import ProceduralGenerator
 from defectaug.generators.base import DefectGenerator
 from defectaug.layer import DefectLayer
+from defectaug.placement import sample_placements
 
 
 class GrayDisks(DefectGenerator):
@@ -178,3 +180,14 @@ def test_mix_seed_is_pinned():
     assert mix_seed(3, 14) == 4593472305856811619
     assert mix_seed(0, 0) == 2552086458221780553
     assert 0 <= mix_seed(14, 3) < 2**62 and mix_seed(14, 3) != mix_seed(3, 14)
+
+
+def test_render_sides_group_defects_by_size():
+    placements = sample_placements(40, (256, 256), scale=(0.05, 0.9), generator=0)
+    sides = render_sides(ProceduralGenerator(), placements)
+    assert (sides >= placements.size.ceil().long().clamp(min=8)).all()
+    assert (sides.float() <= 2**0.5 * placements.size.clamp(min=8) + 1).all()
+    assert len(torch.unique(sides)) <= 8
+    assert render_sides(GrayDisks(), placements) is None
+    single = sample_placements(1, (256, 256), generator=1)
+    assert int(render_sides(ProceduralGenerator(), single)) == int(single.size.ceil())
