@@ -8,7 +8,9 @@ Each case pastes a disc-shaped RGB defect (radius ``patch / 2 - 2``) of ``patch`
 batch in one call (float32 ``[B, 3, H, W]``); OpenCV (uint8, NORMAL_CLONE) and pie-torch (float32,
 its Green's-function FFT blend with the Green function precomputed, as its ``CachedPoissonBlender``
 does) blend one image at a time. Methods are run in turns and each time is the median of
-``--repeats`` runs. Ratios read "times faster than the peer" (> 1: defectaug is faster).
+``--repeats`` runs. Ratios read "times faster than the peer" (> 1: defectaug is faster). The
+"(float32 output copy)" row times ``backgrounds.clone()``: any blend that returns a new float32
+batch pays at least that.
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ def make_case(patch: int, size: int, batch: int, seed: int = 0) -> Case:
     return Case(backgrounds, sources, mask, offsets)
 
 
-def seconds(run: Callable[[], object], sync: Callable[[], None]) -> float:
+def seconds(
+    run: Callable[[], object], sync: Callable[[], None], clock: Callable[[], float]
+) -> float:
     sync()
-    start = time.perf_counter()
+    start = clock()
     run()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def opencv_runner(case: Case) -> Callable[[], object]:
@@ -99,6 +103,12 @@ def pietorch_runner(case: Case, device: torch.device) -> Callable[[], object] | 
     return run
 
 
+def output_copy_runner(case: Case, device: torch.device) -> Callable[[], object]:
+    """The floor under any blend that returns a new float32 image: copying the backgrounds."""
+    backgrounds = torch.from_numpy(case.backgrounds).permute(0, 3, 1, 2).float().div(255).to(device)
+    return backgrounds.clone
+
+
 def defectaug_runner(
     case: Case, device: torch.device, blend: Callable[..., torch.Tensor]
 ) -> Callable[[], object]:
@@ -117,6 +127,7 @@ def defectaug_runner(
 
 def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     rows = []
     cases = QUICK_CASES if args.quick else FULL_CASES
     batches = (1, 8) if args.quick else (1, 32)
@@ -127,6 +138,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "poisson_blend": defectaug_runner(case, device, poisson_blend),
                 "improved_poisson_blend": defectaug_runner(case, device, improved_poisson_blend),
                 "pie-torch": pietorch_runner(case, device),
+                "(float32 output copy)": output_copy_runner(case, device),
             }
             if device.type == "cpu":
                 runners["cv2.seamlessClone"] = opencv_runner(case)
@@ -137,7 +149,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
             times = {name: [] for name in runners}
             for _ in range(args.repeats):  # in turns, so that load drifts hit every method alike
                 for name, run in runners.items():
-                    times[name].append(seconds(run, sync))
+                    times[name].append(seconds(run, sync, clock))
             for name, samples in times.items():
                 rows.append(
                     {
@@ -176,6 +188,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch and OpenCV")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (5)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall-clock time, or this process's CPU time (steadier on a shared machine)",
+    )
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
@@ -183,7 +201,8 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     print(
         f"torch {torch.__version__}, OpenCV {cv2.__version__}, {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} cores, {args.threads} threads, load average {os.getloadavg()[0]:.2f}"
+        f"{os.cpu_count()} cores, {args.threads} threads, {args.clock} clock, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     rows = measure(args, torch.device("cpu"))
     if torch.cuda.is_available() and not args.no_cuda:

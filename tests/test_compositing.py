@@ -367,6 +367,8 @@ def test_empty_mask_returns_an_unchanged_copy(blend):
     assert torch.equal(out, background) and out.data_ptr() != background.data_ptr()
     off_image = blend(background, source, mask, torch.tensor([[100, 100]] * 4))
     assert torch.equal(off_image, background)
+    no_layer = blend(background, source[:, :, :0], mask[:, :, :0], offsets)
+    assert torch.equal(no_layer, background)
 
 
 def test_offset_forms_are_equivalent():

@@ -31,6 +31,8 @@ def clip_mask(
 
 def mask_boxes(mask: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     """Per item ``(row0, row1, col0, col1)`` (end excluded) of ``mask [B, h, w]``, None if empty."""
+    if mask.numel() == 0:
+        return [None] * mask.shape[0]
     rows_any, cols_any = mask.any(dim=2), mask.any(dim=1)
 
     def extent(any_along: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,7 +125,9 @@ def _squared_distance_within(mask: torch.Tensor, radius: int) -> torch.Tensor:
     inf = float("inf")
     row_sq = torch.where(mask, 0.0, inf)
     for shift in range(1, radius + 1):
-        seen = F.pad(mask[:, :, shift:], (0, shift)) | F.pad(mask[:, :, :-shift], (shift, 0))
+        seen = torch.zeros_like(mask)
+        seen[:, :, :-shift] = mask[:, :, shift:]
+        seen[:, :, shift:] |= mask[:, :, :-shift]
         row_sq = torch.where(seen & torch.isinf(row_sq), float(shift * shift), row_sq)
     dist_sq = row_sq
     for shift in range(1, radius + 1):
@@ -140,8 +142,13 @@ def _neighbour_values(
 ) -> torch.Tensor:
     """``grid[..., y + dy, x + dx]`` at every ``(y, x)`` of ``grid [G, r, c]``, ``fill`` outside."""
     rows, cols = grid.shape[-2:]
-    padded = F.pad(grid, (1, 1, 1, 1), value=fill)
-    return padded[:, 1 + dy : 1 + dy + rows, 1 + dx : 1 + dx + cols]
+    shifted = torch.full_like(grid, fill)
+    target_rows = slice(max(-dy, 0), rows - max(dy, 0))
+    target_cols = slice(max(-dx, 0), cols - max(dx, 0))
+    source_rows = slice(max(dy, 0), rows - max(-dy, 0))
+    source_cols = slice(max(dx, 0), cols - max(-dx, 0))
+    shifted[:, target_rows, target_cols] = grid[:, source_rows, source_cols]
+    return shifted
 
 
 def _band_correction(
