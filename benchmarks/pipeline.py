@@ -1,0 +1,229 @@
+"""Throughput of a torchvision training pipeline with and without ``DefectInject``.
+
+Run (CPU; uses CUDA too when present)::
+
+    uv run python -m benchmarks.pipeline            # about 2-4 minutes on 2 cores
+    uv run python -m benchmarks.pipeline --quick    # a smoke run
+
+What is measured, in samples per second:
+
+1. The data pipeline of a classifier at 224 px, in a ``DataLoader`` with 2 worker processes
+   (``--workers``) and batches of 32: decode a 512 x 512 JPEG (``torchvision.io.decode_jpeg``),
+   ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToDtype(float32, scale=True)``. This
+   base is then run with ``DefectInject(all six procedural types, p=1)`` inserted after the flip,
+   once per blend mode, and once with ``p=0.3`` (a typical training setting). The ratio column is
+   each row's time per sample over the base's; the target is ``alpha, p=1`` <= 1.15.
+2. The peer: anomalib's ``PerlinAnomalyGenerator`` (DRAEM-style Perlin-noise anomalies, the
+   common "synthetic anomaly" augmentation) in the same position, when anomalib is importable;
+   the row says "not installed" otherwise (it is not a defectaug dependency).
+3. The batched path, ``inject_defects`` on ready ``[64, 3, 224, 224]`` float batches in the main
+   process (torch threads = the worker count, so the CPU budget matches), per blend mode; and on
+   CUDA when a GPU is present.
+
+The first two batches of every loader are warm-up (worker start, first-call caches) and are not
+timed. Numbers depend on the machine and its load; compare rows of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.io import decode_jpeg, read_file
+from torchvision.transforms import v2
+
+from defectaug.assets import sample_backgrounds
+from defectaug.batch import BLEND_MODES, inject_defects
+from defectaug.generators import DEFECT_TYPES
+from defectaug.transforms import DefectInject
+
+SOURCE_SIZE = 512
+CROP = 224
+WARMUP_BATCHES = 2
+
+
+def make_jpegs(folder: Path, count: int) -> list[Path]:
+    """``count`` 512 x 512 RGB JPEGs cut from the shipped surfaces (varied crops and flips)."""
+    generator = torch.Generator().manual_seed(0)
+    surfaces = [Image.open(path).convert("RGB") for path in sample_backgrounds()]
+    paths = []
+    for index in range(count):
+        surface = surfaces[index % len(surfaces)]
+        zoom = 2 + float(torch.rand(1, generator=generator)) * 2
+        side = int(surface.width * zoom)
+        large = surface.resize((side, side), Image.Resampling.BICUBIC)
+        left, top = (
+            int(v) for v in torch.randint(0, side - SOURCE_SIZE + 1, (2,), generator=generator)
+        )
+        tile = large.crop((left, top, left + SOURCE_SIZE, top + SOURCE_SIZE))
+        if index % 2:
+            tile = tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / f"{index:04d}.jpg"
+        tile.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+class JpegImages(Dataset):
+    """An ImageFolder-like source: each item decodes one JPEG, then applies ``transform``."""
+
+    def __init__(self, paths: list[Path], length: int, transform: Callable[[Any], Any]) -> None:
+        self.paths, self.length, self.transform = paths, length, transform
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        image = tv_tensors.Image(decode_jpeg(read_file(str(self.paths[index % len(self.paths)]))))
+        return self.transform(image)
+
+
+class PerlinPeer:
+    """anomalib's ``PerlinAnomalyGenerator`` as a v2-style step on uint8 images (mask dropped)."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        augmented, _ = self.generator(image.float().div(255))
+        return tv_tensors.Image((augmented.clamp(0, 1) * 255).round().to(torch.uint8))
+
+
+def load_perlin_peer() -> tuple[PerlinPeer | None, str]:
+    for module_name in ("anomalib.data.utils.generators.perlin", "anomalib.data.utils.generators"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        peer_class = getattr(module, "PerlinAnomalyGenerator", None)
+        if peer_class is not None:
+            return PerlinPeer(peer_class(probability=1.0)), "ok"
+    return None, "not installed"
+
+
+def pipeline(step: Callable[[Any], Any] | None) -> v2.Compose:
+    steps: list[Callable[[Any], Any]] = [
+        v2.RandomResizedCrop(CROP, antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    if step is not None:
+        steps.append(step)
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
+
+
+def loader_throughput(
+    paths: list[Path], step: Callable[[Any], Any] | None, samples: int, workers: int, batch: int
+) -> float:
+    """Samples per second of the pipeline in a DataLoader, warm-up batches excluded."""
+    total = samples + WARMUP_BATCHES * batch
+    loader = DataLoader(
+        JpegImages(paths, total, pipeline(step)),
+        batch_size=batch,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+    started = None
+    counted = 0
+    for index, images in enumerate(loader):
+        if index == WARMUP_BATCHES - 1:
+            started = time.perf_counter()
+        elif index >= WARMUP_BATCHES:
+            counted += images.shape[0]
+    assert started is not None
+    return counted / (time.perf_counter() - started)
+
+
+def batched_throughput(blend: str, device: str, samples: int, batch: int) -> float:
+    images = torch.rand(batch, 3, CROP, CROP, device=device)
+    inject_defects(images, DEFECT_TYPES, blend=blend, seed=0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    rounds = max(1, samples // batch)
+    started = time.perf_counter()
+    for round_index in range(rounds):
+        inject_defects(images, DEFECT_TYPES, blend=blend, seed=round_index + 1)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return rounds * batch / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1024, help="timed samples per loader row")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="128 samples per row (smoke run)")
+    args = parser.parse_args(argv)
+    samples = 128 if args.quick else args.samples
+
+    rows: list[tuple[str, float | None, str]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = make_jpegs(Path(folder), 64)
+        torch.set_num_threads(1)
+        base = loader_throughput(paths, None, samples, args.workers, args.batch_size)
+        rows.append(("base pipeline (decode, crop, flip, ToDtype)", base, ""))
+        for blend in BLEND_MODES:
+            step = DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0)
+            speed = loader_throughput(paths, step, samples, args.workers, args.batch_size)
+            rows.append((f"+ DefectInject {blend}, p=1", speed, ""))
+        step = DefectInject(DEFECT_TYPES, p=0.3, blend="alpha", seed=0)
+        speed = loader_throughput(paths, step, samples, args.workers, args.batch_size)
+        rows.append(("+ DefectInject alpha, p=0.3", speed, ""))
+        peer, status = load_perlin_peer()
+        if peer is None:
+            rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", None, status))
+        else:
+            speed = loader_throughput(paths, peer, samples, args.workers, args.batch_size)
+            rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", speed, ""))
+
+    torch.set_num_threads(max(1, args.workers))
+    batched = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for blend in BLEND_MODES:
+            speed = batched_throughput(blend, device, min(samples, 512), 64)
+            batched.append((f"inject_defects {blend}, batch 64, {device}", speed))
+
+    print(
+        f"defectaug pipeline benchmark - torch {torch.__version__}, "
+        f"Python {platform.python_version()}, "
+        f"{args.workers} loader workers, batch {args.batch_size}, {samples} timed samples per row, "
+        f"{CROP} px from {SOURCE_SIZE} px JPEGs"
+    )
+    print()
+    print("| data loader pipeline | samples/s | ms/sample (worker) | time vs base |")
+    print("|---|---:|---:|---:|")
+    for name, speed, note in rows:
+        if speed is None:
+            print(f"| {name} | {note} | - | - |")
+            continue
+        per_sample = 1000.0 * args.workers / speed
+        print(f"| {name} | {speed:.1f} | {per_sample:.2f} | {base / speed:.2f}x |")
+    print()
+    threads = max(1, args.workers)
+    print(f"| batched path (CPU torch threads: {threads}) | samples/s | vs base loader |")
+    print("|---|---:|---:|")
+    for name, speed in batched:
+        print(f"| {name} | {speed:.1f} | {speed / base:.2f}x |")
+    alpha_ratio = base / rows[1][1] if rows[1][1] else float("nan")
+    verdict = "met" if alpha_ratio <= 1.15 else "not met"
+    print()
+    print(
+        "target: DefectInject alpha (p=1) <= 1.15x the base time per sample: "
+        f"{alpha_ratio:.2f}x ({verdict})"
+    )
+
+
+if __name__ == "__main__":
+    main()
