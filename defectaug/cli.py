@@ -281,9 +281,10 @@ def run_synth(args: argparse.Namespace) -> int:
         raise CommandError(f"--out: not a folder: {out}")
     from defectaug.generators import load_generator
 
+    overrides = dict(args.generator_arg or [])
     try:
-        generator = load_generator(args.generator)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as error:
+        generator = load_generator(args.generator, **overrides)
+    except (FileNotFoundError, ValueError, KeyError, OSError, TypeError) as error:
         raise CommandError(f"--generator: {_message(error)}") from None
     dataset = SyntheticDefectDataset(
         backgrounds,
@@ -301,6 +302,7 @@ def run_synth(args: argparse.Namespace) -> int:
     settings = {
         "backgrounds": str(backgrounds.resolve()),
         "generator": args.generator,
+        "generator_args": overrides,
         "types": list(dataset.defect_types),
         "seed": args.seed,
         "blend": args.blend,
@@ -396,6 +398,17 @@ def _count(text: str) -> tuple[int, int]:
     return pair
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    key, separator, raw = text.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
 def _scale(text: str) -> tuple[float, float]:
     try:
         values = [float(part) for part in text.split(",")]
@@ -463,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--generator",
         default="procedural",
         help="registered name, dataset folder (real-defect bank) or Hub id",
+    )
+    synth.add_argument(
+        "--generator-arg",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for load_generator (JSON values), e.g. split=train for a dataset folder",
     )
     synth.add_argument("--blend", choices=BLEND_MODES, default="alpha")
     synth.add_argument("--seed", type=int, default=0)
