@@ -92,7 +92,8 @@ def test_synth_is_deterministic_across_runs(tmp_path):
             "--n",
             "2",
         ]
-        assert main([*args, "--types", "stain", "--no-progress"]) == 0
+        options = ["--types", "stain", "--generator-arg", "base_level=[0.2, 0.4]", "--no-progress"]
+        assert main([*args, *options]) == 0
     for row in _manifest(tmp_path / "a"):
         assert (tmp_path / "a" / row["image"]).read_bytes() == (
             tmp_path / "b" / row["image"]
@@ -110,6 +111,7 @@ def test_synth_is_deterministic_across_runs(tmp_path):
         ),
         (["--backgrounds", "{normals}", "--n", "0"], "--n: expected a positive number"),
         (["--backgrounds", "{normals}", "--n", "2", "--generator", "nope"], "--generator: "),
+        (["--backgrounds", "{normals}", "--n", "2", "--generator-arg", "nope=1"], "--generator: "),
     ],
 )
 def test_synth_errors_are_one_line(tmp_path, capsys, arguments, message):
