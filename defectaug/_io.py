@@ -43,7 +43,7 @@ def to_float_image(
             raise TypeError(
                 f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}"
             )
-        array = np.asarray(value)
+        array = np.array(value)  # a writable copy: torch.from_numpy refuses read-only buffers
         tensor, from_numpy = to_float_image(array, name, channels=channels, dtype=dtype)
         mode = value.mode
         return tensor, lambda out: Image.fromarray(from_numpy(out), mode=mode)
@@ -89,9 +89,9 @@ def to_float_image(
         tensor = batched.to(dtype or torch.float32) / 255.0
     elif original_dtype.is_floating_point:
         tensor = batched if dtype is None else batched.to(dtype)
+        check_finite(tensor, name)
     else:
         raise TypeError(f"{name}: expected a uint8 or floating-point image, got {_describe(value)}")
-    check_finite(tensor, name)
 
     def restore_tensor(out: torch.Tensor) -> torch.Tensor:
         while out.ndim > original_ndim:
