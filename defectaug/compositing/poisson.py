@@ -1,8 +1,8 @@
 """Seamless cloning (Perez et al. 2003), solved exactly and in batch with a DST.
 
-The blends work on the correction ``w = result - background``: outside the region they solve
-over ``w`` is zero, so the result equals the background bit for bit there, and only the region
-(a rectangle, or a band) is ever computed before being pasted into a copy of the background.
+The solve is for the correction ``w = result - background``, which is zero outside each item's
+rectangle: the result equals the background bit for bit there, and only the rectangles are ever
+computed before being pasted into a copy of the background.
 """
 
 from __future__ import annotations
