@@ -4,7 +4,8 @@ Every compositing function takes a background, a layer (foreground / source) wit
 or binary mask) and an offset. This module turns whatever the caller passed into batched float
 tensors on one device plus a per-item list of placements, and names the argument whenever it
 refuses. Float ``[B, C, H, W]`` tensors take a fast path: their finiteness is checked with one sum
-instead of a full boolean pass (the background only where a function reads it, see ``Composite``).
+instead of a full boolean pass, and a float background only inside the region each blend reads
+(the blend checks it there; pixels it never reads are copied through as they are).
 """
 
 from __future__ import annotations
@@ -206,9 +207,8 @@ def prepare(
         )
     if matte_tensor.shape[0] != fg.shape[0] or matte_tensor.shape[-2:] != fg.shape[-2:]:
         raise ValueError(
-            f"{matte_name}: expected shape [{fg.shape[0]}, 1, {fg.shape[2]}, {fg.shape[3]}] "
-            "to match "
-            f"{layer_name} {tuple(fg.shape)}, got {_describe(matte_tensor)}"
+            f"{matte_name}: expected shape [{fg.shape[0]}, 1, {fg.shape[2]}, {fg.shape[3]}] to "
+            f"match {layer_name} {tuple(fg.shape)}, got {_describe(matte_tensor)}"
         )
     if not matte_is_mask:
         matte_tensor = matte_tensor.to(dtype)
