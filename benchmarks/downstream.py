@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -176,6 +177,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seg-crop", type=int, default=64, help="U-Net training crop side")
     parser.add_argument(
         "--grl-weight", type=float_list, default=[1.0], help="final reversal weight(s)"
+    )
+    parser.add_argument(
+        "--arms", default="all", help="comma-separated arm names to run (default: all)"
+    )
+    parser.add_argument("--skip-classification", action="store_true")
+    parser.add_argument(
+        "--seg-grl",
+        action="store_true",
+        help="also train the segmenter with a source head (arm 4); off by default to save time",
     )
     parser.add_argument("--skip-segmentation", action="store_true")
     parser.add_argument("--skip-realism", action="store_true")
@@ -690,6 +700,27 @@ def sample_grids(
     return written
 
 
+def record_failure(arm: Arm, error: Exception) -> str:
+    message = f"{type(error).__name__}: {error}"
+    log(f"generator {arm.generator} failed in arm {arm.name}; its arms are dropped: {message}")
+    traceback.print_exc()
+    return f"failed in arm {arm.name}: {message}"
+
+
+def uncommitted_files() -> list[str]:
+    """Library files that differ from the recorded commit (other engineers' work in progress)."""
+    try:
+        return subprocess.run(
+            ["git", "status", "--porcelain", "--", "defectaug", "benchmarks/downstream*.py"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
 def git_commit() -> str:
     try:
         commit = subprocess.run(
@@ -748,15 +779,14 @@ def summarise_runs(
             "",
         )
         baseline_name = BASELINE_ARM + suffix
-        baseline = statistics.fmean(r["error"] for r in runs[baseline_name])
+        reduction = None
+        if name != baseline_name and baseline_name in runs:
+            baseline = statistics.fmean(r["error"] for r in runs[baseline_name])
+            reduction = relative_error_reduction(baseline, statistics.fmean(errors))
         summary[name] = dict(
             error=summarise(errors),
             macro_f1=summarise([r["macro_f1"] for r in results]),
-            relative_error_reduction=(
-                None
-                if name == baseline_name
-                else relative_error_reduction(baseline, statistics.fmean(errors))
-            ),
+            relative_error_reduction=reduction,
         )
     return summary
 
@@ -778,38 +808,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"generator {name} skipped: {reason}")
     synthetic = SyntheticData(splits, generators, settings.synthetic_per_class)
     arms = arms_for(list(generators))
-    context = ClassifierContext(args, splits, synthetic)
-    log(f"trunk features ready ({time.time() - started:.0f} s)")
+    if args.arms != "all":
+        wanted = {name.strip() for name in args.arms.split(",")}
+        unknown = wanted - {arm.name for arm in arms}
+        if unknown:
+            raise SystemExit(
+                f"--arms: unknown arm(s) {sorted(unknown)}; available: {[a.name for a in arms]}"
+            )
+        arms = [arm for arm in arms if arm.name in wanted]
 
     runs: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(settings.seeds):
+    if not args.skip_classification:
+        context = ClassifierContext(args, splits, synthetic)
+        log(f"trunk features ready ({time.time() - started:.0f} s)")
+    # A generator that fails mid-run (a broken card) loses its arms; the others go on.
+    failed: dict[str, str] = {}
+    for seed in range(0 if args.skip_classification else settings.seeds):
         pools: dict[tuple[bool, str | None], dict[str, torch.Tensor]] = {}
         for arm in arms:
+            if arm.generator in failed:
+                continue
             key = (arm.augment, arm.generator)
-            if key not in pools:
-                pools[key] = view_pool(context, arm, seed, settings)
-            for name, lr, weight in variants(arm, args.lr, args.grl_weight, "lr"):
-                result = train_classifier(context, arm, pools[key], seed, lr, weight)
-                runs.setdefault(name, []).append(dict(seed=seed, **result))
-                log(
-                    f"seed {seed} {name}: error {100 * result['error']:.2f} % macro-F1 "
-                    f"{result['macro_f1']:.3f} ({time.time() - started:.0f} s)"
-                )
+            try:
+                if key not in pools:
+                    pools[key] = view_pool(context, arm, seed, settings)
+                for name, lr, weight in variants(arm, args.lr, args.grl_weight, "lr"):
+                    result = train_classifier(context, arm, pools[key], seed, lr, weight)
+                    runs.setdefault(name, []).append(dict(seed=seed, **result))
+                    log(
+                        f"seed {seed} {name}: error {100 * result['error']:.2f} % macro-F1 "
+                        f"{result['macro_f1']:.3f} ({time.time() - started:.0f} s)"
+                    )
+            except Exception as error:
+                if arm.generator is None:
+                    raise
+                failed[arm.generator] = record_failure(arm, error)
 
     seg_runs: dict[str, list[dict[str, Any]]] = {}
     if not args.skip_segmentation:
         for seed in range(settings.seg_seeds):
-            for arm in arms:
-                for name, lr, weight in variants(arm, args.seg_lr, args.grl_weight, "seg_lr"):
-                    result = train_segmenter(args, splits, synthetic, arm, seed, lr, weight)
-                    seg_runs.setdefault(name, []).append(dict(seed=seed, **result))
-                    log(
-                        f"seed {seed} {name}: seg F1 {result['f1']:.3f} IoU "
-                        f"{result['iou']:.3f} ({time.time() - started:.0f} s)"
-                    )
+            for arm in (a for a in arms if args.seg_grl or not a.grl):
+                if arm.generator in failed:
+                    continue
+                try:
+                    for name, lr, weight in variants(arm, args.seg_lr, args.grl_weight, "seg_lr"):
+                        result = train_segmenter(args, splits, synthetic, arm, seed, lr, weight)
+                        seg_runs.setdefault(name, []).append(dict(seed=seed, **result))
+                        log(
+                            f"seed {seed} {name}: seg F1 {result['f1']:.3f} IoU "
+                            f"{result['iou']:.3f} ({time.time() - started:.0f} s)"
+                        )
+                except Exception as error:
+                    if arm.generator is None:
+                        raise
+                    failed[arm.generator] = record_failure(arm, error)
 
+    class_maps = synthetic.class_maps()
+    for name in failed:
+        synthetic.generators.pop(name, None)
+        for results in (runs, seg_runs):
+            for key in [k for k in results if k.split(" ")[0].split(":", 1)[-1] == name]:
+                del results[key]
     realism_result = None if args.skip_realism else realism(args, splits, synthetic)
-    summary = summarise_runs(runs, args.lr, "lr")
+    summary = summarise_runs(runs, args.lr, "lr") if runs else {}
     seg_summary = {
         name: dict(
             seg_f1=summarise([r["f1"] for r in results]),
@@ -837,13 +898,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         data=splits.description,
         generators={
-            name: dict(
-                class_map=synthetic.class_maps()[name],
-                repr=type(generator).__name__,
-            )
+            name: dict(class_map=class_maps[name], kind=type(generator).__name__)
             for name, generator in generators.items()
         },
         skipped_generators=skipped,
+        failed_generators=failed,
+        uncommitted_library_files=uncommitted_files(),
         placement_scales=synthetic.scales,
         summary=summary,
         segmentation_summary=seg_summary,
@@ -868,13 +928,14 @@ def write_reports(
         (arm, 100 * row["error"]["mean"], 100 * row["error"]["std"])
         for arm, row in result["summary"].items()
     ]
-    bar_chart(
-        rows,
-        f"Classification error % ({result['mode']}, mean ± std over "
-        f"{result['settings']['seeds']} seed(s))",
-        " %",
-        out / f"{stem}_error.png",
-    )
+    if rows:
+        bar_chart(
+            rows,
+            f"Classification error % ({result['mode']}, mean ± std over "
+            f"{result['settings']['seeds']} seed(s))",
+            " %",
+            out / f"{stem}_error.png",
+        )
     seg_rows = [
         (arm, row["seg_f1"]["mean"], row["seg_f1"]["std"])
         for arm, row in result["segmentation_summary"].items()
@@ -904,6 +965,8 @@ def write_reports(
         ]
     if result["skipped_generators"]:
         lines += [f"- skipped {k}: {v}" for k, v in result["skipped_generators"].items()] + [""]
+    if result["failed_generators"]:
+        lines += [f"- FAILED {k}: {v}" for k, v in result["failed_generators"].items()] + [""]
     lines += [f"![error per arm]({stem}_error.png)", ""]
     if seg_rows:
         lines += [f"![segmentation F1 per arm]({stem}_seg_f1.png)", ""]
