@@ -94,16 +94,24 @@ class CallSeeds:
     def next(self) -> int | None:
         if self.seed is None:
             return None
-        info = get_worker_info()
-        worker_id, base_seed = (info.id, info.seed - info.id) if info is not None else (-1, 0)
-        rank = (
-            torch.distributed.get_rank()
-            if torch.distributed.is_available() and torch.distributed.is_initialized()
-            else 0
-        )
-        value = mix_seed(self.seed, self.calls, worker_id, base_seed, rank)
+        value = mix_seed(self.seed, self.calls, *stream_identity())
         self.calls += 1
         return value
+
+
+def stream_identity() -> tuple[int, int, int]:
+    """``(DataLoader worker id or -1, the loader's base seed or 0, distributed rank or 0)``.
+
+    Mixed into seeds so that workers and ranks never repeat each other's draws.
+    """
+    info = get_worker_info()
+    worker_id, base_seed = (info.id, info.seed - info.id) if info is not None else (-1, 0)
+    rank = (
+        torch.distributed.get_rank()
+        if torch.distributed.is_available() and torch.distributed.is_initialized()
+        else 0
+    )
+    return worker_id, base_seed, rank
 
 
 def resolve_generator(

@@ -57,10 +57,26 @@ from defectaug.batch import (
     resolve_generator,
 )
 from defectaug.generators.base import DefectGenerator
+from defectaug.generators.procedural import ProceduralGenerator
+from defectaug.per_sample import (
+    LayerReservoir,
+    PlacementOptions,
+    SamplePlan,
+    composite_sample,
+    plan_sample,
+)
 from defectaug.placement import CountArg, RangeArg, RoiArg
 
 LabelArg = int | Mapping[str, int] | None
 MASK_MODES = ("binary", "class")
+_ONE_SAMPLE = (
+    "image: DefectInject transforms one sample at a time, got a batch of shape {shape}; "
+    "use defectaug.inject_defects / DefectInjector for batches"
+)
+
+
+def _type_index(plan: DefectPlan | SamplePlan) -> int:
+    return plan.type_index if isinstance(plan, SamplePlan) else int(plan.labels[0])
 
 
 def _is_pure_tensor(value: Any) -> bool:
@@ -173,6 +189,14 @@ class DefectInject(Transform):
             )
         self.labels_getter = labels_getter
         self._seeds = CallSeeds(seed)
+        # The procedural generator with alpha blending takes the per-sample path: layers painted
+        # ahead in chunks, small maths in floats, compositing under the defects only.
+        self._options = PlacementOptions.check(**self.placement_options)
+        self._reservoir = (
+            LayerReservoir(self.generator, seed)
+            if isinstance(self.generator, ProceduralGenerator) and self.blend == "alpha"
+            else None
+        )
 
     def _check_label(self, label: LabelArg) -> LabelArg:
         if label is None or (isinstance(label, int) and not isinstance(label, bool)):
@@ -208,13 +232,23 @@ class DefectInject(Transform):
         # The p draw comes first so that samples left alone cost no conversion at all.
         if self.p < 1.0 and not bool(torch.rand(1, generator=rng) < self.p):
             return nothing
+        if self._reservoir is not None:
+            source = images[0]
+            if (
+                not isinstance(source, PIL.Image.Image)
+                and source.ndim == 4
+                and source.shape[0] != 1
+            ):
+                raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
+            sample_plan = plan_sample(
+                source, self.defect_types, self._reservoir, self._options, rng
+            )
+            mask = None if sample_plan is None else sample_plan.mask
+            return dict(plan=sample_plan, mask=mask, source=source, converted=None)
         converted = to_float_image(images[0], "image")
         image = converted[0]
         if image.shape[0] != 1:
-            raise ValueError(
-                f"image: DefectInject transforms one sample at a time, got a batch of shape "
-                f"{tuple(image.shape)}; use defectaug.inject_defects / DefectInjector for batches"
-            )
+            raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
         plan = plan_defects(
             image, self.defect_types, self.generator, p=1.0, seed=rng, **self.placement_options
         )
@@ -222,13 +256,16 @@ class DefectInject(Transform):
         return dict(plan=plan, mask=mask, source=images[0], converted=converted)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        plan: DefectPlan | None = params["plan"]
+        plan: DefectPlan | SamplePlan | None = params["plan"]
         if plan is None or params["mask"] is None:
             return inpt
         if isinstance(inpt, tv_tensors.Mask):
             return self._write_mask(inpt, params)
         if not _is_image(inpt):
             return inpt
+        if isinstance(plan, SamplePlan):
+            out = composite_sample(inpt, plan)
+            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
         image, restore = (
             params["converted"] if inpt is params["source"] else to_float_image(inpt, "image")
         )
@@ -288,8 +325,8 @@ class DefectInject(Transform):
             "was found. Pass labels_getter=callable, or label=None to leave labels alone"
         )
 
-    def _relabel(self, old: Any, plan: DefectPlan) -> Any:
-        new = self.label_value(int(plan.labels[0]))
+    def _relabel(self, old: Any, plan: DefectPlan | SamplePlan) -> Any:
+        new = self.label_value(_type_index(plan))
         if isinstance(old, torch.Tensor):
             return torch.full_like(old, new)
         if isinstance(old, np.integer):
@@ -308,7 +345,7 @@ class DefectInject(Transform):
                 f"mask: size {tuple(mask.shape[-2:])} differs from the image's, "
                 f"{tuple(defect.shape)}"
             )
-        value = 1 if self.mask_mode == "binary" else self.mask_value(int(params["plan"].labels[0]))
+        value = 1 if self.mask_mode == "binary" else self.mask_value(_type_index(params["plan"]))
         if mask.dtype == torch.bool:
             value = True
         elif not mask.is_floating_point() and value > torch.iinfo(mask.dtype).max:

@@ -25,10 +25,11 @@ range drawn per item; a pair with ``low == high`` fixes the value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -226,10 +227,8 @@ class _Canvas:
         w: int,
         generator: torch.Generator,
         device: torch.device,
-        surface: torch.Tensor | None = None,
     ):
         self.n, self.h, self.w = n, h, w
-        self.surface = torch.full((n,), 0.5, device=device) if surface is None else surface
         self.side = float(min(h, w))
         self.generator, self.device = generator, device
         ys = torch.arange(h, device=device, dtype=torch.float32)
@@ -252,14 +251,13 @@ class _Canvas:
     def chance(self, probability: float) -> torch.Tensor:
         return torch.rand(self.n, generator=self.generator, device=self.device) < probability
 
-    def sign(self, bright_probability: float) -> torch.Tensor:
-        """+1 for bright items, -1 for dark ones, shaped ``[n, 1, 1]``.
+    def bright_draw(self) -> torch.Tensor:
+        """``[n]`` uniform draws that decide, with the surface tone, which items are bright.
 
-        Bright defects grow rarer on surfaces near white, where they would not show.
+        The decision itself waits for the tone (:func:`bright_sign`), so layers can be painted
+        before the surface they will land on is known.
         """
-        room = ((0.92 - self.surface) / 0.25).clamp(0.0, 1.0)
-        draw = torch.rand(self.n, generator=self.generator, device=self.device)
-        return torch.where(draw < bright_probability * room, 1.0, -1.0).view(-1, 1, 1)
+        return torch.rand(self.n, generator=self.generator, device=self.device)
 
     def noise(self, cells: float, octaves: int = 1) -> torch.Tensor:
         """Smooth value noise ``[n, h, w]`` in ~[-1, 1], ``cells`` lattice cells across ``S``."""
@@ -272,10 +270,11 @@ class _Canvas:
             lattice = torch.rand(
                 (self.n, 1, grid_h, grid_w), generator=self.generator, device=self.device
             )
-            smooth = F.interpolate(
-                lattice, size=(self.h, self.w), mode="bicubic", align_corners=True
-            )
-            total += 0.5**octave * smooth[:, 0]
+            # Bicubic upsampling as two small matrix products (separable): far cheaper than
+            # F.interpolate's per-pixel 16-tap gather at layer sizes, same values up to rounding.
+            rows = _cubic_resampler(grid_h, self.h, self.device)
+            cols = _cubic_resampler(grid_w, self.w, self.device)
+            total.add_(rows @ lattice[:, 0] @ cols.T, alpha=0.5**octave)
             weight += 0.5**octave
         return (total / weight * 2.0 - 1.0).clamp(-1.0, 1.0)
 
@@ -291,6 +290,44 @@ class _Canvas:
             torch.minimum(self.y, self.h - 1 - self.y), torch.minimum(self.x, self.w - 1 - self.x)
         )
         return _smoothstep(0.0, margin, to_edge)
+
+
+@functools.lru_cache(maxsize=256)
+def _cubic_resampler(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    """``[size_out, size_in]`` matrix of bicubic interpolation (``align_corners=True``).
+
+    Rows hold the weights torch's ``bicubic`` mode uses (cubic convolution, a = -0.75, indices
+    clamped at the ends), so ``rows @ lattice @ cols.T`` equals ``F.interpolate`` of the lattice.
+    """
+    a = -0.75
+    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    source = torch.arange(size_out, dtype=torch.float64) * scale
+    floor = source.floor()
+    t = source - floor
+
+    def near(x: torch.Tensor) -> torch.Tensor:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1)
+    taps = (floor.long()[:, None] + torch.arange(-1, 3)).clamp(0, size_in - 1)
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    matrix.scatter_add_(1, taps, weights)
+    return matrix.to(device=device, dtype=torch.float32)
+
+
+def bright_sign(
+    draw: torch.Tensor, bright_probability: torch.Tensor, surface: torch.Tensor
+) -> torch.Tensor:
+    """``[n]`` +1 for bright items, -1 for dark ones, from :meth:`_Canvas.bright_draw` draws.
+
+    Bright defects grow rarer on surfaces near white (``surface`` mean tone ``[n]``), where they
+    would not show.
+    """
+    room = ((0.92 - surface) / 0.25).clamp(0.0, 1.0)
+    return torch.where(draw < bright_probability * room, 1.0, -1.0)
 
 
 def _smoothstep(edge0: Any, edge1: Any, value: torch.Tensor) -> torch.Tensor:
@@ -313,48 +350,88 @@ class _Stroke:
     side: torch.Tensor
     extras: list[torch.Tensor]
 
+    @classmethod
+    def from_flat(
+        cls,
+        distance: torch.Tensor,
+        side: torch.Tensor,
+        extras: list[torch.Tensor],
+        size: tuple[int, int],
+    ) -> _Stroke:
+        shape = (distance.shape[0], *size)
+        return cls(distance.view(shape), side.view(shape), [v.view(shape) for v in extras])
 
-# Upper bound on the elements of one [n, segments, h, w] temporary of ``_polyline_field``.
-_FIELD_CHUNK_ELEMENTS = 1 << 22
+
+# A packed (distance, segment) key: the float32 bits of the squared distance (monotonic for
+# non-negative floats) above 8 bits of segment index, so one integer ``amin`` finds both.
+_SEGMENT_BITS = 8
+_FAR = torch.iinfo(torch.int64).max
 
 
 def _polyline_field(
-    canvas: _Canvas, points: torch.Tensor, extras: list[torch.Tensor], enabled: torch.Tensor
+    canvas: _Canvas,
+    points: torch.Tensor,
+    extras: list[torch.Tensor],
+    enabled: torch.Tensor,
+    reach: torch.Tensor,
 ) -> _Stroke:
-    """Nearest-segment field of polylines ``points [n, P, 2]`` (y, x) for each pixel.
+    """Nearest-segment field of polylines ``points [n, P, 2]`` (y, x) for pixels near them.
 
-    ``extras`` are per-vertex values ``[n, P]`` interpolated at the nearest point; items where
-    ``enabled`` is False get an infinite distance. Segments are handled in chunks as large as
-    memory allows, so a small batch takes one pass.
+    ``extras`` are per-vertex values ``[n, P]`` interpolated at the nearest point. Only pixels
+    within ``reach [n]`` px of an item's polyline are evaluated (callers pass the distance past
+    which their strokes have faded out); the others, and every pixel of items where ``enabled``
+    is False, get an infinite distance, side 0 and extras 0. Each segment is evaluated on the
+    window of pixels it can reach only, which at layer sizes is a small part of the layer.
     """
     n, count = points.shape[0], points.shape[1]
-    h, w = canvas.h, canvas.w
-    best = torch.full((n, h, w), float("inf"), device=canvas.device)
-    side = torch.zeros_like(best)
-    values = [torch.zeros_like(best) for _ in extras]
-    chunk = max(1, min(count - 1, _FIELD_CHUNK_ELEMENTS // (n * h * w)))
-    for first in range(0, count - 1, chunk):
-        last = min(first + chunk, count - 1)
-        a, b = points[:, first:last], points[:, first + 1 : last + 1]
-        ay, ax = a[..., 0, None, None], a[..., 1, None, None]
-        dy, dx = (b - a)[..., 0, None, None], (b - a)[..., 1, None, None]
-        py, px = canvas.y - ay, canvas.x - ax
-        length2 = (dy * dy + dx * dx).clamp_min(1e-6)
-        u = ((py * dy + px * dx) / length2).clamp(0.0, 1.0)
-        distance = torch.sqrt((py - u * dy) ** 2 + (px - u * dx) ** 2)
-        nearest, segment = distance.min(dim=1, keepdim=True)
-        closer = nearest[:, 0] < best
-        best = torch.where(closer, nearest[:, 0], best)
-        cross = torch.sign(dx * py - dy * px).gather(1, segment)[:, 0]
-        side = torch.where(closer, cross, side)
-        fraction = u.gather(1, segment)[:, 0]
-        vertex = (segment[:, 0] + first).view(n, -1)
-        for slot, extra in zip(values, extras, strict=True):
-            start = extra.gather(1, vertex).view(n, h, w)
-            end = extra.gather(1, vertex + 1).view(n, h, w)
-            slot.copy_(torch.where(closer, start + fraction * (end - start), slot))
-    best = torch.where(enabled.view(n, 1, 1), best, torch.full_like(best, float("inf")))
-    return _Stroke(best, side, values)
+    h, w, device = canvas.h, canvas.w, canvas.device
+    distance = torch.full((n, h * w), float("inf"), device=device)
+    side = torch.zeros(n, h * w, device=device)
+    values = [torch.zeros(n, h * w, device=device) for _ in extras]
+    active = enabled.nonzero()[:, 0]
+    if active.numel() == 0 or count < 2:
+        return _Stroke.from_flat(distance, side, values, (h, w))
+    m, segments = active.numel(), count - 1
+    pts = points[active].float()
+    radius = reach[active].float().view(m, 1, 1)
+    start, step = pts[:, :-1], pts[:, 1:] - pts[:, :-1]
+    inv_length2 = 1.0 / (step * step).sum(2).clamp_min(1e-6)
+    low = torch.minimum(pts[:, :-1], pts[:, 1:]) - radius
+    extent = float((torch.maximum(pts[:, :-1], pts[:, 1:]) + radius - low).amax())
+    window_h, window_w = min(math.ceil(extent) + 2, h), min(math.ceil(extent) + 2, w)
+    top = low[..., 0].floor().long().clamp(0, h - window_h)
+    left = low[..., 1].floor().long().clamp(0, w - window_w)
+    rows = top[..., None] + torch.arange(window_h, device=device)
+    cols = left[..., None] + torch.arange(window_w, device=device)
+    py = (rows.float() - start[..., 0, None])[..., :, None]
+    px = (cols.float() - start[..., 1, None])[..., None, :]
+    step_y, step_x = step[..., 0, None, None], step[..., 1, None, None]
+    u = (py * step_y + px * step_x).mul_(inv_length2[..., None, None]).clamp_(0.0, 1.0)
+    off_y, off_x = py - u * step_y, px - u * step_x
+    squared = off_y.mul_(off_y).addcmul_(off_x, off_x)
+    segment_index = torch.arange(segments, device=device).view(1, segments, 1, 1)
+    key = (squared.view(torch.int32).long() << _SEGMENT_BITS) | segment_index
+    key = key.masked_fill_(squared > radius.view(m, 1, 1, 1) ** 2, _FAR)
+    where = (rows[..., :, None] * w + cols[..., None, :]).view(m, -1)
+    nearest = torch.full((m, h * w), _FAR, dtype=torch.int64, device=device)
+    nearest.scatter_reduce_(1, where, key.view(m, -1), reduce="amin")
+    found = nearest != _FAR
+    segment = (nearest & ((1 << _SEGMENT_BITS) - 1)).masked_fill_(~found, 0)
+    near_distance = (nearest >> _SEGMENT_BITS).to(torch.int32).view(torch.float32).sqrt()
+    # Where along its nearest segment each pixel projects, and on which side it lies.
+    a_y, a_x = start[..., 0].gather(1, segment), start[..., 1].gather(1, segment)
+    d_y, d_x = step[..., 0].gather(1, segment), step[..., 1].gather(1, segment)
+    pixel_y = torch.arange(h, device=device).repeat_interleave(w).float() - a_y
+    pixel_x = torch.arange(w, device=device).repeat(h).float() - a_x
+    fraction = ((pixel_y * d_y + pixel_x * d_x) * inv_length2.gather(1, segment)).clamp(0.0, 1.0)
+    cross = torch.sign(d_x * pixel_y - d_y * pixel_x)
+    distance[active] = torch.where(found, near_distance, float("inf"))
+    side[active] = torch.where(found, cross, 0.0)
+    for slot, extra in zip(values, extras, strict=True):
+        item_extra = extra[active]
+        first, last = item_extra.gather(1, segment), item_extra.gather(1, segment + 1)
+        slot[active] = torch.where(found, first + fraction * (last - first), 0.0)
+    return _Stroke.from_flat(distance, side, values, (h, w))
 
 
 def _line_coverage(distance: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -382,8 +459,18 @@ def _fit_into(canvas: _Canvas, points: torch.Tensor, margin: float) -> torch.Ten
 
 
 # ------------------------------------------------------------------------------ painters
-# Each painter returns relief [n, h, w] in [-1, 1], coverage [n, h, w] in [0, 1] (0.5 on the
-# outline), tint [n] in [0, 1] and opacity [n] (peak alpha, applied by ``_with_opacity``).
+class _Painted(NamedTuple):
+    """What a painter returns. The relief of an item is ``sign * signed + fixed`` (clamped to
+    [-1, 1]), where ``sign`` is +1 (bright) or -1 (dark), decided from ``bright_draw`` once the
+    surface tone is known (:func:`bright_sign`); ``fixed`` holds parts lit regardless (highlights).
+    """
+
+    signed: torch.Tensor  # [n, h, w]
+    fixed: torch.Tensor | None  # [n, h, w] or None (no such part)
+    coverage: torch.Tensor  # [n, h, w] in [0, 1], 0.5 on the outline
+    tint: torch.Tensor  # [n] in [0, 1]
+    opacity: torch.Tensor  # [n], peak alpha (applied by ``_with_opacity``)
+    bright_draw: torch.Tensor  # [n]
 
 
 def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...]:
@@ -391,13 +478,13 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
     t = torch.linspace(0.0, 1.0, samples, device=canvas.device)
     bernstein = torch.stack([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3], dim=1)
     strokes = canvas.integers(p.count)
-    sign = canvas.sign(p.bright_probability)
+    bright = canvas.bright_draw()
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
     highlight = canvas.uniform(p.highlight) * canvas.chance(p.highlight_probability)
     highlight_side = torch.where(canvas.chance(0.5), 1.0, -1.0).view(n, 1, 1)
     heading = canvas.uniform((0.0, math.pi))
-    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
-    alpha_total = torch.zeros_like(relief_total)
+    alpha_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    reliefs_total = (torch.zeros_like(alpha_total), torch.zeros_like(alpha_total))
     for stroke in range(int(round(p.count[1]))):
         # Later strokes of one item run roughly parallel, as from one abrasive contact.
         angle = heading + (canvas.uniform((-0.35, 0.35)) if stroke else 0.0)
@@ -426,7 +513,10 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
         )
         width = (base_width * taper * jitter).clamp_min(1.0)
         strength = 1.0 - canvas.uniform(p.fade)[:, None] * _smooth_curve(canvas, samples, knots=7)
-        field_ = _polyline_field(canvas, curve, [width, strength], strokes > stroke)
+        # Past this distance the core and the highlight band have faded below 1e-3.
+        widest = width.amax(dim=1)
+        reach = widest / 2.0 + 3.5 * (0.6 * widest).clamp_min(1.0) + 1.0
+        field_ = _polyline_field(canvas, curve, [width, strength], strokes > stroke, reach)
         width_px, strength_px = field_.extras
         coverage = _line_coverage(field_.distance, width_px) * strength_px
         core = torch.exp(-((field_.distance / (width_px / 2.0 + 0.5)) ** 2))
@@ -434,14 +524,15 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
         band_centre = width_px / 2.0 + band_width / 2.0
         band = torch.exp(-(((field_.distance - band_centre) / band_width) ** 2))
         band = band * (field_.side == highlight_side) * highlight.view(n, 1, 1) * strength_px
-        relief = sign * contrast * core * strength_px + band * (1.0 - core)
+        reliefs = (contrast * core * strength_px, band * (1.0 - core))
         alpha = torch.maximum(coverage, band.clamp(max=1.0) * 1.6).clamp(max=1.0)
-        relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
-    return (
-        relief_total,
+        reliefs_total, alpha_total = _over(reliefs_total, alpha_total, reliefs, alpha)
+    return _Painted(
+        *reliefs_total,
         alpha_total,
         torch.zeros(n, device=canvas.device),
         canvas.uniform(p.opacity),
+        bright,
     )
 
 
@@ -469,7 +560,7 @@ def _random_walk(
 def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
     n, side, steps, branch_steps = canvas.n, canvas.side, 22, 8
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
-    sign = canvas.sign(p.bright_probability)
+    bright = canvas.bright_draw()
     length = canvas.uniform(p.length) * side
     jaggedness = canvas.uniform(p.jaggedness)
     main, headings = _random_walk(
@@ -508,8 +599,8 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
     base_width = (canvas.uniform(p.width) * side).clamp_min(1.0)
     width_jitter = canvas.uniform(p.width_jitter)[:, None]
     fade = canvas.uniform(p.fade)[:, None]
-    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
-    alpha_total = torch.zeros_like(relief_total)
+    alpha_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    reliefs_total = (torch.zeros_like(alpha_total),)
     offset = 0
     for index, (path, active) in enumerate(zip(paths, enabled, strict=True)):
         points = fitted[:, offset : offset + path.shape[1]]
@@ -522,19 +613,21 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
         jitter = 1.0 + width_jitter * (2.0 * _smooth_curve(canvas, vertices, knots=9) - 1.0)
         width = (base_width[:, None] * scale * (0.45 + 0.55 * taper) * jitter).clamp_min(1.0)
         strength = 1.0 - fade * _smooth_curve(canvas, vertices, knots=7)
-        field_ = _polyline_field(canvas, points, [width, strength], active)
+        # Past this distance the core has faded below 1e-3.
+        reach = 3.0 * (width.amax(dim=1) / 2.0 + 0.6) + 1.0
+        field_ = _polyline_field(canvas, points, [width, strength], active, reach)
         width_px, strength_px = field_.extras
         # Fading only lightens the crack: its mask stays one connected path.
         coverage = _line_coverage(field_.distance, width_px)
         core = torch.exp(-((field_.distance / (width_px / 2.0 + 0.6)) ** 2)) * strength_px
-        relief_total, alpha_total = _over(
-            relief_total, alpha_total, sign * contrast * core, coverage
-        )
-    return (
-        relief_total,
+        reliefs_total, alpha_total = _over(reliefs_total, alpha_total, (contrast * core,), coverage)
+    return _Painted(
+        reliefs_total[0],
+        None,
         alpha_total,
         torch.zeros(n, device=canvas.device),
         canvas.uniform(p.opacity),
+        bright,
     )
 
 
@@ -571,8 +664,10 @@ def _paint_spot(canvas: _Canvas, p: SpotParams) -> tuple[torch.Tensor, ...]:
     alpha = _smoothstep(1.0 + softness, 1.0 - softness, field_)
     depth = 1.0 - canvas.uniform(p.core).view(n, 1, 1) * field_.clamp(0.0, 1.0) ** 2
     depth = depth * (1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(8.0, octaves=2))
-    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * depth
-    return relief, alpha, torch.zeros(n, device=canvas.device), canvas.uniform(p.opacity)
+    bright = canvas.bright_draw()
+    relief = canvas.uniform(p.contrast).view(n, 1, 1) * depth
+    zeros = torch.zeros(n, device=canvas.device)
+    return _Painted(relief, None, alpha, zeros, canvas.uniform(p.opacity), bright)
 
 
 def _paint_stain(canvas: _Canvas, p: StainParams) -> tuple[torch.Tensor, ...]:
@@ -590,8 +685,9 @@ def _paint_stain(canvas: _Canvas, p: StainParams) -> tuple[torch.Tensor, ...]:
     rim = canvas.uniform(p.rim).view(n, 1, 1)
     mottle = 1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(5.0, octaves=2)
     relief = (1.0 - rim) * mottle + rim * 2.0 * ring
-    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1) * relief
-    return relief.clamp(-1.0, 1.0), alpha, canvas.uniform(p.tint), canvas.uniform(p.opacity)
+    bright = canvas.bright_draw()
+    relief = (canvas.uniform(p.contrast).view(n, 1, 1) * relief).clamp(-1.0, 1.0)
+    return _Painted(relief, None, alpha, canvas.uniform(p.tint), canvas.uniform(p.opacity), bright)
 
 
 def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
@@ -617,9 +713,11 @@ def _paint_uneven(canvas: _Canvas, p: UnevenParams) -> tuple[torch.Tensor, ...]:
     shading = canvas.uniform(p.shading).view(n, 1, 1)
     gradient = (signed / side).clamp(0.0, 1.0)
     variation = shading * (0.6 * canvas.noise(2.0, octaves=2) + 0.8 * gradient - 0.3)
-    relief = canvas.sign(p.bright_probability) * canvas.uniform(p.contrast).view(n, 1, 1)
+    bright = canvas.bright_draw()
+    relief = canvas.uniform(p.contrast).view(n, 1, 1)
     relief = (relief * (1.0 + variation)).clamp(-1.0, 1.0)
-    return relief, alpha, torch.zeros(n, device=canvas.device), canvas.uniform(p.opacity)
+    zeros = torch.zeros(n, device=canvas.device)
+    return _Painted(relief, None, alpha, zeros, canvas.uniform(p.opacity), bright)
 
 
 def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
@@ -631,9 +729,9 @@ def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
     light = canvas.uniform((0.0, 2 * math.pi)).view(n, 1, 1)
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
     rim = canvas.uniform(p.rim).view(n, 1, 1)
-    sign = canvas.sign(p.bright_probability)
-    relief_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
-    alpha_total = torch.zeros_like(relief_total)
+    bright = canvas.bright_draw()
+    alpha_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
+    reliefs_total = (torch.zeros_like(alpha_total), torch.zeros_like(alpha_total))
     limit = torch.tensor([canvas.h - 1, canvas.w - 1], device=canvas.device) - 0.08 * side
     roughness = 1.0 + 0.2 * canvas.noise(10.0)
     for pit in range(int(round(p.count[1]))):
@@ -650,14 +748,15 @@ def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
         facing = (dx * torch.cos(light) + dy * torch.sin(light)) / distance.clamp_min(1e-3)
         lit_rim = torch.exp(-(((distance - radius - 0.6) / 0.8) ** 2)) * facing.clamp_min(0.0) * rim
         active = (count > pit).view(n, 1, 1)
-        relief = sign * contrast * depth + lit_rim * (1.0 - hollow)
+        reliefs = (contrast * depth, lit_rim * (1.0 - hollow))
         alpha = torch.maximum(hollow, lit_rim * 1.6).clamp(max=1.0) * active
-        relief_total, alpha_total = _over(relief_total, alpha_total, relief, alpha)
-    return (
-        relief_total,
+        reliefs_total, alpha_total = _over(reliefs_total, alpha_total, reliefs, alpha)
+    return _Painted(
+        *reliefs_total,
         alpha_total,
         torch.zeros(n, device=canvas.device),
         canvas.uniform(p.opacity),
+        bright,
     )
 
 
@@ -672,12 +771,19 @@ def _with_opacity(coverage: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor
 
 
 def _over(
-    relief_below: torch.Tensor, alpha_below: torch.Tensor, relief: torch.Tensor, alpha: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack one painted element over another (premultiplied "over" on the relief)."""
+    reliefs_below: tuple[torch.Tensor, ...],
+    alpha_below: torch.Tensor,
+    reliefs: tuple[torch.Tensor, ...],
+    alpha: torch.Tensor,
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Stack one painted element over another (premultiplied "over" on each relief part)."""
     combined = alpha + alpha_below * (1.0 - alpha)
-    mixed = relief * alpha + relief_below * alpha_below * (1.0 - alpha)
-    return mixed / combined.clamp_min(1e-6), combined
+    norm = combined.clamp_min(1e-6)
+    mixed = tuple(
+        (relief * alpha + below * alpha_below * (1.0 - alpha)) / norm
+        for relief, below in zip(reliefs, reliefs_below, strict=True)
+    )
+    return mixed, combined
 
 
 _PAINTERS = {
@@ -688,6 +794,60 @@ _PAINTERS = {
     "uneven": _paint_uneven,
     "pit": _paint_pit,
 }
+
+
+#: Plane order of ``ReliefMaps.planes``.
+_SIGNED, _FIXED, _TEXTURE, _ALPHA = 0, 1, 2, 3
+
+
+class ReliefMaps(NamedTuple):
+    """Painted defects before they meet a surface (``ProceduralGenerator.paint``).
+
+    Attributes:
+        planes: ``[n, 4, h, w]``: the relief part whose sign the surface decides (dark or bright
+            defect), the relief part lit regardless (highlights, lit rims), the fine texture
+            (already scaled) and the alpha. Being one tensor, all four warp in one resampling.
+        tint: ``[n]`` rust tint strength (3-channel output).
+        bright_draw: ``[n]`` uniform draws that, with the tone, pick bright or dark
+            (:func:`bright_sign`).
+        bright_probability: ``[n]`` chance of a bright defect of each item's type.
+    """
+
+    planes: torch.Tensor
+    tint: torch.Tensor
+    bright_draw: torch.Tensor
+    bright_probability: torch.Tensor
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """``[n, 1, h, w]`` coverage in [0, 1]."""
+        return self.planes[:, _ALPHA : _ALPHA + 1]
+
+    def shade(self, tone: torch.Tensor) -> torch.Tensor:
+        """Content ``[n, C, h, w]`` on surface ``tone`` (``[n, C, 1, 1]`` or ``[n, C, h, w]``)."""
+        sign = bright_sign(self.bright_draw, self.bright_probability, tone.mean(dim=(1, 2, 3)))
+        return shade_relief(self.planes, tone, sign, self.tint)
+
+
+def shade_relief(
+    planes: torch.Tensor, tone: torch.Tensor, sign: torch.Tensor, tint: torch.Tensor
+) -> torch.Tensor:
+    """Content ``[n, C, h, w]`` in [0, 1] from :class:`ReliefMaps` planes on a surface ``tone``.
+
+    The relief (``sign * signed + fixed``, in [-1, 1]) darkens the tone towards black or lightens
+    it towards white, the texture modulates it, and a tint (3 channels) browns strong relief.
+    ``sign`` and ``tint`` are ``[n]``; ``tone`` is ``[n, C, h, w]`` or broadcastable to it.
+    """
+    n = planes.shape[0]
+    relief = planes[:, _SIGNED : _SIGNED + 1] * sign.view(n, 1, 1, 1)
+    relief = (relief + planes[:, _FIXED : _FIXED + 1]).clamp(-1.0, 1.0)
+    shaded = torch.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
+    content = shaded * (1.0 + planes[:, _TEXTURE : _TEXTURE + 1])
+    if content.shape[1] == 3 and bool((tint > 0).any()):
+        rust = torch.tensor(_RUST, device=planes.device, dtype=planes.dtype).view(1, 3, 1, 1)
+        strength = tint.view(n, 1, 1, 1) * relief.abs().clamp(max=1.0) * 3.0
+        content = content * (1.0 - strength.clamp(max=1.0) * (1.0 - rust))
+    return content.clamp(0.0, 1.0)
 
 
 class ProceduralGenerator(DefectGenerator):
@@ -769,37 +929,55 @@ class ProceduralGenerator(DefectGenerator):
         h, w = self.layer_size if layer_size is None else _check_layer_size(layer_size)
         n = labels.shape[0]
         tone = self._surface_tone(n, h, w, channels, background, base_color, generator, device)
-        surface = tone.mean(dim=(1, 2, 3))
-        relief = torch.zeros(n, h, w, device=device)
-        alpha = torch.zeros(n, h, w, device=device)
-        tint = torch.zeros(n, device=device)
-        grain = torch.zeros(n, device=device)
+        maps = self.paint(labels, generator=generator, layer_size=(h, w), device=device)
+        return DefectLayer(
+            maps.shade(tone).to(dtype),
+            maps.alpha.to(dtype),
+            labels.to(torch.int64),
+            self.defect_types,
+        )
+
+    def paint(
+        self,
+        labels: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        layer_size: tuple[int, int],
+        device: torch.device | str | None = None,
+    ) -> ReliefMaps:
+        """Paint defects ``labels [n]`` (type indices) without a surface: :class:`ReliefMaps`.
+
+        ``sample`` is ``paint`` followed by :meth:`ReliefMaps.shade` with the surface tone, so the
+        maps can be drawn ahead (in chunks, say) and shaded later with the very pixels a defect
+        lands on. ``layer_size`` is ``(h, w)``; draws come from ``generator`` alone.
+        """
+        h, w = _check_layer_size(layer_size)
+        device = torch.device(device) if device is not None else self._device_anchor.device
+        labels = labels.to(device)
+        n = labels.shape[0]
+        planes = torch.zeros(n, 4, h, w, device=device)
+        tint, grain = torch.zeros(n, device=device), torch.zeros(n, device=device)
+        bright_draw = torch.zeros(n, device=device)
+        bright_probability = torch.zeros(n, device=device)
         # Fixed type order so a given label vector always consumes the generator identically.
         for index, name in enumerate(self.defect_types):
             members = (labels == index).nonzero().flatten()
             if members.numel() == 0:
                 continue
-            canvas = _Canvas(members.numel(), h, w, generator, device, surface[members])
-            painted = _PAINTERS[name](canvas, self.params[name])
-            painted_relief, coverage, painted_tint, opacity = painted
-            relief[members] = painted_relief
-            alpha[members] = _with_opacity(coverage * canvas.border_window(), opacity)
-            tint[members] = painted_tint
-            grain[members] = canvas.uniform(self.params[name].texture)
-        texture = _Canvas(n, h, w, generator, device).grain() * grain.view(n, 1, 1)
-        relief = relief[:, None].clamp(-1.0, 1.0)
-        shaded = torch.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
-        content = shaded * (1.0 + texture[:, None])
-        if channels == 3:
-            rust = torch.tensor(_RUST, device=device).view(1, 3, 1, 1)
-            strength = tint.view(n, 1, 1, 1) * relief.abs().clamp(max=1.0) * 3.0
-            content = content * (1.0 - strength.clamp(max=1.0) * (1.0 - rust))
-        return DefectLayer(
-            content.clamp(0.0, 1.0).to(dtype),
-            alpha[:, None].clamp(0.0, 1.0).to(dtype),
-            labels.to(torch.int64),
-            self.defect_types,
-        )
+            canvas = _Canvas(members.numel(), h, w, generator, device)
+            params = self.params[name]
+            painted = _PAINTERS[name](canvas, params)
+            planes[members, _SIGNED] = painted.signed
+            if painted.fixed is not None:
+                planes[members, _FIXED] = painted.fixed
+            alpha = _with_opacity(painted.coverage * canvas.border_window(), painted.opacity)
+            planes[members, _ALPHA] = alpha.clamp(0.0, 1.0)
+            tint[members] = painted.tint
+            bright_draw[members] = painted.bright_draw
+            bright_probability[members] = params.bright_probability
+            grain[members] = canvas.uniform(params.texture)
+        planes[:, _TEXTURE] = _Canvas(n, h, w, generator, device).grain() * grain.view(n, 1, 1)
+        return ReliefMaps(planes, tint, bright_draw, bright_probability)
 
     def _surface_tone(
         self,

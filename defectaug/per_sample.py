@@ -1,0 +1,403 @@
+"""The per-sample path of ``DefectInject`` for the procedural generator: one image, few tensor ops.
+
+A data-loader worker transforms one image at a time, where the cost of :func:`plan_defects` /
+:func:`composite_plan` is mostly per-op overhead on tiny tensors. This path keeps their
+semantics (same placement distributions, same geometry, same look) but
+
+- paints layers ahead in chunks (:class:`LayerReservoir`): ``ProceduralGenerator.paint`` draws a
+  chunk of one type at one size at once, and each layer is used once. Layers are kept as
+  tone-free relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with
+  the very pixels they land on, so a chunk suits any image;
+- does the placement and affine maths of a single image in Python floats;
+- warps the four relief planes of a layer with one ``grid_sample`` into the layer's own box and
+  composites that window only (on a copy of the input, in the input's dtype: a uint8 image is
+  converted to float only under the defects).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import kornia
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from defectaug._io import check_finite, to_float_image
+from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, bright_sign
+from defectaug.generators.procedural import shade_relief as _shade
+from defectaug.layer import MASK_THRESHOLD
+from defectaug.placement import (
+    CountArg,
+    RangeArg,
+    RoiArg,
+    as_count_range,
+    as_range,
+    check_image_size,
+    resolve_roi,
+)
+
+#: Largest side at which layers are painted; bigger defects are enlarged from it.
+MAX_PAINT_SIDE = 512
+#: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
+#: of painting, small enough to keep a worker's reservoir to a few MB.
+CHUNK_PIXELS = 1 << 17
+MAX_CHUNK = 32
+
+
+def paint_side(size: float) -> int:
+    """Side at which a defect shown ``size`` px large is painted.
+
+    Sizes are grouped in steps of sqrt(2) and each group is painted at its geometric middle, so
+    a layer is resampled by at most 2 ** 0.25 (19 %) either way and a few chunk sizes serve all.
+    """
+    wanted = min(max(math.ceil(size), 8), MAX_PAINT_SIDE)
+    step = math.floor(2.0 * math.log2(wanted))
+    return max(8, min(round(2.0 ** ((step + 0.5) / 2.0)), MAX_PAINT_SIDE))
+
+
+def chunk_length(side: int) -> int:
+    return max(4, min(MAX_CHUNK, CHUNK_PIXELS // (side * side)))
+
+
+class LayerReservoir:
+    """Relief maps painted ahead in chunks, one type and one side per chunk, each used once.
+
+    With an int ``seed``, chunk ``k`` of ``(type, side)`` is painted from
+    ``mix_seed(seed, worker id, loader base seed, rank, type, side, k)``, so the stream of layers
+    is reproducible and workers never share layers; with ``None`` chunk seeds come from torch's
+    global generator. Pickling keeps only the positions (chunks are repainted on demand), so a
+    copy continues exactly where the original was.
+    """
+
+    def __init__(self, generator: ProceduralGenerator, seed: int | None) -> None:
+        self.generator = generator
+        self.seed = seed
+        self._positions: dict[tuple[int, int, str], tuple[int, int]] = {}
+        self._chunks: dict[tuple[int, int, str], ReliefMaps] = {}
+        self._identity: tuple[int, int, int] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_chunks"] = {}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _chunk_seed(self, type_index: int, side: int, chunk: int) -> int:
+        from defectaug.batch import mix_seed
+
+        if self.seed is None:
+            return int(torch.randint(0, 2**62, (1,)).item())
+        return mix_seed(self.seed, *self._identity, type_index, side, chunk)
+
+    def take(self, type_index: int, side: int, device: torch.device) -> ReliefMaps:
+        """The next unused layer (``ReliefMaps`` of one item) of ``generator.defect_types[type_index]``
+        painted at ``side``."""
+        from defectaug.batch import stream_identity
+
+        with self._lock:
+            identity = stream_identity()
+            if identity != self._identity:
+                # A forked DataLoader worker inherits the parent's reservoir: start afresh.
+                self._identity, self._positions, self._chunks = identity, {}, {}
+            key = (type_index, side, str(device))
+            chunk, position = self._positions.get(key, (0, 0))
+            maps = self._chunks.get(key)
+            length = chunk_length(side)
+            if position >= length:
+                chunk, position, maps = chunk + 1, 0, None
+            if maps is None:
+                rng = torch.Generator(device=device).manual_seed(
+                    self._chunk_seed(type_index, side, chunk)
+                )
+                labels = torch.full((length,), type_index, dtype=torch.int64)
+                maps = self.generator.paint(
+                    labels, generator=rng, layer_size=(side, side), device=device
+                )
+                self._chunks[key] = maps
+            self._positions[key] = (chunk, position + 1)
+            item = slice(position, position + 1)
+            return ReliefMaps(*(part[item] for part in maps))
+
+
+@dataclass(frozen=True)
+class PlacedDefect:
+    """One warped layer: relief planes ``[1, 4, h, w]`` over the image box ``top, left, h, w``."""
+
+    planes: torch.Tensor
+    top: int
+    left: int
+    sign: torch.Tensor
+    tint: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.planes.shape[-2], self.planes.shape[-1])
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Every random choice for one image: its defects (in draw order), type and mask."""
+
+    type_index: int
+    defects: tuple[PlacedDefect, ...]
+    mask: torch.Tensor
+    image_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PlacementOptions:
+    """Validated placement options (see :func:`defectaug.inject_defects`)."""
+
+    count: tuple[int, int]
+    scale: tuple[float, float]
+    rotation: tuple[float, float]
+    log_aspect: tuple[float, float]
+    min_size: int
+    roi: RoiArg
+    confine: bool
+
+    @classmethod
+    def check(
+        cls,
+        count: CountArg,
+        scale: RangeArg,
+        rotation: RangeArg,
+        aspect: RangeArg,
+        min_size: int,
+        roi: RoiArg,
+        confine: bool,
+    ) -> PlacementOptions:
+        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+            raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+        scale_range = as_range(scale, "scale", low=0.0)
+        if scale_range[1] <= 0:
+            raise ValueError(
+                f"scale: expected a positive fraction of the image's shorter side, got {scale!r}"
+            )
+        aspect_range = as_range(aspect, "aspect")
+        if aspect_range[0] <= 0:
+            raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
+        return cls(
+            count=as_count_range(count),
+            scale=scale_range,
+            rotation=as_range(rotation, "rotation"),
+            log_aspect=(math.log(aspect_range[0]), math.log(aspect_range[1])),
+            min_size=min_size,
+            roi=roi,
+            confine=confine,
+        )
+
+
+def _lerp(bounds: tuple[float, float], u: float) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * u
+
+
+def _box_and_map(
+    size: float,
+    angle: float,
+    aspect: float,
+    centre: tuple[float, float],
+    side: int,
+    image: tuple[int, int],
+) -> tuple[int, int, int, int, list[list[float]], float]:
+    """``layer_geometry`` for one layer in floats: its box and the box-to-layer pixel map.
+
+    Returns ``top, left, box_h, box_w``, the ``2 x 3`` map from box pixels ``(x, y)`` to layer
+    pixels, and the smaller zoom factor.
+    """
+    height, width = image
+    zoom = size / side
+    root = math.sqrt(aspect)
+    zoom_x, zoom_y = zoom * root, zoom / root
+    radians = math.radians(angle)
+    cos, sin = math.cos(radians), math.sin(radians)
+    extent_w = (side + 1) * zoom_x * abs(cos) + (side + 1) * zoom_y * abs(sin)
+    extent_h = (side + 1) * zoom_x * abs(sin) + (side + 1) * zoom_y * abs(cos)
+    fit = min((height - 1) / extent_h, (width - 1) / extent_w, 1.0)
+    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
+    box_h = min(max(math.ceil(extent_h) + 1, 1), height)
+    box_w = min(max(math.ceil(extent_w) + 1, 1), width)
+    top = min(max(round(centre[0] - (box_h - 1) / 2), 0), height - box_h)
+    left = min(max(round(centre[1] - (box_w - 1) / 2), 0), width - box_w)
+    # Layer -> box: kornia's get_rotation_matrix2d about the layer centre, then a whole-pixel
+    # shift of the centre (an unscaled, unrotated layer is copied without resampling blur).
+    middle = (side - 1) / 2
+    a, b = cos * zoom_x, sin * zoom_y
+    c, d = -sin * zoom_x, cos * zoom_y
+    shift_x = round(left + (box_w - 1) / 2 - middle) - left
+    shift_y = round(top + (box_h - 1) / 2 - middle) - top
+    tx = middle - a * middle - b * middle + shift_x
+    ty = middle - c * middle - d * middle + shift_y
+    det = a * d - b * c
+    inverse = [
+        [d / det, -b / det, (b * ty - d * tx) / det],
+        [-c / det, a / det, (c * tx - a * ty) / det],
+    ]
+    return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
+
+
+def _warp(
+    planes: torch.Tensor, box_to_layer: list[list[float]], box: tuple[int, int]
+) -> torch.Tensor:
+    """Bilinear resampling of ``planes [1, 4, s, s]`` into a ``box`` (zeros outside the layer)."""
+    side = planes.shape[-1]
+    box_h, box_w = box
+    # Normalised output coords -> box pixels -> layer pixels -> normalised layer coords.
+    half_w, half_h = (box_w - 1) / 2, (box_h - 1) / 2
+    to_unit = 2.0 / max(side - 1, 1)
+    theta = [
+        [
+            x * half_w * to_unit,
+            y * half_h * to_unit,
+            (x * half_w + y * half_h + shift) * to_unit - 1.0,
+        ]
+        for x, y, shift in box_to_layer
+    ]
+    grid = F.affine_grid(
+        torch.tensor([theta], dtype=planes.dtype, device=planes.device),
+        [1, planes.shape[1], box_h, box_w],
+        align_corners=True,
+    )
+    warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    warped[:, 3].clamp_(0.0, 1.0)
+    return warped
+
+
+def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
+    sigma = (1.0 / zoom - 1.0) / 2.0
+    if sigma < 0.5:
+        return planes
+    side = planes.shape[-1]
+    kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
+    if kernel < 3:
+        return planes
+    return kornia.filters.gaussian_blur2d(
+        planes, (kernel, kernel), (sigma, sigma), border_type="constant"
+    )
+
+
+def _window_mean(image: torch.Tensor, top: int, left: int, size: tuple[int, int]) -> float:
+    window = image[..., top : top + size[0], left : left + size[1]]
+    mean = float(window.float().mean())
+    return mean / 255.0 if image.dtype == torch.uint8 else mean
+
+
+def plan_sample(
+    image: Any,
+    defect_types: tuple[str, ...],
+    reservoir: LayerReservoir,
+    options: PlacementOptions,
+    rng: torch.Generator,
+) -> SamplePlan | None:
+    """Draw the defects for one image (``[C, H, W]`` / ``[H, W]`` tensor or PIL image).
+
+    Returns ``None`` when the image draws a count of 0.
+    """
+    pixels = as_chw(image)
+    _, height, width = pixels.shape
+    check_image_size((height, width), options.min_size)
+    device = pixels.device
+    type_index = int(torch.randint(len(defect_types), (1,), generator=rng))
+    painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
+    count = int(torch.randint(options.count[0], options.count[1] + 1, (1,), generator=rng))
+    if count == 0:
+        return None
+    draws = torch.rand(count, 5, generator=rng, dtype=torch.float64).tolist()
+    roi = None
+    if options.roi is not None:
+        floats, _ = to_float_image(pixels, "image")
+        roi = resolve_roi(options.roi, floats)[0, 0]
+        flat = torch.multinomial(roi.flatten().to("cpu").double(), count, True, generator=rng)
+        centres = [(int(i) // width, int(i) % width) for i in flat.tolist()]
+    else:
+        centres = [(u[3] * (height - 1), u[4] * (width - 1)) for u in draws]
+    shorter = min(height, width)
+    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    defects = []
+    for u, centre in zip(draws, centres, strict=True):
+        size = max(_lerp(options.scale, u[0]) * shorter, options.min_size)
+        angle = _lerp(options.rotation, u[1])
+        aspect = math.exp(_lerp(options.log_aspect, u[2]))
+        side = paint_side(size)
+        top, left, box_h, box_w, box_to_layer, zoom = _box_and_map(
+            size, angle, aspect, centre, side, (height, width)
+        )
+        maps = reservoir.take(painted_type, side, device)
+        planes = _warp(_antialias(maps.planes, zoom), box_to_layer, (box_h, box_w))
+        if roi is not None and options.confine:
+            inside = roi[top : top + box_h, left : left + box_w]
+            planes[:, 3] *= inside
+        surface = torch.tensor([_window_mean(pixels, top, left, (box_h, box_w))], device=device)
+        sign = bright_sign(maps.bright_draw, maps.bright_probability, surface)
+        defects.append(PlacedDefect(planes, top, left, sign, maps.tint))
+        mask[top : top + box_h, left : left + box_w] |= planes[0, 3] >= MASK_THRESHOLD
+    return SamplePlan(type_index, tuple(defects), mask, (height, width))
+
+
+def as_chw(image: Any) -> torch.Tensor:
+    """A ``[C, H, W]`` tensor view of an image (PIL images are copied to a tensor)."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode not in ("L", "RGB"):
+            raise TypeError(
+                f"image: expected a PIL image in mode 'L' or 'RGB', got mode {image.mode!r}"
+            )
+        array = np.array(image)
+        array = array[..., None] if array.ndim == 2 else array
+        return torch.from_numpy(array).permute(2, 0, 1)
+    tensor = image.as_subclass(torch.Tensor)
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    elif tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        raise ValueError(
+            f"image: expected [H, W], [C, H, W] or [1, C, H, W] with C = 1 or 3, got shape "
+            f"{tuple(image.shape)}"
+        )
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        raise TypeError(f"image: expected a uint8 or floating-point image, got {tensor.dtype}")
+    return tensor
+
+
+def composite_sample(image: Any, plan: SamplePlan) -> Any:
+    """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited."""
+    pixels = as_chw(image)
+    if tuple(pixels.shape[-2:]) != plan.image_size:
+        raise ValueError(
+            f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "
+            f"and {plan.image_size}"
+        )
+    if pixels.is_floating_point():
+        check_finite(pixels, "image")
+    out = pixels.clone()
+    top = min(defect.top for defect in plan.defects)
+    left = min(defect.left for defect in plan.defects)
+    bottom = max(defect.top + defect.size[0] for defect in plan.defects)
+    right = max(defect.left + defect.size[1] for defect in plan.defects)
+    window = out[:, top:bottom, left:right]
+    # Under the defects only: uint8 goes to float and back once; float is edited in place.
+    work = window.float().div_(255.0) if out.dtype == torch.uint8 else window
+    for defect in plan.defects:
+        y, x = defect.top - top, defect.left - left
+        h, w = defect.size
+        under = work[:, y : y + h, x : x + w]
+        planes = defect.planes.to(work.dtype)
+        content = _shade(planes, under[None], defect.sign, defect.tint)[0]
+        under.copy_(torch.lerp(under, content, planes[0, 3:4]))
+    if out.dtype == torch.uint8:
+        window.copy_(work.clamp_(0.0, 1.0).mul_(255.0).round_())
+    if isinstance(image, PIL.Image.Image):
+        array = out.permute(1, 2, 0).numpy()
+        return PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
+    return out.reshape(image.shape)
