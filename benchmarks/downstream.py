@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,9 +94,9 @@ FULL = Settings(
     steps=200,
     batch_size=32,
     seg_seeds=2,
-    seg_steps=150,
+    seg_steps=100,
     seg_batch_size=16,
-    synthetic_per_class=96,
+    synthetic_per_class=24,
     realism_samples=100,
 )
 QUICK = Settings(
@@ -106,7 +107,7 @@ QUICK = Settings(
     seg_seeds=1,
     seg_steps=40,
     seg_batch_size=16,
-    synthetic_per_class=32,
+    synthetic_per_class=24,
     realism_samples=40,
 )
 
@@ -150,6 +151,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer steps (<= 15 min)")
     parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="join the JSON results of runs made in parts into --out/downstream.* (no training)",
+    )
+    parser.add_argument(
         "--validation",
         action="store_true",
         help="tuning mode: carve a stratified validation split out of the training data, train "
@@ -171,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "convolution and the classifier are always trained)",
     )
     parser.add_argument(
-        "--lr", type=float_list, default=[1e-3], help="classifier learning rate(s), comma-separated"
+        "--lr", type=float_list, default=[3e-3], help="classifier learning rate(s), comma-separated"
     )
     parser.add_argument("--seg-lr", type=float_list, default=[3e-3], help="U-Net learning rate(s)")
     parser.add_argument("--seg-crop", type=int, default=64, help="U-Net training crop side")
@@ -881,6 +889,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.time() - started
     result = dict(
         date_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        started_utc=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         git_commit=git_commit(),
         wall_time_s=round(wall, 1),
         mode=("validation" if args.validation else "test") + (" quick" if args.quick else ""),
@@ -911,18 +920,87 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         segmentation_runs=seg_runs,
         realism=realism_result,
     )
-    write_reports(result, args, synthetic, splits)
+    stem = (
+        "downstream" + ("_validation" if args.validation else "") + ("_quick" if args.quick else "")
+    )
+    write_reports(result, args.out, stem, sample_grids(synthetic, splits, args.out))
     log(f"done in {wall:.0f} s -> {args.out}")
     return result
 
 
-def write_reports(
-    result: dict[str, Any], args: argparse.Namespace, synthetic: SyntheticData, splits: Splits
-) -> None:
-    out = args.out
-    stem = (
-        "downstream" + ("_validation" if args.validation else "") + ("_quick" if args.quick else "")
+def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") -> dict[str, Any]:
+    """Join runs made in parts (e.g. classification and segmentation in two processes, or a
+    learned card's arms run once the card exists) into one result; summaries are recomputed.
+
+    The parts must share data, settings and hyper-parameters; their sample grids are copied.
+    """
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    base = parts[0]
+    for part in parts[1:]:
+        for key in ("data", "settings", "hyper_parameters", "mode"):
+            if part[key] != base[key]:
+                raise SystemExit(f"--merge: {key} differs between {paths[0]} and another part")
+    merged = dict(base)
+    merged["classification_runs"], merged["segmentation_runs"] = {}, {}
+    merged["generators"], merged["failed_generators"] = {}, {}
+    rows: dict[str, Any] = {}
+    for part in parts:
+        merged["classification_runs"].update(part["classification_runs"])
+        merged["segmentation_runs"].update(part["segmentation_runs"])
+        merged["generators"].update(part["generators"])
+        merged["failed_generators"].update(part["failed_generators"])
+        for name, row in (part["realism"] or {}).get("rows", {}).items():
+            rows.setdefault(name, row)
+        if part["realism"] and merged["realism"] is None:
+            merged["realism"] = dict(part["realism"])
+    if merged["realism"] is not None:
+        merged["realism"]["rows"] = rows
+    merged["skipped_generators"] = {
+        name: reason
+        for part in parts
+        for name, reason in part["skipped_generators"].items()
+        if name not in merged["generators"]
+    }
+    merged["summary"] = summarise_runs(
+        merged["classification_runs"], merged["hyper_parameters"]["lr"], "lr"
     )
+    merged["segmentation_summary"] = {
+        name: dict(
+            seg_f1=summarise([r["f1"] for r in results]),
+            seg_iou=summarise([r["iou"] for r in results]),
+        )
+        for name, results in merged["segmentation_runs"].items()
+    }
+    merged["parts"] = [
+        dict(
+            command=part["command"],
+            wall_time_s=part["wall_time_s"],
+            started_utc=part["started_utc"],
+            git_commit=part["git_commit"],
+        )
+        for part in parts
+    ]
+    starts = [datetime.fromisoformat(part["started_utc"]) for part in parts]
+    ends = [
+        start.timestamp() + part["wall_time_s"] for start, part in zip(starts, parts, strict=True)
+    ]
+    merged["wall_time_s"] = round(max(ends) - min(s.timestamp() for s in starts), 1)
+    merged["command"] = "python -m benchmarks.downstream --merge " + " ".join(map(str, paths))
+    merged["date_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.mkdir(parents=True, exist_ok=True)
+    grids = []
+    for path in paths:
+        for grid in sorted(Path(path).parent.glob("samples_*.png")):
+            if grid.name not in grids:
+                if grid.parent.resolve() != out.resolve():
+                    shutil.copyfile(grid, out / grid.name)
+                grids.append(grid.name)
+    write_reports(merged, out, stem, grids)
+    return merged
+
+
+def write_reports(result: dict[str, Any], out: Path, stem: str, grids: Sequence[str]) -> None:
+    """``<stem>.json``, ``<stem>.md`` and the bar charts in ``out``."""
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     rows = [
         (arm, 100 * row["error"]["mean"], 100 * row["error"]["std"])
@@ -942,13 +1020,17 @@ def write_reports(
     ]
     if seg_rows:
         bar_chart(seg_rows, "Segmentation pixel F1 (mean ± std)", "", out / f"{stem}_seg_f1.png")
-    grids = sample_grids(synthetic, splits, out)
     lines = [
         f"# Downstream benchmark ({result['mode']})",
         "",
         f"{result['date_utc']}, commit `{result['git_commit']}`, wall time "
         f"{result['wall_time_s'] / 60:.1f} min ({result['machine']}).",
         f"Command: `{result['command']}`.",
+        *[
+            f"Part: `{part['command']}` ({part['wall_time_s'] / 60:.1f} min, started "
+            f"{part['started_utc']})."
+            for part in result.get("parts", [])
+        ],
         f"Train: {result['data']['train']} {result['data']['train_counts']}; evaluation: "
         f"{result['data']['evaluation']} {result['data']['evaluation_counts']}.",
         "",
@@ -985,7 +1067,10 @@ def _json_default(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    if args.merge:
+        return merge_results(args.merge, args.out)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,21 @@ def test_protocol_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
         with Image.open(out / name) as image:
             assert image.width > 100
 
+    # Runs made in parts (classification / segmentation / one generator later) merge back.
+    parts = []
+    for number, keep in enumerate((lambda arm: "bank" not in arm, lambda arm: "bank" in arm)):
+        part = json.loads(json.dumps(written))
+        for key in ("classification_runs", "segmentation_runs"):
+            part[key] = {arm: runs for arm, runs in part[key].items() if keep(arm)}
+        path = tmp_path / f"part{number}" / "downstream.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(part))
+        parts.append(path)
+    merged = downstream.main(["--merge", *map(str, parts), "--out", str(tmp_path / "merged")])
+    assert merged["summary"] == written["summary"]
+    assert merged["segmentation_summary"] == written["segmentation_summary"]
+    assert len(merged["parts"]) == 2 and (tmp_path / "merged" / "downstream.md").is_file()
+
 
 def test_validation_mode_never_reads_the_test_split(tmp_path):
     data = tmp_path / "data"
