@@ -90,7 +90,7 @@ class Settings:
 
 FULL = Settings(
     seeds=3,
-    views=640,
+    views=512,
     steps=200,
     batch_size=32,
     seg_seeds=2,

@@ -186,7 +186,8 @@ def test_protocol_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
         "--train-data", str(data), "--out", str(out), "--image-size", "32", "--seg-crop", "16",
         "--generators", "procedural,bank,no-such-card", "--seeds", "2", "--views", "16",
         "--steps", "2", "--batch-size", "8", "--seg-seeds", "1", "--seg-steps", "2",
-        "--seg-batch-size", "4", "--synthetic-per-class", "4", "--realism-samples", "4", "--seg-grl",
+        "--seg-batch-size", "4", "--synthetic-per-class", "4", "--realism-samples", "4",
+        "--seg-grl",
     ]  # fmt: skip
     result = downstream.main(tiny)
 
