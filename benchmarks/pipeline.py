@@ -20,14 +20,19 @@ What is measured, in samples per second:
    process (torch threads = the worker count, so the CPU budget matches), per blend mode; and on
    CUDA when a GPU is present.
 
-The first two batches of every loader are warm-up (worker start, first-call caches) and are not
-timed. Numbers depend on the machine and its load; compare rows of one run, not across runs.
+The loader rows are measured interleaved: ``--repeats`` rounds, each running every row once for
+``samples / repeats`` samples in turn, so load from other jobs on the machine weighs on all rows
+alike; a row's figure is its total samples over its total time. The first two batches of every
+loader are warm-up (worker start, first-call caches, the first painted chunks) and are not timed.
+The header prints the machine's load average before and after. Numbers depend on the machine and
+its load; compare rows of one run, not across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import tempfile
 import time
@@ -122,10 +127,10 @@ def pipeline(step: Callable[[Any], Any] | None) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def loader_throughput(
+def loader_timing(
     paths: list[Path], step: Callable[[Any], Any] | None, samples: int, workers: int, batch: int
-) -> float:
-    """Samples per second of the pipeline in a DataLoader, warm-up batches excluded."""
+) -> tuple[int, float]:
+    """``(samples, seconds)`` of the pipeline in a DataLoader, warm-up batches excluded."""
     total = samples + WARMUP_BATCHES * batch
     loader = DataLoader(
         JpegImages(paths, total, pipeline(step)),
@@ -141,7 +146,34 @@ def loader_throughput(
         elif index >= WARMUP_BATCHES:
             counted += images.shape[0]
     assert started is not None
-    return counted / (time.perf_counter() - started)
+    return counted, time.perf_counter() - started
+
+
+def interleaved_throughput(
+    paths: list[Path],
+    steps: list[Callable[[Any], Any] | None],
+    samples: int,
+    workers: int,
+    batch: int,
+    repeats: int,
+) -> list[float]:
+    """Samples per second of each pipeline, measured in ``repeats`` alternating rounds."""
+    counted = [0] * len(steps)
+    seconds = [0.0] * len(steps)
+    per_round = max(batch, samples // repeats)
+    for _ in range(repeats):
+        for index, step in enumerate(steps):
+            count, elapsed = loader_timing(paths, step, per_round, workers, batch)
+            counted[index] += count
+            seconds[index] += elapsed
+    return [count / elapsed for count, elapsed in zip(counted, seconds, strict=True)]
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def batched_throughput(blend: str, device: str, samples: int, batch: int) -> float:
@@ -163,29 +195,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=1024, help="timed samples per loader row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=4, help="interleaved rounds per row")
     parser.add_argument("--quick", action="store_true", help="128 samples per row (smoke run)")
     args = parser.parse_args(argv)
     samples = 128 if args.quick else args.samples
+    repeats = 2 if args.quick else max(1, args.repeats)
+    load_before = load_average()
 
-    rows: list[tuple[str, float | None, str]] = []
     with tempfile.TemporaryDirectory() as folder:
         paths = make_jpegs(Path(folder), 64)
         torch.set_num_threads(1)
-        base = loader_throughput(paths, None, samples, args.workers, args.batch_size)
-        rows.append(("base pipeline (decode, crop, flip, ToDtype)", base, ""))
+        names = ["base pipeline (decode, crop, flip, ToDtype)"]
+        steps: list[Callable[[Any], Any] | None] = [None]
         for blend in BLEND_MODES:
-            step = DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0)
-            speed = loader_throughput(paths, step, samples, args.workers, args.batch_size)
-            rows.append((f"+ DefectInject {blend}, p=1", speed, ""))
-        step = DefectInject(DEFECT_TYPES, p=0.3, blend="alpha", seed=0)
-        speed = loader_throughput(paths, step, samples, args.workers, args.batch_size)
-        rows.append(("+ DefectInject alpha, p=0.3", speed, ""))
+            names.append(f"+ DefectInject {blend}, p=1")
+            steps.append(DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0))
+        names.append("+ DefectInject alpha, p=0.3")
+        steps.append(DefectInject(DEFECT_TYPES, p=0.3, blend="alpha", seed=0))
         peer, status = load_perlin_peer()
+        if peer is not None:
+            names.append("+ anomalib PerlinAnomalyGenerator (peer)")
+            steps.append(peer)
+        speeds = interleaved_throughput(
+            paths, steps, samples, args.workers, args.batch_size, repeats
+        )
+        rows: list[tuple[str, float | None, str]] = [
+            (name, speed, "") for name, speed in zip(names, speeds, strict=True)
+        ]
         if peer is None:
             rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", None, status))
-        else:
-            speed = loader_throughput(paths, peer, samples, args.workers, args.batch_size)
-            rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", speed, ""))
+        base = speeds[0]
 
     torch.set_num_threads(max(1, args.workers))
     batched = []
@@ -198,8 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"defectaug pipeline benchmark - torch {torch.__version__}, "
         f"Python {platform.python_version()}, "
-        f"{args.workers} loader workers, batch {args.batch_size}, {samples} timed samples per row, "
-        f"{CROP} px from {SOURCE_SIZE} px JPEGs"
+        f"{args.workers} loader workers, batch {args.batch_size}, {samples} timed samples per row "
+        f"in {repeats} interleaved rounds, {CROP} px from {SOURCE_SIZE} px JPEGs; load average "
+        f"(1/5/15 min) {load_before} before, {load_average()} after, {os.cpu_count()} CPUs"
     )
     print()
     print("| data loader pipeline | samples/s | ms/sample (worker) | time vs base |")

@@ -168,6 +168,9 @@ def run_demo(args: argparse.Namespace) -> int:
     written = []
     for name, generator in usable:
         types = _demo_types(generator, args.types)
+        if not types:
+            lines.append(f"generator {name}: skipped (it has none of the requested types)")
+            continue
         lines.append(f"generator {name} ({type(generator).__name__}, types: {', '.join(types)})")
         for blend in blends:
             rows = []

@@ -60,8 +60,18 @@ def paint_side(size: float) -> int:
     return max(8, min(round(2.0 ** ((step + 0.5) / 2.0)), MAX_PAINT_SIDE))
 
 
-def chunk_length(side: int) -> int:
-    return max(4, min(MAX_CHUNK, CHUNK_PIXELS // (side * side)))
+#: Layers in the first chunk of a type and size; each later chunk doubles, up to the full length.
+FIRST_CHUNK = 4
+
+
+def chunk_length(side: int, chunk: int) -> int:
+    """Layers in chunk number ``chunk`` of one type at ``side``.
+
+    Chunks grow geometrically: a short-lived worker (or a rare size) paints few layers it never
+    uses, a long-lived one soon paints full chunks.
+    """
+    full = max(FIRST_CHUNK, min(MAX_CHUNK, CHUNK_PIXELS // (side * side)))
+    return min(full, FIRST_CHUNK << min(chunk, 8))
 
 
 class LayerReservoir:
@@ -100,8 +110,10 @@ class LayerReservoir:
         return mix_seed(self.seed, *self._identity, type_index, side, chunk)
 
     def take(self, type_index: int, side: int, device: torch.device) -> ReliefMaps:
-        """The next unused layer (``ReliefMaps`` of one item) of ``generator.defect_types[type_index]``
-        painted at ``side``."""
+        """The next unused layer (``ReliefMaps`` of one item) at ``side``.
+
+        ``type_index`` indexes the generator's ``defect_types``.
+        """
         from defectaug.batch import stream_identity
 
         with self._lock:
@@ -112,9 +124,9 @@ class LayerReservoir:
             key = (type_index, side, str(device))
             chunk, position = self._positions.get(key, (0, 0))
             maps = self._chunks.get(key)
-            length = chunk_length(side)
-            if position >= length:
+            if position >= chunk_length(side, chunk):
                 chunk, position, maps = chunk + 1, 0, None
+            length = chunk_length(side, chunk)
             if maps is None:
                 rng = torch.Generator(device=device).manual_seed(
                     self._chunk_seed(type_index, side, chunk)

@@ -285,3 +285,33 @@ def test_every_parameter_is_documented():
         assert len(table) == 2 + len(cls.__dataclass_fields__)
         assert all(row.split(" | ")[-1].strip() for row in table[2:]), cls.__name__
     assert "width | (0.016, 0.035) | [0.005, 0.2] | stroke width" in ScratchParams.describe()
+
+
+def test_paint_then_shade_is_sample(procedural):
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 0, 5])
+    layer = procedural.sample(8, [DEFECT_TYPES[i] for i in labels], generator=3, base_color=0.4)
+    maps = procedural.paint(labels, generator=torch.Generator().manual_seed(3), layer_size=(64, 64))
+    tone = torch.full((8, 3, 1, 1), 0.4)
+    assert torch.equal(maps.alpha, layer.alpha) and torch.equal(maps.shade(tone), layer.content)
+
+
+def test_windowed_polyline_field_matches_brute_force():
+    from defectaug.generators.procedural import _Canvas, _polyline_field
+
+    rng = torch.Generator().manual_seed(0)
+    canvas = _Canvas(3, 40, 50, rng, torch.device("cpu"))
+    points = torch.rand(3, 7, 2, generator=rng) * torch.tensor([40.0, 50.0])
+    extra = torch.rand(3, 7, generator=rng)
+    reach = torch.tensor([4.0, 9.0, 60.0])
+    enabled = torch.tensor([True, True, False])
+    field_ = _polyline_field(canvas, points, [extra], enabled, reach)
+    a, b = points[:, :-1, None, None], points[:, 1:, None, None]
+    pixel = torch.stack(torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij"), -1)
+    step = b - a
+    u = (((pixel - a) * step).sum(-1) / (step * step).sum(-1)).clamp(0, 1)
+    distance = (pixel - a - u[..., None] * step).norm(dim=-1).amin(dim=1)
+    near = distance <= reach[:, None, None]
+    near[2] = False
+    assert torch.allclose(field_.distance[near], distance[near], atol=1e-3)
+    assert torch.isinf(field_.distance[~near]).all()
+    assert ((field_.extras[0] >= 0) & (field_.extras[0] <= 1)).all()

@@ -208,13 +208,21 @@ def test_bilinear_crop_with_a_real_generator_stays_aligned():
         ]
     )
     torch.manual_seed(1)
-    background = tv_tensors.Image(torch.full((1, 96, 96), 0.8))
-    image, mask = pipeline(background, tv_tensors.Mask(torch.zeros(1, 96, 96, dtype=torch.uint8)))
-    changed = (image[0] - 0.8).abs() > 0.05
-    marked = mask[0].bool()
-    iou = (changed & marked).sum() / (changed | marked).sum()
-    flipped = (changed & marked.flip(-1)).sum() / (changed | marked.flip(-1)).sum()
-    assert marked.any() and iou > 0.6 and iou > flipped
+    # The soft rim of a faint spot changes pixels outside its mask, so one draw can score low;
+    # the mean over several draws is what tells aligned masks from misplaced ones.
+    ious, flipped_ious = [], []
+    for _ in range(8):
+        background = tv_tensors.Image(torch.full((1, 96, 96), 0.8))
+        image, mask = pipeline(
+            background, tv_tensors.Mask(torch.zeros(1, 96, 96, dtype=torch.uint8))
+        )
+        changed = (image[0] - 0.8).abs() > 0.05
+        marked = mask[0].bool()
+        assert marked.any()
+        ious.append(float((changed & marked).sum() / (changed | marked).sum()))
+        flipped = marked.flip(-1)
+        flipped_ious.append(float((changed & flipped).sum() / (changed | flipped).sum()))
+    assert sum(ious) / 8 > 0.6 and sum(ious) > sum(flipped_ious)
 
 
 def test_seed_makes_the_stream_reproducible_and_picklable():
@@ -268,3 +276,60 @@ def test_dataloader_workers_are_reproducible_and_do_not_repeat_each_other():
     assert masks.flatten(1).any(1).all()
     # Items 0 and 2 are the first call in worker 0 and worker 1: they must differ.
     assert not torch.equal(masks[0], masks[2])
+
+
+# ------------------------------------------------------------------------------ per-sample path
+def test_per_sample_path_changes_only_the_defect_boxes_and_masks_what_it_changes():
+    transform = DefectInject(["spot", "scratch", "pit"], p=1.0, count=(1, 3), seed=21)
+    assert transform._reservoir is not None
+    for _ in range(6):
+        image = tv_tensors.Image((_float_image(size=(64, 80)) * 255).round().to(torch.uint8))
+        params = transform.make_params([image])
+        out = transform.transform(image, params)
+        inside = torch.zeros(64, 80, dtype=torch.bool)
+        for defect in params["plan"].defects:
+            h, w = defect.size
+            inside[defect.top : defect.top + h, defect.left : defect.left + w] = True
+        assert torch.equal(out[:, ~inside], image[:, ~inside]), "pixels outside the boxes move"
+        mask = params["mask"]
+        assert mask.any() and not (mask & ~inside).any()
+        assert _changed(image, out)[mask].float().mean() > 0.9
+
+
+def test_per_sample_path_float_and_uint8_agree():
+    image = _float_image(size=(48, 56))
+    as_uint8 = (image * 255).round().to(torch.uint8)
+    from_float = DefectInject("stain", p=1.0, seed=8)(image.to(torch.float64))
+    from_uint8 = DefectInject("stain", p=1.0, seed=8)(as_uint8)
+    assert from_float.dtype == torch.float64 and from_uint8.dtype == torch.uint8
+    assert (from_float.float() * 255 - from_uint8.float()).abs().max() <= 2.0
+
+
+def test_per_sample_path_confines_defects_to_the_roi():
+    roi = torch.zeros(64, 64, dtype=torch.bool)
+    roi[16:48, 20:44] = True
+    transform = DefectInject("crack", p=1.0, roi=roi, scale=(0.3, 0.5), seed=3)
+    for _ in range(4):
+        mask = transform.make_params([tv_tensors.Image(torch.full((1, 64, 64), 0.6))])["mask"]
+        assert mask.any() and not (mask & ~roi).any()
+
+
+def test_reservoir_chunks_grow_and_each_layer_is_used_once():
+    from defectaug.per_sample import LayerReservoir, chunk_length
+
+    assert [chunk_length(24, k) for k in range(5)] == [4, 8, 16, 32, 32]
+    assert chunk_length(512, 9) == 4
+    reservoir = LayerReservoir(DefectInject("spot").generator, seed=5)
+    spot = reservoir.generator.defect_types.index("spot")
+    taken = [reservoir.take(spot, 24, torch.device("cpu")).planes for _ in range(13)]
+    assert reservoir._positions[(spot, 24, "cpu")] == (2, 1)
+    flat = torch.stack([planes.flatten() for planes in taken])
+    assert torch.cdist(flat, flat).add(torch.eye(13)).min() > 0, "a layer was handed out twice"
+    again = LayerReservoir(reservoir.generator, seed=5)
+    assert torch.equal(again.take(spot, 24, torch.device("cpu")).planes, taken[0])
+    clone = pickle.loads(pickle.dumps(reservoir))
+    assert not clone._chunks
+    assert torch.equal(
+        clone.take(spot, 24, torch.device("cpu")).planes,
+        reservoir.take(spot, 24, torch.device("cpu")).planes,
+    )
