@@ -88,3 +88,16 @@ def test_inception_features_offline_gray_and_rgb_of_any_size():
     mixed_sizes = [gray[0], torch.rand(1, 30, 30)]
     assert extract_features(iter(mixed_sizes), extractor).shape == (2, FEATURE_DIM)
     assert not torch.allclose(features[0], features[1])
+
+
+def test_fid_low_rank_trace_matches_the_matrix_square_root_formula():
+    np = pytest.importorskip("numpy")
+    linalg = pytest.importorskip("scipy.linalg")
+    for m, n, dim in ((40, 50, 6), (20, 30, 48)):  # more and fewer samples than dimensions
+        a = gaussian(m, 0, dim=dim)
+        b = gaussian(n, 1, shift=0.2, dim=dim) * 1.3
+        cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+        mean_term = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+        root = linalg.sqrtm(cov_a @ cov_b).real
+        expected = mean_term + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)
+        assert fid(a, b) == pytest.approx(expected, rel=1e-6)

@@ -183,3 +183,17 @@ def test_magnetic_tile_train_crops(shared_data):
     # off the layer border.
     assert bool((crops.alpha.flatten(1).amax(dim=1) > 0.4).all())
     assert float(crops.alpha[..., 0, :].max()) < 0.5 and float(crops.alpha[..., :, -1].max()) < 0.5
+
+
+def test_adversarial_weight_ramps_up_over_the_warmup():
+    trainer = DCDGANTrainer(
+        tiny_crops(), tiny_config(adversarial_weight=0.4, adversarial_warmup=10)
+    )
+    scales = []
+    for iteration in (0, 5, 10, 50):
+        trainer.iteration = iteration
+        scales.append(trainer.adversarial_scale())
+    assert scales == pytest.approx([0.0, 0.2, 0.4, 0.4])
+    assert (
+        DCDGANTrainer(tiny_crops(), tiny_config(adversarial_weight=0.4)).adversarial_scale() == 0.4
+    )

@@ -59,7 +59,7 @@ class DCDGANConfig:
     channels: int = 1
     layer_size: int = 64
     latent_dim: int = 32
-    width: int = 16
+    width: int = 8
     max_width: int = 64
     base_size: int = 4
     style_canvas: bool = True
@@ -193,6 +193,10 @@ class DCDGANGenerator(nn.Module):
     def forward(
         self, z: torch.Tensor, class_weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Unit-RMS codes (StyleGAN's pixel norm): only the direction of z matters, so the encoder
+        # cannot make its codes count by inflating them, and sampled N(0, 1) codes land on the
+        # same sphere as encoded ones instead of in a small ball near the origin.
+        z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         style = torch.cat([z, class_weights], dim=1)
         size = self.config.base_size
         # The map is constant, so building it at the coarsest size equals average-pooling the
@@ -366,7 +370,6 @@ class DCDGAN(PretrainedDefectGenerator):
             ``reference`` carries the mask as its last channel (``C + 1`` channels).
         variation: scale on the encoder's standard deviation for reference-guided sampling
             (0 reconstructs the reference, 1 samples its posterior; default 1).
-        truncation: scale on the random code ``z`` (< 1 trades diversity for typical samples).
         latent: ``[n, latent_dim]`` explicit style codes ``z`` instead of random ones (e.g. one
             code repeated while ``class_weights`` varies, to morph one defect between classes).
         refine_alpha: ``None`` (default), ``"threshold"`` or ``"watershed"``; see
@@ -469,7 +472,6 @@ class DCDGAN(PretrainedDefectGenerator):
         class_weights: Any = None,
         reference_alpha: torch.Tensor | None = None,
         variation: float = 1.0,
-        truncation: float = 1.0,
         latent: torch.Tensor | None = None,
         refine_alpha: AlphaRefinement = None,
         **options: Any,
@@ -497,7 +499,7 @@ class DCDGAN(PretrainedDefectGenerator):
             mu, logvar = self.encode_reference(reference, reference_alpha, device)
             z = mu + noise * torch.exp(0.5 * logvar) * float(variation)
         else:
-            z = noise * float(truncation)
+            z = noise
         was_training = self.training
         self.eval()
         content, alpha = self.generator(z, weights)

