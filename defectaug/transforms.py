@@ -1,7 +1,9 @@
 """``DefectInject``: a torchvision v2 transform that puts synthetic defects on training samples.
 
-It draws once per call (:func:`defectaug.batch.plan_defects` on the sample's image) and applies
-that one draw to every input of the sample:
+It draws once per call and applies that one draw to every input of the sample. With the
+procedural generator and ``blend="alpha"`` the draw is :func:`defectaug.per_sample.plan_sample`
+(layers painted ahead in chunks, compositing under the defects only: the fast path for data-loader
+workers); otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
 
 - images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
   RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape;
@@ -141,7 +143,9 @@ class DefectInject(Transform):
         seed: ``None`` draws from torch's global generator; an int makes the stream of draws
             reproducible: call ``k`` is seeded from ``(seed, k)`` mixed with the DataLoader worker
             id and base seed and the distributed rank (see :class:`defectaug.batch.CallSeeds`),
-            so workers never repeat each other.
+            and pre-painted layers come from chunks seeded the same way
+            (:class:`defectaug.per_sample.LayerReservoir`), so workers never repeat each other
+            and the same sequence of calls gives the same outputs.
     """
 
     def __init__(
