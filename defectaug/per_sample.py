@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._io import check_finite, to_float_image
-from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, bright_sign
+from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
 from defectaug.generators.procedural import shade_relief as _shade
 from defectaug.layer import MASK_THRESHOLD
 from defectaug.placement import (
@@ -88,7 +88,7 @@ class LayerReservoir:
         self.generator = generator
         self.seed = seed
         self._positions: dict[tuple[int, int, str], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int, str], ReliefMaps] = {}
+        self._chunks: dict[tuple[int, int, str], tuple[torch.Tensor, list[list[float]]]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -109,8 +109,8 @@ class LayerReservoir:
             return int(torch.randint(0, 2**62, (1,)).item())
         return mix_seed(self.seed, *self._identity, type_index, side, chunk)
 
-    def take(self, type_index: int, side: int, device: torch.device) -> ReliefMaps:
-        """The next unused layer (``ReliefMaps`` of one item) at ``side``.
+    def take(self, type_index: int, side: int, device: torch.device) -> PaintedLayer:
+        """The next unused layer at ``side``.
 
         ``type_index`` indexes the generator's ``defect_types``.
         """
@@ -123,22 +123,42 @@ class LayerReservoir:
                 self._identity, self._positions, self._chunks = identity, {}, {}
             key = (type_index, side, str(device))
             chunk, position = self._positions.get(key, (0, 0))
-            maps = self._chunks.get(key)
+            painted = self._chunks.get(key)
             if position >= chunk_length(side, chunk):
-                chunk, position, maps = chunk + 1, 0, None
-            length = chunk_length(side, chunk)
-            if maps is None:
-                rng = torch.Generator(device=device).manual_seed(
-                    self._chunk_seed(type_index, side, chunk)
-                )
-                labels = torch.full((length,), type_index, dtype=torch.int64)
-                maps = self.generator.paint(
-                    labels, generator=rng, layer_size=(side, side), device=device
-                )
-                self._chunks[key] = maps
+                chunk, position, painted = chunk + 1, 0, None
+            if painted is None:
+                painted = self._paint(type_index, side, chunk, device)
+                self._chunks[key] = painted
             self._positions[key] = (chunk, position + 1)
-            item = slice(position, position + 1)
-            return ReliefMaps(*(part[item] for part in maps))
+            planes, scalars = painted
+            return PaintedLayer(planes[position : position + 1], *scalars[position])
+
+    def _paint(
+        self, type_index: int, side: int, chunk: int, device: torch.device
+    ) -> tuple[torch.Tensor, list[list[float]]]:
+        rng = torch.Generator(device=device).manual_seed(self._chunk_seed(type_index, side, chunk))
+        labels = torch.full((chunk_length(side, chunk),), type_index, dtype=torch.int64)
+        maps: ReliefMaps = self.generator.paint(
+            labels, generator=rng, layer_size=(side, side), device=device
+        )
+        # Per-layer scalars as Python floats: a sample then decides its sign without tensor ops.
+        scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
+        return maps.planes, scalars.tolist()
+
+
+@dataclass(frozen=True)
+class PaintedLayer:
+    """One layer of a reservoir: relief planes ``[1, 4, s, s]`` and its scalars."""
+
+    planes: torch.Tensor
+    tint: float
+    bright_draw: float
+    bright_probability: float
+
+    def sign(self, surface: float) -> float:
+        """+1 (bright) or -1 (dark) on a surface of mean tone ``surface`` (see ``bright_sign``)."""
+        room = min(max((0.92 - surface) / 0.25, 0.0), 1.0)
+        return 1.0 if self.bright_draw < self.bright_probability * room else -1.0
 
 
 @dataclass(frozen=True)
@@ -148,8 +168,8 @@ class PlacedDefect:
     planes: torch.Tensor
     top: int
     left: int
-    sign: torch.Tensor
-    tint: torch.Tensor
+    sign: float
+    tint: float
 
     @property
     def size(self) -> tuple[int, int]:
@@ -350,8 +370,7 @@ def plan_sample(
         if roi is not None and options.confine:
             inside = roi[top : top + box_h, left : left + box_w]
             planes[:, 3] *= inside
-        surface = torch.tensor([_window_mean(pixels, top, left, (box_h, box_w))], device=device)
-        sign = bright_sign(maps.bright_draw, maps.bright_probability, surface)
+        sign = maps.sign(_window_mean(pixels, top, left, (box_h, box_w)))
         defects.append(PlacedDefect(planes, top, left, sign, maps.tint))
         mask[top : top + box_h, left : left + box_w] |= planes[0, 3] >= MASK_THRESHOLD
     return SamplePlan(type_index, tuple(defects), mask, (height, width))

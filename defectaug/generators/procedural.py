@@ -853,22 +853,31 @@ class ReliefMaps(NamedTuple):
 
 
 def shade_relief(
-    planes: torch.Tensor, tone: torch.Tensor, sign: torch.Tensor, tint: torch.Tensor
+    planes: torch.Tensor,
+    tone: torch.Tensor,
+    sign: torch.Tensor | float,
+    tint: torch.Tensor | float,
 ) -> torch.Tensor:
     """Content ``[n, C, h, w]`` in [0, 1] from :class:`ReliefMaps` planes on a surface ``tone``.
 
     The relief (``sign * signed + fixed``, in [-1, 1]) darkens the tone towards black or lightens
     it towards white, the texture modulates it, and a tint (3 channels) browns strong relief.
-    ``sign`` and ``tint`` are ``[n]``; ``tone`` is ``[n, C, h, w]`` or broadcastable to it.
+    ``sign`` and ``tint`` are ``[n]`` or, for one item, floats; ``tone`` is ``[n, C, h, w]`` or
+    broadcastable to it.
     """
     n = planes.shape[0]
-    relief = planes[:, _SIGNED : _SIGNED + 1] * sign.view(n, 1, 1, 1)
+    if isinstance(sign, torch.Tensor):
+        sign = sign.view(n, 1, 1, 1)
+    relief = planes[:, _SIGNED : _SIGNED + 1] * sign
     relief = (relief + planes[:, _FIXED : _FIXED + 1]).clamp(-1.0, 1.0)
     shaded = torch.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
     content = shaded * (1.0 + planes[:, _TEXTURE : _TEXTURE + 1])
-    if content.shape[1] == 3 and bool((tint > 0).any()):
+    tinted = bool((tint > 0).any()) if isinstance(tint, torch.Tensor) else tint > 0
+    if content.shape[1] == 3 and tinted:
         rust = torch.tensor(_RUST, device=planes.device, dtype=planes.dtype).view(1, 3, 1, 1)
-        strength = tint.view(n, 1, 1, 1) * relief.abs().clamp(max=1.0) * 3.0
+        if isinstance(tint, torch.Tensor):
+            tint = tint.view(n, 1, 1, 1)
+        strength = tint * relief.abs().clamp(max=1.0) * 3.0
         content = content * (1.0 - strength.clamp(max=1.0) * (1.0 - rust))
     return content.clamp(0.0, 1.0)
 
