@@ -20,9 +20,10 @@ What is measured, in samples per second:
    process (torch threads = the worker count, so the CPU budget matches), per blend mode; and on
    CUDA when a GPU is present.
 
-The loader rows are measured interleaved: ``--repeats`` rounds, each running every row once for
-``samples / repeats`` samples in turn, so load from other jobs on the machine weighs on all rows
-alike; a row's figure is its total samples over its total time. The first two batches of every
+The loader rows are measured interleaved: ``--repeats`` rounds, each running one epoch of
+``samples / repeats`` samples of every row in turn, so load from other jobs on the machine weighs
+on all rows alike; a row's figure is its total samples over its total time. Workers persist
+across epochs (``persistent_workers=True``), as in a training run; the first two batches of every
 loader are warm-up (worker start, first-call caches, the first painted chunks) and are not timed.
 The header prints the machine's load average before and after. Numbers depend on the machine and
 its load; compare rows of one run, not across runs.
@@ -127,25 +128,23 @@ def pipeline(step: Callable[[Any], Any] | None) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def loader_timing(
+def make_loader(
     paths: list[Path], step: Callable[[Any], Any] | None, samples: int, workers: int, batch: int
-) -> tuple[int, float]:
-    """``(samples, seconds)`` of the pipeline in a DataLoader, warm-up batches excluded."""
-    total = samples + WARMUP_BATCHES * batch
-    loader = DataLoader(
-        JpegImages(paths, total, pipeline(step)),
+) -> DataLoader:
+    """A loader whose epoch is ``samples`` items; workers persist across epochs, as in training."""
+    return DataLoader(
+        JpegImages(paths, samples, pipeline(step)),
         batch_size=batch,
         num_workers=workers,
+        persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(0),
     )
-    started = None
-    counted = 0
-    for index, images in enumerate(loader):
-        if index == WARMUP_BATCHES - 1:
-            started = time.perf_counter()
-        elif index >= WARMUP_BATCHES:
-            counted += images.shape[0]
-    assert started is not None
+
+
+def timed_epoch(loader: DataLoader) -> tuple[int, float]:
+    """``(samples, seconds)`` of one pass over ``loader``."""
+    started = time.perf_counter()
+    counted = sum(images.shape[0] for images in loader)
     return counted, time.perf_counter() - started
 
 
@@ -158,14 +157,20 @@ def interleaved_throughput(
     repeats: int,
 ) -> list[float]:
     """Samples per second of each pipeline, measured in ``repeats`` alternating rounds."""
+    per_round = max(batch, samples // repeats)
+    loaders = [make_loader(paths, step, per_round, workers, batch) for step in steps]
+    for loader in loaders:
+        # Warm-up: worker start, first-call caches, the first painted chunks.
+        for _ in zip(range(WARMUP_BATCHES), loader, strict=False):
+            pass
     counted = [0] * len(steps)
     seconds = [0.0] * len(steps)
-    per_round = max(batch, samples // repeats)
     for _ in range(repeats):
-        for index, step in enumerate(steps):
-            count, elapsed = loader_timing(paths, step, per_round, workers, batch)
+        for index, loader in enumerate(loaders):
+            count, elapsed = timed_epoch(loader)
             counted[index] += count
             seconds[index] += elapsed
+    del loaders
     return [count / elapsed for count, elapsed in zip(counted, seconds, strict=True)]
 
 
