@@ -801,6 +801,8 @@ def summarise_runs(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
+    # The commit the run starts from: others may commit while it runs.
+    commit = git_commit()
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = args.settings
@@ -890,7 +892,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = dict(
         date_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         started_utc=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        git_commit=git_commit(),
+        git_commit=commit,
         wall_time_s=round(wall, 1),
         mode=("validation" if args.validation else "test") + (" quick" if args.quick else ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, "
