@@ -484,7 +484,8 @@ mixed = generator.sample(4, class_weights={{"crack": 0.5, "fray": 0.5}}, generat
 ```
 
 Other `sample` options: `reference=` (+ `reference_alpha=`) varies a given real defect crop through
-the encoder (`variation=` scales how far), `latent=` fixes the style code, `refine_alpha=
+the encoder (`variation=` scales how far), `latent=` fixes the style code, `alpha_floor=` (default
+0.05) clears the faint alpha haze a sigmoid leaves over the whole layer, `refine_alpha=
 "threshold" | "watershed"` post-processes the mask. `config.json` lists, per class, the pixel sizes
 of the training crops (`native_sizes`) so a layer can be pasted at a realistic scale.
 

@@ -199,3 +199,14 @@ def test_prepare_defect_crop_removes_the_surface_and_keeps_the_aspect():
     assert len(rows) <= 4  # a thin horizontal defect stays thin
     filled = fill_outside_mask(content, alpha)
     assert torch.allclose(filled, torch.full_like(filled, 0.1))
+
+
+def test_alpha_floor_clears_the_haze_and_keeps_the_range(model):
+    raw = model.sample(4, "crack", generator=2, alpha_floor=0.0)
+    floored = model.sample(4, "crack", generator=2, alpha_floor=0.2)
+    assert torch.equal(raw.content, floored.content)
+    expected = ((raw.alpha - 0.2) / 0.8).clamp(0, 1)
+    assert torch.allclose(floored.alpha, expected)
+    assert bool((floored.alpha[raw.alpha <= 0.2] == 0).all())
+    with pytest.raises(ValueError, match="alpha_floor"):
+        model.sample(1, "crack", alpha_floor=1.0)

@@ -372,6 +372,9 @@ class DCDGAN(PretrainedDefectGenerator):
             (0 reconstructs the reference, 1 samples its posterior; default 1).
         latent: ``[n, latent_dim]`` explicit style codes ``z`` instead of random ones (e.g. one
             code repeated while ``class_weights`` varies, to morph one defect between classes).
+        alpha_floor: alpha values up to this are set to 0 and the rest rescaled to [0, 1]
+            (default 0.05). The sigmoid alpha never reaches exactly 0, and the faint haze it
+            leaves over the whole layer would draw the layer's square outline when composited.
         refine_alpha: ``None`` (default), ``"threshold"`` or ``"watershed"``; see
             ``refine_alpha_mask``.
     """
@@ -473,11 +476,14 @@ class DCDGAN(PretrainedDefectGenerator):
         reference_alpha: torch.Tensor | None = None,
         variation: float = 1.0,
         latent: torch.Tensor | None = None,
+        alpha_floor: float = 0.05,
         refine_alpha: AlphaRefinement = None,
         **options: Any,
     ) -> DefectLayer:
         if options:
             raise TypeError(f"DCDGAN.sample: unknown options {sorted(options)}")
+        if not 0.0 <= float(alpha_floor) < 1.0:
+            raise ValueError(f"alpha_floor: expected a value in [0, 1), got {alpha_floor!r}")
         self.to(device)
         n = labels.shape[0]
         weights = self.class_weights_for(labels, class_weights, device=device)
@@ -504,6 +510,7 @@ class DCDGAN(PretrainedDefectGenerator):
         self.eval()
         content, alpha = self.generator(z, weights)
         self.train(was_training)
+        alpha = ((alpha - alpha_floor) / (1.0 - alpha_floor)).clamp(0.0, 1.0)
         alpha = refine_alpha_mask(content, alpha, refine_alpha)
         return DefectLayer(
             content.to(dtype), alpha.to(dtype), labels.to(torch.int64), self.defect_types
