@@ -438,8 +438,17 @@ def composite_plan(images: torch.Tensor, plan: DefectPlan, blend: str = "alpha")
                 background, content, alpha >= MASK_THRESHOLD, offsets[chosen]
             )
         else:
+            # Keep the soft composite inside the mask, not the raw content: the mask's rim sits
+            # at alpha 0.5, and a full-strength rim leaves a step the band smears into a halo.
+            under = crop_windows(
+                background, torch.arange(len(chosen), device=device), offsets[chosen], layer.size
+            )
             blended = compositing.improved_poisson_blend(
-                background, content, alpha >= MASK_THRESHOLD, offsets[chosen]
+                background,
+                under + (content - under) * alpha,
+                alpha >= MASK_THRESHOLD,
+                offsets[chosen],
+                mode="mixed",
             )
         out = blended if full else out.index_copy(0, targets, blended)
     return out
