@@ -17,6 +17,8 @@ from defectaug.compositing import (
 )
 from defectaug.dataset import SyntheticDefectDataset
 from defectaug.generators import (
+    DCDGAN,
+    DCDGANConfig,
     DefectBank,
     DefectGenerator,
     PretrainedDefectGenerator,
@@ -33,7 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MASK_THRESHOLD",
+    "DCDGAN",
     "AlphaComposite",
+    "DCDGANConfig",
     "DefectBank",
     "DefectGenerator",
     "DefectInject",

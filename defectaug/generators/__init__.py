@@ -2,6 +2,7 @@
 
 from defectaug.generators.bank import DefectBank, feather_alpha
 from defectaug.generators.base import DefectGenerator
+from defectaug.generators.dcdgan import DCDGAN, DCDGANConfig
 from defectaug.generators.hub import (
     PretrainedDefectGenerator,
     list_architectures,
@@ -23,6 +24,8 @@ from defectaug.generators.registry import list_generators, load_generator, regis
 __all__ = [
     "DEFECT_TYPES",
     "CrackParams",
+    "DCDGAN",
+    "DCDGANConfig",
     "DefectBank",
     "DefectGenerator",
     "PitParams",
