@@ -934,6 +934,7 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
     """Join runs made in parts (e.g. classification and segmentation in two processes, or a
     learned card's arms run once the card exists) into one result; summaries are recomputed.
 
+    Where parts hold the same arm or realism row, the later part wins (a re-run replaces it).
     The parts must share data, settings and hyper-parameters; their sample grids are copied.
     """
     parts = [json.loads(Path(path).read_text()) for path in paths]
@@ -951,8 +952,7 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
         merged["segmentation_runs"].update(part["segmentation_runs"])
         merged["generators"].update(part["generators"])
         merged["failed_generators"].update(part["failed_generators"])
-        for name, row in (part["realism"] or {}).get("rows", {}).items():
-            rows.setdefault(name, row)
+        rows.update((part["realism"] or {}).get("rows", {}))
         if part["realism"] and merged["realism"] is None:
             merged["realism"] = dict(part["realism"])
     if merged["realism"] is not None:
@@ -990,13 +990,12 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
     merged["command"] = "python -m benchmarks.downstream --merge " + " ".join(map(str, paths))
     merged["date_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.mkdir(parents=True, exist_ok=True)
-    grids = []
+    grids: list[str] = []
     for path in paths:
         for grid in sorted(Path(path).parent.glob("samples_*.png")):
-            if grid.name not in grids:
-                if grid.parent.resolve() != out.resolve():
-                    shutil.copyfile(grid, out / grid.name)
-                grids.append(grid.name)
+            if grid.parent.resolve() != out.resolve():
+                shutil.copyfile(grid, out / grid.name)
+            grids += [] if grid.name in grids else [grid.name]
     write_reports(merged, out, stem, grids)
     return merged
 

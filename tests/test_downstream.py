@@ -233,6 +233,15 @@ def test_protocol_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
     assert merged["summary"] == written["summary"]
     assert merged["segmentation_summary"] == written["segmentation_summary"]
     assert len(merged["parts"]) == 2 and (tmp_path / "merged" / "downstream.md").is_file()
+    # A later part (a re-run of one generator) replaces the earlier rows.
+    rerun = json.loads(parts[1].read_text())
+    rerun["realism"]["rows"]["bank"]["kid"] = 0.5
+    rerun["classification_runs"]["synthetic:bank"][0]["error"] = 0.0
+    parts.append(tmp_path / "rerun.json")
+    parts[-1].write_text(json.dumps(rerun))
+    merged = downstream.merge_results(parts, tmp_path / "merged")
+    assert merged["realism"]["rows"]["bank"]["kid"] == 0.5
+    assert merged["classification_runs"]["synthetic:bank"][0]["error"] == 0.0
 
 
 def test_validation_mode_never_reads_the_test_split(tmp_path):
