@@ -35,9 +35,8 @@ from defectaug.placement import (
     CountArg,
     RangeArg,
     RoiArg,
-    as_count_range,
-    as_range,
     check_image_size,
+    check_placement_ranges,
     resolve_roi,
 )
 
@@ -209,21 +208,12 @@ class PlacementOptions:
         roi: RoiArg,
         confine: bool,
     ) -> PlacementOptions:
-        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
-            raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
-        scale_range = as_range(scale, "scale", low=0.0)
-        if scale_range[1] <= 0:
-            raise ValueError(
-                f"scale: expected a positive fraction of the image's shorter side, got {scale!r}"
-            )
-        aspect_range = as_range(aspect, "aspect")
-        if aspect_range[0] <= 0:
-            raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
+        ranges = check_placement_ranges(count, scale, rotation, aspect, min_size)
         return cls(
-            count=as_count_range(count),
-            scale=scale_range,
-            rotation=as_range(rotation, "rotation"),
-            log_aspect=(math.log(aspect_range[0]), math.log(aspect_range[1])),
+            count=ranges.count,
+            scale=ranges.scale,
+            rotation=ranges.rotation,
+            log_aspect=ranges.log_aspect,
             min_size=min_size,
             roi=roi,
             confine=confine,

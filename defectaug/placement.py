@@ -136,6 +136,40 @@ def check_image_size(image_size: tuple[int, int], min_size: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PlacementRanges:
+    """Validated draw ranges of :func:`sample_placements` (aspect kept as log-stretch)."""
+
+    count: tuple[int, int]
+    scale: tuple[float, float]
+    rotation: tuple[float, float]
+    log_aspect: tuple[float, float]
+
+
+def check_placement_ranges(
+    count: CountArg, scale: RangeArg, rotation: RangeArg, aspect: RangeArg, min_size: int
+) -> PlacementRanges:
+    """Validate the placement options shared by every injection path, naming the bad argument."""
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+        raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+    count_range = as_count_range(count)
+    scale_range = as_range(scale, "scale", low=0.0)
+    if scale_range[1] <= 0:
+        raise ValueError(
+            f"scale: expected a positive fraction of the image's shorter side, got {scale!r}"
+        )
+    rotation_range = as_range(rotation, "rotation")
+    aspect_range = as_range(aspect, "aspect")
+    if aspect_range[0] <= 0:
+        raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
+    return PlacementRanges(
+        count=count_range,
+        scale=scale_range,
+        rotation=rotation_range,
+        log_aspect=(math.log(aspect_range[0]), math.log(aspect_range[1])),
+    )
+
+
 def sample_placements(
     batch_size: int,
     image_size: tuple[int, int],
@@ -166,23 +200,12 @@ def sample_placements(
         active: bool ``[B]``: images that receive defects (default: all).
         generator: ``torch.Generator`` or seed for every draw.
     """
-    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
-        raise ValueError(f"min_size: expected a positive int, got {min_size!r}")
+    ranges = check_placement_ranges(count, scale, rotation, aspect, min_size)
     check_image_size(image_size, min_size)
-    count_range = as_count_range(count)
-    scale_range = as_range(scale, "scale", low=0.0)
-    if scale_range[1] <= 0:
-        raise ValueError(
-            f"scale: expected a positive fraction of the image's shorter side, got {scale!r}"
-        )
-    rotation_range = as_range(rotation, "rotation")
-    aspect_range = as_range(aspect, "aspect")
-    if aspect_range[0] <= 0:
-        raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
     rng = as_generator(generator)
     height, width = image_size
 
-    counts = torch.randint(count_range[0], count_range[1] + 1, (batch_size,), generator=rng)
+    counts = torch.randint(ranges.count[0], ranges.count[1] + 1, (batch_size,), generator=rng)
     if active is not None:
         counts = torch.where(active.to("cpu", torch.bool), counts, 0)
     image_index = torch.repeat_interleave(torch.arange(batch_size), counts)
@@ -190,10 +213,9 @@ def sample_placements(
     rank = torch.arange(image_index.numel()) - starts[image_index]
     n = image_index.numel()
 
-    size = (_uniform(n, scale_range, rng) * min(height, width)).clamp(min=min_size)
-    angle = _uniform(n, rotation_range, rng)
-    log_aspect = (math.log(aspect_range[0]), math.log(aspect_range[1]))
-    stretch = _uniform(n, log_aspect, rng).exp()
+    size = (_uniform(n, ranges.scale, rng) * min(height, width)).clamp(min=min_size)
+    angle = _uniform(n, ranges.rotation, rng)
+    stretch = _uniform(n, ranges.log_aspect, rng).exp()
 
     if roi is None:
         cells = torch.rand(n, 2, generator=rng, dtype=torch.float64)

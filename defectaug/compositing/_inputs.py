@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from defectaug._io import Restore, check_finite, to_float_image
+from defectaug._io import Restore, check_finite, describe, to_float_image
 
 #: A layer pixel belongs to a binary mask where the mask's float value is at least this.
 MASK_THRESHOLD = 0.5
@@ -46,27 +46,12 @@ class Composite:
     restore: Restore
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
-    return f"a {type(value).__name__}"
-
-
-def check_finite_fast(tensor: torch.Tensor, name: str, where: str = "") -> None:
-    """Raise if ``tensor`` holds NaN or inf; one reduction, the exact check only when it trips."""
-    if tensor.numel() and not bool(torch.isfinite(tensor.sum())):
-        # The sum can also overflow on huge finite values; only a real NaN/inf is an error here.
-        check_finite(tensor, f"{name}{where}")
-
-
 def _float_image(value: Any, name: str) -> tuple[torch.Tensor, Restore, bool]:
     """``[B, C, H, W]`` float view of an image; the flag says its finiteness is still unchecked."""
     if isinstance(value, torch.Tensor) and value.ndim == 4 and value.is_floating_point():
         if value.shape[1] not in (1, 3):
             raise ValueError(
-                f"{name}: expected 1 or 3 channel(s) in dimension 1, got {_describe(value)}"
+                f"{name}: expected 1 or 3 channel(s) in dimension 1, got {describe(value)}"
             )
         original_dtype = value.dtype
         return value, (lambda out: out.to(original_dtype)), True
@@ -78,14 +63,14 @@ def _single_channel(value: torch.Tensor, name: str) -> torch.Tensor:
     """``[h, w]`` / ``[1, h, w]`` / ``[B, 1, h, w]`` tensor as ``[B, 1, h, w]``, else an error."""
     if value.ndim not in (2, 3, 4):
         raise ValueError(
-            f"{name}: expected [h, w], [1, h, w] or [B, 1, h, w], got {_describe(value)}"
+            f"{name}: expected [h, w], [1, h, w] or [B, 1, h, w], got {describe(value)}"
         )
     batched = value
     while batched.ndim < 4:
         batched = batched.unsqueeze(0)
     if batched.shape[1] != 1:
         raise ValueError(
-            f"{name}: expected a single-channel [B, 1, h, w] tensor, got {_describe(value)}"
+            f"{name}: expected a single-channel [B, 1, h, w] tensor, got {describe(value)}"
         )
     return batched
 
@@ -96,7 +81,7 @@ def _as_mask(value: Any, name: str) -> torch.Tensor:
         return _single_channel(value, name)
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         mask = _single_channel(value, name).detach()
-        check_finite_fast(mask, name)
+        check_finite(mask, name)
         return mask >= MASK_THRESHOLD
     if isinstance(value, np.ndarray) and value.dtype == np.bool_:
         value = value.astype(np.uint8) * 255
@@ -110,7 +95,7 @@ def _as_alpha(value: Any, name: str) -> torch.Tensor:
         alpha = _single_channel(value, name).to(torch.float32)
     elif isinstance(value, torch.Tensor) and value.is_floating_point():
         alpha = _single_channel(value, name)
-        check_finite_fast(alpha, name)
+        check_finite(alpha, name)
     else:
         if isinstance(value, np.ndarray) and value.dtype == np.bool_:
             value = value.astype(np.uint8) * 255
@@ -144,17 +129,17 @@ def parse_offset(
         return [(0, 0)] * batch
     if isinstance(offset, np.ndarray):
         if offset.dtype.kind not in "iu":
-            raise TypeError(f"offset: expected integer values, got {_describe(offset)}")
+            raise TypeError(f"offset: expected integer values, got {describe(offset)}")
         offset = torch.from_numpy(offset)
     if isinstance(offset, torch.Tensor):
         if offset.dtype.is_floating_point or offset.dtype.is_complex or offset.dtype == torch.bool:
-            raise TypeError(f"offset: expected an integer tensor, got {_describe(offset)}")
+            raise TypeError(f"offset: expected an integer tensor, got {describe(offset)}")
         if tuple(offset.shape) == (2,):
             top, left = offset.tolist()
             return [(top, left)] * batch
         if tuple(offset.shape) == (batch, 2):
             return [(top, left) for top, left in offset.tolist()]
-        raise ValueError(f"offset: expected shape [{batch}, 2] or [2], got {_describe(offset)}")
+        raise ValueError(f"offset: expected shape [{batch}, 2] or [2], got {describe(offset)}")
     if isinstance(offset, Sequence) and not isinstance(offset, str | bytes):
         if len(offset) == 2 and all(_is_int(v) for v in offset):
             return [(int(offset[0]), int(offset[1]))] * batch
@@ -164,7 +149,7 @@ def parse_offset(
         if pairs_ok and len(offset) == batch:
             return [(int(p[0]), int(p[1])) for p in offset]
         raise ValueError(f"offset: expected {expected} (batch size {batch}), got {offset!r}")
-    raise TypeError(f"offset: expected {expected}, got {_describe(offset)}")
+    raise TypeError(f"offset: expected {expected}, got {describe(offset)}")
 
 
 def prepare(
@@ -181,7 +166,7 @@ def prepare(
     bg, restore, _ = _float_image(background, "background")
     fg, _, fast = _float_image(layer, layer_name)
     if fast:
-        check_finite_fast(fg, layer_name)
+        check_finite(fg, layer_name)
     if fg.device != bg.device:
         raise ValueError(
             f"{layer_name}: expected a tensor on the background's device {bg.device}, "
@@ -189,12 +174,12 @@ def prepare(
         )
     if fg.shape[0] != bg.shape[0]:
         raise ValueError(
-            f"{layer_name}: expected the background's batch size {bg.shape[0]}, got {_describe(fg)}"
+            f"{layer_name}: expected the background's batch size {bg.shape[0]}, got {describe(fg)}"
         )
     if fg.shape[1] != bg.shape[1]:
         raise ValueError(
             f"{layer_name}: channel mismatch, the background has {bg.shape[1]} channel(s) but "
-            f"{layer_name} has {fg.shape[1]} ({_describe(fg)}); convert one of them first"
+            f"{layer_name} has {fg.shape[1]} ({describe(fg)}); convert one of them first"
         )
     dtype = torch.promote_types(bg.dtype, fg.dtype)
     bg, fg = bg.to(dtype), fg.to(dtype)
@@ -208,7 +193,7 @@ def prepare(
     if matte_tensor.shape[0] != fg.shape[0] or matte_tensor.shape[-2:] != fg.shape[-2:]:
         raise ValueError(
             f"{matte_name}: expected shape [{fg.shape[0]}, 1, {fg.shape[2]}, {fg.shape[3]}] to "
-            f"match {layer_name} {tuple(fg.shape)}, got {_describe(matte_tensor)}"
+            f"match {layer_name} {tuple(fg.shape)}, got {describe(matte_tensor)}"
         )
     if not matte_is_mask:
         matte_tensor = matte_tensor.to(dtype)

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from defectaug.compositing._inputs import OffsetArg, check_finite_fast, prepare
+from defectaug._io import check_finite
+from defectaug.compositing._inputs import OffsetArg, prepare
 
 
 def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: OffsetArg = None) -> Any:
@@ -45,7 +46,7 @@ def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: Offset
         if y0 >= y1 or x0 >= x1:
             continue
         under = bg[item, :, y0:y1, x0:x1]
-        check_finite_fast(under, "background", " (under the layer)")
+        check_finite(under, "background (under the layer)")
         layer_rows = slice(y0 - top, y1 - top)
         layer_cols = slice(x0 - left, x1 - left)
         # lerp stays within [min(bg, fg), max(bg, fg)] at the ends, so [0, 1] in gives [0, 1] out.

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from defectaug.compositing._inputs import OffsetArg, check_finite_fast, prepare
+from defectaug._io import check_finite
+from defectaug.compositing._inputs import OffsetArg, prepare
 from defectaug.compositing._regions import Crops, clip_mask, cut_crops, mask_boxes, paste_crops
 from defectaug.compositing._solvers import band_laplacian_matrix, solve_band
 from defectaug.compositing.poisson import BlendMode, check_band, check_mode, guidance_correction
@@ -98,7 +99,7 @@ def _improved_poisson_blend(
         for item, box in boxes
     ]
     crops = cut_crops(background, source, mask, offsets, corners, (rows, cols))
-    check_finite_fast(crops.background, "background", " (inside the blended band)")
+    check_finite(crops.background, "background (inside the blended band)")
 
     dist_sq = _squared_distance_within(crops.mask, band)
     band_px = ~crops.mask & (dist_sq <= band * band) & crops.in_image

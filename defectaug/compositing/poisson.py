@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import torch
 
-from defectaug.compositing._inputs import OffsetArg, check_finite_fast, prepare
+from defectaug._io import check_finite
+from defectaug.compositing._inputs import OffsetArg, prepare
 from defectaug.compositing._regions import clip_mask, cut_crops, mask_boxes, paste_crops
 from defectaug.compositing._solvers import dst_friendly_length, solve_dirichlet_rectangle
 
@@ -151,7 +152,7 @@ def _poisson_blend(
 
     for (rows, cols), corners in groups.items():
         crops = cut_crops(background, source, mask, offsets, corners, (rows + 2, cols + 2))
-        check_finite_fast(crops.background, "background", " (inside the blended rectangle)")
+        check_finite(crops.background, "background (inside the blended rectangle)")
         correction = solve_dirichlet_rectangle(
             _guidance_divergence(crops.source, crops.background, crops.mask, crops.valid, mode)
         )
