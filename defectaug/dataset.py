@@ -19,7 +19,6 @@ from typing import Any
 import kornia
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -37,6 +36,7 @@ from defectaug.batch import (
     resolve_defect_types,
     resolve_generator,
 )
+from defectaug.datasets import load_image
 from defectaug.generators.base import DefectGenerator
 from defectaug.placement import CountArg, RangeArg, RoiArg, as_count_range
 
@@ -58,18 +58,8 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as float ``[1, C, H, W]`` in [0, 1]: L / LA give 1 channel, others RGB.
-
-    16-bit grayscale files (PIL modes ``I;16`` / ``I``) are scaled by 1/65535.
-    """
-    with Image.open(path) as opened:
-        if opened.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(opened, dtype=np.float32) / 65535.0
-            return torch.from_numpy(array.copy()).clamp(0, 1)[None, None]
-        image = opened.convert("L") if opened.mode in ("L", "LA") else opened.convert("RGB")
-    array = np.array(image)
-    tensor, _ = to_float_image(array, f"image {path}")
-    return tensor
+    """An image file as float ``[1, C, H, W]`` in [0, 1] (grayscale files give 1 channel)."""
+    return load_image(path)[None]
 
 
 class SyntheticDefectDataset(Dataset):
