@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.func import functional_call
+from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from defectaug.generators.dcdgan import (
@@ -300,23 +301,15 @@ def layer_grid(
     Showing the layer over a flat grey (``alpha * content + (1 - alpha) * 0.5``) reveals what a
     composite would show; the alpha row below shows the mask the layer carries.
     """
-    count, channels, size = content.shape[0], content.shape[1], content.shape[-1]
+    count, size = content.shape[0], content.shape[-1]
     columns = math.ceil(count / rows)
-    shown = alpha * content + (1.0 - alpha) * 0.5
-    tiles = torch.ones(rows * 2, columns, 3, size, size)
-    for index in range(count):
-        row, column = divmod(index, columns)
-        tiles[2 * row, column] = (
-            shown[index].expand(3, -1, -1).cpu() if channels == 1 else shown[index].cpu()
-        )
-        tiles[2 * row + 1, column] = alpha[index].expand(3, -1, -1).cpu()
-    height = rows * 2 * (size + gap) + gap
-    width = columns * (size + gap) + gap
-    canvas = torch.ones(3, height, width)
-    for row in range(rows * 2):
-        for column in range(columns):
-            top, left = gap + row * (size + gap), gap + column * (size + gap)
-            canvas[:, top : top + size, left : left + size] = tiles[row, column]
+    blank = torch.ones(rows * columns - count, 3, size, size)
+    shown = (alpha * content + (1.0 - alpha) * 0.5).expand(-1, 3, -1, -1).cpu()
+    masks = alpha.expand(-1, 3, -1, -1).cpu()
+    shown = torch.cat([shown, blank]).view(rows, 1, columns, 3, size, size)
+    masks = torch.cat([masks, blank]).view(rows, 1, columns, 3, size, size)
+    tiles = torch.cat([shown, masks], dim=1).flatten(0, 2)
+    canvas = make_grid(tiles, nrow=columns, padding=gap, pad_value=1.0)
     return (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
