@@ -39,13 +39,32 @@ def to_float_image(
     PIL image in mode L or RGB. Returns the tensor and a function that turns a result of the same
     shape back into the caller's form (same rank, dtype, container).
     """
+    tensor, restore = to_batched_image(value, name, channels=channels)
+    if tensor.dtype == torch.uint8:
+        return tensor.to(dtype or torch.float32) / 255.0, restore
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    check_finite(tensor, name)
+    return tensor, restore
+
+
+def to_batched_image(
+    value: Any, name: str, *, channels: tuple[int, ...] = (1, 3)
+) -> tuple[torch.Tensor, Restore]:
+    """Like :func:`to_float_image`, but a uint8 image stays a uint8 ``[B, C, H, W]`` tensor.
+
+    For callers that read only part of an image: they convert just the pixels they read (uint8
+    ``x`` stands for ``x / 255``) and skip a full-size float copy. Float values are not checked
+    for finiteness here. The returned ``restore`` accepts a result in the returned dtype (kept as
+    it is) or in float (rounded back to uint8 when the input was uint8).
+    """
     if isinstance(value, Image.Image):
         if value.mode not in ("L", "RGB"):
             raise TypeError(
                 f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}"
             )
         array = np.array(value)  # a writable copy: torch.from_numpy refuses read-only buffers
-        tensor, from_numpy = to_float_image(array, name, channels=channels, dtype=dtype)
+        tensor, from_numpy = to_batched_image(array, name, channels=channels)
         mode = value.mode
         return tensor, lambda out: Image.fromarray(from_numpy(out), mode=mode)
 
@@ -55,11 +74,10 @@ def to_float_image(
                 f"{name}: expected a numpy image [H, W] or [H, W, C], got {describe(value)}"
             )
         hwc = value if value.ndim == 3 else value[..., None]
-        tensor, from_tensor = to_float_image(
+        tensor, from_tensor = to_batched_image(
             torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))),
             name,
             channels=channels,
-            dtype=dtype,
         )
         ndim = value.ndim
 
@@ -78,6 +96,8 @@ def to_float_image(
             f"{name}: expected [H, W], [C, H, W] or [B, C, H, W], got {describe(value)}"
         )
     original_ndim, original_dtype = value.ndim, value.dtype
+    if original_dtype != torch.uint8 and not original_dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a uint8 or floating-point image, got {describe(value)}")
     batched = value
     while batched.ndim < 4:
         batched = batched.unsqueeze(0)
@@ -86,22 +106,20 @@ def to_float_image(
             f"{name}: expected {' or '.join(map(str, channels))} channel(s) in dimension -3, "
             f"got {describe(value)}"
         )
-    if original_dtype == torch.uint8:
-        tensor = batched.to(dtype or torch.float32) / 255.0
-    elif original_dtype.is_floating_point:
-        tensor = batched if dtype is None else batched.to(dtype)
-        check_finite(tensor, name)
-    else:
-        raise TypeError(f"{name}: expected a uint8 or floating-point image, got {describe(value)}")
 
     def restore_tensor(out: torch.Tensor) -> torch.Tensor:
         while out.ndim > original_ndim:
             out = out.squeeze(0)
-        if original_dtype == torch.uint8:
-            return (out.clamp(0, 1) * 255.0).round().to(torch.uint8)
+        if original_dtype == torch.uint8 and out.is_floating_point():
+            return to_uint8(out)
         return out.to(original_dtype)
 
-    return tensor, restore_tensor
+    return batched, restore_tensor
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A float image in [0, 1] as uint8, rounded to the nearest level (values outside clamped)."""
+    return (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:

@@ -28,6 +28,7 @@ from defectaug.compositing import (
     improved_poisson_blend,
     poisson_blend,
 )
+from defectaug.compositing import poisson as poisson_module
 from defectaug.compositing._solvers import (
     _dirichlet_solve_scipy,
     _dirichlet_solve_torch,
@@ -311,6 +312,15 @@ def test_batch_equals_per_item_loop(blend):
     assert_close(batched, looped, rtol=0, atol=1e-9)
 
 
+def test_poisson_chunks_give_the_unchunked_result(monkeypatch):
+    background, source, mask, _ = batch_problem(7)
+    mask[:] = mask[0]  # one rectangle size for every item: a single group, split into chunks
+    offsets = torch.tensor([[3, 4], [20, 22], [11, 2], [12, 13]])
+    whole = poisson_blend(background, source, mask, offsets)
+    monkeypatch.setattr(poisson_module, "CHUNK_ELEMENTS", 1)
+    assert torch.equal(poisson_blend(background, source, mask, offsets), whole)
+
+
 @pytest.mark.parametrize("blend", [poisson_blend, improved_poisson_blend])
 def test_float32_matches_float64(blend):
     background, source, mask, offsets = batch_problem(2)
@@ -358,6 +368,30 @@ def test_uint8_numpy_and_pil_at_the_public_edge():
     assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.size == (44, 40)
     gray = alpha_composite(bg_u8[..., 0], src_u8[..., 0], mask_np.astype(np.uint8) * 255, (5, 5))
     assert gray.shape == (40, 44) and gray.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "blend", ["alpha", "poisson", "poisson-mixed", "improved", "improved-mixed"]
+)
+def test_uint8_background_gives_the_float_result_rounded(blend):
+    """A uint8 batch is blended without a float copy of it, yet exactly as if converted."""
+    background, source, mask, offsets = batch_problem(6, dtype=torch.float32)
+    bg_u8 = (background * 255).round().byte()
+    bg_u8_before = bg_u8.clone()
+
+    def run(bg):
+        if blend == "alpha":
+            return alpha_composite(bg, source, mask.float() * 0.7, offsets)
+        mode = "mixed" if blend.endswith("mixed") else "normal"
+        if blend.startswith("poisson"):
+            return poisson_blend(bg, source, mask, offsets, mode=mode)
+        return improved_poisson_blend(bg, source, mask, offsets, band=3, mode=mode)
+
+    out = run(bg_u8)
+    expected = (run(bg_u8.float() / 255.0).clamp(0, 1) * 255).round().byte()
+    assert out.dtype == torch.uint8 and torch.equal(out, expected)
+    assert torch.equal(bg_u8, bg_u8_before)
+    assert not torch.equal(out, bg_u8)
 
 
 @pytest.mark.parametrize("blend", [poisson_blend, improved_poisson_blend])

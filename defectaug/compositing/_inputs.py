@@ -5,7 +5,10 @@ or binary mask) and an offset. This module turns whatever the caller passed into
 tensors on one device plus a per-item list of placements, and names the argument whenever it
 refuses. Float ``[B, C, H, W]`` tensors take a fast path: their finiteness is checked with one sum
 instead of a full boolean pass, and a float background only inside the region each blend reads
-(the blend checks it there; pixels it never reads are copied through as they are).
+(the blend checks it there; pixels it never reads are copied through as they are). A uint8
+background stays uint8: the blends convert only the pixels they read, write their results back
+rounded, and return uint8, exactly what converting the whole image to float and back would give
+(OpenCV's own in/out format, at a quarter of the bytes to copy).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from defectaug._io import Restore, check_finite, describe, to_float_image
+from defectaug._io import Restore, check_finite, describe, to_batched_image, to_float_image
 
 #: A layer pixel belongs to a binary mask where the mask's float value is at least this.
 MASK_THRESHOLD = 0.5
@@ -31,9 +34,11 @@ class Composite:
     """A validated compositing problem.
 
     Attributes:
-        background: ``[B, C, H, W]`` float tensor (the caller's own tensor when it already had
-            that form: never written to).
-        layer: ``[B, C, h, w]`` float tensor, same dtype and device as ``background``.
+        background: ``[B, C, H, W]`` float or uint8 tensor (the caller's own tensor when it
+            already had that form: never written to). uint8 ``x`` stands for ``x / 255``; read it
+            through :func:`~defectaug.compositing._regions.read_pixels`.
+        layer: ``[B, C, h, w]`` float tensor on the background's device; its dtype is the one
+            the blend computes in.
         matte: ``[B, 1, h, w]``: bool for a mask, float in [0, 1] for an alpha.
         offsets: per item, the ``(top, left)`` of the layer in the background.
         restore: turns a ``[B, C, H, W]`` result back into the background's original form.
@@ -57,6 +62,14 @@ def _float_image(value: Any, name: str) -> tuple[torch.Tensor, Restore, bool]:
         return value, (lambda out: out.to(original_dtype)), True
     tensor, restore = to_float_image(value, name)
     return tensor, restore, False
+
+
+def _background_image(value: Any) -> tuple[torch.Tensor, Restore]:
+    """``[B, C, H, W]`` view of the background, float or uint8 (see the module docstring)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.is_floating_point():
+        tensor, restore, _ = _float_image(value, "background")
+        return tensor, restore
+    return to_batched_image(value, "background")
 
 
 def _single_channel(value: torch.Tensor, name: str) -> torch.Tensor:
@@ -163,7 +176,7 @@ def prepare(
     matte_is_mask: bool,
 ) -> Composite:
     """Validate and convert one compositing call's arguments (see the module docstring)."""
-    bg, restore, _ = _float_image(background, "background")
+    bg, restore = _background_image(background)
     fg, _, fast = _float_image(layer, layer_name)
     if fast:
         check_finite(fg, layer_name)
@@ -181,8 +194,10 @@ def prepare(
             f"{layer_name}: channel mismatch, the background has {bg.shape[1]} channel(s) but "
             f"{layer_name} has {fg.shape[1]} ({describe(fg)}); convert one of them first"
         )
-    dtype = torch.promote_types(bg.dtype, fg.dtype)
-    bg, fg = bg.to(dtype), fg.to(dtype)
+    if bg.is_floating_point():
+        dtype = torch.promote_types(bg.dtype, fg.dtype)
+        bg, fg = bg.to(dtype), fg.to(dtype)
+    dtype = fg.dtype
 
     matte_tensor = _as_mask(matte, matte_name) if matte_is_mask else _as_alpha(matte, matte_name)
     if matte_tensor.device != bg.device:

@@ -8,6 +8,7 @@ import torch
 
 from defectaug._io import check_finite
 from defectaug.compositing._inputs import OffsetArg, prepare
+from defectaug.compositing._regions import read_pixels, storable
 
 
 def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: OffsetArg = None) -> Any:
@@ -45,12 +46,13 @@ def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: Offset
         x0, x1 = max(left, 0), min(left + layer_w, width)
         if y0 >= y1 or x0 >= x1:
             continue
-        under = bg[item, :, y0:y1, x0:x1]
+        under = read_pixels(bg[item, :, y0:y1, x0:x1], fg.dtype)
         check_finite(under, "background (under the layer)")
         layer_rows = slice(y0 - top, y1 - top)
         layer_cols = slice(x0 - left, x1 - left)
         # lerp stays within [min(bg, fg), max(bg, fg)] at the ends, so [0, 1] in gives [0, 1] out.
-        out[item, :, y0:y1, x0:x1] = torch.lerp(
+        blended = torch.lerp(
             under, fg[item, :, layer_rows, layer_cols], weight[item, :, layer_rows, layer_cols]
         )
+        out[item, :, y0:y1, x0:x1] = storable(blended, out)
     return problem.restore(out)
