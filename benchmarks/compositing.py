@@ -5,12 +5,13 @@
 
 Each case pastes a disc-shaped RGB defect (radius ``patch / 2 - 2``) of ``patch`` px onto
 ``size`` px backgrounds at random places, ``batch`` images at a time. defectaug blends the whole
-batch in one call (float32 ``[B, 3, H, W]``); OpenCV (uint8, NORMAL_CLONE) and pie-torch (float32,
-its Green's-function FFT blend with the Green function precomputed, as its ``CachedPoissonBlender``
+batch in one call, once on float32 ``[B, 3, H, W]`` backgrounds and once on uint8 ones (uint8 in,
+uint8 out: OpenCV's format); OpenCV (uint8, NORMAL_CLONE) and pie-torch (float32, its
+Green's-function FFT blend with the Green function precomputed, as its ``CachedPoissonBlender``
 does) blend one image at a time. Methods are run in turns and each time is the median of
 ``--repeats`` runs. Ratios read "times faster than the peer" (> 1: defectaug is faster). The
-"(float32 output copy)" row times ``backgrounds.clone()``: any blend that returns a new float32
-batch pays at least that.
+"(... output copy)" rows time ``backgrounds.clone()``: any blend that returns a new batch of that
+dtype pays at least that.
 """
 
 from __future__ import annotations
@@ -103,16 +104,23 @@ def pietorch_runner(case: Case, device: torch.device) -> Callable[[], object] | 
     return run
 
 
-def output_copy_runner(case: Case, device: torch.device) -> Callable[[], object]:
-    """The floor under any blend that returns a new float32 image: copying the backgrounds."""
-    backgrounds = torch.from_numpy(case.backgrounds).permute(0, 3, 1, 2).float().div(255).to(device)
-    return backgrounds.clone
+def batched_backgrounds(case: Case, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, 3, H, W]`` backgrounds: uint8 as they are, float32 scaled to [0, 1]."""
+    backgrounds = torch.from_numpy(case.backgrounds).permute(0, 3, 1, 2).contiguous().to(device)
+    return backgrounds if dtype == torch.uint8 else backgrounds.to(dtype).div(255)
+
+
+def output_copy_runner(
+    case: Case, device: torch.device, dtype: torch.dtype
+) -> Callable[[], object]:
+    """The floor under any blend that returns a new image of ``dtype``: copying the backgrounds."""
+    return batched_backgrounds(case, device, dtype).clone
 
 
 def defectaug_runner(
-    case: Case, device: torch.device, blend: Callable[..., torch.Tensor]
+    case: Case, device: torch.device, blend: Callable[..., torch.Tensor], dtype: torch.dtype
 ) -> Callable[[], object]:
-    backgrounds = torch.from_numpy(case.backgrounds).permute(0, 3, 1, 2).float().div(255).to(device)
+    backgrounds = batched_backgrounds(case, device, dtype)
     sources = torch.from_numpy(case.sources).permute(0, 3, 1, 2).float().div(255).to(device)
     batch = backgrounds.shape[0]
     mask = torch.from_numpy(case.mask > 0)[None, None].expand(batch, 1, -1, -1).to(device)
@@ -134,12 +142,14 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for patch, size in cases:
         for batch in batches:
             case = make_case(patch, size, batch)
-            runners = {
-                "poisson_blend": defectaug_runner(case, device, poisson_blend),
-                "improved_poisson_blend": defectaug_runner(case, device, improved_poisson_blend),
-                "pie-torch": pietorch_runner(case, device),
-                "(float32 output copy)": output_copy_runner(case, device),
-            }
+            runners = {}
+            for dtype, label in ((torch.float32, "float32"), (torch.uint8, "uint8")):
+                for blend in (poisson_blend, improved_poisson_blend):
+                    runners[f"{blend.__name__} {label}"] = defectaug_runner(
+                        case, device, blend, dtype
+                    )
+                runners[f"({label} output copy)"] = output_copy_runner(case, device, dtype)
+            runners["pie-torch"] = pietorch_runner(case, device)
             if device.type == "cpu":
                 runners["cv2.seamlessClone"] = opencv_runner(case)
             runners = {name: run for name, run in runners.items() if run is not None}
@@ -165,7 +175,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     reference = {(r["device"], r["case"], r["batch"], r["method"]): r["ms"] for r in rows}
-    header = f"{'device':6} {'patch on bg':12} {'batch':>5}  {'method':24} {'ms/image':>9}  "
+    header = f"{'device':6} {'patch on bg':12} {'batch':>5}  {'method':30} {'ms/image':>9}  "
     header += f"{'vs cv2':>8}  {'vs pie-torch':>12}"
     print(header)
     print("-" * len(header))
@@ -174,10 +184,10 @@ def print_table(rows: list[dict]) -> None:
         ratios = []
         for peer in ("cv2.seamlessClone", "pie-torch"):
             peer_ms = reference.get((*key, peer))
-            own = row["method"] in ("poisson_blend", "improved_poisson_blend")
+            own = row["method"].startswith(("poisson_blend", "improved_poisson_blend"))
             ratios.append(f"{peer_ms / row['ms']:.1f}x" if own and peer_ms else "")
         print(
-            f"{row['device']:6} {row['case']:12} {row['batch']:>5}  {row['method']:24} "
+            f"{row['device']:6} {row['case']:12} {row['batch']:>5}  {row['method']:30} "
             f"{row['ms']:>9.3f}  {ratios[0]:>8}  {ratios[1]:>12}"
         )
 
