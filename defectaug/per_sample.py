@@ -1,17 +1,22 @@
-"""The per-sample path of ``DefectInject`` for the procedural generator: one image, few tensor ops.
+"""The per-sample path of ``DefectInject`` for the procedural generator: CPU images, few operations.
 
 A data-loader worker transforms one image at a time, where the cost of :func:`plan_defects` /
-:func:`composite_plan` is mostly per-op overhead on tiny tensors. This path keeps their
-semantics (same placement distributions, same geometry, same look) but
+:func:`composite_plan` is mostly per-operation overhead on tiny tensors. This path keeps their
+placement distributions, geometry and look, but
 
 - paints layers ahead in chunks (:class:`LayerReservoir`): ``ProceduralGenerator.paint`` draws a
-  chunk of one type at one size at once, and each layer is used once. Layers are kept as
-  tone-free relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with
-  the very pixels they land on, so a chunk suits any image;
-- does the placement and affine maths of a single image in Python floats;
-- warps the four relief planes of a layer with one ``grid_sample`` into the layer's own box and
-  composites that window only (on a copy of the input, in the input's dtype: a uint8 image is
-  converted to float only under the defects).
+  chunk of one type at one size at once, and each layer serves ``USES_PER_LAYER`` samples (each
+  with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
+  relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
+  pixels they land on, so a chunk suits any image;
+- does the placement and affine maths of one image in Python floats, warps the four relief planes
+  of a layer with one ``cv2.warpAffine`` into the layer's own box (the same bilinear map as
+  ``grid_sample`` with ``align_corners=True`` and zero padding), and shades and composites that
+  window only, with numpy on views of the output (a uint8 image is converted to float only
+  under the defects).
+
+It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
+(:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
 """
 
 from __future__ import annotations
@@ -21,15 +26,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import kornia
+import cv2
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 
 from defectaug._io import check_finite, to_float_image
-from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
-from defectaug.generators.procedural import shade_relief as _shade
+from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, shade_relief
 from defectaug.layer import MASK_THRESHOLD
 from defectaug.placement import (
     CountArg,
@@ -62,6 +65,11 @@ def paint_side(size: float) -> int:
 #: Layers in the first chunk of a type and size; each later chunk doubles, up to the full length.
 FIRST_CHUNK = 4
 
+#: Samples each painted layer serves. Painting costs 0.1-0.6 ms per layer at the usual sizes, the
+#: rest of a sample about as much; every use draws its own scale, rotation, aspect, mirroring,
+#: place and surface, and uses of one layer are a chunk apart.
+USES_PER_LAYER = 4
+
 
 def chunk_length(side: int, chunk: int) -> int:
     """Layers in chunk number ``chunk`` of one type at ``side``.
@@ -74,8 +82,9 @@ def chunk_length(side: int, chunk: int) -> int:
 
 
 class LayerReservoir:
-    """Relief maps painted ahead in chunks, one type and one side per chunk, each used once.
+    """Relief maps painted ahead in chunks, one type and one side per chunk.
 
+    A chunk of ``n`` layers serves ``n * USES_PER_LAYER`` samples, cycling through its layers.
     With an int ``seed``, chunk ``k`` of ``(type, side)`` is painted from
     ``mix_seed(seed, worker id, loader base seed, rank, type, side, k)``, so the stream of layers
     is reproducible and workers never share layers; with ``None`` chunk seeds come from torch's
@@ -86,8 +95,8 @@ class LayerReservoir:
     def __init__(self, generator: ProceduralGenerator, seed: int | None) -> None:
         self.generator = generator
         self.seed = seed
-        self._positions: dict[tuple[int, int, str], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int, str], tuple[torch.Tensor, list[list[float]]]] = {}
+        self._positions: dict[tuple[int, int], tuple[int, int]] = {}
+        self._chunks: dict[tuple[int, int], tuple[np.ndarray, list[list[float]]]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -108,11 +117,8 @@ class LayerReservoir:
             return int(torch.randint(0, 2**62, (1,)).item())
         return mix_seed(self.seed, *self._identity, type_index, side, chunk)
 
-    def take(self, type_index: int, side: int, device: torch.device) -> PaintedLayer:
-        """The next unused layer at ``side``.
-
-        ``type_index`` indexes the generator's ``defect_types``.
-        """
+    def take(self, type_index: int, side: int) -> PaintedLayer:
+        """The next layer at ``side``; ``type_index`` indexes the generator's ``defect_types``."""
         from defectaug.batch import stream_identity
 
         with self._lock:
@@ -120,36 +126,38 @@ class LayerReservoir:
             if identity != self._identity:
                 # A forked DataLoader worker inherits the parent's reservoir: start afresh.
                 self._identity, self._positions, self._chunks = identity, {}, {}
-            key = (type_index, side, str(device))
+            key = (type_index, side)
             chunk, position = self._positions.get(key, (0, 0))
             painted = self._chunks.get(key)
-            if position >= chunk_length(side, chunk):
+            length = chunk_length(side, chunk)
+            if position >= length * USES_PER_LAYER:
                 chunk, position, painted = chunk + 1, 0, None
+                length = chunk_length(side, chunk)
             if painted is None:
-                painted = self._paint(type_index, side, chunk, device)
+                painted = self._paint(type_index, side, chunk)
                 self._chunks[key] = painted
             self._positions[key] = (chunk, position + 1)
             planes, scalars = painted
-            return PaintedLayer(planes[position : position + 1], *scalars[position])
+            return PaintedLayer(planes[position % length], *scalars[position % length])
 
     def _paint(
-        self, type_index: int, side: int, chunk: int, device: torch.device
-    ) -> tuple[torch.Tensor, list[list[float]]]:
-        rng = torch.Generator(device=device).manual_seed(self._chunk_seed(type_index, side, chunk))
+        self, type_index: int, side: int, chunk: int
+    ) -> tuple[np.ndarray, list[list[float]]]:
+        rng = torch.Generator().manual_seed(self._chunk_seed(type_index, side, chunk))
         labels = torch.full((chunk_length(side, chunk),), type_index, dtype=torch.int64)
-        maps: ReliefMaps = self.generator.paint(
-            labels, generator=rng, layer_size=(side, side), device=device
-        )
+        maps: ReliefMaps = self.generator.paint(labels, generator=rng, layer_size=(side, side))
         # Per-layer scalars as Python floats: a sample then decides its sign without tensor ops.
         scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
-        return maps.planes, scalars.tolist()
+        # [n, s, s, 4] float32: the channels-last layout cv2 warps.
+        planes = maps.planes.permute(0, 2, 3, 1).to(torch.float32).contiguous().numpy()
+        return planes, scalars.tolist()
 
 
 @dataclass(frozen=True)
 class PaintedLayer:
-    """One layer of a reservoir: relief planes ``[1, 4, s, s]`` and its scalars."""
+    """One layer of a reservoir: relief planes ``[s, s, 4]`` (channels last) and its scalars."""
 
-    planes: torch.Tensor
+    planes: np.ndarray
     tint: float
     bright_draw: float
     bright_probability: float
@@ -162,9 +170,9 @@ class PaintedLayer:
 
 @dataclass(frozen=True)
 class PlacedDefect:
-    """One warped layer: relief planes ``[1, 4, h, w]`` over the image box ``top, left, h, w``."""
+    """One warped layer: relief planes ``[h, w, 4]`` over the image box ``top, left, h, w``."""
 
-    planes: torch.Tensor
+    planes: np.ndarray
     top: int
     left: int
     sign: float
@@ -172,7 +180,7 @@ class PlacedDefect:
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self.planes.shape[-2], self.planes.shape[-1])
+        return (self.planes.shape[0], self.planes.shape[1])
 
 
 @dataclass(frozen=True)
@@ -268,51 +276,53 @@ def _box_and_map(
     return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
 
 
-def _warp(
-    planes: torch.Tensor, box_to_layer: list[list[float]], box: tuple[int, int]
-) -> torch.Tensor:
-    """Bilinear resampling of ``planes [1, 4, s, s]`` into a ``box`` (zeros outside the layer)."""
-    side = planes.shape[-1]
+def _warp(planes: np.ndarray, box_to_layer: list[list[float]], box: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of ``planes [s, s, 4]`` into a ``box`` (zeros outside the layer)."""
     box_h, box_w = box
-    # Normalised output coords -> box pixels -> layer pixels -> normalised layer coords.
-    half_w, half_h = (box_w - 1) / 2, (box_h - 1) / 2
-    to_unit = 2.0 / max(side - 1, 1)
-    theta = [
-        [
-            x * half_w * to_unit,
-            y * half_h * to_unit,
-            (x * half_w + y * half_h + shift) * to_unit - 1.0,
-        ]
-        for x, y, shift in box_to_layer
-    ]
-    grid = F.affine_grid(
-        torch.tensor([theta], dtype=planes.dtype, device=planes.device),
-        [1, planes.shape[1], box_h, box_w],
-        align_corners=True,
+    warped = cv2.warpAffine(
+        planes,
+        np.asarray(box_to_layer, dtype=np.float64),
+        (box_w, box_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
-    warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    warped[:, 3].clamp_(0.0, 1.0)
+    np.clip(warped[..., 3], 0.0, 1.0, out=warped[..., 3])
     return warped
 
 
-def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
+def _antialias(planes: np.ndarray, zoom: float) -> np.ndarray:
     """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
     sigma = (1.0 / zoom - 1.0) / 2.0
     if sigma < 0.5:
         return planes
-    side = planes.shape[-1]
+    side = planes.shape[0]
     kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
     if kernel < 3:
         return planes
-    return kornia.filters.gaussian_blur2d(
-        planes, (kernel, kernel), (sigma, sigma), border_type="constant"
+    return cv2.GaussianBlur(
+        planes, (kernel, kernel), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT
     )
 
 
-def _window_mean(image: torch.Tensor, top: int, left: int, size: tuple[int, int]) -> float:
-    window = image[..., top : top + size[0], left : left + size[1]]
-    mean = float(window.float().mean())
-    return mean / 255.0 if image.dtype == torch.uint8 else mean
+def _mirrored(box_to_layer: list[list[float]], side: int) -> list[list[float]]:
+    """The same map followed by a left-right flip of the layer."""
+    x_row, y_row = box_to_layer
+    return [[-x_row[0], -x_row[1], side - 1 - x_row[2]], y_row]
+
+
+def takes_fast_path(image: Any) -> bool:
+    """Whether :func:`plan_sample` / :func:`composite_sample` handle ``image`` natively."""
+    if isinstance(image, PIL.Image.Image):
+        return True
+    if not isinstance(image, torch.Tensor):
+        return False
+    image = image.as_subclass(torch.Tensor)  # tv_tensors pay a dispatch per attribute read
+    return (
+        image.device.type == "cpu"
+        and image.dtype in (torch.uint8, torch.float32, torch.float64)
+        and not image.requires_grad
+    )
 
 
 def plan_sample(
@@ -324,30 +334,35 @@ def plan_sample(
 ) -> SamplePlan | None:
     """Draw the defects for one image (``[C, H, W]`` / ``[H, W]`` tensor or PIL image).
 
-    Returns ``None`` when the image draws a count of 0.
+    Returns ``None`` when the image draws a count of 0. All draws come from one ``torch.rand``
+    call on ``rng`` (plus a multinomial when there is a region of interest).
     """
     pixels = as_chw(image)
     _, height, width = pixels.shape
     check_image_size((height, width), options.min_size)
-    device = pixels.device
-    type_index = int(torch.randint(len(defect_types), (1,), generator=rng))
-    painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
-    count = int(torch.randint(options.count[0], options.count[1] + 1, (1,), generator=rng))
+    low, high = options.count
+    # Type, count, then six numbers per defect: scale, rotation, aspect, row, column, mirroring.
+    draws = torch.rand(2 + 6 * high, generator=rng, dtype=torch.float64).tolist()
+    type_index = min(int(draws[0] * len(defect_types)), len(defect_types) - 1)
+    count = low + min(int(draws[1] * (high - low + 1)), high - low)
     if count == 0:
         return None
-    draws = torch.rand(count, 5, generator=rng, dtype=torch.float64).tolist()
+    per_defect = [draws[2 + 6 * k : 8 + 6 * k] for k in range(count)]
+    painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
+    surface = _host_pixels(pixels)
     roi = None
     if options.roi is not None:
         floats, _ = to_float_image(pixels, "image")
-        roi = resolve_roi(options.roi, floats)[0, 0]
-        flat = torch.multinomial(roi.flatten().to("cpu").double(), count, True, generator=rng)
+        roi_tensor = resolve_roi(options.roi, floats)[0, 0].cpu()
+        flat = torch.multinomial(roi_tensor.flatten().double(), count, True, generator=rng)
         centres = [(int(i) // width, int(i) % width) for i in flat.tolist()]
+        roi = roi_tensor.numpy()
     else:
-        centres = [(u[3] * (height - 1), u[4] * (width - 1)) for u in draws]
+        centres = [(u[3] * (height - 1), u[4] * (width - 1)) for u in per_defect]
     shorter = min(height, width)
-    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    mask = np.zeros((height, width), dtype=bool)
     defects = []
-    for u, centre in zip(draws, centres, strict=True):
+    for u, centre in zip(per_defect, centres, strict=True):
         size = max(_lerp(options.scale, u[0]) * shorter, options.min_size)
         angle = _lerp(options.rotation, u[1])
         aspect = math.exp(_lerp(options.log_aspect, u[2]))
@@ -355,15 +370,24 @@ def plan_sample(
         top, left, box_h, box_w, box_to_layer, zoom = _box_and_map(
             size, angle, aspect, centre, side, (height, width)
         )
-        maps = reservoir.take(painted_type, side, device)
-        planes = _warp(_antialias(maps.planes, zoom), box_to_layer, (box_h, box_w))
+        if u[5] < 0.5:
+            box_to_layer = _mirrored(box_to_layer, side)
+        layer = reservoir.take(painted_type, side)
+        planes = _warp(_antialias(layer.planes, zoom), box_to_layer, (box_h, box_w))
         if roi is not None and options.confine:
-            inside = roi[top : top + box_h, left : left + box_w]
-            planes[:, 3] *= inside
-        sign = maps.sign(_window_mean(pixels, top, left, (box_h, box_w)))
-        defects.append(PlacedDefect(planes, top, left, sign, maps.tint))
-        mask[top : top + box_h, left : left + box_w] |= planes[0, 3] >= MASK_THRESHOLD
-    return SamplePlan(type_index, tuple(defects), mask, (height, width))
+            planes[..., 3] *= roi[top : top + box_h, left : left + box_w]
+        under = surface[:, top : top + box_h, left : left + box_w]
+        tone = float(under.mean()) / (255.0 if under.dtype == np.uint8 else 1.0)
+        defects.append(PlacedDefect(planes, top, left, layer.sign(tone), layer.tint))
+        mask[top : top + box_h, left : left + box_w] |= planes[..., 3] >= MASK_THRESHOLD
+    return SamplePlan(type_index, tuple(defects), torch.from_numpy(mask), (height, width))
+
+
+def _host_pixels(pixels: torch.Tensor) -> np.ndarray:
+    """A numpy ``[C, H, W]`` view of a fast-path image, or a float32 copy of any other one."""
+    if takes_fast_path(pixels):
+        return pixels.numpy()
+    return pixels.detach().to("cpu", torch.float32).numpy()
 
 
 def as_chw(image: Any) -> torch.Tensor:
@@ -392,7 +416,11 @@ def as_chw(image: Any) -> torch.Tensor:
 
 
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
-    """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited."""
+    """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited.
+
+    Images outside the fast path (:func:`takes_fast_path`) are composited on a float32 CPU copy
+    and converted back.
+    """
     pixels = as_chw(image)
     if tuple(pixels.shape[-2:]) != plan.image_size:
         raise ValueError(
@@ -401,24 +429,33 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
         )
     if pixels.is_floating_point():
         check_finite(pixels, "image")
-    out = pixels.clone()
+    host = pixels if takes_fast_path(pixels) else pixels.detach().to("cpu", torch.float32)
+    out = host.clone()
+    _composite_defects(out.numpy(), plan)
+    if isinstance(image, PIL.Image.Image):
+        array = out.permute(1, 2, 0).numpy()
+        return PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
+    if host is not pixels:
+        out = out.to(pixels.device, pixels.dtype)
+    return out.reshape(image.shape)
+
+
+def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
+    """Alpha-composite the plan's shaded defects into ``out [C, H, W]``, in place."""
     top = min(defect.top for defect in plan.defects)
     left = min(defect.left for defect in plan.defects)
     bottom = max(defect.top + defect.size[0] for defect in plan.defects)
     right = max(defect.left + defect.size[1] for defect in plan.defects)
     window = out[:, top:bottom, left:right]
     # Under the defects only: uint8 goes to float and back once; float is edited in place.
-    work = window.float().div_(255.0) if out.dtype == torch.uint8 else window
+    is_uint8 = out.dtype == np.uint8
+    work = window.astype(np.float32) / np.float32(255.0) if is_uint8 else window
     for defect in plan.defects:
         y, x = defect.top - top, defect.left - left
         h, w = defect.size
         under = work[:, y : y + h, x : x + w]
-        planes = defect.planes.to(work.dtype)
-        content = _shade(planes, under[None], defect.sign, defect.tint)[0]
-        under.copy_(torch.lerp(under, content, planes[0, 3:4]))
-    if out.dtype == torch.uint8:
-        window.copy_(work.clamp_(0.0, 1.0).mul_(255.0).round_())
-    if isinstance(image, PIL.Image.Image):
-        array = out.permute(1, 2, 0).numpy()
-        return PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
-    return out.reshape(image.shape)
+        planes = defect.planes.transpose(2, 0, 1)[None]  # [1, 4, h, w] view
+        content = shade_relief(planes, under[None], defect.sign, defect.tint)[0]
+        under += planes[0, 3:4] * (content - under)
+    if is_uint8:
+        window[...] = np.rint(np.clip(work, 0.0, 1.0) * np.float32(255.0))

@@ -1,9 +1,10 @@
 """``DefectInject``: a torchvision v2 transform that puts synthetic defects on training samples.
 
 It draws once per call and applies that one draw to every input of the sample. With the
-procedural generator and ``blend="alpha"`` the draw is :func:`defectaug.per_sample.plan_sample`
-(layers painted ahead in chunks, compositing under the defects only: the fast path for data-loader
-workers); otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
+procedural generator, ``blend="alpha"`` and a CPU image (PIL, or a uint8 / float32 / float64
+tensor that needs no gradient) the draw is :func:`defectaug.per_sample.plan_sample` (layers painted
+ahead in chunks, compositing under the defects only: the fast path for data-loader workers);
+otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
 
 - images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
   RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape;
@@ -66,6 +67,7 @@ from defectaug.per_sample import (
     SamplePlan,
     composite_sample,
     plan_sample,
+    takes_fast_path,
 )
 from defectaug.placement import CountArg, RangeArg, RoiArg
 
@@ -236,7 +238,7 @@ class DefectInject(Transform):
         # The p draw comes first so that samples left alone cost no conversion at all.
         if self.p < 1.0 and not bool(torch.rand(1, generator=rng) < self.p):
             return nothing
-        if self._reservoir is not None:
+        if self._reservoir is not None and takes_fast_path(images[0]):
             source = images[0]
             if (
                 not isinstance(source, PIL.Image.Image)

@@ -10,6 +10,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from defectaug.generators.base import DefectGenerator
 from defectaug.layer import DefectLayer
+from defectaug.per_sample import SamplePlan
 from defectaug.transforms import DefectInject
 
 
@@ -218,11 +219,14 @@ def test_bilinear_crop_with_a_real_generator_stays_aligned():
         )
         changed = (image[0] - 0.8).abs() > 0.05
         marked = mask[0].bool()
-        assert marked.any()
+        if not marked.any():  # the crop can miss a small spot altogether
+            assert not changed.any()
+            continue
         ious.append(float((changed & marked).sum() / (changed | marked).sum()))
         flipped = marked.flip(-1)
         flipped_ious.append(float((changed & flipped).sum() / (changed | flipped).sum()))
-    assert sum(ious) / 8 > 0.6 and sum(ious) > sum(flipped_ious)
+    assert len(ious) >= 6
+    assert sum(ious) / len(ious) > 0.6 and sum(ious) > sum(flipped_ious)
 
 
 def test_seed_makes_the_stream_reproducible_and_picklable():
@@ -305,6 +309,20 @@ def test_per_sample_path_float_and_uint8_agree():
     assert (from_float.float() * 255 - from_uint8.float()).abs().max() <= 2.0
 
 
+@pytest.mark.parametrize("kind", ["float16", "requires_grad"])
+def test_images_outside_the_fast_path_take_the_batched_planner(kind):
+    image = _float_image(size=(48, 56))
+    image = image.half() if kind == "float16" else image.requires_grad_()
+    transform = DefectInject("stain", p=1.0, seed=4)
+    params = transform.make_params([image])
+    assert not isinstance(params["plan"], SamplePlan)
+    out = transform.transform(image, params)
+    assert out.dtype == image.dtype and _changed(image.detach(), out.detach())[params["mask"]].any()
+    if kind == "requires_grad":
+        out.sum().backward()
+        assert image.grad is not None
+
+
 def test_per_sample_path_confines_defects_to_the_roi():
     roi = torch.zeros(64, 64, dtype=torch.bool)
     roi[16:48, 20:44] = True
@@ -314,22 +332,28 @@ def test_per_sample_path_confines_defects_to_the_roi():
         assert mask.any() and not (mask & ~roi).any()
 
 
-def test_reservoir_chunks_grow_and_each_layer_is_used_once():
-    from defectaug.per_sample import LayerReservoir, chunk_length
+def test_reservoir_chunks_grow_and_layers_cycle_a_chunk_apart():
+    from defectaug.per_sample import USES_PER_LAYER, LayerReservoir, chunk_length
 
     assert [chunk_length(24, k) for k in range(5)] == [4, 8, 16, 32, 32]
     assert chunk_length(512, 9) == 4
     reservoir = LayerReservoir(DefectInject("spot").generator, seed=5)
     spot = reservoir.generator.defect_types.index("spot")
-    taken = [reservoir.take(spot, 24, torch.device("cpu")).planes for _ in range(13)]
-    assert reservoir._positions[(spot, 24, "cpu")] == (2, 1)
-    flat = torch.stack([planes.flatten() for planes in taken])
-    assert torch.cdist(flat, flat).add(torch.eye(13)).min() > 0, "a layer was handed out twice"
+    first_chunk = 4 * USES_PER_LAYER
+    total = first_chunk + 9
+    taken = [reservoir.take(spot, 24).planes for _ in range(total)]
+    assert reservoir._positions[(spot, 24)] == (1, 9)
+    flat = np.stack([planes.ravel() for planes in taken])
+    distance = np.linalg.norm(flat[:, None] - flat[None], axis=2)
+    same = distance == 0
+    # Takes share a layer exactly when they are in the same chunk (4 layers, then 8) at the same
+    # position modulo its length: uses of a layer are a chunk apart, chunks never repeat.
+    chunk_of = [(0, i % 4) if i < first_chunk else (1, (i - first_chunk) % 8) for i in range(total)]
+    for i in range(total):
+        expected = [j for j in range(total) if chunk_of[j] == chunk_of[i]]
+        assert np.flatnonzero(same[i]).tolist() == expected, i
     again = LayerReservoir(reservoir.generator, seed=5)
-    assert torch.equal(again.take(spot, 24, torch.device("cpu")).planes, taken[0])
+    assert np.array_equal(again.take(spot, 24).planes, taken[0])
     clone = pickle.loads(pickle.dumps(reservoir))
     assert not clone._chunks
-    assert torch.equal(
-        clone.take(spot, 24, torch.device("cpu")).planes,
-        reservoir.take(spot, 24, torch.device("cpu")).planes,
-    )
+    assert np.array_equal(clone.take(spot, 24).planes, reservoir.take(spot, 24).planes)
