@@ -10,10 +10,9 @@ placement distributions, geometry and look, but
   relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
   pixels they land on, so a chunk suits any image;
 - does the placement and affine maths of one image in Python floats, warps the four relief planes
-  of a layer with one ``cv2.warpAffine`` into the layer's own box (the same bilinear map as
-  ``grid_sample`` with ``align_corners=True`` and zero padding), and shades and composites that
-  window only, with numpy on views of the output (a uint8 image is converted to float only
-  under the defects).
+  of a layer with one ``grid_sample`` into the layer's own box, and shades and composites that
+  window only, with numpy on views of the output (a uint8 image is converted to float only under
+  the defects; numpy's per-operation cost on such small arrays is a fraction of torch's).
 
 It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
 (:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
@@ -26,10 +25,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
+import kornia
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 
 from defectaug._io import check_finite, to_float_image
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, shade_relief
@@ -66,9 +66,10 @@ def paint_side(size: float) -> int:
 FIRST_CHUNK = 4
 
 #: Samples each painted layer serves. Painting costs 0.1-0.6 ms per layer at the usual sizes, the
-#: rest of a sample about as much; every use draws its own scale, rotation, aspect, mirroring,
-#: place and surface, and uses of one layer are a chunk apart.
-USES_PER_LAYER = 4
+#: rest of a sample about 0.3 ms; every use draws its own scale, rotation, aspect, mirroring,
+#: place and surface, and uses of one layer are a chunk (up to 32 samples of its type and size)
+#: apart.
+USES_PER_LAYER = 8
 
 
 def chunk_length(side: int, chunk: int) -> int:
@@ -96,7 +97,7 @@ class LayerReservoir:
         self.generator = generator
         self.seed = seed
         self._positions: dict[tuple[int, int], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int], tuple[np.ndarray, list[list[float]]]] = {}
+        self._chunks: dict[tuple[int, int], tuple[torch.Tensor, list[list[float]]]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -138,26 +139,25 @@ class LayerReservoir:
                 self._chunks[key] = painted
             self._positions[key] = (chunk, position + 1)
             planes, scalars = painted
-            return PaintedLayer(planes[position % length], *scalars[position % length])
+            index = position % length
+            return PaintedLayer(planes[index : index + 1], *scalars[index])
 
     def _paint(
         self, type_index: int, side: int, chunk: int
-    ) -> tuple[np.ndarray, list[list[float]]]:
+    ) -> tuple[torch.Tensor, list[list[float]]]:
         rng = torch.Generator().manual_seed(self._chunk_seed(type_index, side, chunk))
         labels = torch.full((chunk_length(side, chunk),), type_index, dtype=torch.int64)
         maps: ReliefMaps = self.generator.paint(labels, generator=rng, layer_size=(side, side))
         # Per-layer scalars as Python floats: a sample then decides its sign without tensor ops.
         scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
-        # [n, s, s, 4] float32: the channels-last layout cv2 warps.
-        planes = maps.planes.permute(0, 2, 3, 1).to(torch.float32).contiguous().numpy()
-        return planes, scalars.tolist()
+        return maps.planes.to(torch.float32), scalars.tolist()
 
 
 @dataclass(frozen=True)
 class PaintedLayer:
-    """One layer of a reservoir: relief planes ``[s, s, 4]`` (channels last) and its scalars."""
+    """One layer of a reservoir: relief planes ``[1, 4, s, s]`` and its scalars."""
 
-    planes: np.ndarray
+    planes: torch.Tensor
     tint: float
     bright_draw: float
     bright_probability: float
@@ -170,7 +170,7 @@ class PaintedLayer:
 
 @dataclass(frozen=True)
 class PlacedDefect:
-    """One warped layer: relief planes ``[h, w, 4]`` over the image box ``top, left, h, w``."""
+    """One warped layer: relief planes ``[4, h, w]`` over the image box ``top, left, h, w``."""
 
     planes: np.ndarray
     top: int
@@ -180,7 +180,7 @@ class PlacedDefect:
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self.planes.shape[0], self.planes.shape[1])
+        return (self.planes.shape[1], self.planes.shape[2])
 
 
 @dataclass(frozen=True)
@@ -276,32 +276,48 @@ def _box_and_map(
     return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
 
 
-def _warp(planes: np.ndarray, box_to_layer: list[list[float]], box: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of ``planes [s, s, 4]`` into a ``box`` (zeros outside the layer)."""
+def _warp(
+    planes: torch.Tensor, box_to_layer: list[list[float]], box: tuple[int, int]
+) -> np.ndarray:
+    """Bilinear resampling of ``planes [1, 4, s, s]`` into a ``box`` (zeros outside the layer).
+
+    Returns ``[4, h, w]``. (``cv2.warpAffine`` is faster alone, but its thread pool costs more
+    than it saves on such small images inside DataLoader workers, and must not be reconfigured
+    there: ``cv2.setNumThreads`` in a forked worker can deadlock.)
+    """
+    side = planes.shape[-1]
     box_h, box_w = box
-    warped = cv2.warpAffine(
-        planes,
-        np.asarray(box_to_layer, dtype=np.float64),
-        (box_w, box_h),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
+    # Normalised output coords -> box pixels -> layer pixels -> normalised layer coords.
+    half_w, half_h = (box_w - 1) / 2, (box_h - 1) / 2
+    to_unit = 2.0 / max(side - 1, 1)
+    theta = [
+        [
+            x * half_w * to_unit,
+            y * half_h * to_unit,
+            (x * half_w + y * half_h + shift) * to_unit - 1.0,
+        ]
+        for x, y, shift in box_to_layer
+    ]
+    grid = F.affine_grid(
+        torch.tensor([theta], dtype=planes.dtype), [1, planes.shape[1], box_h, box_w], True
     )
-    np.clip(warped[..., 3], 0.0, 1.0, out=warped[..., 3])
+    warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    warped = warped[0].numpy()
+    np.clip(warped[3], 0.0, 1.0, out=warped[3])
     return warped
 
 
-def _antialias(planes: np.ndarray, zoom: float) -> np.ndarray:
+def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
     """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
     sigma = (1.0 / zoom - 1.0) / 2.0
     if sigma < 0.5:
         return planes
-    side = planes.shape[0]
+    side = planes.shape[-1]
     kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
     if kernel < 3:
         return planes
-    return cv2.GaussianBlur(
-        planes, (kernel, kernel), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT
+    return kornia.filters.gaussian_blur2d(
+        planes, (kernel, kernel), (sigma, sigma), border_type="constant"
     )
 
 
@@ -332,7 +348,7 @@ def plan_sample(
     options: PlacementOptions,
     rng: torch.Generator,
 ) -> SamplePlan | None:
-    """Draw the defects for one image (``[C, H, W]`` / ``[H, W]`` tensor or PIL image).
+    """Draw the defects for one image that :func:`takes_fast_path` (``[C, H, W]`` / ``[H, W]``).
 
     Returns ``None`` when the image draws a count of 0. All draws come from one ``torch.rand``
     call on ``rng`` (plus a multinomial when there is a region of interest).
@@ -349,7 +365,7 @@ def plan_sample(
         return None
     per_defect = [draws[2 + 6 * k : 8 + 6 * k] for k in range(count)]
     painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
-    surface = _host_pixels(pixels)
+    surface = pixels.numpy()
     roi = None
     if options.roi is not None:
         floats, _ = to_float_image(pixels, "image")
@@ -375,19 +391,12 @@ def plan_sample(
         layer = reservoir.take(painted_type, side)
         planes = _warp(_antialias(layer.planes, zoom), box_to_layer, (box_h, box_w))
         if roi is not None and options.confine:
-            planes[..., 3] *= roi[top : top + box_h, left : left + box_w]
+            planes[3] *= roi[top : top + box_h, left : left + box_w]
         under = surface[:, top : top + box_h, left : left + box_w]
         tone = float(under.mean()) / (255.0 if under.dtype == np.uint8 else 1.0)
         defects.append(PlacedDefect(planes, top, left, layer.sign(tone), layer.tint))
-        mask[top : top + box_h, left : left + box_w] |= planes[..., 3] >= MASK_THRESHOLD
+        mask[top : top + box_h, left : left + box_w] |= planes[3] >= MASK_THRESHOLD
     return SamplePlan(type_index, tuple(defects), torch.from_numpy(mask), (height, width))
-
-
-def _host_pixels(pixels: torch.Tensor) -> np.ndarray:
-    """A numpy ``[C, H, W]`` view of a fast-path image, or a float32 copy of any other one."""
-    if takes_fast_path(pixels):
-        return pixels.numpy()
-    return pixels.detach().to("cpu", torch.float32).numpy()
 
 
 def as_chw(image: Any) -> torch.Tensor:
@@ -454,7 +463,7 @@ def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
         y, x = defect.top - top, defect.left - left
         h, w = defect.size
         under = work[:, y : y + h, x : x + w]
-        planes = defect.planes.transpose(2, 0, 1)[None]  # [1, 4, h, w] view
+        planes = defect.planes[None]
         content = shade_relief(planes, under[None], defect.sign, defect.tint)[0]
         under += planes[0, 3:4] * (content - under)
     if is_uint8:

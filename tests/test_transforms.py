@@ -341,7 +341,7 @@ def test_reservoir_chunks_grow_and_layers_cycle_a_chunk_apart():
     spot = reservoir.generator.defect_types.index("spot")
     first_chunk = 4 * USES_PER_LAYER
     total = first_chunk + 9
-    taken = [reservoir.take(spot, 24).planes for _ in range(total)]
+    taken = [reservoir.take(spot, 24).planes.numpy() for _ in range(total)]
     assert reservoir._positions[(spot, 24)] == (1, 9)
     flat = np.stack([planes.ravel() for planes in taken])
     distance = np.linalg.norm(flat[:, None] - flat[None], axis=2)
@@ -353,7 +353,7 @@ def test_reservoir_chunks_grow_and_layers_cycle_a_chunk_apart():
         expected = [j for j in range(total) if chunk_of[j] == chunk_of[i]]
         assert np.flatnonzero(same[i]).tolist() == expected, i
     again = LayerReservoir(reservoir.generator, seed=5)
-    assert np.array_equal(again.take(spot, 24).planes, taken[0])
+    assert np.array_equal(again.take(spot, 24).planes.numpy(), taken[0])
     clone = pickle.loads(pickle.dumps(reservoir))
     assert not clone._chunks
-    assert np.array_equal(clone.take(spot, 24).planes, reservoir.take(spot, 24).planes)
+    assert torch.equal(clone.take(spot, 24).planes, reservoir.take(spot, 24).planes)
