@@ -5,7 +5,9 @@
 * :func:`improved_poisson_blend` — DCDGANc's variant: defect kept exactly, seamless band around it.
 
 All take ``[B, C, H, W]`` float tensors in [0, 1] (or uint8 / numpy / PIL at the edge), per-item
-offsets, never modify their inputs and are differentiable with respect to the layer.
+offsets, never modify their inputs and are differentiable with respect to the layer. A uint8
+batch stays uint8: only the pixels a blend reads are converted, and the result is the float
+result rounded back, bit for bit.
 """
 
 from defectaug.compositing.alpha import alpha_composite

@@ -16,7 +16,8 @@ def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: Offset
 
     Args:
         background: ``[B, C, H, W]`` float in [0, 1] (C = 1 or 3); a uint8 / numpy / PIL image or an
-            unbatched tensor is converted, and the result comes back in the same form.
+            unbatched tensor is accepted, and the result comes back in the same form (uint8 is
+            converted only under the layer, and rounded back).
         foreground: ``[B, C, h, w]``, the layer's content, same channel count as ``background``.
         alpha: ``[B, 1, h, w]`` float in [0, 1] (uint8 is scaled by 1/255), broadcast over channels.
         offset: per-item ``(top, left)`` of the layer in the background: an integer tensor

@@ -93,7 +93,9 @@ def poisson_blend(
 
     Args:
         background: ``[B, C, H, W]`` float in [0, 1] (C = 1 or 3); uint8 / numpy / PIL / unbatched
-            images are converted and the result is returned in the same form.
+            images are accepted and the result is returned in the same form. A uint8 background is
+            never copied to float as a whole: only the rectangles are, and the result is exactly
+            the float result rounded to uint8 (OpenCV's in/out format, a quarter of the bytes).
         source: ``[B, C, h, w]`` defect content, same channels as ``background``.
         mask: ``[B, 1, h, w]`` bool, or float with ``>= 0.5`` inside.
         offset: per-item ``(top, left)`` of the layer in the background (integer tensor
