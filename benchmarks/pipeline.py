@@ -21,8 +21,9 @@ What is measured, in samples per second:
    CUDA when a GPU is present.
 
 The loader rows are measured interleaved: ``--repeats`` rounds, each running one epoch of
-``samples / repeats`` samples of every row in turn, so load from other jobs on the machine weighs
-on all rows alike; a row's figure is its total samples over its total time. Workers persist
+``samples / repeats`` samples of every row in turn (the order rotating from round to round), so
+load from other jobs on the machine weighs on all rows alike; a row's figure is its total samples
+over its total time. Workers persist
 across epochs (``persistent_workers=True``), as in a training run; the first two batches of every
 loader are warm-up (worker start, first-call caches, the first painted chunks) and are not timed.
 The header prints the machine's load average before and after. Numbers depend on the machine and
@@ -165,9 +166,11 @@ def interleaved_throughput(
             pass
     counted = [0] * len(steps)
     seconds = [0.0] * len(steps)
-    for _ in range(repeats):
-        for index, loader in enumerate(loaders):
-            count, elapsed = timed_epoch(loader)
+    for round_index in range(repeats):
+        # The order rotates every round, so no row always runs first (or right after another).
+        for step in range(len(loaders)):
+            index = (step + round_index) % len(loaders)
+            count, elapsed = timed_epoch(loaders[index])
             counted[index] += count
             seconds[index] += elapsed
     del loaders
