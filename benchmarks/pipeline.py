@@ -11,8 +11,10 @@ What is measured, in samples per second:
    (``--workers``) and batches of 32: decode a 512 x 512 JPEG (``torchvision.io.decode_jpeg``),
    ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToDtype(float32, scale=True)``. This
    base is then run with ``DefectInject(all six procedural types, p=1)`` inserted after the flip,
-   once per blend mode, and once with ``p=0.3`` (a typical training setting). The ratio column is
-   each row's time per sample over the base's; the target is ``alpha, p=1`` <= 1.15.
+   once per blend mode, and once with ``p=0.3`` (a typical training setting); and a second copy
+   of the base row, whose ratio shows how far identical rows of one run drift apart (on a 2-core
+   machine running 2 workers per row, up to about 10 %). The ratio column is each row's time per
+   sample over the base's; the target is ``alpha, p=1`` <= 1.15.
 2. The peer: anomalib's ``PerlinAnomalyGenerator`` (DRAEM-style Perlin-noise anomalies, the
    common "synthetic anomaly" augmentation) in the same position, when anomalib is importable;
    the row says "not installed" otherwise (it is not a defectaug dependency).
@@ -21,11 +23,13 @@ What is measured, in samples per second:
    CUDA when a GPU is present.
 
 The loader rows are measured interleaved: ``--repeats`` rounds, each running one epoch of
-``samples / repeats`` samples of every row in turn (the order rotating from round to round), so
+``samples / repeats`` samples of every row in turn (in a new random order every round), so
 load from other jobs on the machine weighs on all rows alike; a row's figure is its total samples
 over its total time. Workers persist
-across epochs (``persistent_workers=True``), as in a training run; the first two batches of every
-loader are warm-up (worker start, first-call caches, the first painted chunks) and are not timed.
+across epochs (``persistent_workers=True``), as in a training run; the first epoch of every loader
+is warm-up (worker start, first-call caches, the first painted chunks) and is not timed. (With a
+partial warm-up epoch, the batches its workers had prefetched kept the cores busy during the first
+timed epochs: a second copy of the base row, created last, then ran 12 % faster than the first.)
 The header prints the machine's load average before and after. Numbers depend on the machine and
 its load; compare rows of one run, not across runs.
 """
@@ -56,7 +60,6 @@ from defectaug.transforms import DefectInject
 
 SOURCE_SIZE = 512
 CROP = 224
-WARMUP_BATCHES = 2
 
 
 def make_jpegs(folder: Path, count: int) -> list[Path]:
@@ -161,15 +164,16 @@ def interleaved_throughput(
     per_round = max(batch, samples // repeats)
     loaders = [make_loader(paths, step, per_round, workers, batch) for step in steps]
     for loader in loaders:
-        # Warm-up: worker start, first-call caches, the first painted chunks.
-        for _ in zip(range(WARMUP_BATCHES), loader, strict=False):
-            pass
+        # Warm-up, one whole untimed epoch: worker start, first-call caches, the first painted
+        # chunks. A partial epoch would leave prefetched batches in flight, and their workers
+        # would keep the cores busy during the first timed epochs of the other rows.
+        timed_epoch(loader)
     counted = [0] * len(steps)
     seconds = [0.0] * len(steps)
-    for round_index in range(repeats):
-        # The order rotates every round, so no row always runs first (or right after another).
-        for step in range(len(loaders)):
-            index = (step + round_index) % len(loaders)
+    order_generator = torch.Generator().manual_seed(0)
+    for _ in range(repeats):
+        # A new order every round, so no row always runs first or right after the same row.
+        for index in torch.randperm(len(loaders), generator=order_generator).tolist():
             count, elapsed = timed_epoch(loaders[index])
             counted[index] += count
             seconds[index] += elapsed
@@ -220,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
             steps.append(DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0))
         names.append("+ DefectInject alpha, p=0.3")
         steps.append(DefectInject(DEFECT_TYPES, p=0.3, blend="alpha", seed=0))
+        # The base again, as its own loader: how far two identical rows of one run drift apart.
+        names.append("base pipeline again (identical row: the run's spread)")
+        steps.append(None)
         peer, status = load_perlin_peer()
         if peer is not None:
             names.append("+ anomalib PerlinAnomalyGenerator (peer)")
