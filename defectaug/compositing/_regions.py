@@ -33,15 +33,25 @@ def clip_mask(
     rows: tuple[int, int],
     cols: tuple[int, int],
 ) -> torch.Tensor:
-    """``mask [B, h, w]`` without the pixels that land outside image rows/cols ``[start, stop)``."""
-    device = mask.device
-    tops = torch.tensor([o[0] for o in offsets], device=device)
-    lefts = torch.tensor([o[1] for o in offsets], device=device)
-    image_rows = tops[:, None] + torch.arange(mask.shape[1], device=device)
-    image_cols = lefts[:, None] + torch.arange(mask.shape[2], device=device)
-    row_ok = (image_rows >= rows[0]) & (image_rows < rows[1])
-    col_ok = (image_cols >= cols[0]) & (image_cols < cols[1])
-    return mask & row_ok[:, :, None] & col_ok[:, None, :]
+    """``mask [B, h, w]`` without the pixels that land outside image rows/cols ``[start, stop)``.
+
+    Only items whose layer crosses those bounds are touched (on a copy); usually there are few.
+    """
+    height, width = mask.shape[1:]
+    clipped = mask
+    for item, (top, left) in enumerate(offsets):
+        first_row, stop_row = rows[0] - top, rows[1] - top
+        first_col, stop_col = cols[0] - left, cols[1] - left
+        if first_row <= 0 and first_col <= 0 and stop_row >= height and stop_col >= width:
+            continue
+        if clipped is mask:
+            clipped = mask.clone()
+        layer = clipped[item]
+        layer[: max(first_row, 0)] = False
+        layer[max(stop_row, 0) :] = False
+        layer[:, : max(first_col, 0)] = False
+        layer[:, max(stop_col, 0) :] = False
+    return clipped
 
 
 def mask_boxes(mask: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
