@@ -425,8 +425,8 @@ def as_chw(image: Any) -> torch.Tensor:
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
     """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited.
 
-    Images outside the fast path (:func:`takes_fast_path`) are composited on a float32 CPU copy
-    and converted back.
+    Images outside the fast path (:func:`takes_fast_path`) are composited on a CPU copy (uint8,
+    or float32 for other floats) and converted back; no gradient flows through that copy.
     """
     pixels = as_chw(image)
     if tuple(pixels.shape[-2:]) != plan.image_size:
@@ -436,7 +436,12 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
         )
     if pixels.is_floating_point():
         check_finite(pixels, "image")
-    host = pixels if takes_fast_path(pixels) else pixels.detach().to("cpu", torch.float32)
+    if takes_fast_path(pixels):
+        host = pixels
+    else:  # e.g. a second image of the sample on CUDA, or in half precision
+        host = pixels.detach().to(
+            "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
+        )
     out = host.clone()
     _composite_defects(out.numpy(), plan)
     if isinstance(image, PIL.Image.Image):

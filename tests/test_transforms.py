@@ -323,6 +323,16 @@ def test_images_outside_the_fast_path_take_the_batched_planner(kind):
         assert image.grad is not None
 
 
+def test_per_sample_plan_applies_to_a_second_image_outside_the_fast_path():
+    image = (_float_image(size=(48, 56)) * 255).round().to(torch.uint8)
+    half = image.half() / 255
+    inject = DefectInject("pit", p=1.0, seed=2)
+    out, out_half = inject(tv_tensors.Image(image), tv_tensors.Image(half))
+    assert not torch.equal(out, image)
+    assert out_half.dtype == torch.float16
+    assert (out_half.float() * 255 - out.float()).abs().max() <= 1.0
+
+
 def test_per_sample_path_confines_defects_to_the_roi():
     roi = torch.zeros(64, 64, dtype=torch.bool)
     roi[16:48, 20:44] = True
