@@ -395,6 +395,16 @@ def test_uint8_background_gives_the_float_result_rounded(blend):
 
 
 @pytest.mark.parametrize("blend", [poisson_blend, improved_poisson_blend])
+def test_bfloat16_runs_and_stays_bfloat16(blend):
+    """Half precision is computed in float32 (sparse products and numpy lack bfloat16)."""
+    background, source, mask, offsets = batch_problem(8, dtype=torch.float32)
+    out = blend(background.bfloat16(), source.bfloat16(), mask, offsets)
+    expected = blend(background.bfloat16().float(), source.bfloat16().float(), mask, offsets)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - expected).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("blend", [poisson_blend, improved_poisson_blend])
 def test_empty_mask_returns_an_unchanged_copy(blend):
     background, source, mask, offsets = batch_problem(5)
     out = blend(background, source, torch.zeros_like(mask), offsets)

@@ -37,8 +37,8 @@ class Composite:
         background: ``[B, C, H, W]`` float or uint8 tensor (the caller's own tensor when it
             already had that form: never written to). uint8 ``x`` stands for ``x / 255``; read it
             through :func:`~defectaug.compositing._regions.read_pixels`.
-        layer: ``[B, C, h, w]`` float tensor on the background's device; its dtype is the one
-            the blend computes in.
+        layer: ``[B, C, h, w]`` float tensor on the background's device; its dtype (float32 or
+            float64: half precision is promoted) is the one the blend computes in.
         matte: ``[B, 1, h, w]``: bool for a mask, float in [0, 1] for an alpha.
         offsets: per item, the ``(top, left)`` of the layer in the background.
         restore: turns a ``[B, C, H, W]`` result back into the background's original form.
@@ -194,10 +194,13 @@ def prepare(
             f"{layer_name}: channel mismatch, the background has {bg.shape[1]} channel(s) but "
             f"{layer_name} has {fg.shape[1]} ({describe(fg)}); convert one of them first"
         )
+    dtype = torch.promote_types(bg.dtype, fg.dtype) if bg.is_floating_point() else fg.dtype
+    # Half precision is too coarse for the solves (and sparse products lack it): compute in
+    # float32; the result is cast back to the background's dtype.
+    dtype = torch.promote_types(dtype, torch.float32)
+    fg = fg.to(dtype)
     if bg.is_floating_point():
-        dtype = torch.promote_types(bg.dtype, fg.dtype)
-        bg, fg = bg.to(dtype), fg.to(dtype)
-    dtype = fg.dtype
+        bg = bg.to(dtype)
 
     matte_tensor = _as_mask(matte, matte_name) if matte_is_mask else _as_alpha(matte, matte_name)
     if matte_tensor.device != bg.device:
