@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import defectaug
+from defectaug._io import to_uint8
 from defectaug.batch import BLEND_MODES, inject_defects
 from defectaug.dataset import SyntheticDefectDataset, list_images, read_image
 
@@ -65,7 +66,7 @@ class CommandError(Exception):
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """``[C, H, W]`` float -> ``[H, W, 3]`` uint8 (grey repeated)."""
     rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return to_uint8(rgb).permute(1, 2, 0).numpy()
 
 
 def _overlay(image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -348,7 +349,7 @@ def run_synth(args: argparse.Namespace) -> int:
         type_name = item["type_name"]
         image_path = Path(args.split) / type_name / f"{stem}.png"
         mask_path = Path("ground_truth") / type_name / f"{stem}_mask.png"
-        image = (item["image"].clamp(0, 1) * 255).round().to(torch.uint8)
+        image = to_uint8(item["image"])
         pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         mask = item["mask"][0].numpy()
         _save_png(mask.astype(np.uint8) * 255, out / mask_path)

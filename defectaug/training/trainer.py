@@ -28,6 +28,7 @@ from torch.func import functional_call
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
+from defectaug._io import to_uint8
 from defectaug.generators.dcdgan import (
     DCDGAN,
     DCDGANConfig,
@@ -310,7 +311,7 @@ def layer_grid(
     masks = torch.cat([masks, blank]).view(rows, 1, columns, 3, size, size)
     tiles = torch.cat([shown, masks], dim=1).flatten(0, 2)
     canvas = make_grid(tiles, nrow=columns, padding=gap, pad_value=1.0)
-    return (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return to_uint8(canvas).permute(1, 2, 0).numpy()
 
 
 class DCDGANTrainer(GeneratorTrainer):
