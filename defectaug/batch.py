@@ -31,6 +31,7 @@ from defectaug.generators.base import DefectGenerator
 from defectaug.layer import MASK_THRESHOLD, DefectLayer
 from defectaug.placement import (
     CountArg,
+    PlacementOptions,
     Placements,
     RangeArg,
     RoiArg,
@@ -551,7 +552,7 @@ class DefectInjector(nn.Module):
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.blend = check_blend(blend)
         self.p = check_probability(p)
-        self.options = dict(
+        self.placement = PlacementOptions.check(
             count=count,
             scale=scale,
             rotation=rotation,
@@ -570,7 +571,7 @@ class DefectInjector(nn.Module):
             self.generator,
             p=self.p,
             seed=seed if seed is not None else self._seeds.next(),
-            **self.options,
+            **self.placement.keywords(),
         )
         out, masks = apply_plan(images, plan, self.blend)
         return InjectionResult(out, masks, plan.labels)

@@ -38,7 +38,7 @@ from defectaug.batch import (
 )
 from defectaug.datasets import load_image
 from defectaug.generators.base import DefectGenerator
-from defectaug.placement import CountArg, RangeArg, RoiArg, as_count_range
+from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TARGETS = ("label", "mask", "dict")
@@ -119,16 +119,7 @@ class SyntheticDefectDataset(Dataset):
             raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
         if to_grayscale and to_rgb:
             raise ValueError("to_grayscale, to_rgb: choose at most one conversion")
-        if as_count_range(count)[0] < 1:
-            raise ValueError(
-                f"count: every item carries a defect, so the minimum must be >= 1, got {count!r}"
-            )
-        self.backgrounds = self._resolve_backgrounds(backgrounds)
-        self.generator = resolve_generator(generator)
-        self.defect_types = resolve_defect_types(defect_types, self.generator)
-        self.length, self.seed = length, seed
-        self.blend = check_blend(blend)
-        self.placement_options = dict(
+        self.placement = PlacementOptions.check(
             count=count,
             scale=scale,
             rotation=rotation,
@@ -137,6 +128,15 @@ class SyntheticDefectDataset(Dataset):
             roi=roi,
             confine=confine,
         )
+        if self.placement.count[0] < 1:
+            raise ValueError(
+                f"count: every item carries a defect, so the minimum must be >= 1, got {count!r}"
+            )
+        self.backgrounds = self._resolve_backgrounds(backgrounds)
+        self.generator = resolve_generator(generator)
+        self.defect_types = resolve_defect_types(defect_types, self.generator)
+        self.length, self.seed = length, seed
+        self.blend = check_blend(blend)
         self.transform, self.target = transform, target
         self.to_grayscale, self.to_rgb = to_grayscale, to_rgb
         self.classes = sorted(self.defect_types)
@@ -234,7 +234,7 @@ class SyntheticDefectDataset(Dataset):
             self.generator,
             p=1.0,
             seed=child_seed(rng),
-            **self.placement_options,
+            **self.placement.keywords(),
         )
         image, masks = apply_plan(background, plan, self.blend)
         type_name = self.defect_types[int(plan.labels[0])]

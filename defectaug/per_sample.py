@@ -34,14 +34,7 @@ import torch.nn.functional as F
 from defectaug._io import check_finite, to_float_image
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, shade_relief
 from defectaug.layer import MASK_THRESHOLD
-from defectaug.placement import (
-    CountArg,
-    RangeArg,
-    RoiArg,
-    check_image_size,
-    check_placement_ranges,
-    resolve_roi,
-)
+from defectaug.placement import PlacementOptions, check_image_size, resolve_roi
 
 #: Largest side at which layers are painted; bigger defects are enlarged from it.
 MAX_PAINT_SIDE = 512
@@ -191,41 +184,6 @@ class SamplePlan:
     defects: tuple[PlacedDefect, ...]
     mask: torch.Tensor
     image_size: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class PlacementOptions:
-    """Validated placement options (see :func:`defectaug.inject_defects`)."""
-
-    count: tuple[int, int]
-    scale: tuple[float, float]
-    rotation: tuple[float, float]
-    log_aspect: tuple[float, float]
-    min_size: int
-    roi: RoiArg
-    confine: bool
-
-    @classmethod
-    def check(
-        cls,
-        count: CountArg,
-        scale: RangeArg,
-        rotation: RangeArg,
-        aspect: RangeArg,
-        min_size: int,
-        roi: RoiArg,
-        confine: bool,
-    ) -> PlacementOptions:
-        ranges = check_placement_ranges(count, scale, rotation, aspect, min_size)
-        return cls(
-            count=ranges.count,
-            scale=ranges.scale,
-            rotation=ranges.rotation,
-            log_aspect=ranges.log_aspect,
-            min_size=min_size,
-            roi=roi,
-            confine=confine,
-        )
 
 
 def _lerp(bounds: tuple[float, float], u: float) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import kornia
@@ -138,12 +138,17 @@ def check_image_size(image_size: tuple[int, int], min_size: int) -> None:
 
 @dataclass(frozen=True)
 class PlacementRanges:
-    """Validated draw ranges of :func:`sample_placements` (aspect kept as log-stretch)."""
+    """Validated draw ranges of :func:`sample_placements`."""
 
     count: tuple[int, int]
     scale: tuple[float, float]
     rotation: tuple[float, float]
-    log_aspect: tuple[float, float]
+    aspect: tuple[float, float]
+
+    @property
+    def log_aspect(self) -> tuple[float, float]:
+        """The aspect range as log-stretch, the scale it is drawn uniformly in."""
+        return (math.log(self.aspect[0]), math.log(self.aspect[1]))
 
 
 def check_placement_ranges(
@@ -163,11 +168,41 @@ def check_placement_ranges(
     if aspect_range[0] <= 0:
         raise ValueError(f"aspect: expected positive stretch factors, got {aspect!r}")
     return PlacementRanges(
-        count=count_range,
-        scale=scale_range,
-        rotation=rotation_range,
-        log_aspect=(math.log(aspect_range[0]), math.log(aspect_range[1])),
+        count=count_range, scale=scale_range, rotation=rotation_range, aspect=aspect_range
     )
+
+
+@dataclass(frozen=True)
+class PlacementOptions(PlacementRanges):
+    """An injector's placement options, validated once when it is built.
+
+    The fields are the placement keywords of :func:`defectaug.inject_defects` in checked form;
+    :meth:`keywords` hands them on to :func:`~defectaug.batch.plan_defects`.
+    """
+
+    min_size: int
+    roi: RoiArg
+    confine: bool
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        count: CountArg,
+        scale: RangeArg,
+        rotation: RangeArg,
+        aspect: RangeArg,
+        min_size: int,
+        roi: RoiArg,
+        confine: bool,
+    ) -> PlacementOptions:
+        ranges = check_placement_ranges(count, scale, rotation, aspect, min_size)
+        return cls(
+            ranges.count, ranges.scale, ranges.rotation, ranges.aspect, min_size, roi, confine
+        )
+
+    def keywords(self) -> dict[str, object]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def sample_placements(

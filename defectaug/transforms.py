@@ -63,13 +63,12 @@ from defectaug.generators.base import DefectGenerator
 from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.per_sample import (
     LayerReservoir,
-    PlacementOptions,
     SamplePlan,
     composite_sample,
     plan_sample,
     takes_fast_path,
 )
-from defectaug.placement import CountArg, RangeArg, RoiArg
+from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg
 
 LabelArg = int | Mapping[str, int] | None
 MASK_MODES = ("binary", "class")
@@ -174,7 +173,7 @@ class DefectInject(Transform):
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.p = check_probability(p)
         self.blend = check_blend(blend)
-        self.placement_options = dict(
+        self.placement = PlacementOptions.check(
             count=count,
             scale=scale,
             rotation=rotation,
@@ -197,7 +196,6 @@ class DefectInject(Transform):
         self._seeds = CallSeeds(seed)
         # The procedural generator with alpha blending takes the per-sample path: layers painted
         # ahead in chunks, small maths in floats, compositing under the defects only.
-        self._options = PlacementOptions.check(**self.placement_options)
         self._reservoir = (
             LayerReservoir(self.generator, seed)
             if isinstance(self.generator, ProceduralGenerator) and self.blend == "alpha"
@@ -247,7 +245,7 @@ class DefectInject(Transform):
             ):
                 raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
             sample_plan = plan_sample(
-                source, self.defect_types, self._reservoir, self._options, rng
+                source, self.defect_types, self._reservoir, self.placement, rng
             )
             mask = None if sample_plan is None else sample_plan.mask
             return dict(plan=sample_plan, mask=mask, source=source, converted=None)
@@ -256,7 +254,7 @@ class DefectInject(Transform):
         if image.shape[0] != 1:
             raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
         plan = plan_defects(
-            image, self.defect_types, self.generator, p=1.0, seed=rng, **self.placement_options
+            image, self.defect_types, self.generator, p=1.0, seed=rng, **self.placement.keywords()
         )
         mask = plan_masks(plan)[0, 0] if bool(plan.applied.any()) else None
         return dict(plan=plan, mask=mask, source=images[0], converted=converted)
