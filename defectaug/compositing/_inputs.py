@@ -220,3 +220,16 @@ def prepare(
         offset, fg.shape[0], (fg.shape[2], fg.shape[3]), (bg.shape[2], bg.shape[3])
     )
     return Composite(bg, fg, matte_tensor, offsets, restore)
+
+
+def prepare_masked(background: Any, source: Any, mask: Any, offset: OffsetArg) -> Composite:
+    """:func:`prepare` for the Poisson blends: a ``source`` layer with a binary ``mask``."""
+    return prepare(
+        background,
+        source,
+        mask,
+        offset,
+        layer_name="source",
+        matte_name="mask",
+        matte_is_mask=True,
+    )

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._io import check_finite
-from defectaug.compositing._inputs import OffsetArg, prepare
+from defectaug.compositing._inputs import OffsetArg, prepare_masked
 from defectaug.compositing._regions import Crops, clip_mask, cut_crops, mask_boxes, paste_crops
 from defectaug.compositing._solvers import band_laplacian_matrix, solve_band
 from defectaug.compositing.poisson import BlendMode, check_band, check_mode, guidance_correction
@@ -60,15 +60,7 @@ def improved_poisson_blend(
     """
     check_band(band)
     check_mode(mode)
-    problem = prepare(
-        background,
-        source,
-        mask,
-        offset,
-        layer_name="source",
-        matte_name="mask",
-        matte_is_mask=True,
-    )
+    problem = prepare_masked(background, source, mask, offset)
     out = _improved_poisson_blend(
         problem.background, problem.layer, problem.matte[:, 0], problem.offsets, band, mode
     )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from defectaug._io import check_finite
-from defectaug.compositing._inputs import OffsetArg, prepare
+from defectaug.compositing._inputs import OffsetArg, prepare_masked
 from defectaug.compositing._regions import (
     Crops,
     clip_mask,
@@ -110,15 +110,7 @@ def poisson_blend(
         ``background`` (the solve's backward is the same symmetric solve).
     """
     check_mode(mode)
-    problem = prepare(
-        background,
-        source,
-        mask,
-        offset,
-        layer_name="source",
-        matte_name="mask",
-        matte_is_mask=True,
-    )
+    problem = prepare_masked(background, source, mask, offset)
     out = _poisson_blend(
         problem.background, problem.layer, problem.matte[:, 0], problem.offsets, mode
     )
