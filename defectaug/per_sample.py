@@ -29,10 +29,10 @@ import kornia
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 
 from defectaug._io import check_finite, to_float_image
-from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps, shade_relief
+from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
+from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
 from defectaug.layer import MASK_THRESHOLD
 from defectaug.placement import PlacementOptions, check_image_size, resolve_roi
 
@@ -163,9 +163,15 @@ class PaintedLayer:
 
 @dataclass(frozen=True)
 class PlacedDefect:
-    """One warped layer: relief planes ``[4, h, w]`` over the image box ``top, left, h, w``."""
+    """One layer placed on an image: its box ``top, left`` and the resampled ``alpha [h, w]``.
+
+    ``planes [4, s, s]`` (the relief maps, low-passed when shrunk a lot) are resampled into the
+    box through ``box_to_layer`` only where ``alpha`` covers it, when compositing.
+    """
 
     planes: np.ndarray
+    box_to_layer: np.ndarray
+    alpha: np.ndarray
     top: int
     left: int
     sign: float
@@ -173,7 +179,7 @@ class PlacedDefect:
 
     @property
     def size(self) -> tuple[int, int]:
-        return (self.planes.shape[1], self.planes.shape[2])
+        return self.alpha.shape
 
 
 @dataclass(frozen=True)
@@ -234,34 +240,6 @@ def _box_and_map(
     return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
 
 
-def _warp(
-    planes: torch.Tensor, box_to_layer: list[list[float]], box: tuple[int, int]
-) -> np.ndarray:
-    """Bilinear resampling of ``planes [1, 4, s, s]`` into a ``box`` (zeros outside the layer).
-
-    Returns ``[4, h, w]``. (``cv2.warpAffine`` is faster alone, but its thread pool costs more
-    than it saves on such small images inside DataLoader workers, and must not be reconfigured
-    there: ``cv2.setNumThreads`` in a forked worker can deadlock.)
-    """
-    side = planes.shape[-1]
-    box_h, box_w = box
-    # The sampling grid in numpy (cheaper than affine_grid here): box pixel -> layer pixel ->
-    # grid_sample's normalised layer coordinates.
-    to_unit = 2.0 / max(side - 1, 1)
-    rows = np.arange(box_h, dtype=np.float32)
-    cols = np.arange(box_w, dtype=np.float32)
-    grid = np.empty((1, box_h, box_w, 2), dtype=np.float32)
-    for axis, (along_x, along_y, shift) in enumerate(box_to_layer):
-        grid[0, :, :, axis] = np.add.outer(
-            rows * (along_y * to_unit), cols * (along_x * to_unit) + (shift * to_unit - 1.0)
-        )
-    grid = torch.from_numpy(grid).to(planes.dtype)
-    warped = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    warped = warped[0].numpy()
-    np.clip(warped[3], 0.0, 1.0, out=warped[3])
-    return warped
-
-
 def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
     """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
     sigma = (1.0 / zoom - 1.0) / 2.0
@@ -301,12 +279,13 @@ def plan_sample(
     defect_types: tuple[str, ...],
     reservoir: LayerReservoir,
     options: PlacementOptions,
-    rng: torch.Generator,
+    rng: torch.Generator | None,
 ) -> SamplePlan | None:
     """Draw the defects for one image that :func:`takes_fast_path` (``[C, H, W]`` / ``[H, W]``).
 
     Returns ``None`` when the image draws a count of 0. All draws come from one ``torch.rand``
-    call on ``rng`` (plus a multinomial when there is a region of interest).
+    call on ``rng`` (plus a multinomial when there is a region of interest); ``None`` draws from
+    torch's global generator.
     """
     pixels = as_chw(image)
     _, height, width = pixels.shape
@@ -321,6 +300,7 @@ def plan_sample(
     per_defect = [draws[2 + 6 * k : 8 + 6 * k] for k in range(count)]
     painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
     surface = pixels.numpy()
+    scale = 255.0 if surface.dtype == np.uint8 else 1.0
     roi = None
     if options.roi is not None:
         floats, _ = to_float_image(pixels, "image")
@@ -344,14 +324,17 @@ def plan_sample(
         if u[5] < 0.5:
             box_to_layer = _mirrored(box_to_layer, side)
         layer = reservoir.take(painted_type, side)
-        planes = _warp(_antialias(layer.planes, zoom), box_to_layer, (box_h, box_w))
+        planes = _antialias(layer.planes, zoom)[0].numpy()
+        box_to_layer = np.array(box_to_layer)
+        alpha = warp_alpha(planes, box_to_layer, box_h, box_w)
         if roi is not None and options.confine:
-            planes[3] *= roi[top : top + box_h, left : left + box_w]
+            alpha *= roi[top : top + box_h, left : left + box_w]
         # Every other pixel is plenty to tell a dark surface from a bright one.
-        under = surface[:, top : top + box_h : 2, left : left + box_w : 2]
-        tone = float(under.mean()) / (255.0 if under.dtype == np.uint8 else 1.0)
-        defects.append(PlacedDefect(planes, top, left, layer.sign(tone), layer.tint))
-        mask[top : top + box_h, left : left + box_w] |= planes[3] >= MASK_THRESHOLD
+        tone = sparse_mean(surface, top, left, box_h, box_w) / scale
+        defects.append(
+            PlacedDefect(planes, box_to_layer, alpha, top, left, layer.sign(tone), layer.tint)
+        )
+        mask[top : top + box_h, left : left + box_w] |= alpha >= MASK_THRESHOLD
     return SamplePlan(type_index, tuple(defects), torch.from_numpy(mask), (height, width))
 
 
@@ -412,20 +395,15 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
 
 def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
     """Alpha-composite the plan's shaded defects into ``out [C, H, W]``, in place."""
-    top = min(defect.top for defect in plan.defects)
-    left = min(defect.left for defect in plan.defects)
-    bottom = max(defect.top + defect.size[0] for defect in plan.defects)
-    right = max(defect.left + defect.size[1] for defect in plan.defects)
-    window = out[:, top:bottom, left:right]
-    # Under the defects only: uint8 goes to float and back once; float is edited in place.
-    is_uint8 = out.dtype == np.uint8
-    work = window.astype(np.float32) / np.float32(255.0) if is_uint8 else window
+    scale = 255.0 if out.dtype == np.uint8 else 1.0
     for defect in plan.defects:
-        y, x = defect.top - top, defect.left - left
         h, w = defect.size
-        under = work[:, y : y + h, x : x + w]
-        planes = defect.planes[None]
-        content = shade_relief(planes, under[None], defect.sign, defect.tint)[0]
-        under += planes[0, 3:4] * (content - under)
-    if is_uint8:
-        window[...] = np.rint(np.clip(work, 0.0, 1.0) * np.float32(255.0))
+        composite_relief(
+            out[:, defect.top : defect.top + h, defect.left : defect.left + w],
+            defect.planes,
+            defect.alpha,
+            defect.box_to_layer,
+            defect.sign,
+            defect.tint,
+            scale,
+        )

@@ -232,7 +232,9 @@ class DefectInject(Transform):
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
         if not images:
             return nothing
-        rng = as_generator(self._seeds.next())
+        call_seed = self._seeds.next()
+        # Without a seed, torch's global generator draws directly (as v2's own transforms do).
+        rng = None if call_seed is None else as_generator(call_seed)
         # The p draw comes first so that samples left alone cost no conversion at all.
         if self.p < 1.0 and not bool(torch.rand(1, generator=rng) < self.p):
             return nothing
@@ -292,6 +294,9 @@ class DefectInject(Transform):
         # Like torchvision's CutMix, forward is extended (not replaced in spirit) so the label,
         # which v2 never hands to `transform`, can be updated with the same draw.
         sample = inputs if len(inputs) > 1 else inputs[0]
+        if len(inputs) == 1 and self.label is None and _is_image(sample):
+            # The common ImageFolder case: a lone image needs no pytree flattening.
+            return self.transform(sample, self.make_params([sample]))
         flat_inputs, spec = tree_flatten(sample)
         label_index = self._locate_label(sample, flat_inputs) if self.label is not None else None
         needs_transform = self._needs_transform_list(flat_inputs)

@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -184,7 +183,7 @@ PARAMS_BY_TYPE: dict[str, type[_Params]] = {
     "uneven": UnevenParams,
     "pit": PitParams,
 }
-_RUST = (1.0, 0.78, 0.55)
+RUST = (1.0, 0.78, 0.55)
 
 
 def _resolve_params(name: str, value: _Params | Mapping[str, Any] | None) -> _Params:
@@ -854,39 +853,34 @@ class ReliefMaps(NamedTuple):
 
 
 def shade_relief(
-    planes: torch.Tensor | np.ndarray,
-    tone: torch.Tensor | np.ndarray,
+    planes: torch.Tensor,
+    tone: torch.Tensor,
     sign: torch.Tensor | float,
     tint: torch.Tensor | float,
-) -> torch.Tensor | np.ndarray:
+) -> torch.Tensor:
     """Content ``[n, C, h, w]`` in [0, 1] from :class:`ReliefMaps` planes on a surface ``tone``.
 
     The relief (``sign * signed + fixed``, in [-1, 1]) darkens the tone towards black or lightens
     it towards white, the texture modulates it, and a tint (3 channels) browns strong relief.
     ``sign`` and ``tint`` are ``[n]`` or, for one item, floats; ``tone`` is ``[n, C, h, w]`` or
-    broadcastable to it. ``planes`` and ``tone`` may also be numpy arrays (then ``sign`` and
-    ``tint`` are floats): the per-sample path shades small windows, where numpy's per-operation
-    cost is a fraction of torch's.
+    broadcastable to it. (The per-sample path of ``DefectInject`` does the same per pixel in
+    :func:`defectaug._kernels.composite_relief`.)
     """
-    xp: Any = np if isinstance(planes, np.ndarray) else torch
     n = planes.shape[0]
     if isinstance(sign, torch.Tensor):
         sign = sign.view(n, 1, 1, 1)
     relief = planes[:, _SIGNED : _SIGNED + 1] * sign
-    relief = xp.clip(relief + planes[:, _FIXED : _FIXED + 1], -1.0, 1.0)
-    shaded = xp.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
+    relief = (relief + planes[:, _FIXED : _FIXED + 1]).clamp(-1.0, 1.0)
+    shaded = torch.where(relief < 0, tone * (1.0 + relief), tone + (1.0 - tone) * relief)
     content = shaded * (1.0 + planes[:, _TEXTURE : _TEXTURE + 1])
     tinted = bool((tint > 0).any()) if isinstance(tint, torch.Tensor) else tint > 0
     if content.shape[1] == 3 and tinted:
-        if xp is np:
-            rust = np.asarray(_RUST, dtype=planes.dtype).reshape(1, 3, 1, 1)
-        else:
-            rust = torch.tensor(_RUST, device=planes.device, dtype=planes.dtype).view(1, 3, 1, 1)
+        rust = torch.tensor(RUST, device=planes.device, dtype=planes.dtype).view(1, 3, 1, 1)
         if isinstance(tint, torch.Tensor):
             tint = tint.view(n, 1, 1, 1)
-        strength = xp.clip(tint * xp.clip(abs(relief), None, 1.0) * 3.0, None, 1.0)
-        content = content * (1.0 - strength * (1.0 - rust))
-    return xp.clip(content, 0.0, 1.0)
+        strength = tint * relief.abs().clamp(max=1.0) * 3.0
+        content = content * (1.0 - strength.clamp(max=1.0) * (1.0 - rust))
+    return content.clamp(0.0, 1.0)
 
 
 class ProceduralGenerator(DefectGenerator):

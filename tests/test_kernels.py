@@ -1,0 +1,106 @@
+"""The compiled loops of the per-sample path agree with the torch operations they stand for."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
+from defectaug.generators.procedural import shade_relief
+
+
+def rotation_map(angle: float, zoom: float, shift: tuple[float, float]) -> np.ndarray:
+    """A box -> layer pixel map: rotation and zoom about the origin, then a shift."""
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    return np.array([[cos, -sin, shift[0]], [sin, cos, shift[1]]])
+
+
+def grid_sample_box(planes: np.ndarray, box_to_layer: np.ndarray, box: tuple[int, int]):
+    """``grid_sample`` (bilinear, zeros, align_corners) of ``planes [P, s, s]`` into ``box``."""
+    side = planes.shape[-1]
+    rows, cols = torch.meshgrid(
+        torch.arange(box[0], dtype=torch.float64),
+        torch.arange(box[1], dtype=torch.float64),
+        indexing="ij",
+    )
+    layer_x = box_to_layer[0, 0] * cols + box_to_layer[0, 1] * rows + box_to_layer[0, 2]
+    layer_y = box_to_layer[1, 0] * cols + box_to_layer[1, 1] * rows + box_to_layer[1, 2]
+    grid = torch.stack([layer_x, layer_y], -1) * (2.0 / (side - 1)) - 1.0
+    source = torch.from_numpy(planes).double()[None]
+    return F.grid_sample(source, grid[None], align_corners=True, padding_mode="zeros")[0]
+
+
+@pytest.fixture
+def planes() -> np.ndarray:
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.rand(4, 21, 21, generator=generator) * 2 - 1
+    maps[3] = torch.rand(21, 21, generator=generator) * 1.4 - 0.2  # alpha, partly outside [0, 1]
+    return maps.numpy().astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "box_to_layer",
+    [
+        rotation_map(0.0, 1.0, (0.0, 0.0)),
+        rotation_map(0.6, 0.8, (8.0, -6.5)),
+        rotation_map(-2.2, 1.3, (30.0, 12.25)),
+    ],
+)
+def test_warp_alpha_is_grid_sample_clipped(planes, box_to_layer):
+    box = (27, 31)
+    expected = grid_sample_box(planes, box_to_layer, box)[3].clamp(0, 1).numpy()
+    np.testing.assert_allclose(warp_alpha(planes, box_to_layer, *box), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_composite_relief_is_shade_relief_then_alpha_compositing(planes, channels, sign, dtype):
+    box = (19, 23)
+    box_to_layer = rotation_map(0.4, 0.9, (4.0, -3.0))
+    rng = np.random.default_rng(channels)
+    surface = rng.uniform(0.05, 0.95, (channels, *box))
+    window = (
+        np.rint(surface * 255).astype(np.uint8) if dtype == np.uint8 else surface.astype(dtype)
+    )
+    under = window / 255.0 if dtype == np.uint8 else window.astype(np.float64)
+    warped = grid_sample_box(planes, box_to_layer, box)
+    alpha = warped[3].clamp(0, 1)
+    content = shade_relief(warped[None], torch.from_numpy(under)[None], sign, 0.3)[0]
+    expected = (torch.from_numpy(under) + alpha * (content - torch.from_numpy(under))).numpy()
+
+    out = window.copy()
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    composite_relief(
+        out, planes, warp_alpha(planes, box_to_layer, *box), box_to_layer, sign, 0.3, scale
+    )
+    if dtype == np.uint8:
+        # Rounding of a value within 1e-5 of a half step may go either way.
+        assert np.abs(out.astype(np.int16) - np.rint(expected * 255)).max() <= 1
+    else:
+        np.testing.assert_allclose(out, expected, atol=2e-5)
+    uncovered = alpha.numpy()[None].repeat(channels, 0) <= 0
+    assert np.array_equal(out[uncovered], window[uncovered])
+
+
+def test_composite_relief_writes_through_a_strided_view(planes):
+    image = np.full((3, 40, 50), 128, np.uint8)
+    box_to_layer = rotation_map(0.0, 1.0, (0.0, 0.0))
+    alpha = warp_alpha(planes, box_to_layer, 21, 21)
+    view = image[:, 5:26, 7:28]
+    composite_relief(view, planes, alpha, box_to_layer, 1.0, 0.0, 255.0)
+    assert not np.array_equal(image[:, 5:26, 7:28], np.full((3, 21, 21), 128))
+    outside = np.ones((40, 50), bool)
+    outside[5:26, 7:28] = False
+    assert (image[:, outside] == 128).all()
+
+
+def test_sparse_mean_reads_every_other_pixel_of_the_box():
+    pixels = np.arange(2 * 9 * 10, dtype=np.float64).reshape(2, 9, 10)
+    expected = pixels[:, 2:7:2, 3:10:2].mean()
+    assert sparse_mean(pixels, 2, 3, 5, 7) == pytest.approx(expected)
+    assert sparse_mean(pixels.astype(np.uint8), 2, 3, 5, 7) == pytest.approx(expected)
