@@ -51,7 +51,7 @@ from PIL import Image, ImageDraw
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet, TraditionalAugment
 from benchmarks.downstream_models import TinyUNet, lite0_classifier
-from defectaug.batch import mix_seed
+from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord, read_defect_dataset
 from defectaug.evaluation import (
     PixelCounts,

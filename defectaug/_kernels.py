@@ -8,7 +8,8 @@ step is one pass over the defect's box, and the shading only visits pixels the d
 The resampling is :func:`torch.nn.functional.grid_sample`'s (bilinear, zeros padding,
 ``align_corners=True``) and the shading is
 :func:`defectaug.generators.procedural.shade_relief`'s; the tests compare them.
-Functions compile on first use and are cached on disk (``cache=True``).
+Functions compile on first use and are cached on disk (``cache=True``). (OpenCV's
+``warpAffine`` is not used: its thread pool can deadlock in a forked DataLoader worker.)
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ how big, the generated layers) and :func:`apply_plan` composites a plan onto ima
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +22,9 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import get_worker_info
 
 from defectaug._io import check_batched_image
-from defectaug._seeding import SeedLike, as_generator, child_seed
+from defectaug._seeding import SeedLike, as_generator, child_seed, mix_seed, stream_identity
 from defectaug.generators.base import DefectGenerator
 from defectaug.layer import MASK_THRESHOLD, DefectLayer
 from defectaug.placement import (
@@ -69,12 +67,6 @@ class InjectionResult(NamedTuple):
     labels: torch.Tensor
 
 
-def mix_seed(*values: int) -> int:
-    """A 62-bit seed hashed from integers; stable across processes, platforms and Python runs."""
-    digest = hashlib.blake2b(repr(tuple(int(v) for v in values)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 2
-
-
 class CallSeeds:
     """Per-call seeds for a component that is called many times, possibly in several processes.
 
@@ -98,21 +90,6 @@ class CallSeeds:
         value = mix_seed(self.seed, self.calls, *stream_identity())
         self.calls += 1
         return value
-
-
-def stream_identity() -> tuple[int, int, int]:
-    """``(DataLoader worker id or -1, the loader's base seed or 0, distributed rank or 0)``.
-
-    Mixed into seeds so that workers and ranks never repeat each other's draws.
-    """
-    info = get_worker_info()
-    worker_id, base_seed = (info.id, info.seed - info.id) if info is not None else (-1, 0)
-    rank = (
-        torch.distributed.get_rank()
-        if torch.distributed.is_available() and torch.distributed.is_initialized()
-        else 0
-    )
-    return worker_id, base_seed, rank
 
 
 def resolve_generator(

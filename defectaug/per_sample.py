@@ -9,10 +9,10 @@ placement distributions, geometry and look, but
   with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
   relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
   pixels they land on, so a chunk suits any image;
-- does the placement and affine maths of one image in Python floats, warps the four relief planes
-  of a layer with one ``grid_sample`` into the layer's own box, and shades and composites that
-  window only, with numpy on views of the output (a uint8 image is converted to float only under
-  the defects; numpy's per-operation cost on such small arrays is a fraction of torch's).
+- does the placement and affine maths of one image in Python floats, and resamples, shades and
+  composites each layer in the compiled loops of :mod:`defectaug._kernels`: one pass over the
+  layer's box for its alpha (hence the mask), one for the pixels that alpha covers, written
+  straight into the output (a uint8 image stays uint8).
 
 It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
 (:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
@@ -32,6 +32,7 @@ import torch
 
 from defectaug._io import check_finite, to_float_image
 from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
+from defectaug._seeding import as_generator, mix_seed, stream_identity, uniform_draws
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
 from defectaug.layer import MASK_THRESHOLD
 from defectaug.placement import PlacementOptions, check_image_size, resolve_roi
@@ -105,16 +106,12 @@ class LayerReservoir:
         self._lock = threading.Lock()
 
     def _chunk_seed(self, type_index: int, side: int, chunk: int) -> int:
-        from defectaug.batch import mix_seed
-
         if self.seed is None:
             return int(torch.randint(0, 2**62, (1,)).item())
         return mix_seed(self.seed, *self._identity, type_index, side, chunk)
 
     def take(self, type_index: int, side: int) -> PaintedLayer:
         """The next layer at ``side``; ``type_index`` indexes the generator's ``defect_types``."""
-        from defectaug.batch import stream_identity
-
         with self._lock:
             identity = stream_identity()
             if identity != self._identity:
@@ -279,20 +276,20 @@ def plan_sample(
     defect_types: tuple[str, ...],
     reservoir: LayerReservoir,
     options: PlacementOptions,
-    rng: torch.Generator | None,
+    seed: int | None,
 ) -> SamplePlan | None:
     """Draw the defects for one image that :func:`takes_fast_path` (``[C, H, W]`` / ``[H, W]``).
 
-    Returns ``None`` when the image draws a count of 0. All draws come from one ``torch.rand``
-    call on ``rng`` (plus a multinomial when there is a region of interest); ``None`` draws from
-    torch's global generator.
+    Returns ``None`` when the image draws a count of 0. The draws are
+    :func:`~defectaug._seeding.uniform_draws` of ``seed`` (stream 1), plus a multinomial when there
+    is a region of interest; ``seed=None`` draws from torch's global generator.
     """
     pixels = as_chw(image)
     _, height, width = pixels.shape
     check_image_size((height, width), options.min_size)
     low, high = options.count
     # Type, count, then six numbers per defect: scale, rotation, aspect, row, column, mirroring.
-    draws = torch.rand(2 + 6 * high, generator=rng, dtype=torch.float64).tolist()
+    draws = uniform_draws(seed, 2 + 6 * high, stream=1)
     type_index = min(int(draws[0] * len(defect_types)), len(defect_types) - 1)
     count = low + min(int(draws[1] * (high - low + 1)), high - low)
     if count == 0:
@@ -305,6 +302,7 @@ def plan_sample(
     if options.roi is not None:
         floats, _ = to_float_image(pixels, "image")
         roi_tensor = resolve_roi(options.roi, floats)[0, 0].cpu()
+        rng = None if seed is None else as_generator(mix_seed(seed, 2))
         flat = torch.multinomial(roi_tensor.flatten().double(), count, True, generator=rng)
         centres = [(int(i) // width, int(i) % width) for i in flat.tolist()]
         roi = roi_tensor.numpy()

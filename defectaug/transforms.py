@@ -43,7 +43,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
 from defectaug._io import to_float_image
-from defectaug._seeding import as_generator
+from defectaug._seeding import uniform_draws
 from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
@@ -54,6 +54,7 @@ from defectaug.batch import (
     check_blend,
     check_probability,
     composite_plan,
+    mix_seed,
     plan_defects,
     plan_masks,
     resolve_defect_types,
@@ -233,10 +234,8 @@ class DefectInject(Transform):
         if not images:
             return nothing
         call_seed = self._seeds.next()
-        # Without a seed, torch's global generator draws directly (as v2's own transforms do).
-        rng = None if call_seed is None else as_generator(call_seed)
         # The p draw comes first so that samples left alone cost no conversion at all.
-        if self.p < 1.0 and not bool(torch.rand(1, generator=rng) < self.p):
+        if self.p < 1.0 and uniform_draws(call_seed, 1, stream=0)[0] >= self.p:
             return nothing
         if self._reservoir is not None and takes_fast_path(images[0]):
             source = images[0]
@@ -247,7 +246,7 @@ class DefectInject(Transform):
             ):
                 raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
             sample_plan = plan_sample(
-                source, self.defect_types, self._reservoir, self.placement, rng
+                source, self.defect_types, self._reservoir, self.placement, call_seed
             )
             mask = None if sample_plan is None else sample_plan.mask
             return dict(plan=sample_plan, mask=mask, source=source, converted=None)
@@ -256,7 +255,12 @@ class DefectInject(Transform):
         if image.shape[0] != 1:
             raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
         plan = plan_defects(
-            image, self.defect_types, self.generator, p=1.0, seed=rng, **self.placement.keywords()
+            image,
+            self.defect_types,
+            self.generator,
+            p=1.0,
+            seed=None if call_seed is None else mix_seed(call_seed, 1),
+            **self.placement.keywords(),
         )
         mask = plan_masks(plan)[0, 0] if bool(plan.applied.any()) else None
         return dict(plan=plan, mask=mask, source=images[0], converted=converted)

@@ -64,9 +64,7 @@ def test_composite_relief_is_shade_relief_then_alpha_compositing(planes, channel
     box_to_layer = rotation_map(0.4, 0.9, (4.0, -3.0))
     rng = np.random.default_rng(channels)
     surface = rng.uniform(0.05, 0.95, (channels, *box))
-    window = (
-        np.rint(surface * 255).astype(np.uint8) if dtype == np.uint8 else surface.astype(dtype)
-    )
+    window = np.rint(surface * 255).astype(np.uint8) if dtype == np.uint8 else surface.astype(dtype)
     under = window / 255.0 if dtype == np.uint8 else window.astype(np.float64)
     warped = grid_sample_box(planes, box_to_layer, box)
     alpha = warped[3].clamp(0, 1)
