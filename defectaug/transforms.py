@@ -43,7 +43,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
 from defectaug._io import to_float_image
-from defectaug._seeding import uniform_draws
+from defectaug._seeding import mix_seed, uniform_draws
 from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
@@ -54,7 +54,6 @@ from defectaug.batch import (
     check_blend,
     check_probability,
     composite_plan,
-    mix_seed,
     plan_defects,
     plan_masks,
     resolve_defect_types,
