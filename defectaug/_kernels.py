@@ -88,32 +88,43 @@ def warp_alpha(planes: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: 
 def composite_relief(
     window: np.ndarray,
     planes: np.ndarray,
-    alpha: np.ndarray,
     box_to_layer: np.ndarray,
+    confine: np.ndarray,
     sign: float,
     tint: float,
     scale: float,
 ) -> None:
-    """Shade the relief of ``planes [4, s, s]`` on ``window [C, h, w]`` and composite it there.
+    """Resample the layer ``planes [4, s, s]`` into ``window [C, h, w]``, shade it and composite.
 
-    ``alpha [h, w]`` is :func:`warp_alpha` of the same box (possibly confined further); only
-    pixels it covers are resampled and touched. ``scale`` is 255 for a uint8 window (read as
-    ``value / 255``, written back clipped and rounded half to even) and 1 for a float one.
+    One pass over the box: a pixel whose resampled alpha (clipped to [0, 1], times ``confine``
+    when that is an ``[h, w]`` array rather than an empty one) is 0 is left as it is; elsewhere
+    the relief is shaded on the pixel (``shade_relief``) and alpha-composited. ``scale`` is 255
+    for a uint8 window (read as ``value / 255``, written back clipped and rounded half to even)
+    and 1 for a float one.
     """
     channels, box_h, box_w = window.shape
     height, width = planes.shape[1], planes.shape[2]
+    signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]
+    texture_plane, alpha_plane = planes[_TEXTURE], planes[_ALPHA]
+    confined = confine.size > 0
     tinted = channels == 3 and tint > 0.0
+    x_col, x_row, x_0 = box_to_layer[0, 0], box_to_layer[0, 1], box_to_layer[0, 2]
+    y_col, y_row, y_0 = box_to_layer[1, 0], box_to_layer[1, 1], box_to_layer[1, 2]
     for row in range(box_h):
         for col in range(box_w):
-            cover = alpha[row, col]
+            x = x_col * col + x_row * row + x_0
+            y = y_col * col + y_row * row + y_0
+            if not (x > -1.0 and y > -1.0 and x < width and y < height):
+                continue
+            taps = _taps(x, y, height, width)
+            cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
+            if confined:
+                cover *= confine[row, col]
             if cover <= 0.0:
                 continue
-            x = box_to_layer[0, 0] * col + box_to_layer[0, 1] * row + box_to_layer[0, 2]
-            y = box_to_layer[1, 0] * col + box_to_layer[1, 1] * row + box_to_layer[1, 2]
-            taps = _taps(x, y, height, width)
-            signed = _sample(planes[_SIGNED], taps)
-            relief = min(max(signed * sign + _sample(planes[_FIXED], taps), -1.0), 1.0)
-            texture = 1.0 + _sample(planes[_TEXTURE], taps)
+            relief = _sample(signed_plane, taps) * sign + _sample(fixed_plane, taps)
+            relief = min(max(relief, -1.0), 1.0)
+            texture = 1.0 + _sample(texture_plane, taps)
             strength = min(tint * min(abs(relief), 1.0) * 3.0, 1.0) if tinted else 0.0
             for channel in range(channels):
                 under = window[channel, row, col] / scale

@@ -20,10 +20,11 @@ It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that ne
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import kornia
 import numpy as np
@@ -91,7 +92,7 @@ class LayerReservoir:
         self.generator = generator
         self.seed = seed
         self._positions: dict[tuple[int, int], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int], tuple[torch.Tensor, list[list[float]]]] = {}
+        self._chunks: dict[tuple[int, int], tuple[np.ndarray, list[list[float]]]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -130,24 +131,23 @@ class LayerReservoir:
             self._positions[key] = (chunk, position + 1)
             planes, scalars = painted
             index = position % length
-            return PaintedLayer(planes[index : index + 1], *scalars[index])
+            return PaintedLayer(planes[index], *scalars[index])
 
     def _paint(
         self, type_index: int, side: int, chunk: int
-    ) -> tuple[torch.Tensor, list[list[float]]]:
+    ) -> tuple[np.ndarray, list[list[float]]]:
         rng = torch.Generator().manual_seed(self._chunk_seed(type_index, side, chunk))
         labels = torch.full((chunk_length(side, chunk),), type_index, dtype=torch.int64)
         maps: ReliefMaps = self.generator.paint(labels, generator=rng, layer_size=(side, side))
         # Per-layer scalars as Python floats: a sample then decides its sign without tensor ops.
         scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
-        return maps.planes.to(torch.float32), scalars.tolist()
+        return maps.planes.to(torch.float32).numpy(), scalars.tolist()
 
 
-@dataclass(frozen=True)
-class PaintedLayer:
-    """One layer of a reservoir: relief planes ``[1, 4, s, s]`` and its scalars."""
+class PaintedLayer(NamedTuple):
+    """One layer of a reservoir: relief planes ``[4, s, s]`` and its scalars."""
 
-    planes: torch.Tensor
+    planes: np.ndarray
     tint: float
     bright_draw: float
     bright_probability: float
@@ -158,35 +158,53 @@ class PaintedLayer:
         return 1.0 if self.bright_draw < self.bright_probability * room else -1.0
 
 
-@dataclass(frozen=True)
-class PlacedDefect:
-    """One layer placed on an image: its box ``top, left`` and the resampled ``alpha [h, w]``.
+class PlacedDefect(NamedTuple):
+    """One layer placed on an image: the box ``top, left, height, width`` it covers.
 
     ``planes [4, s, s]`` (the relief maps, low-passed when shrunk a lot) are resampled into the
-    box through ``box_to_layer`` only where ``alpha`` covers it, when compositing.
+    box through ``box_to_layer`` when compositing; ``confine`` is the box's region-of-interest
+    weights, or an empty array.
     """
 
     planes: np.ndarray
     box_to_layer: np.ndarray
-    alpha: np.ndarray
+    confine: np.ndarray
     top: int
     left: int
+    height: int
+    width: int
     sign: float
     tint: float
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.alpha.shape
+    def alpha(self) -> np.ndarray:
+        """``[height, width]`` coverage in [0, 1]."""
+        alpha = warp_alpha(self.planes, self.box_to_layer, self.height, self.width)
+        if self.confine.size:
+            alpha *= self.confine
+        return alpha
+
+
+_NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class SamplePlan:
-    """Every random choice for one image: its defects (in draw order), type and mask."""
+    """Every random choice for one image: its defects (in draw order), type and size."""
 
     type_index: int
     defects: tuple[PlacedDefect, ...]
-    mask: torch.Tensor
     image_size: tuple[int, int]
+
+    @functools.cached_property
+    def mask(self) -> torch.Tensor:
+        """``[H, W]`` bool: the pixels a defect covers with alpha >= 0.5 (computed on demand)."""
+        mask = np.zeros(self.image_size, dtype=bool)
+        for defect in self.defects:
+            box = mask[
+                defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
+            ]
+            box |= defect.alpha() >= MASK_THRESHOLD
+        return torch.from_numpy(mask)
 
 
 def _lerp(bounds: tuple[float, float], u: float) -> float:
@@ -237,7 +255,7 @@ def _box_and_map(
     return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
 
 
-def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
+def _antialias(planes: np.ndarray, zoom: float) -> np.ndarray:
     """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
     sigma = (1.0 / zoom - 1.0) / 2.0
     if sigma < 0.5:
@@ -246,9 +264,10 @@ def _antialias(planes: torch.Tensor, zoom: float) -> torch.Tensor:
     kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
     if kernel < 3:
         return planes
-    return kornia.filters.gaussian_blur2d(
-        planes, (kernel, kernel), (sigma, sigma), border_type="constant"
+    blurred = kornia.filters.gaussian_blur2d(
+        torch.from_numpy(planes)[None], (kernel, kernel), (sigma, sigma), border_type="constant"
     )
+    return blurred[0].numpy()
 
 
 def _mirrored(box_to_layer: list[list[float]], side: int) -> list[list[float]]:
@@ -309,7 +328,6 @@ def plan_sample(
     else:
         centres = [(u[3] * (height - 1), u[4] * (width - 1)) for u in per_defect]
     shorter = min(height, width)
-    mask = np.zeros((height, width), dtype=bool)
     defects = []
     for u, centre in zip(per_defect, centres, strict=True):
         size = max(_lerp(options.scale, u[0]) * shorter, options.min_size)
@@ -322,18 +340,25 @@ def plan_sample(
         if u[5] < 0.5:
             box_to_layer = _mirrored(box_to_layer, side)
         layer = reservoir.take(painted_type, side)
-        planes = _antialias(layer.planes, zoom)[0].numpy()
-        box_to_layer = np.array(box_to_layer)
-        alpha = warp_alpha(planes, box_to_layer, box_h, box_w)
+        confine = _NOT_CONFINED
         if roi is not None and options.confine:
-            alpha *= roi[top : top + box_h, left : left + box_w]
+            confine = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
         # Every other pixel is plenty to tell a dark surface from a bright one.
         tone = sparse_mean(surface, top, left, box_h, box_w) / scale
         defects.append(
-            PlacedDefect(planes, box_to_layer, alpha, top, left, layer.sign(tone), layer.tint)
+            PlacedDefect(
+                _antialias(layer.planes, zoom),
+                np.array(box_to_layer),
+                confine,
+                top,
+                left,
+                box_h,
+                box_w,
+                layer.sign(tone),
+                layer.tint,
+            )
         )
-        mask[top : top + box_h, left : left + box_w] |= alpha >= MASK_THRESHOLD
-    return SamplePlan(type_index, tuple(defects), torch.from_numpy(mask), (height, width))
+    return SamplePlan(type_index, tuple(defects), (height, width))
 
 
 def as_chw(image: Any) -> torch.Tensor:
@@ -395,12 +420,13 @@ def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
     """Alpha-composite the plan's shaded defects into ``out [C, H, W]``, in place."""
     scale = 255.0 if out.dtype == np.uint8 else 1.0
     for defect in plan.defects:
-        h, w = defect.size
         composite_relief(
-            out[:, defect.top : defect.top + h, defect.left : defect.left + w],
+            out[
+                :, defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
+            ],
             defect.planes,
-            defect.alpha,
             defect.box_to_layer,
+            defect.confine,
             defect.sign,
             defect.tint,
             scale,

@@ -229,6 +229,8 @@ class DefectInject(Transform):
     # --------------------------------------------------------------------------- v2 hooks
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         nothing = dict(plan=None, mask=None, source=None, converted=None)
+        # "plan" is None when the sample gets no defect; "mask" is the batched planner's mask
+        # (the per-sample plan computes its own on demand, see `defect_mask`).
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
         if not images:
             return nothing
@@ -247,8 +249,7 @@ class DefectInject(Transform):
             sample_plan = plan_sample(
                 source, self.defect_types, self._reservoir, self.placement, call_seed
             )
-            mask = None if sample_plan is None else sample_plan.mask
-            return dict(plan=sample_plan, mask=mask, source=source, converted=None)
+            return dict(plan=sample_plan, mask=None, source=source, converted=None)
         converted = to_float_image(images[0], "image")
         image = converted[0]
         if image.shape[0] != 1:
@@ -261,12 +262,13 @@ class DefectInject(Transform):
             seed=None if call_seed is None else mix_seed(call_seed, 1),
             **self.placement.keywords(),
         )
-        mask = plan_masks(plan)[0, 0] if bool(plan.applied.any()) else None
-        return dict(plan=plan, mask=mask, source=images[0], converted=converted)
+        if not bool(plan.applied.any()):
+            return nothing
+        return dict(plan=plan, mask=plan_masks(plan)[0, 0], source=images[0], converted=converted)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plan: DefectPlan | SamplePlan | None = params["plan"]
-        if plan is None or params["mask"] is None:
+        if plan is None:
             return inpt
         if isinstance(inpt, tv_tensors.Mask):
             return self._write_mask(inpt, params)
@@ -310,11 +312,19 @@ class DefectInject(Transform):
             self.transform(inpt, params) if needed else inpt
             for inpt, needed in zip(flat_inputs, needs_transform, strict=True)
         ]
-        if label_index is not None and params["mask"] is not None:
+        if label_index is not None and params["plan"] is not None:
             flat_outputs[label_index] = self._relabel(flat_inputs[label_index], params["plan"])
         return tree_unflatten(flat_outputs, spec)
 
     # --------------------------------------------------------------------------- helpers
+    @staticmethod
+    def defect_mask(params: dict[str, Any]) -> torch.Tensor | None:
+        """``[H, W]`` bool pixels a draw of :meth:`make_params` covers (``None``: no defect)."""
+        plan = params["plan"]
+        if plan is None:
+            return None
+        return plan.mask if isinstance(plan, SamplePlan) else params["mask"]
+
     def _locate_label(self, sample: Any, flat_inputs: list[Any]) -> int:
         if self.labels_getter == "default":
             path = default_label_path(sample)
@@ -346,7 +356,7 @@ class DefectInject(Transform):
         return new
 
     def _write_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
-        defect = params["mask"].to(mask.device)
+        defect = self.defect_mask(params).to(mask.device)
         if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] != 1):
             raise ValueError(
                 f"mask: DefectInject writes into a semantic mask [H, W] or [1, H, W], got shape "

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
 from defectaug.generators.procedural import shade_relief
 
+NOT_CONFINED = np.empty((0, 0), np.float32)
+
 
 def rotation_map(angle: float, zoom: float, shift: tuple[float, float]) -> np.ndarray:
     """A box -> layer pixel map: rotation and zoom about the origin, then a shift."""
@@ -73,9 +75,7 @@ def test_composite_relief_is_shade_relief_then_alpha_compositing(planes, channel
 
     out = window.copy()
     scale = 255.0 if dtype == np.uint8 else 1.0
-    composite_relief(
-        out, planes, warp_alpha(planes, box_to_layer, *box), box_to_layer, sign, 0.3, scale
-    )
+    composite_relief(out, planes, box_to_layer, NOT_CONFINED, sign, 0.3, scale)
     if dtype == np.uint8:
         # Rounding of a value within 1e-5 of a half step may go either way.
         assert np.abs(out.astype(np.int16) - np.rint(expected * 255)).max() <= 1
@@ -85,12 +85,23 @@ def test_composite_relief_is_shade_relief_then_alpha_compositing(planes, channel
     assert np.array_equal(out[uncovered], window[uncovered])
 
 
+def test_composite_relief_confines_by_weights(planes):
+    box, box_to_layer = (21, 21), rotation_map(0.3, 1.0, (2.0, -3.0))
+    confine = np.zeros(box, np.float32)
+    confine[:, :10] = 0.5
+    free, confined = np.full((1, *box), 0.5), np.full((1, *box), 0.5)
+    composite_relief(free, planes, box_to_layer, NOT_CONFINED, 1.0, 0.0, 1.0)
+    composite_relief(confined, planes, box_to_layer, confine, 1.0, 0.0, 1.0)
+    assert (confined[:, :, 10:] == 0.5).all()
+    # Half the coverage moves the pixel half as far.
+    np.testing.assert_allclose(confined[:, :, :10] - 0.5, (free[:, :, :10] - 0.5) / 2, atol=1e-12)
+
+
 def test_composite_relief_writes_through_a_strided_view(planes):
     image = np.full((3, 40, 50), 128, np.uint8)
     box_to_layer = rotation_map(0.0, 1.0, (0.0, 0.0))
-    alpha = warp_alpha(planes, box_to_layer, 21, 21)
     view = image[:, 5:26, 7:28]
-    composite_relief(view, planes, alpha, box_to_layer, 1.0, 0.0, 255.0)
+    composite_relief(view, planes, box_to_layer, NOT_CONFINED, 1.0, 0.0, 255.0)
     assert not np.array_equal(image[:, 5:26, 7:28], np.full((3, 21, 21), 128))
     outside = np.ones((40, 50), bool)
     outside[5:26, 7:28] = False
