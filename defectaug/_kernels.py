@@ -25,17 +25,35 @@ _SIGNED, _FIXED, _TEXTURE, _ALPHA = 0, 1, 2, 3
 _RED, _GREEN, _BLUE = RUST
 
 
+@njit(cache=True, nogil=True)
+def alpha_blocks(planes: np.ndarray) -> np.ndarray:
+    """Where the alpha of ``planes [4, s, s]`` can be read as non-zero, by blocks of 4 x 4.
+
+    Bilinear sampling at ``(x, y)`` reads pixels ``x0, x0 + 1`` and ``y0, y0 + 1`` (the floors);
+    entry ``[(y0 + 1) >> 2, (x0 + 1) >> 2]`` is 0 when all four hold alpha <= 0, so the
+    resamplers skip most of a box (a defect covers a small part of its layer) with one read.
+    """
+    height, width = planes.shape[1], planes.shape[2]
+    blocks = np.zeros(((height >> 2) + 1, (width >> 2) + 1), dtype=np.uint8)
+    alpha = planes[_ALPHA]
+    for row in range(height):
+        for col in range(width):
+            if alpha[row, col] > 0.0:
+                # Pixel p is a tap of the floors p - 1 and p: blocks p >> 2 and (p + 1) >> 2.
+                for block_row in range(row >> 2, ((row + 1) >> 2) + 1):
+                    for block_col in range(col >> 2, ((col + 1) >> 2) + 1):
+                        blocks[block_row, block_col] = 1
+    return blocks
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _taps(x: float, y: float, height: int, width: int) -> tuple:
-    """Bilinear taps at layer point ``(x, y)``: four clamped corners and their weights.
+def _taps(x: float, y: float, left: int, top: int, height: int, width: int) -> tuple:
+    """Bilinear taps at layer point ``(x, y)`` (floors ``left``, ``top``): corners and weights.
 
     A corner off the layer weighs 0 (zeros padding); its index is clamped so reads stay inside.
     """
-    x0 = math.floor(x)
-    y0 = math.floor(y)
-    fx = x - x0
-    fy = y - y0
-    left, top = int(x0), int(y0)
+    fx = x - left
+    fy = y - top
     w00 = (1.0 - fy) * (1.0 - fx)
     w01 = (1.0 - fy) * fx
     w10 = fy * (1.0 - fx)
@@ -64,10 +82,13 @@ def _sample(plane: np.ndarray, taps: tuple) -> float:
 
 
 @njit(cache=True, nogil=True)
-def warp_alpha(planes: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: int) -> np.ndarray:
+def warp_alpha(
+    planes: np.ndarray, blocks: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: int
+) -> np.ndarray:
     """The alpha plane of ``planes [4, s, s]`` resampled into a ``box_h x box_w`` box, in [0, 1].
 
-    ``box_to_layer`` (``[2, 3]``) maps box pixel ``(x, y, 1)`` to layer pixel ``(x, y)``.
+    ``blocks`` is :func:`alpha_blocks` of ``planes``; ``box_to_layer`` (``[2, 3]``) maps box pixel
+    ``(x, y, 1)`` to layer pixel ``(x, y)``.
     """
     height, width = planes.shape[1], planes.shape[2]
     layer_alpha = planes[_ALPHA]
@@ -78,8 +99,11 @@ def warp_alpha(planes: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: 
         for col in range(box_w):
             x = x_col * col + x_row * row + x_0
             y = y_col * col + y_row * row + y_0
-            if x > -1.0 and y > -1.0 and x < width and y < height:
-                value = _sample(layer_alpha, _taps(x, y, height, width))
+            if not (x > -1.0 and y > -1.0 and x < width and y < height):
+                continue
+            left, top = int(math.floor(x)), int(math.floor(y))
+            if blocks[(top + 1) >> 2, (left + 1) >> 2]:
+                value = _sample(layer_alpha, _taps(x, y, left, top, height, width))
                 alpha[row, col] = min(max(value, 0.0), 1.0)
     return alpha
 
@@ -88,6 +112,7 @@ def warp_alpha(planes: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: 
 def composite_relief(
     window: np.ndarray,
     planes: np.ndarray,
+    blocks: np.ndarray,
     box_to_layer: np.ndarray,
     confine: np.ndarray,
     sign: float,
@@ -96,10 +121,11 @@ def composite_relief(
 ) -> None:
     """Resample the layer ``planes [4, s, s]`` into ``window [C, h, w]``, shade it and composite.
 
-    One pass over the box: a pixel whose resampled alpha (clipped to [0, 1], times ``confine``
-    when that is an ``[h, w]`` array rather than an empty one) is 0 is left as it is; elsewhere
-    the relief is shaded on the pixel (``shade_relief``) and alpha-composited. ``scale`` is 255
-    for a uint8 window (read as ``value / 255``, written back clipped and rounded half to even)
+    ``blocks`` is :func:`alpha_blocks` of ``planes``. One pass over the box: a pixel whose
+    resampled alpha (clipped to [0, 1], times ``confine`` when that is an ``[h, w]`` array rather
+    than an empty one) is 0 is left as it is; elsewhere the relief is shaded on the pixel
+    (``shade_relief``) and alpha-composited. ``scale`` is 255 for a uint8 window (read as
+    ``value / 255``, written back clipped and rounded half to even)
     and 1 for a float one.
     """
     channels, box_h, box_w = window.shape
@@ -116,7 +142,10 @@ def composite_relief(
             y = y_col * col + y_row * row + y_0
             if not (x > -1.0 and y > -1.0 and x < width and y < height):
                 continue
-            taps = _taps(x, y, height, width)
+            left, top = int(math.floor(x)), int(math.floor(y))
+            if not blocks[(top + 1) >> 2, (left + 1) >> 2]:
+                continue
+            taps = _taps(x, y, left, top, height, width)
             cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
             if confined:
                 cover *= confine[row, col]

@@ -32,7 +32,7 @@ import PIL.Image
 import torch
 
 from defectaug._io import check_finite, to_float_image
-from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
+from defectaug._kernels import alpha_blocks, composite_relief, sparse_mean, warp_alpha
 from defectaug._seeding import as_generator, mix_seed, stream_identity, uniform_draws
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
 from defectaug.layer import MASK_THRESHOLD
@@ -92,7 +92,7 @@ class LayerReservoir:
         self.generator = generator
         self.seed = seed
         self._positions: dict[tuple[int, int], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int], tuple[np.ndarray, list[list[float]]]] = {}
+        self._chunks: dict[tuple[int, int], list[PaintedLayer]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -129,25 +129,26 @@ class LayerReservoir:
                 painted = self._paint(type_index, side, chunk)
                 self._chunks[key] = painted
             self._positions[key] = (chunk, position + 1)
-            planes, scalars = painted
-            index = position % length
-            return PaintedLayer(planes[index], *scalars[index])
+            return painted[position % length]
 
-    def _paint(
-        self, type_index: int, side: int, chunk: int
-    ) -> tuple[np.ndarray, list[list[float]]]:
+    def _paint(self, type_index: int, side: int, chunk: int) -> list[PaintedLayer]:
         rng = torch.Generator().manual_seed(self._chunk_seed(type_index, side, chunk))
         labels = torch.full((chunk_length(side, chunk),), type_index, dtype=torch.int64)
         maps: ReliefMaps = self.generator.paint(labels, generator=rng, layer_size=(side, side))
         # Per-layer scalars as Python floats: a sample then decides its sign without tensor ops.
         scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
-        return maps.planes.to(torch.float32).numpy(), scalars.tolist()
+        planes = maps.planes.to(torch.float32).numpy()
+        return [
+            PaintedLayer(layer, alpha_blocks(layer), *values)
+            for layer, values in zip(planes, scalars.tolist(), strict=True)
+        ]
 
 
 class PaintedLayer(NamedTuple):
-    """One layer of a reservoir: relief planes ``[4, s, s]`` and its scalars."""
+    """A layer of a reservoir: relief planes ``[4, s, s]``, their ``alpha_blocks``, its scalars."""
 
     planes: np.ndarray
+    blocks: np.ndarray
     tint: float
     bright_draw: float
     bright_probability: float
@@ -167,6 +168,7 @@ class PlacedDefect(NamedTuple):
     """
 
     planes: np.ndarray
+    blocks: np.ndarray
     box_to_layer: np.ndarray
     confine: np.ndarray
     top: int
@@ -178,7 +180,7 @@ class PlacedDefect(NamedTuple):
 
     def alpha(self) -> np.ndarray:
         """``[height, width]`` coverage in [0, 1]."""
-        alpha = warp_alpha(self.planes, self.box_to_layer, self.height, self.width)
+        alpha = warp_alpha(self.planes, self.blocks, self.box_to_layer, self.height, self.width)
         if self.confine.size:
             alpha *= self.confine
         return alpha
@@ -255,19 +257,23 @@ def _box_and_map(
     return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
 
 
-def _antialias(planes: np.ndarray, zoom: float) -> np.ndarray:
-    """Low-pass a layer that shrinks by more than 2x, so thin structures don't alias away."""
+def _antialias(layer: PaintedLayer, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+    """Planes and blocks of ``layer``, low-passed when it shrinks by more than 2x.
+
+    Without the low-pass, thin structures would alias away.
+    """
     sigma = (1.0 / zoom - 1.0) / 2.0
-    if sigma < 0.5:
-        return planes
-    side = planes.shape[-1]
+    side = layer.planes.shape[-1]
     kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
-    if kernel < 3:
-        return planes
+    if sigma < 0.5 or kernel < 3:
+        return layer.planes, layer.blocks
     blurred = kornia.filters.gaussian_blur2d(
-        torch.from_numpy(planes)[None], (kernel, kernel), (sigma, sigma), border_type="constant"
-    )
-    return blurred[0].numpy()
+        torch.from_numpy(layer.planes)[None],
+        (kernel, kernel),
+        (sigma, sigma),
+        border_type="constant",
+    )[0].numpy()
+    return blurred, alpha_blocks(blurred)
 
 
 def _mirrored(box_to_layer: list[list[float]], side: int) -> list[list[float]]:
@@ -345,9 +351,11 @@ def plan_sample(
             confine = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
         # Every other pixel is plenty to tell a dark surface from a bright one.
         tone = sparse_mean(surface, top, left, box_h, box_w) / scale
+        planes, blocks = _antialias(layer, zoom)
         defects.append(
             PlacedDefect(
-                _antialias(layer.planes, zoom),
+                planes,
+                blocks,
                 np.array(box_to_layer),
                 confine,
                 top,
@@ -425,6 +433,7 @@ def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
                 :, defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
             ],
             defect.planes,
+            defect.blocks,
             defect.box_to_layer,
             defect.confine,
             defect.sign,

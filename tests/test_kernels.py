@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defectaug._kernels import composite_relief, sparse_mean, warp_alpha
+from defectaug._kernels import alpha_blocks, composite_relief, sparse_mean, warp_alpha
 from defectaug.generators.procedural import shade_relief
 
 NOT_CONFINED = np.empty((0, 0), np.float32)
@@ -55,7 +55,9 @@ def planes() -> np.ndarray:
 def test_warp_alpha_is_grid_sample_clipped(planes, box_to_layer):
     box = (27, 31)
     expected = grid_sample_box(planes, box_to_layer, box)[3].clamp(0, 1).numpy()
-    np.testing.assert_allclose(warp_alpha(planes, box_to_layer, *box), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        warp_alpha(planes, alpha_blocks(planes), box_to_layer, *box), expected, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -75,7 +77,9 @@ def test_composite_relief_is_shade_relief_then_alpha_compositing(planes, channel
 
     out = window.copy()
     scale = 255.0 if dtype == np.uint8 else 1.0
-    composite_relief(out, planes, box_to_layer, NOT_CONFINED, sign, 0.3, scale)
+    composite_relief(
+        out, planes, alpha_blocks(planes), box_to_layer, NOT_CONFINED, sign, 0.3, scale
+    )
     if dtype == np.uint8:
         # Rounding of a value within 1e-5 of a half step may go either way.
         assert np.abs(out.astype(np.int16) - np.rint(expected * 255)).max() <= 1
@@ -90,8 +94,9 @@ def test_composite_relief_confines_by_weights(planes):
     confine = np.zeros(box, np.float32)
     confine[:, :10] = 0.5
     free, confined = np.full((1, *box), 0.5), np.full((1, *box), 0.5)
-    composite_relief(free, planes, box_to_layer, NOT_CONFINED, 1.0, 0.0, 1.0)
-    composite_relief(confined, planes, box_to_layer, confine, 1.0, 0.0, 1.0)
+    blocks = alpha_blocks(planes)
+    composite_relief(free, planes, blocks, box_to_layer, NOT_CONFINED, 1.0, 0.0, 1.0)
+    composite_relief(confined, planes, blocks, box_to_layer, confine, 1.0, 0.0, 1.0)
     assert (confined[:, :, 10:] == 0.5).all()
     # Half the coverage moves the pixel half as far.
     np.testing.assert_allclose(confined[:, :, :10] - 0.5, (free[:, :, :10] - 0.5) / 2, atol=1e-12)
@@ -101,7 +106,9 @@ def test_composite_relief_writes_through_a_strided_view(planes):
     image = np.full((3, 40, 50), 128, np.uint8)
     box_to_layer = rotation_map(0.0, 1.0, (0.0, 0.0))
     view = image[:, 5:26, 7:28]
-    composite_relief(view, planes, box_to_layer, NOT_CONFINED, 1.0, 0.0, 255.0)
+    composite_relief(
+        view, planes, alpha_blocks(planes), box_to_layer, NOT_CONFINED, 1.0, 0.0, 255.0
+    )
     assert not np.array_equal(image[:, 5:26, 7:28], np.full((3, 21, 21), 128))
     outside = np.ones((40, 50), bool)
     outside[5:26, 7:28] = False
@@ -113,3 +120,26 @@ def test_sparse_mean_reads_every_other_pixel_of_the_box():
     expected = pixels[:, 2:7:2, 3:10:2].mean()
     assert sparse_mean(pixels, 2, 3, 5, 7) == pytest.approx(expected)
     assert sparse_mean(pixels.astype(np.uint8), 2, 3, 5, 7) == pytest.approx(expected)
+
+
+def test_alpha_blocks_skip_only_what_reads_zero():
+    rng = np.random.default_rng(0)
+    planes = rng.uniform(0.2, 1.0, (4, 37, 37)).astype(np.float32)
+    planes[3] = 0.0
+    for row, col in rng.integers(0, 37, (6, 2)):  # a few isolated alpha pixels
+        planes[3, row, col] = rng.uniform(0.3, 1.0)
+    planes[3, 0, 36] = planes[3, 36, 0] = 1.0  # and the layer's corners
+    blocks = alpha_blocks(planes)
+    assert 0 < blocks.mean() < 0.5
+    everywhere = np.ones_like(blocks)
+    for angle in np.linspace(0.0, 3.0, 7):
+        # About the centres: box pixel 29.5 lands on layer pixel 18, the layer shown 1.5x.
+        box_to_layer = rotation_map(angle, 1.5, (0.0, 0.0))
+        box_to_layer[:, 2] = 18.0 - box_to_layer[:, :2] @ np.array([29.5, 29.5])
+        skipped = warp_alpha(planes, blocks, box_to_layer, 60, 60)
+        assert skipped.any()
+        assert np.array_equal(skipped, warp_alpha(planes, everywhere, box_to_layer, 60, 60))
+        window_skipped, window_full = np.full((3, 60, 60), 0.4), np.full((3, 60, 60), 0.4)
+        composite_relief(window_skipped, planes, blocks, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
+        composite_relief(window_full, planes, everywhere, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
+        assert np.array_equal(window_skipped, window_full)
