@@ -15,8 +15,8 @@ What is measured, in samples per second:
    disturb each other, see :func:`row_groups`): the target's group is base, ``alpha, p=1`` and a
    second copy of the base, whose ratio shows the run's spread; the other group is base,
    ``alpha, p=0.3`` (a typical training setting) and the two Poisson blends at ``p=1``. The ratio
-   column is each row's time per sample over its group's base; the target is ``alpha, p=1``
-   <= 1.15.
+   column is each row's time per sample over its group's base (see below); the target is
+   ``alpha, p=1`` <= 1.15.
 2. The peer: anomalib's ``PerlinAnomalyGenerator`` (DRAEM-style Perlin-noise anomalies, the
    common "synthetic anomaly" augmentation) in the target's group, when anomalib is importable;
    the row says "not installed" otherwise (it is not a defectaug dependency).
@@ -26,11 +26,15 @@ What is measured, in samples per second:
 
 Within a group the loader rows are measured interleaved: ``--repeats`` rounds, each running one
 epoch of ``samples / repeats`` samples of every row in turn (in a new random order every round),
-so load from other jobs on the machine weighs on all rows alike; a row's figure is its total
-samples over its total time. Workers persist across epochs (``persistent_workers=True``), as in a
-training run; the first epoch of every loader is warm-up (worker start, first-call caches, the
-first painted chunks) and is not timed. The header prints the machine's load average before and
-after. Numbers depend on the machine and its load; compare rows of one group, not across runs.
+so load from other jobs on the machine weighs on all rows alike. A row's samples/s is its total
+samples over its total time; its ratio is the median, over rounds, of its time per sample over the
+base row's in the same round (the min-max column shows the rounds' range): on a shared VM a round
+can hiccup (one epoch of an identical base row once took 1.69x the other's), and the median keeps
+one such round from swinging the figure. Workers persist across epochs
+(``persistent_workers=True``), as in a training run; the first epoch of every loader is warm-up
+(worker start, first-call caches, the first painted chunks) and is not timed. The header prints
+the machine's load average before and after. Numbers depend on the machine and its load; compare
+rows of one group, not across runs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import argparse
 import importlib
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -158,8 +163,11 @@ def interleaved_throughput(
     workers: int,
     batch: int,
     repeats: int,
-) -> list[float]:
-    """Samples per second of each pipeline, measured in ``repeats`` alternating rounds."""
+) -> tuple[list[float], list[list[float]]]:
+    """Samples per second of each pipeline, measured in ``repeats`` alternating rounds.
+
+    Also returns each round's seconds per sample of every pipeline (``[round][pipeline]``).
+    """
     per_round = max(batch, samples // repeats)
     loaders = [make_loader(paths, step, per_round, workers, batch) for step in steps]
     for loader in loaders:
@@ -169,15 +177,20 @@ def interleaved_throughput(
         timed_epoch(loader)
     counted = [0] * len(steps)
     seconds = [0.0] * len(steps)
+    rounds = []
     order_generator = torch.Generator().manual_seed(0)
     for _ in range(repeats):
+        per_sample = [0.0] * len(steps)
         # A new order every round, so no row always runs first or right after the same row.
         for index in torch.randperm(len(loaders), generator=order_generator).tolist():
             count, elapsed = timed_epoch(loaders[index])
             counted[index] += count
             seconds[index] += elapsed
+            per_sample[index] = elapsed / count
+        rounds.append(per_sample)
     del loaders
-    return [count / elapsed for count, elapsed in zip(counted, seconds, strict=True)]
+    speeds = [count / elapsed for count, elapsed in zip(counted, seconds, strict=True)]
+    return speeds, rounds
 
 
 def load_average() -> str:
@@ -250,16 +263,15 @@ def main(argv: list[str] | None = None) -> None:
         rows: list[tuple[str, float | None, str]] = []
         for group in row_groups(peer):
             names = [name for name, _ in group]
-            speeds = interleaved_throughput(
+            speeds, rounds = interleaved_throughput(
                 paths, [step for _, step in group], samples, args.workers, args.batch_size, repeats
             )
-            # Ratios are taken within a group, against its own first (base) row.
-            rows += [
-                (name, speed, f"{speeds[0] / speed:.2f}x")
-                for name, speed in zip(names, speeds, strict=True)
-            ]
+            # Ratios are taken round by round, within a group, against its own first (base) row.
+            for index, (name, speed) in enumerate(zip(names, speeds, strict=True)):
+                ratios = sorted(times[index] / times[0] for times in rounds)
+                rows.append((name, speed, statistics.median(ratios), ratios[0], ratios[-1]))
         if peer is None:
-            rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", None, status))
+            rows.append(("+ anomalib PerlinAnomalyGenerator (peer)", None, status, 0.0, 0.0))
         base = rows[0][1]
 
     torch.set_num_threads(max(1, args.workers))
@@ -278,21 +290,27 @@ def main(argv: list[str] | None = None) -> None:
         f"(1/5/15 min) {load_before} before, {load_average()} after, {os.cpu_count()} CPUs"
     )
     print()
-    print("| data loader pipeline | samples/s | ms/sample (worker) | time vs base |")
-    print("|---|---:|---:|---:|")
-    for name, speed, note in rows:
+    print(
+        "| data loader pipeline | samples/s | ms/sample (worker) | time vs base "
+        "(median of rounds) | rounds (min-max) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, speed, ratio, lowest, highest in rows:
         if speed is None:
-            print(f"| {name} | {note} | - | - |")
+            print(f"| {name} | {ratio} | - | - | - |")
             continue
         per_sample = 1000.0 * args.workers / speed
-        print(f"| {name} | {speed:.1f} | {per_sample:.2f} | {note} |")
+        print(
+            f"| {name} | {speed:.1f} | {per_sample:.2f} | {ratio:.2f}x "
+            f"| {lowest:.2f}-{highest:.2f}x |"
+        )
     print()
     threads = max(1, args.workers)
     print(f"| batched path (CPU torch threads: {threads}) | samples/s | vs base loader |")
     print("|---|---:|---:|")
     for name, speed in batched:
         print(f"| {name} | {speed:.1f} | {speed / base:.2f}x |")
-    alpha_ratio = base / rows[1][1] if rows[1][1] else float("nan")
+    alpha_ratio = rows[1][2]
     verdict = "met" if alpha_ratio <= 1.15 else "not met"
     print()
     print(
