@@ -2,7 +2,7 @@
 
 Run (CPU; uses CUDA too when present)::
 
-    uv run python -m benchmarks.pipeline            # about 2-4 minutes on 2 cores
+    uv run python -m benchmarks.pipeline            # about 6-7 minutes on 2 cores
     uv run python -m benchmarks.pipeline --quick    # a smoke run
 
 What is measured, in samples per second:
@@ -246,10 +246,10 @@ def row_groups(peer: Callable[[Any], Any] | None) -> list[list[tuple[str, Any]]]
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024, help="timed samples per loader row")
+    parser.add_argument("--samples", type=int, default=4096, help="timed samples per loader row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=4, help="interleaved rounds per row")
+    parser.add_argument("--repeats", type=int, default=8, help="interleaved rounds per row")
     parser.add_argument("--quick", action="store_true", help="128 samples per row (smoke run)")
     args = parser.parse_args(argv)
     samples = 128 if args.quick else args.samples
