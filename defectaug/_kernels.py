@@ -81,6 +81,36 @@ def _sample(plane: np.ndarray, taps: tuple) -> float:
     )
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _affine(box_to_layer: np.ndarray) -> tuple:
+    """``box_to_layer [2, 3]`` as six floats, read once per box rather than once per pixel."""
+    return (
+        box_to_layer[0, 0],
+        box_to_layer[0, 1],
+        box_to_layer[0, 2],
+        box_to_layer[1, 0],
+        box_to_layer[1, 1],
+        box_to_layer[1, 2],
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _layer_point(affine: tuple, blocks: np.ndarray, shape: tuple, row: int, col: int) -> tuple:
+    """Where box pixel ``(row, col)`` samples the layer: ``(hit, x, y, floor x, floor y)``.
+
+    ``affine`` is ``box_to_layer`` flattened, ``shape`` the layer's ``(height, width)``. ``hit`` is
+    False where the pixel maps off the layer or into a block whose alpha is all 0.
+    """
+    height, width = shape
+    x_col, x_row, x_0, y_col, y_row, y_0 = affine
+    x = x_col * col + x_row * row + x_0
+    y = y_col * col + y_row * row + y_0
+    if not (x > -1.0 and y > -1.0 and x < width and y < height):
+        return False, x, y, 0, 0
+    left, top = int(math.floor(x)), int(math.floor(y))
+    return blocks[(top + 1) >> 2, (left + 1) >> 2] != 0, x, y, left, top
+
+
 @njit(cache=True, nogil=True)
 def warp_alpha(
     planes: np.ndarray, blocks: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: int
@@ -90,20 +120,15 @@ def warp_alpha(
     ``blocks`` is :func:`alpha_blocks` of ``planes``; ``box_to_layer`` (``[2, 3]``) maps box pixel
     ``(x, y, 1)`` to layer pixel ``(x, y)``.
     """
-    height, width = planes.shape[1], planes.shape[2]
     layer_alpha = planes[_ALPHA]
+    shape = layer_alpha.shape
+    affine = _affine(box_to_layer)
     alpha = np.zeros((box_h, box_w), dtype=np.float32)
-    x_col, x_row, x_0 = box_to_layer[0, 0], box_to_layer[0, 1], box_to_layer[0, 2]
-    y_col, y_row, y_0 = box_to_layer[1, 0], box_to_layer[1, 1], box_to_layer[1, 2]
     for row in range(box_h):
         for col in range(box_w):
-            x = x_col * col + x_row * row + x_0
-            y = y_col * col + y_row * row + y_0
-            if not (x > -1.0 and y > -1.0 and x < width and y < height):
-                continue
-            left, top = int(math.floor(x)), int(math.floor(y))
-            if blocks[(top + 1) >> 2, (left + 1) >> 2]:
-                value = _sample(layer_alpha, _taps(x, y, left, top, height, width))
+            hit, x, y, left, top = _layer_point(affine, blocks, shape, row, col)
+            if hit:
+                value = _sample(layer_alpha, _taps(x, y, left, top, shape[0], shape[1]))
                 alpha[row, col] = min(max(value, 0.0), 1.0)
     return alpha
 
@@ -129,23 +154,18 @@ def composite_relief(
     and 1 for a float one.
     """
     channels, box_h, box_w = window.shape
-    height, width = planes.shape[1], planes.shape[2]
     signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]
     texture_plane, alpha_plane = planes[_TEXTURE], planes[_ALPHA]
     confined = confine.size > 0
     tinted = channels == 3 and tint > 0.0
-    x_col, x_row, x_0 = box_to_layer[0, 0], box_to_layer[0, 1], box_to_layer[0, 2]
-    y_col, y_row, y_0 = box_to_layer[1, 0], box_to_layer[1, 1], box_to_layer[1, 2]
+    shape = alpha_plane.shape
+    affine = _affine(box_to_layer)
     for row in range(box_h):
         for col in range(box_w):
-            x = x_col * col + x_row * row + x_0
-            y = y_col * col + y_row * row + y_0
-            if not (x > -1.0 and y > -1.0 and x < width and y < height):
+            hit, x, y, left, top = _layer_point(affine, blocks, shape, row, col)
+            if not hit:
                 continue
-            left, top = int(math.floor(x)), int(math.floor(y))
-            if not blocks[(top + 1) >> 2, (left + 1) >> 2]:
-                continue
-            taps = _taps(x, y, left, top, height, width)
+            taps = _taps(x, y, left, top, shape[0], shape[1])
             cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
             if confined:
                 cover *= confine[row, col]
