@@ -10,9 +10,9 @@ placement distributions, geometry and look, but
   relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
   pixels they land on, so a chunk suits any image;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
-  composites each layer in the compiled loops of :mod:`defectaug._kernels`: one pass over the
-  layer's box for its alpha (hence the mask), one for the pixels that alpha covers, written
-  straight into the output (a uint8 image stays uint8).
+  composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`), written
+  straight into the output (a uint8 image stays uint8); the defect mask takes a second pass, made
+  only when the sample holds a mask (:attr:`SamplePlan.mask`).
 
 It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
 (:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
