@@ -19,9 +19,9 @@ import math
 import numpy as np
 from numba import njit
 
-from defectaug.generators.procedural import RUST
+# The plane order of ReliefMaps.planes, from the module that defines it.
+from defectaug.generators.procedural import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST
 
-_SIGNED, _FIXED, _TEXTURE, _ALPHA = 0, 1, 2, 3
 _RED, _GREEN, _BLUE = RUST
 
 
