@@ -995,7 +995,8 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
         for grid in sorted(Path(path).parent.glob("samples_*.png")):
             if grid.parent.resolve() != out.resolve():
                 shutil.copyfile(grid, out / grid.name)
-            grids += [] if grid.name in grids else [grid.name]
+            if grid.name not in grids:
+                grids.append(grid.name)
     write_reports(merged, out, stem, grids)
     return merged
 

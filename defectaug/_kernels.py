@@ -113,15 +113,22 @@ def _layer_point(affine: tuple, blocks: np.ndarray, shape: tuple, row: int, col:
 
 @njit(cache=True, nogil=True)
 def warp_alpha(
-    planes: np.ndarray, blocks: np.ndarray, box_to_layer: np.ndarray, box_h: int, box_w: int
+    planes: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    confine: np.ndarray,
+    box_h: int,
+    box_w: int,
 ) -> np.ndarray:
     """The alpha plane of ``planes [4, s, s]`` resampled into a ``box_h x box_w`` box, in [0, 1].
 
     ``blocks`` is :func:`alpha_blocks` of ``planes``; ``box_to_layer`` (``[2, 3]``) maps box pixel
-    ``(x, y, 1)`` to layer pixel ``(x, y)``.
+    ``(x, y, 1)`` to layer pixel ``(x, y)``; ``confine`` weighs the result as in
+    :func:`composite_relief`, so both passes see the same coverage.
     """
     layer_alpha = planes[_ALPHA]
     shape = layer_alpha.shape
+    confined = confine.size > 0
     affine = _affine(box_to_layer)
     alpha = np.zeros((box_h, box_w), dtype=np.float32)
     for row in range(box_h):
@@ -130,6 +137,8 @@ def warp_alpha(
             if hit:
                 value = _sample(layer_alpha, _taps(x, y, left, top, shape[0], shape[1]))
                 alpha[row, col] = min(max(value, 0.0), 1.0)
+                if confined:
+                    alpha[row, col] *= confine[row, col]
     return alpha
 
 
@@ -150,8 +159,7 @@ def composite_relief(
     resampled alpha (clipped to [0, 1], times ``confine`` when that is an ``[h, w]`` array rather
     than an empty one) is 0 is left as it is; elsewhere the relief is shaded on the pixel
     (``shade_relief``) and alpha-composited. ``scale`` is 255 for a uint8 window (read as
-    ``value / 255``, written back clipped and rounded half to even)
-    and 1 for a float one.
+    ``value / 255``, written back clipped and rounded half to even) and 1 for a float one.
     """
     channels, box_h, box_w = window.shape
     signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]

@@ -182,10 +182,9 @@ class PlacedDefect(NamedTuple):
 
     def alpha(self) -> np.ndarray:
         """``[height, width]`` coverage in [0, 1]."""
-        alpha = warp_alpha(self.planes, self.blocks, self.box_to_layer, self.height, self.width)
-        if self.confine.size:
-            alpha *= self.confine
-        return alpha
+        return warp_alpha(
+            self.planes, self.blocks, self.box_to_layer, self.confine, self.height, self.width
+        )
 
 
 _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)

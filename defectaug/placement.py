@@ -21,6 +21,7 @@ tensor, a callable ``images -> mask`` or ``"auto"`` for :func:`estimate_foregrou
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -145,7 +146,7 @@ class PlacementRanges:
     rotation: tuple[float, float]
     aspect: tuple[float, float]
 
-    @property
+    @functools.cached_property
     def log_aspect(self) -> tuple[float, float]:
         """The aspect range as log-stretch, the scale it is drawn uniformly in."""
         return (math.log(self.aspect[0]), math.log(self.aspect[1]))

@@ -56,7 +56,9 @@ def test_warp_alpha_is_grid_sample_clipped(planes, box_to_layer):
     box = (27, 31)
     expected = grid_sample_box(planes, box_to_layer, box)[3].clamp(0, 1).numpy()
     np.testing.assert_allclose(
-        warp_alpha(planes, alpha_blocks(planes), box_to_layer, *box), expected, atol=1e-5
+        warp_alpha(planes, alpha_blocks(planes), box_to_layer, NOT_CONFINED, *box),
+        expected,
+        atol=1e-5,
     )
 
 
@@ -136,9 +138,10 @@ def test_alpha_blocks_skip_only_what_reads_zero():
         # About the centres: box pixel 29.5 lands on layer pixel 18, the layer shown 1.5x.
         box_to_layer = rotation_map(angle, 1.5, (0.0, 0.0))
         box_to_layer[:, 2] = 18.0 - box_to_layer[:, :2] @ np.array([29.5, 29.5])
-        skipped = warp_alpha(planes, blocks, box_to_layer, 60, 60)
+        skipped = warp_alpha(planes, blocks, box_to_layer, NOT_CONFINED, 60, 60)
         assert skipped.any()
-        assert np.array_equal(skipped, warp_alpha(planes, everywhere, box_to_layer, 60, 60))
+        full = warp_alpha(planes, everywhere, box_to_layer, NOT_CONFINED, 60, 60)
+        assert np.array_equal(skipped, full)
         window_skipped, window_full = np.full((3, 60, 60), 0.4), np.full((3, 60, 60), 0.4)
         composite_relief(window_skipped, planes, blocks, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
         composite_relief(window_full, planes, everywhere, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)

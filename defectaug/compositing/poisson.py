@@ -160,12 +160,9 @@ def _poisson_blend(
         for start in range(0, len(same_size), chunk):
             corners = same_size[start : start + chunk]
             crops = cut_crops(background, source, mask, offsets, corners, (rows + 2, cols + 2))
-            paste_crops(out, _solve_crops(crops, background, mode), shifted(corners, 1))
+            interiors = [(item, row + 1, col + 1) for item, row, col in corners]
+            paste_crops(out, _solve_crops(crops, background, mode), interiors)
     return out
-
-
-def shifted(corners: list[tuple[int, int, int]], step: int) -> list[tuple[int, int, int]]:
-    return [(item, row + step, col + step) for item, row, col in corners]
 
 
 def _solve_crops(crops: Crops, background: torch.Tensor, mode: str) -> torch.Tensor:
