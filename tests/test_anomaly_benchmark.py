@@ -1,0 +1,86 @@
+"""Anomaly-track benchmark: its protocol end to end on a tiny generated dataset, the paired effect
+statistics, and that the test split never decides the checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import anomaly
+from tests.test_downstream import _write_fixture
+
+
+def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    out = tmp_path / "out"
+    result = anomaly.main(
+        ["--train-data", str(data), "--out", str(out), "--image-size", "32", "--crop", "16",
+         "--seeds", "2", "--steps", "3", "--eval-every", "2", "--batch-size", "4",
+         "--threads", "1", "--arms", "procedural:alpha", "procedural:poisson"]
+    )  # fmt: skip
+    assert len(result["runs"]) == 4
+    for run in result["runs"]:
+        # Evaluated at steps 2 and 3; the kept checkpoint is one of those.
+        assert [point["step"] for point in run["curve"]] == [2, 3]
+        assert run["best_step"] in (2, 3)
+        for group, metrics in run["test"].items():
+            assert group in ("all", "blowhole", "crack")
+            assert all(0.0 <= metrics[name] <= 1.0 for name in anomaly.METRICS)
+    # No peer in this run: the defectaug arms carry means but no paired difference.
+    assert "diff" not in result["effects"]["procedural:alpha"]["all/pixel_ap"]
+    assert result["effects"]["procedural:alpha"]["all/pixel_ap"]["n"] == 2
+    assert str(tmp_path) not in json.dumps(result)
+    written = json.loads((out / "anomaly.json").read_text())
+    assert written["effects"] == json.loads(json.dumps(result["effects"]))
+    assert "| procedural:poisson |" in (out / "anomaly.md").read_text()
+    with Image.open(out / "anomaly_samples.png") as grid:
+        assert grid.height == 3 * 2 * 32  # real defects + one row per arm, image over outline
+
+
+def test_validation_holds_out_normals_and_uses_training_defects_only(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    args = anomaly.parse_args(["--train-data", str(data), "--image-size", "32", "--crop", "16"])
+    splits = anomaly.load_splits(args)
+    assert all("/train/" in path for path in splits.validation.paths)
+    assert all("/test/" in path for path in splits.test.paths)
+    # 6 training normals: one held out for validation, five to train on.
+    assert len(splits.train_normals) == 5
+    assert int((splits.validation.labels == 0).sum()) == 1
+    assert int((splits.validation.labels != 0).sum()) == 6
+
+
+def test_paired_effects_against_the_peer():
+    def run(arm, seed, ap):
+        return {"arm": arm, "seed": seed, "test": {"all": dict(pixel_ap=ap, pixel_auroc=0.5,
+                                                                 image_auroc=0.5)}}
+
+    runs = [run("perlin-anomalib", s, 0.10) for s in range(3)]
+    runs += [run("procedural:alpha", s, 0.20 + 0.01 * s) for s in range(3)]
+    runs += [run("procedural:poisson", s, 0.05) for s in range(3)]
+    effects = anomaly.paired_effects(runs, ["procedural:alpha", "procedural:poisson",
+                                            anomaly.PEER_ARM])
+    better = effects["procedural:alpha"]["all/pixel_ap"]
+    assert better["diff"] == pytest.approx(0.11)
+    assert better["ci"][0] > 0 and better["verdict"] == "helps"
+    assert effects["procedural:poisson"]["all/pixel_ap"]["verdict"] == "hurts"
+    assert "diff" not in effects[anomaly.PEER_ARM]["all/pixel_ap"]
+
+
+def test_training_views_are_shared_by_every_arm_of_a_seed():
+    normals = torch.rand(10, 1, 32, 32)
+    budget = anomaly.Budget(seeds=1, steps=1, batch_size=4, crop=16, eval_every=1)
+    first = anomaly.training_views(normals, 5, 0, budget)
+    again = anomaly.training_views(normals, 5, 0, budget)
+    other = anomaly.training_views(normals, 5, 1, budget)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+
+
+def test_unknown_arm_is_refused():
+    with pytest.raises(SystemExit):
+        anomaly.parse_args(["--arms", "procedural:sparkle"])
