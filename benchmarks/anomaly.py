@@ -181,7 +181,10 @@ def training_views(
 
 def crop(batch: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack(
-        [item[:, y : y + size, x : x + size] for item, (y, x) in zip(batch, corners.tolist(), strict=True)]
+        [
+            item[:, y : y + size, x : x + size]
+            for item, (y, x) in zip(batch, corners.tolist(), strict=True)
+        ]
     )
 
 
@@ -234,9 +237,7 @@ def score(maps: torch.Tensor, data: ImageSet) -> dict[str, Any]:
     return result
 
 
-def train_arm(
-    arm: str, splits: Splits, seed: int, budget: Budget, threads: int
-) -> dict[str, Any]:
+def train_arm(arm: str, splits: Splits, seed: int, budget: Budget, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = TinyUNet(widths=(16, 32, 64, 128))
@@ -313,8 +314,9 @@ def table(result: dict[str, Any], group: str = "all") -> str:
     ]
     for arm in arms:
         row = result["effects"][arm]
-        cells = [f"{row[f'{group}/{m}']['mean']:.3f}" if f"{group}/{m}" in row else "-"
-                 for m in METRICS]
+        cells = [
+            f"{row[f'{group}/{m}']['mean']:.3f}" if f"{group}/{m}" in row else "-" for m in METRICS
+        ]
         ap = row.get(f"{group}/pixel_ap", {})
         if arm == PEER_ARM:
             versus, verdict = "(peer)", ""
@@ -331,8 +333,10 @@ def table(result: dict[str, Any], group: str = "all") -> str:
 
 def per_class_table(result: dict[str, Any]) -> str:
     groups = sorted({k.split("/")[0] for row in result["effects"].values() for k in row} - {"all"})
-    lines = ["| source | " + " | ".join(f"{g} AP / img AUROC" for g in groups) + " |",
-             "| --- |" + " ---: |" * len(groups)]
+    lines = [
+        "| source | " + " | ".join(f"{g} AP / img AUROC" for g in groups) + " |",
+        "| --- |" + " ---: |" * len(groups),
+    ]
     for arm in result["arms"]:
         row = result["effects"][arm]
         cells = []
@@ -388,7 +392,10 @@ def git_commit() -> str:
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

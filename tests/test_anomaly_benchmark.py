@@ -56,14 +56,18 @@ def test_validation_holds_out_normals_and_uses_training_defects_only(tmp_path):
 
 def test_paired_effects_against_the_peer():
     def run(arm, seed, ap):
-        return {"arm": arm, "seed": seed, "test": {"all": dict(pixel_ap=ap, pixel_auroc=0.5,
-                                                                 image_auroc=0.5)}}
+        return {
+            "arm": arm,
+            "seed": seed,
+            "test": {"all": dict(pixel_ap=ap, pixel_auroc=0.5, image_auroc=0.5)},
+        }
 
     runs = [run("perlin-anomalib", s, 0.10) for s in range(3)]
     runs += [run("procedural:alpha", s, 0.20 + 0.01 * s) for s in range(3)]
     runs += [run("procedural:poisson", s, 0.05) for s in range(3)]
-    effects = anomaly.paired_effects(runs, ["procedural:alpha", "procedural:poisson",
-                                            anomaly.PEER_ARM])
+    effects = anomaly.paired_effects(
+        runs, ["procedural:alpha", "procedural:poisson", anomaly.PEER_ARM]
+    )
     better = effects["procedural:alpha"]["all/pixel_ap"]
     assert better["diff"] == pytest.approx(0.11)
     assert better["ci"][0] > 0 and better["verdict"] == "helps"
