@@ -73,7 +73,7 @@ class Budget:
 
 
 QUICK = Budget(seeds=1, steps=300, batch_size=16, crop=64, eval_every=100)
-FULL = Budget(seeds=3, steps=1200, batch_size=16, crop=64, eval_every=150)
+FULL = Budget(seeds=3, steps=800, batch_size=16, crop=64, eval_every=100)
 
 
 def log(message: str) -> None:
@@ -419,7 +419,8 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
         "",
         per_class_table(result),
         "",
-        f"Learning curves (validation): `{stem}_curves.png`; samples: `{stem}_samples.png`.",
+        f"Learning curves (validation): `{stem}_curves.png`; samples (real defects on top, "
+        f"then one row per arm): {', '.join(f'`{name}`' for name in result['samples'])}.",
     ]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
@@ -439,6 +440,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--val-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="join the runs of earlier result JSONs (same data and budget) into one report",
+    )
     for name in ("seeds", "steps", "batch_size", "crop", "eval_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
@@ -458,8 +466,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def merge_results(paths: Sequence[Path], out: Path, stem: str) -> dict[str, Any]:
+    """One report from runs made in parts (e.g. the peer and the defectaug arms on different
+    days); a later part's run of the same (arm, seed) replaces an earlier one."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    budgets = {part["budget"] for part in parts}
+    if len(budgets) != 1 or len({part["dataset"] for part in parts}) != 1:
+        raise ValueError(f"merge: the parts differ in data or budget: {sorted(budgets)}")
+    runs = {(run["arm"], run["seed"]): run for part in parts for run in part["runs"]}
+    arms = list(dict.fromkeys(arm for part in parts for arm in part["arms"]))
+    arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
+    result = {
+        **parts[-1],
+        "command": " + ".join(part["command"] for part in parts),
+        "commit": ", ".join(dict.fromkeys(part["commit"] for part in parts)),
+        "date": ", ".join(dict.fromkeys(part["date"] for part in parts)),
+        "wall_s": sum(part["wall_s"] for part in parts),
+        "samples": list(dict.fromkeys(name for part in parts for name in part["samples"])),
+        "arms": arms,
+        "runs": list(runs.values()),
+        "effects": paired_effects(list(runs.values()), arms),
+    }
+    write_reports(result, out, stem)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge:
+        result = merge_results(args.merge, args.out, args.stem)
+        print(table(result))
+        return result
     started = time.perf_counter()
     splits = load_splits(args)
     log(
@@ -486,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "effects": paired_effects(runs, args.arms),
         "wall_s": time.perf_counter() - started,
+        "samples": [f"{args.stem}_samples.png"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     sample_grid(splits, args.arms, args.out / f"{args.stem}_samples.png")

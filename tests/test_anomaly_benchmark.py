@@ -88,3 +88,30 @@ def test_training_views_are_shared_by_every_arm_of_a_seed():
 def test_unknown_arm_is_refused():
     with pytest.raises(SystemExit):
         anomaly.parse_args(["--arms", "procedural:sparkle"])
+
+
+def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
+    def part(arms, seeds, ap, name):
+        runs = [
+            {"arm": arm, "seed": seed, "curve": [{"step": 1, "pixel_ap": ap}],
+             "test": {"all": dict(pixel_ap=ap + 0.01 * seed, pixel_auroc=0.5, image_auroc=0.5)}}
+            for arm in arms for seed in seeds
+        ]  # fmt: skip
+        result = {"dataset": "magnetic_tile", "budget": "b", "command": name, "commit": "c",
+                  "date": "d", "machine": "m", "wall_s": 1.0, "arms": arms, "runs": runs,
+                  "samples": [f"{name}_samples.png"]}  # fmt: skip
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(result))
+        return path
+
+    peer = part([anomaly.PEER_ARM], range(3), 0.10, "peer")
+    ours = part(["procedural:alpha"], range(3), 0.20, "ours")
+    merged = anomaly.main(["--merge", str(peer), str(ours), "--out", str(tmp_path / "m")])
+    assert merged["arms"] == ["procedural:alpha", anomaly.PEER_ARM]
+    assert merged["effects"]["procedural:alpha"]["all/pixel_ap"]["diff"] == pytest.approx(0.10)
+    assert merged["samples"] == ["peer_samples.png", "ours_samples.png"]
+    assert "ours_samples.png" in (tmp_path / "m" / "anomaly.md").read_text()
+    other = json.loads(ours.read_text()) | {"budget": "other"}
+    ours.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="budget"):
+        anomaly.main(["--merge", str(peer), str(ours), "--out", str(tmp_path / "m")])
