@@ -116,7 +116,8 @@ def test_time_budget_stops_early_and_still_exports(tmp_path):
         tmp_path, sample_every=0, checkpoint_every=0, time_budget_s=0.0, progress=False
     )
     assert summary["iterations"] == 1 and summary["stopped_by_time_budget"]
-    assert (tmp_path / "checkpoint.pt").is_file()
+    assert (tmp_path / "checkpoint.json").is_file()
+    assert (tmp_path / "checkpoint.safetensors").is_file()
 
 
 def write_fixture_dataset(root):

@@ -1,6 +1,7 @@
 """``python -m defectaug.training``: the ``defectaug train`` command without the main CLI."""
 
 import argparse
+import os
 import sys
 
 from defectaug.training.cli import configure_train_parser
@@ -14,7 +15,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    return args.func(args)
+    try:
+        return args.func(args)
+    # The same user-facing errors the main CLI turns into one line (DEFECTAUG_DEBUG: traceback).
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
+        if os.environ.get("DEFECTAUG_DEBUG"):
+            raise
+        text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        print(
+            f"{parser.prog}: error: {text.splitlines()[0] if text else type(error).__name__}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

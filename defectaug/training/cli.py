@@ -1,13 +1,17 @@
-"""``defectaug train``: train a learned defect generator on real defect crops.
+"""``defectaug train``: train a learned defect generator on real defect crops;
+``defectaug convert-checkpoint``: turn an old pickle checkpoint into the safetensors + JSON one.
 
-Registered by ``defectaug/cli.py`` through ``add_train_parser``; also runnable on its own as
+Registered by ``defectaug/cli.py`` through ``add_train_parser`` and
+``add_convert_checkpoint_parser``; ``train`` also runs on its own as
 ``python -m defectaug.training ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import shlex
 import sys
 import time
@@ -16,16 +20,58 @@ from typing import Any
 
 import torch
 
+from defectaug.training import memory
 from defectaug.training.card import training_card
+from defectaug.training.checkpoint import convert_legacy_checkpoint
 from defectaug.training.data import load_defect_crops
-from defectaug.training.trainer import CHECKPOINT_NAME, TRAINERS, TrainConfig
+from defectaug.training.trainer import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_TENSORS,
+    TRAINERS,
+    TrainConfig,
+    check_device,
+)
+
+
+def _int(text: str, low: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return _int(text, 1, "a positive integer")
+
+
+def _non_negative_int(text: str) -> int:
+    return _int(text, 0, "an integer >= 0")
+
+
+def _every(text: str) -> int:
+    return _int(text, 0, "0 (only at the end) or a positive number of steps")
+
+
+def _float(text: str, *, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "a positive number" if positive else "a number >= 0"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, positive=True)
+
+
+def _non_negative_float(text: str) -> float:
+    return _float(text, positive=False)
 
 
 def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -57,17 +103,23 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
         nargs="?",
         const="",
         default=None,
-        help="resume from a checkpoint (default: OUT/checkpoint.pt), continuing bit-exactly",
+        help=(
+            f"resume bit-exactly from a run folder (default: OUT) or its {CHECKPOINT_NAME}; the "
+            "settings must match the checkpoint's (--iters may grow)"
+        ),
     )
     parser.add_argument(
-        "--checkpoint-every", type=int, default=250, help="steps between checkpoints (0: end only)"
+        "--checkpoint-every",
+        type=_every,
+        default=250,
+        help="steps between checkpoints (0: end only)",
     )
     parser.add_argument(
-        "--sample-every", type=int, default=250, help="steps between sample grids (0: end only)"
+        "--sample-every", type=_every, default=250, help="steps between sample grids (0: end only)"
     )
     parser.add_argument(
         "--time-budget-min",
-        type=float,
+        type=_positive_float,
         default=None,
         help="stop (and export) after this many minutes of training even if --iters is not reached",
     )
@@ -80,24 +132,32 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument(
         "--latent-dim", type=_positive_int, default=None, help="size of the style code z"
     )
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    parser.add_argument(
+        "--lr", type=_positive_float, default=TrainConfig.lr, help="Adam learning rate"
+    )
     parser.add_argument(
         "--adversarial-weight",
-        type=float,
+        type=_non_negative_float,
         default=TrainConfig.adversarial_weight,
         help="weight of the adversarial term in the generator/encoder loss",
     )
     parser.add_argument(
         "--adversarial-warmup",
-        type=int,
+        type=_non_negative_int,
         default=TrainConfig.adversarial_warmup,
         help="steps over which the adversarial weight ramps up from 0",
     )
     parser.add_argument(
-        "--margin", type=int, default=4, help="pixels of context around each defect region"
+        "--margin",
+        type=_non_negative_int,
+        default=4,
+        help="pixels of context around each defect region",
     )
     parser.add_argument(
-        "--min-area", type=int, default=16, help="drop defect regions smaller than this (px)"
+        "--min-area",
+        type=_non_negative_int,
+        default=16,
+        help="drop defect regions smaller than this (px)",
     )
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,13 +175,43 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     return configure_train_parser(parser)
 
 
+def add_convert_checkpoint_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``convert-checkpoint`` (``defectaug convert-checkpoint OLD.pt OUT_DIR``)."""
+    parser = subparsers.add_parser(
+        "convert-checkpoint",
+        help="convert an old pickle training checkpoint (checkpoint.pt) to safetensors + JSON",
+        description=(
+            "Read an old defectaug training checkpoint with torch's weights_only loader (plain "
+            f"tensors and containers only; anything else is refused) and write {CHECKPOINT_NAME} "
+            f"+ {CHECKPOINT_TENSORS} into OUT_DIR, which `defectaug train --resume` then reads."
+        ),
+    )
+    parser.add_argument("old", metavar="OLD.pt", help="the old checkpoint file")
+    parser.add_argument(
+        "out_dir", metavar="OUT_DIR", help="folder to write the checkpoint into (e.g. the run)"
+    )
+    parser.set_defaults(func=run_convert_checkpoint)
+    return parser
+
+
+def run_convert_checkpoint(args: argparse.Namespace) -> int:
+    written = convert_legacy_checkpoint(args.old, args.out_dir)
+    print(
+        f"wrote {written} and {written.with_name(CHECKPOINT_TENSORS)}; resume with "
+        f"defectaug train ... --resume {args.out_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     types = [name.strip() for name in args.types.split(",") if name.strip()]
     if not types:
-        raise SystemExit("--types: expected at least one defect type")
+        raise ValueError("--types: expected at least one defect type")
+    device = check_device(args.device, "--device")
     architecture = {
         key: value
         for key, value in (
@@ -140,6 +230,17 @@ def run_train(args: argparse.Namespace) -> int:
         adversarial_warmup=args.adversarial_warmup,
         architecture=architecture,
     )
+    trainer_class = TRAINERS[args.arch]
+    # Before reading any data: a layer size or width that cannot fit even one item per batch
+    # is refused now (channels 1 is the smallest the data can have).
+    memory.check_fits(
+        trainer_class.memory_estimate(
+            config, defect_types=tuple(types), channels=1, layer_size=args.layer_size
+        ),
+        1,
+        args.layer_size,
+        device,
+    )
     out = Path(args.out)
     crops = load_defect_crops(
         args.data,
@@ -154,9 +255,18 @@ def run_train(args: argparse.Namespace) -> int:
         f"({', '.join(f'{k} {v}' for k, v in crops.counts().items())})",
         file=sys.stderr,
     )
-    trainer = TRAINERS[args.arch](crops, config, device=args.device)
+    requested_batch = config.batch_size
+    if config.batch_size > len(crops):
+        # Items are drawn with replacement, so a larger batch only repeats crops at a memory
+        # cost; the summary and checkpoint record the batch actually used.
+        print(
+            f"--batch-size {config.batch_size} capped at the {len(crops)} training crops",
+            file=sys.stderr,
+        )
+        config = dataclasses.replace(config, batch_size=len(crops))
+    trainer = trainer_class(crops, config, device=device)
     if args.resume is not None:
-        trainer.resume(Path(args.resume) if args.resume else out / CHECKPOINT_NAME)
+        trainer.resume(Path(args.resume) if args.resume else out)
         print(f"resumed at iteration {trainer.iteration}", file=sys.stderr)
     summary = trainer.fit(
         out,
@@ -182,6 +292,8 @@ def run_train(args: argparse.Namespace) -> int:
             "train_config": config.to_dict(),
         }
     )
+    if requested_batch != config.batch_size:
+        summary["batch_size_requested"] = requested_batch
     generator = trainer.export_generator()
     # Data loading and export included; wall_time_s counts the training steps only.
     summary["total_wall_time_s"] = time.perf_counter() - started

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from defectaug.generators.dcdgan import padded_side, prepare_defect_crop
+from defectaug.training import memory
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def crops_from_regions(
     hold a few single-pixel specks that are annotation noise, not defects.
     """
     type_names = tuple(type_names)
+    _check_crops_fit(regions, layer_size)
     contents, alphas, labels = [], [], []
     native_sizes: dict[str, list[int]] = {name: [] for name in type_names}
     for content, alpha, name in regions:
@@ -118,6 +120,26 @@ def crops_from_regions(
         type_names,
         native_sizes,
     )
+
+
+def _check_crops_fit(
+    regions: Sequence[tuple[torch.Tensor, torch.Tensor, str]], layer_size: int
+) -> None:
+    """Refuse a ``layer_size`` whose crops alone would not fit in memory, before allocating them.
+
+    Every region becomes ``(C + 1) * layer_size**2`` floats, held twice while the list is stacked.
+    """
+    if not regions:
+        return
+    channels = int(regions[0][0].shape[0])
+    needed = 2 * len(regions) * (channels + 1) * layer_size * layer_size * 4
+    available = memory.available_bytes("cpu")
+    if available is not None and needed > available:
+        raise memory.TrainingResourceError(
+            f"layer_size (--layer-size) {layer_size}: the {len(regions)} training crops need "
+            f"about {memory.format_bytes(needed)} at this size, but cpu has "
+            f"{memory.format_bytes(available)} available; lower --layer-size"
+        )
 
 
 def load_defect_crops(

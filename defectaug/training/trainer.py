@@ -1,10 +1,11 @@
 """Training loop shared by learned generators, and the DCDGAN trainer built on it.
 
 ``GeneratorTrainer`` owns everything that is not the model: the iteration counter, the random
-state, checkpoints that resume bit-exactly (modules, optimisers, EMA weights, every RNG state),
-the progress bar, periodic sample grids, a wall-time budget and the final export to a folder that
-``load_generator`` reads. An architecture subclasses it and implements ``training_step``,
-``export_generator`` and ``sample_grid``.
+state, checkpoints that resume bit-exactly (modules, optimisers, EMA weights, every RNG state;
+safetensors + JSON, see ``checkpoint``), the progress bar, periodic sample grids, a wall-time
+budget and the final export to a folder that ``load_generator`` reads. An architecture subclasses
+it and implements ``training_step``, ``export_generator``, ``sample_grid`` and
+``memory_estimate``.
 """
 
 from __future__ import annotations
@@ -35,10 +36,27 @@ from defectaug.generators.dcdgan import (
     DCDGANDiscriminator,
 )
 from defectaug.generators.hub import PretrainedDefectGenerator
+from defectaug.training import memory
 from defectaug.training.augment import diff_augment
+from defectaug.training.checkpoint import (
+    CHECKPOINT_STEM,
+    JSON_SUFFIX,
+    TENSORS_SUFFIX,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from defectaug.training.data import DefectCropSet
 
-CHECKPOINT_NAME = "checkpoint.pt"
+#: The file of a run folder that names its checkpoint (tensors are in ``CHECKPOINT_TENSORS``).
+CHECKPOINT_NAME = CHECKPOINT_STEM + JSON_SUFFIX
+CHECKPOINT_TENSORS = CHECKPOINT_STEM + TENSORS_SUFFIX
+#: ``TrainConfig`` fields a resumed run may change: everything else must match the checkpoint.
+RESUMABLE_CHANGES = ("iterations",)
+# Activation bytes a DCDGAN training step keeps per batch item, per float of the feature maps of
+# one generator pass plus one critic pass. Measured peak resident memory on CPU was 32-35x across
+# layer sizes 32-128, widths 4-16 and batches 8-64; 40 leaves room for allocator slack.
+_DCDGAN_BYTES_PER_FEATURE = 40
 
 
 @dataclass
@@ -87,6 +105,32 @@ class TrainConfig:
         return asdict(self)
 
 
+def check_device(device: torch.device | str, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, or a one-line ``ValueError``."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name}: expected cpu, cuda, cuda:N or mps, got {str(device)!r}"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+            raise ValueError(
+                f"{name}: {str(device)!r} asked for, but CUDA is not available here (torch "
+                f"{torch.__version__}, {built}); use cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name}: {str(device)!r} asked for, but only {count} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name}: 'mps' asked for, but MPS is not available here; use cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {str(device)!r}")
+    return device
+
+
 def _rng_states(cpu_rng: torch.Generator, device_rng: torch.Generator) -> dict[str, Any]:
     states: dict[str, Any] = {
         "cpu_rng": cpu_rng.get_state(),
@@ -94,8 +138,13 @@ def _rng_states(cpu_rng: torch.Generator, device_rng: torch.Generator) -> dict[s
         "torch_global": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+        states["torch_cuda"] = list(torch.cuda.get_rng_state_all())
     return states
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class GeneratorTrainer(ABC):
@@ -108,7 +157,21 @@ class GeneratorTrainer(ABC):
     ) -> None:
         self.crops = crops
         self.config = config
-        self.device = torch.device(device)
+        self.device = check_device(device)
+        memory.check_fits(
+            type(self).memory_estimate(
+                config,
+                defect_types=crops.type_names,
+                channels=crops.content.shape[1],
+                layer_size=crops.content.shape[-1],
+                crops_bytes=0
+                if self.device.type == "cpu"
+                else crops.content.nbytes + crops.alpha.nbytes,
+            ),
+            config.batch_size,
+            crops.content.shape[-1],
+            self.device,
+        )
         # All draws come from two generators the checkpoint stores: indices on CPU, noise on device.
         self.cpu_rng = torch.Generator().manual_seed(config.seed)
         self.device_rng = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -135,6 +198,23 @@ class GeneratorTrainer(ABC):
     def export_generator(self) -> PretrainedDefectGenerator:
         """The generator to ship (CPU, eval mode)."""
 
+    @classmethod
+    @abstractmethod
+    def memory_estimate(
+        cls,
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...],
+        channels: int,
+        layer_size: int,
+        crops_bytes: int = 0,
+    ) -> memory.MemoryEstimate:
+        """Peak memory of one training step, computed without allocating the model."""
+
+    def model_config(self) -> dict[str, Any] | None:
+        """The resolved architecture a checkpoint must match (``None``: shapes only)."""
+        return None
+
     # ---------------------------------------------------------------- batches
     def draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A class-balanced batch: a uniform class per item, then a uniform crop of that class.
@@ -160,55 +240,173 @@ class GeneratorTrainer(ABC):
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as nested dicts of tensors and plain values."""
         return {
             "architecture": self.architecture,
             "iteration": self.iteration,
             "elapsed_s": self.elapsed_s,
             "history": self.history,
             "train_config": self.config.to_dict(),
+            "model_config": self.model_config(),
             "modules": {name: module.state_dict() for name, module in self.modules().items()},
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
             "rng": _rng_states(self.cpu_rng, self.device_rng),
+            "rng_device_type": self.device.type,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("architecture") != self.architecture:
-            raise ValueError(
-                f"resume: checkpoint is for architecture {state.get('architecture')!r}, "
-                f"not {self.architecture!r}"
-            )
-        for name, module in self.modules().items():
-            module.load_state_dict(state["modules"][name])
-        for name, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        rng = state["rng"]
-        self.cpu_rng.set_state(rng["cpu_rng"])
-        self.device_rng.set_state(rng["device_rng"])
-        torch.set_rng_state(rng["torch_global"])
-        if "torch_cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["torch_cuda"])
-        self.iteration = int(state["iteration"])
-        self.elapsed_s = float(state["elapsed_s"])
-        self.history = list(state["history"])
+    def setting_differences(self, state: Mapping[str, Any]) -> list[str]:
+        """``field checkpoint-value -> this-run-value`` for every setting that differs.
 
-    def save_checkpoint(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), partial)
-        # Rename last: an interrupted save never leaves a truncated checkpoint behind.
-        partial.replace(path)
-        return path
+        ``iterations`` may change (train on); the architecture is compared in its resolved form
+        (``model_config``) rather than as the overrides given, except for native crop sizes, which
+        describe the data and are not part of the model's shapes.
+        """
+        differences = []
+
+        def compare(name: str, saved: Any, current: Any) -> None:
+            if saved != current:
+                differences.append(f"{name} {_describe(saved)} -> {_describe(current)}")
+
+        compare("architecture", state.get("architecture"), self.architecture)
+        saved_config = state.get("train_config")
+        if not isinstance(saved_config, Mapping):
+            return [*differences, "train_config missing"]
+        current = json.loads(json.dumps(self.config.to_dict()))
+        ignored = {*RESUMABLE_CHANGES, "architecture"}
+        for name in sorted((set(current) | set(saved_config)) - ignored):
+            compare(name, saved_config.get(name, "<missing>"), current.get(name, "<missing>"))
+        saved_model = state.get("model_config")
+        current_model = self.model_config()
+        if isinstance(saved_model, Mapping) and current_model is not None:
+            current_model = json.loads(json.dumps(current_model))
+            for name in sorted((set(current_model) | set(saved_model)) - {"native_sizes"}):
+                compare(
+                    name, saved_model.get(name, "<missing>"), current_model.get(name, "<missing>")
+                )
+        saved_device = state.get("rng_device_type")
+        if saved_device is not None:
+            compare("device", saved_device, self.device.type)
+        return differences
+
+    def _shape_problems(self, state: Mapping[str, Any]) -> list[str]:
+        problems = []
+        saved_modules = state.get("modules", {})
+        for name, module in self.modules().items():
+            if name not in saved_modules:
+                problems.append(f"module {name} missing")
+                continue
+            expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+            given = {k: tuple(v.shape) for k, v in saved_modules[name].items()}
+            for key in sorted(set(expected) | set(given)):
+                if expected.get(key) != given.get(key):
+                    saved_shape, shape = given.get(key, "missing"), expected.get(key, "missing")
+                    problems.append(f"{name}.{key} {saved_shape} vs {shape}")
+        saved_optimizers = state.get("optimizers", {})
+        for name, optimizer in self.optimizers().items():
+            saved = saved_optimizers.get(name)
+            if saved is None:
+                problems.append(f"optimizer {name} missing")
+                continue
+            groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
+            if [len(g.get("params", ())) for g in saved["param_groups"]] != groups:
+                problems.append(f"optimizer {name} parameter groups")
+                continue
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            for index, entries in saved["state"].items():
+                for key, value in entries.items():
+                    if not (0 <= int(index) < len(params)):
+                        problems.append(f"optimizer {name} state for parameter {index}")
+                    elif (
+                        isinstance(value, torch.Tensor)
+                        and value.dim()
+                        and (value.shape != params[int(index)].shape)
+                    ):
+                        problems.append(f"optimizer {name} {index}.{key} {tuple(value.shape)}")
+        current_rng = _rng_states(self.cpu_rng, self.device_rng)
+        for key in ("cpu_rng", "device_rng", "torch_global"):
+            saved_rng = state.get("rng", {}).get(key)
+            if not isinstance(saved_rng, torch.Tensor):
+                problems.append(f"rng {key} missing")
+            elif saved_rng.dtype != torch.uint8 or saved_rng.shape != current_rng[key].shape:
+                problems.append(
+                    f"rng {key} {saved_rng.dtype} {tuple(saved_rng.shape)} vs "
+                    f"{current_rng[key].dtype} {tuple(current_rng[key].shape)}"
+                )
+        return problems
+
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "checkpoint") -> None:
+        """Restore a state from ``state_dict``, after checking it belongs to this run.
+
+        Settings that differ (other than ``iterations``) are refused rather than applied: the
+        optimiser moments and RNG states in the checkpoint belong to the old settings, so running
+        on would record settings the run did not have.
+        """
+        differences = self.setting_differences(state)
+        if differences:
+            raise CheckpointError(
+                f"resume: {source} was written with other settings: {'; '.join(differences)} "
+                "(checkpoint -> this run); resume with the checkpoint's settings or train into "
+                "a new folder"
+            )
+        try:
+            problems = self._shape_problems(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problems = [f"malformed state ({type(error).__name__}: {error})"]
+        if problems:
+            shown = ", ".join(problems[:4])
+            if len(problems) > 4:
+                shown += f" and {len(problems) - 4} more"
+            raise CheckpointError(
+                f"resume: {source} does not fit this run's model (checkpoint vs this run: {shown})"
+            )
+        try:
+            for name, module in self.modules().items():
+                module.load_state_dict(state["modules"][name])
+            for name, optimizer in self.optimizers().items():
+                saved = state["optimizers"][name]
+                template = optimizer.state_dict()["param_groups"]
+                # JSON has no tuples; Adam's betas and the like come back as lists.
+                groups = [
+                    {
+                        key: tuple(value)
+                        if isinstance(current.get(key), tuple) and isinstance(value, list)
+                        else value
+                        for key, value in group.items()
+                    }
+                    for group, current in zip(saved["param_groups"], template, strict=True)
+                ]
+                optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
+            rng = state["rng"]
+            self.cpu_rng.set_state(rng["cpu_rng"])
+            self.device_rng.set_state(rng["device_rng"])
+            torch.set_rng_state(rng["torch_global"])
+            cuda_states = rng.get("torch_cuda") or []
+            # No step draws from the global CUDA generators (all noise comes from device_rng), so
+            # a machine with another GPU count resumes exactly without them.
+            if (
+                cuda_states
+                and torch.cuda.is_available()
+                and len(cuda_states) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(cuda_states)
+            self.iteration = int(state["iteration"])
+            self.elapsed_s = float(state["elapsed_s"])
+            self.history = [dict(entry) for entry in state["history"]]
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"resume: {source} could not be applied ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''})"
+            ) from None
+
+    def save_checkpoint(self, folder: str | Path, stem: str = CHECKPOINT_STEM) -> Path:
+        """Write ``folder/<stem>.safetensors`` + ``folder/<stem>.json``; returns the JSON path."""
+        return save_checkpoint(self.state_dict(), folder, stem)
 
     def resume(self, path: str | Path) -> None:
-        path = Path(path)
-        if path.is_dir():
-            path = path / CHECKPOINT_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"resume: no checkpoint at {str(path)!r}")
-        # Checkpoints hold optimiser states and RNG byte tensors, so the full pickle format is
-        # needed; only resume from checkpoints you wrote yourself.
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Continue from a checkpoint: a run folder, its ``checkpoint.json`` or
+        ``checkpoint.safetensors``. Nothing in it is executed; see ``checkpoint``."""
+        state = load_checkpoint(path)
+        self.load_state_dict(state, source=repr(str(path)))
 
     # ---------------------------------------------------------------- loop
     def fit(
@@ -222,11 +420,17 @@ class GeneratorTrainer(ABC):
     ) -> dict[str, Any]:
         """Train to ``config.iterations`` (or for ``time_budget_s`` of wall time) into ``out_dir``.
 
-        Writes ``checkpoint.pt`` every ``checkpoint_every`` steps and at the end, a sample grid
-        ``samples/iter_XXXXXX.png`` every ``sample_every`` steps, and the loss history to
-        ``history.json``. Returns a summary (iterations done, wall time, whether the budget stopped
-        it, last losses).
+        Writes ``checkpoint.safetensors`` + ``checkpoint.json`` every ``checkpoint_every`` steps
+        and at the end (0: only at the end), a sample grid ``samples/iter_XXXXXX.png`` every
+        ``sample_every`` steps, and the loss history to ``history.json``. Returns a summary
+        (iterations done, wall time, whether the budget stopped it, last losses).
         """
+        for name, value in (("checkpoint_every", checkpoint_every), ("sample_every", sample_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"{name}: expected 0 (only at the end) or a positive number of steps, "
+                    f"got {value!r}"
+                )
         out_dir = Path(out_dir)
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
         total = self.config.iterations
@@ -245,7 +449,7 @@ class GeneratorTrainer(ABC):
             self.iteration += 1
             self.elapsed_s = elapsed_before + time.perf_counter() - start
             if not all(math.isfinite(v) for v in losses.values()):
-                self.save_checkpoint(out_dir / "checkpoint_nonfinite.pt")
+                self.save_checkpoint(out_dir, stem="checkpoint_nonfinite")
                 raise FloatingPointError(
                     f"training diverged at iteration {self.iteration}: losses {losses}"
                 )
@@ -255,12 +459,12 @@ class GeneratorTrainer(ABC):
             if sample_every and self.iteration % sample_every == 0:
                 self.write_samples(out_dir / "samples" / f"iter_{self.iteration:06d}.png")
             if checkpoint_every and self.iteration % checkpoint_every == 0:
-                self.save_checkpoint(out_dir / CHECKPOINT_NAME)
+                self.save_checkpoint(out_dir)
             if time_budget_s is not None and self.elapsed_s >= time_budget_s:
                 stopped_by_budget = self.iteration < total
                 break
         bar.close()
-        self.save_checkpoint(out_dir / CHECKPOINT_NAME)
+        self.save_checkpoint(out_dir)
         self.write_samples(out_dir / "samples" / f"iter_{self.iteration:06d}.png")
         (out_dir / "history.json").write_text(json.dumps(self.history), encoding="utf-8")
         return {
@@ -339,15 +543,12 @@ class DCDGANTrainer(GeneratorTrainer):
     def __init__(
         self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
     ) -> None:
-        super().__init__(crops, config, device)
-        arch = DCDGANConfig(
-            **{
-                "defect_types": crops.type_names,
-                "channels": crops.content.shape[1],
-                "layer_size": crops.content.shape[-1],
-                "native_sizes": crops.native_sizes,
-                **config.architecture,
-            }
+        arch = self.architecture_config(
+            config,
+            defect_types=crops.type_names,
+            channels=crops.content.shape[1],
+            layer_size=crops.content.shape[-1],
+            native_sizes=crops.native_sizes,
         )
         if arch.layer_size != crops.content.shape[-1] or arch.channels != crops.content.shape[1]:
             raise ValueError(
@@ -355,6 +556,7 @@ class DCDGANTrainer(GeneratorTrainer):
                 "do not match the "
                 f"crops ({crops.content.shape[-1]}, {crops.content.shape[1]})"
             )
+        super().__init__(crops, config, device)
         self.arch = arch
         self.model = DCDGAN(arch).to(self.device)
         self.discriminator = DCDGANDiscriminator(arch).to(self.device)
@@ -367,6 +569,58 @@ class DCDGANTrainer(GeneratorTrainer):
         self.grid_z = torch.randn(
             arch.num_classes * self.grid_columns, arch.latent_dim, generator=grid_rng
         )
+
+    @staticmethod
+    def architecture_config(
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...] | list[str],
+        channels: int,
+        layer_size: int,
+        native_sizes: dict[str, list[int]] | None = None,
+    ) -> DCDGANConfig:
+        """The DCDGAN config a run trains: the data's shape plus ``config.architecture``."""
+        return DCDGANConfig(
+            **{
+                "defect_types": tuple(defect_types),
+                "channels": channels,
+                "layer_size": layer_size,
+                "native_sizes": native_sizes or {},
+                **config.architecture,
+            }
+        )
+
+    @classmethod
+    def memory_estimate(
+        cls,
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...],
+        channels: int,
+        layer_size: int,
+        crops_bytes: int = 0,
+    ) -> memory.MemoryEstimate:
+        arch = cls.architecture_config(
+            config, defect_types=defect_types, channels=channels, layer_size=layer_size
+        )
+        # Built on the meta device: exact parameter counts for any width without allocating.
+        with torch.device("meta"):
+            model, critic = DCDGAN(arch), DCDGANDiscriminator(arch)
+        model_params = sum(p.numel() for p in model.parameters())
+        critic_params = sum(p.numel() for p in critic.parameters())
+        ema_params = sum(p.numel() for p in model.generator.parameters())
+        # Weights, gradients and Adam's two moments for both networks, plus the EMA copy.
+        fixed = 4 * (4 * (model_params + critic_params) + ema_params) + crops_bytes
+        resolutions = arch.resolutions()
+        generator_features = sum(arch.width_at(r) * r * r for r in resolutions)
+        critic_features = arch.width * layer_size**2 + sum(
+            arch.width_at(r) * r * r for r in resolutions[:-1]
+        )
+        per_item = _DCDGAN_BYTES_PER_FEATURE * 4 * (generator_features + critic_features)
+        return memory.MemoryEstimate(per_item=per_item, fixed=fixed)
+
+    def model_config(self) -> dict[str, Any]:
+        return self.arch.to_dict()
 
     def modules(self) -> dict[str, nn.Module]:
         return {
