@@ -6,6 +6,7 @@ are the only place other forms are accepted, and they name the offending argumen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -135,6 +136,39 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
         and not bool(torch.isfinite(tensor).all())
     ):
         raise ValueError(f"{name}: contains NaN or infinite values")
+
+
+#: Float images may stray this far outside [0, 1] (rounding in resizes, colour conversions) before
+#: :func:`check_unit_range` refuses them.
+UNIT_RANGE_TOLERANCE = 1e-3
+
+UNIT_RANGE_HINT = (
+    "convert uint8 images with v2.ToDtype(torch.float32, scale=True) (without scale=True values "
+    "stay in [0, 255]) and place DefectInject before v2.Normalize"
+)
+
+
+def check_unit_range(tensor: torch.Tensor, name: str, hint: str = UNIT_RANGE_HINT) -> None:
+    """Raise unless a float ``tensor`` is finite and within [0, 1] (``UNIT_RANGE_TOLERANCE``).
+
+    Defects are shaded as if 0 were black and 1 white: on a [0, 255] or normalised image they
+    would come out as black blobs. One min / max pass, through numpy on the CPU (torch's
+    ``aminmax`` costs about twice as much there); NaN propagates into both.
+    """
+    if not tensor.is_floating_point() or not tensor.numel():
+        return
+    if tensor.device.type == "cpu" and tensor.dtype != torch.bfloat16:
+        array = tensor.detach().numpy()
+        low, high = float(array.min()), float(array.max())
+    else:
+        low, high = (float(v) for v in torch.stack(torch.aminmax(tensor.detach())).tolist())
+    if low >= -UNIT_RANGE_TOLERANCE and high <= 1.0 + UNIT_RANGE_TOLERANCE:
+        return
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    raise ValueError(
+        f"{name}: expected float values in [0, 1], found [{low:.4g}, {high:.4g}]; {hint}"
+    )
 
 
 def check_batched_image(

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectaug._io import check_batched_image
+from defectaug._io import check_batched_image, check_unit_range
 from defectaug._seeding import SeedLike, as_generator, child_seed, mix_seed, stream_identity
 from defectaug.generators.base import DefectGenerator
 from defectaug.layer import MASK_THRESHOLD, DefectLayer
@@ -123,8 +125,15 @@ def resolve_defect_types(
         names = tuple(generator.defect_types)
     elif isinstance(defect_types, str):
         names = (defect_types,)
-    else:
+    elif isinstance(defect_types, (Sequence, np.ndarray)):
         names = tuple(defect_types)
+    else:
+        # Sets and other unordered iterables are refused too: the order decides which type a
+        # seeded draw picks, and a set's order changes from process to process.
+        raise TypeError(
+            f"defect_types: expected a type name (str), a sequence of names or None, "
+            f"got {defect_types!r}"
+        )
     if not names:
         raise ValueError("defect_types: expected at least one defect type")
     for name in names:
@@ -240,9 +249,14 @@ def check_blend(blend: str) -> str:
 
 
 def check_probability(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+    """``p`` as a float; any real number type (numpy scalars too) in [0, 1], but not a bool."""
+    # A bool is an int to Python; p=True is far more likely a slip than "always".
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p: expected a probability (a real number in [0, 1]), got {p!r}")
+    value = float(p)
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-    return float(p)
+    return value
 
 
 @dataclass(frozen=True)
@@ -439,6 +453,12 @@ def apply_plan(
     return composite_plan(images, plan, blend), plan_masks(plan, images.device)
 
 
+_BATCH_HINT = (
+    "scale uint8 batches by 1 / 255 (or v2.ToDtype(torch.float32, scale=True) per image) and "
+    "inject before normalising"
+)
+
+
 def inject_defects(
     images: torch.Tensor,
     defect_types: str | Sequence[str] | None = None,
@@ -479,6 +499,7 @@ def inject_defects(
         ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
     """
     images = check_batched_image(images, "images")
+    check_unit_range(images, "images", _BATCH_HINT)
     defect_generator = resolve_generator(generator, device=images.device)
     types = resolve_defect_types(defect_types, defect_generator)
     plan = plan_defects(
@@ -542,6 +563,7 @@ class DefectInjector(nn.Module):
 
     def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
         images = check_batched_image(images, "images")
+        check_unit_range(images, "images", _BATCH_HINT)
         plan = plan_defects(
             images,
             self.defect_types,

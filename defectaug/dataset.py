@@ -18,11 +18,12 @@ from typing import Any
 
 import kornia
 import numpy as np
+import PIL.Image
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from defectaug._io import to_float_image
+from defectaug._io import check_unit_range, to_float_image
 from defectaug._seeding import child_seed
 from defectaug.batch import (
     DEFAULT_ASPECT,
@@ -36,9 +37,9 @@ from defectaug.batch import (
     resolve_defect_types,
     resolve_generator,
 )
-from defectaug.datasets import load_image
+from defectaug.datasets import image_to_tensor, load_image
 from defectaug.generators.base import DefectGenerator
-from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg
+from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, check_image_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TARGETS = ("label", "mask", "dict")
@@ -58,8 +59,18 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as float ``[1, C, H, W]`` in [0, 1] (grayscale files give 1 channel)."""
+    """An image file as float ``[1, C, H, W]`` in [0, 1] (grayscale files give 1 channel).
+
+    Scaled by the file's bit depth; a file that cannot be decoded raises ``ValueError`` naming
+    it (see :func:`defectaug.datasets.load_image`).
+    """
     return load_image(path)[None]
+
+
+_BACKGROUND_HINT = (
+    "give the backgrounds dataset a transform that ends in v2.ToDtype(torch.float32, scale=True) "
+    "(without scale=True values stay in [0, 255]) and leave v2.Normalize for after the defects"
+)
 
 
 class SyntheticDefectDataset(Dataset):
@@ -69,6 +80,10 @@ class SyntheticDefectDataset(Dataset):
         backgrounds: a folder of images (searched recursively), a list of image paths, or a
             ``Dataset`` (or list) whose items are an image (tensor ``[C, H, W]``, PIL image, numpy
             array) or a tuple / list starting with one, e.g. an ``ImageFolder`` of normal parts.
+            Files are scaled by their bit depth (8 or 16 bits); float images must hold values in
+            [0, 1] (``ValueError`` otherwise). Only background 0 is read up front: call
+            :meth:`check` to validate them all, else a bad one raises (naming it) when an item
+            picks it.
         generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
         defect_types: types to draw from (default: all of the generator's); each item has one.
         length: number of items.
@@ -181,11 +196,36 @@ class SyntheticDefectDataset(Dataset):
             raise ValueError(f"label_map: no class for defect type(s) {missing}")
         return {name: int(label_map[name]) for name in self.defect_types}
 
+    def check(self) -> None:
+        """Read every background once; raise ``ValueError`` naming the first that is unusable.
+
+        Catches what would otherwise surface only when an item happens to pick that background:
+        files that are empty, truncated, not images or decompression bombs, images smaller than
+        ``min_size``, a channel count that differs from background 0, float values outside
+        [0, 1]. Decodes every file, so it takes about one pass over the folder.
+        """
+        for index in range(len(self.backgrounds)):
+            try:
+                self.load_background(index)
+            except (ValueError, TypeError, OSError) as error:
+                item = self.backgrounds[index]
+                message = str(error)
+                for prefix in ("backgrounds: ", "backgrounds ", "path: "):
+                    message = message.removeprefix(prefix)
+                source = str(item) if isinstance(item, Path) else f"item {index}"
+                where = "" if source in message else f"item {index}: "
+                raise ValueError(f"backgrounds: {where}{message}") from error
+
     def load_background(self, index: int) -> torch.Tensor:
-        """Background ``index`` as float ``[1, C, H, W]`` after the channel conversion."""
+        """Background ``index`` as float ``[1, C, H, W]`` after the channel conversion.
+
+        Errors name the file (or the item index of a ``Dataset``).
+        """
         item = self.backgrounds[index]
+        name = f"backgrounds item {index}"
         if isinstance(item, Path):
             image = read_image(item)
+            name = f"backgrounds item {index} ({str(item)!r})"
         else:
             if isinstance(item, (tuple, list)):
                 if not item:
@@ -195,7 +235,15 @@ class SyntheticDefectDataset(Dataset):
                 raise ValueError(
                     f"backgrounds: item {index} is a batch {tuple(item.shape)}; expected one image"
                 )
-            image, _ = to_float_image(item, f"backgrounds item {index}")
+            if isinstance(item, PIL.Image.Image) and item.mode not in ("L", "RGB"):
+                # 16-bit, float and palette images: scaled by their bit depth like files.
+                item = image_to_tensor(item, name)
+            image, _ = to_float_image(item, name)
+            check_unit_range(image, name, _BACKGROUND_HINT)
+        try:
+            check_image_size(tuple(image.shape[-2:]), self.placement.min_size)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
         if self.to_grayscale and image.shape[1] == 3:
             image = kornia.color.rgb_to_grayscale(image)
         elif self.to_rgb and image.shape[1] == 1:
@@ -203,7 +251,7 @@ class SyntheticDefectDataset(Dataset):
         expected = getattr(self, "channels", image.shape[1])
         if image.shape[1] != expected:
             raise ValueError(
-                f"backgrounds: item {index} has {image.shape[1]} channel(s) but item 0 has "
+                f"{name} has {image.shape[1]} channel(s) but item 0 has "
                 f"{expected}; pass to_grayscale=True or to_rgb=True to convert them all"
             )
         return image.float().contiguous()

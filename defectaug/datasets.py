@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from defectaug._io import UNIT_RANGE_TOLERANCE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD_LABEL = "good"
@@ -141,38 +145,144 @@ def _read_mvtec(root: Path) -> list[DefectRecord]:
     return records
 
 
-def load_image(path: str | os.PathLike[str], channels: int | None = None) -> torch.Tensor:
-    """An image file as a float32 ``[C, H, W]`` tensor in [0, 1].
+#: Largest image, in pixels, the loaders decode (also capped by PIL's ``Image.MAX_IMAGE_PIXELS``):
+#: 8192 x 8192, some 0.8 GB as float RGB. Larger files raise ``ValueError`` (as possible
+#: decompression bombs) instead of exhausting memory; raise it here for bigger backgrounds.
+MAX_IMAGE_PIXELS = 1 << 26
 
-    ``channels=None`` keeps the file's own: 1 for grayscale (L, LA, I, I;16), 3 otherwise
-    (alpha dropped). ``1`` or ``3`` converts.
+_GRAY_MODES = ("L", "LA", "1")
+#: Integer depths that are not PIL's 8-bit modes, by format: PNG and PGM hold at most 16 bits
+#: (older Pillow opens them as mode "I"); TIFF says in its BitsPerSample tag.
+_SIXTEEN_BIT_FORMATS = ("PNG", "PPM")
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+def _pixel_limit() -> int:
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    return MAX_IMAGE_PIXELS if pil_limit is None else min(MAX_IMAGE_PIXELS, int(pil_limit))
+
+
+def open_image(path: str | os.PathLike[str], what: str = "image") -> Image.Image:
+    """Open and fully decode an image file, or raise ``ValueError`` naming it and the reason.
+
+    Decoding (not just the header) is what finds a truncated file. Files over
+    ``MAX_IMAGE_PIXELS`` are refused before decoding, and PIL's own decompression-bomb warning
+    is an error here. A missing file raises ``FileNotFoundError``.
     """
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels: expected None, 1 or 3, got {channels!r}")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"path: image {str(path)!r} does not exist")
-    with Image.open(path) as image:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-            array = np.asarray(image, dtype=np.float32)
-            array = array / (65535.0 if array.max() > 255 else 255.0)
-            gray = torch.from_numpy(np.ascontiguousarray(array))[None]
-            return gray.expand(3, -1, -1).clone() if channels == 3 else gray
-        native = 1 if image.mode in ("L", "LA", "1") else 3
-        mode = "L" if (channels or native) == 1 else "RGB"
-        array = np.array(image.convert(mode))
+        raise FileNotFoundError(f"path: {what} {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {str(path)!r}: cannot be read: the file is empty (0 bytes)")
+    limit = _pixel_limit()
+    try:
+        # catch_warnings is process-wide, but decoding runs in loader worker processes and the
+        # CLI, not in threads sharing the filters.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise Image.DecompressionBombError(
+                        f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                        f"{limit} (defectaug.datasets.MAX_IMAGE_PIXELS)"
+                    )
+                image.load()
+                return image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"{what} {str(path)!r}: refused as a possible decompression bomb: {error}"
+        ) from error
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Image.UnidentifiedImageError as error:
+        raise ValueError(
+            f"{what} {str(path)!r}: cannot be read: not an image format PIL recognises"
+        ) from error
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as error:
+        raise ValueError(
+            f"{what} {str(path)!r}: cannot be read (truncated or corrupt?): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
+def _integer_bits(image: Image.Image, name: str) -> int:
+    if image.mode.startswith("I;16"):
+        return 16
+    if image.format in _SIXTEEN_BIT_FORMATS:
+        return 16
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE)
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        if isinstance(bits, int) and 8 < bits <= 16:
+            return bits
+        raise ValueError(
+            f"image {name!r}: {bits}-bit integer images are not supported; expected 8 or "
+            "16 bits per sample"
+        )
+    raise ValueError(
+        f"image {name!r}: cannot tell the bit depth of a mode {image.mode!r} "
+        f"{image.format} image; save it as an 8- or 16-bit PNG or TIFF"
+    )
+
+
+def image_to_tensor(
+    image: Image.Image, name: str | os.PathLike[str], channels: int | None = None
+) -> torch.Tensor:
+    """A decoded PIL image as a float32 ``[C, H, W]`` tensor in [0, 1], scaled by its bit depth.
+
+    8-bit modes are divided by 255 and 16-bit ones (``I;16*``, or mode ``I`` from a 16-bit PNG,
+    PGM or TIFF) by 65535, whatever the pixels hold: a 16-bit file of 200s is dark, not 78 % grey.
+    Float (mode ``F``) images must already lie in [0, 1]. ``name`` (a path, or a description
+    such as ``"backgrounds item 3"``) names the image in errors.
+    """
+    name = str(name)
+    if image.mode == "F" or image.mode == "I" or image.mode.startswith("I;"):
+        array = np.asarray(image)
+        if image.mode == "F":
+            low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+            if not (low >= -UNIT_RANGE_TOLERANCE and high <= 1.0 + UNIT_RANGE_TOLERANCE):
+                raise ValueError(
+                    f"image {name!r}: a float image must hold values in [0, 1], found "
+                    f"[{low:.4g}, {high:.4g}]"
+                )
+            array = np.clip(array, 0.0, 1.0).astype(np.float32)
+        else:
+            bits = _integer_bits(image, name)
+            if array.size and int(array.min()) < 0:
+                raise ValueError(
+                    f"image {name!r}: negative pixel values in a {bits}-bit integer image"
+                )
+            array = array.astype(np.float32) / float(2**bits - 1)
+        gray = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        return gray.expand(3, -1, -1).clone() if channels == 3 else gray
+    native = 1 if image.mode in _GRAY_MODES else 3
+    mode = "L" if (channels or native) == 1 else "RGB"
+    array = np.array(image.convert(mode))
     tensor = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
+def load_image(path: str | os.PathLike[str], channels: int | None = None) -> torch.Tensor:
+    """An image file as a float32 ``[C, H, W]`` tensor in [0, 1].
+
+    ``channels=None`` keeps the file's own: 1 for grayscale (L, LA, 1, I, I;16, F), 3 otherwise
+    (alpha dropped). ``1`` or ``3`` converts. Pixels are scaled by the file's bit depth
+    (:func:`image_to_tensor`). A file that cannot be decoded (empty, truncated, not an image,
+    larger than ``MAX_IMAGE_PIXELS``) raises ``ValueError`` naming it (:func:`open_image`).
+    """
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels: expected None, 1 or 3, got {channels!r}")
+    return image_to_tensor(open_image(path, "image"), path, channels)
+
+
 def load_mask(path: str | os.PathLike[str]) -> torch.Tensor:
-    """A mask file as a bool ``[1, H, W]`` tensor: pixels above half intensity are defective."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: mask {str(path)!r} does not exist")
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("L"))
-    return torch.from_numpy(array > 127)[None]
+    """A mask file as a bool ``[1, H, W]`` tensor: pixels at half intensity or above are defective.
+
+    Half of the file's own range: 128 of 255 for 8-bit masks, 32768 of 65535 for 16-bit ones.
+    """
+    gray = image_to_tensor(open_image(path, "mask"), path, channels=1)
+    return gray >= 0.5
 
 
 def _as_bool_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from defectaug._io import check_finite, to_float_image
+from defectaug._io import check_unit_range, to_float_image
 from defectaug._kernels import alpha_blocks, composite_relief, sparse_mean, warp_alpha
 from defectaug._seeding import as_generator, mix_seed, stream_identity, uniform_draws
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
@@ -408,7 +408,7 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
             f"and {plan.image_size}"
         )
     if pixels.is_floating_point():
-        check_finite(pixels, "image")
+        check_unit_range(pixels, "image")
     if takes_fast_path(pixels):
         host = pixels
     else:  # e.g. a second image of the sample on CUDA, or in half precision

@@ -103,6 +103,10 @@ def as_range(
     return pair
 
 
+#: Upper bound of ``count``: far above any real part, low enough to bound a batch's layers.
+MAX_DEFECTS_PER_IMAGE = 256
+
+
 def as_count_range(count: CountArg) -> tuple[int, int]:
     """``count`` as an inclusive ``(min, max)`` pair of non-negative ints."""
     if isinstance(count, int) and not isinstance(count, bool):
@@ -119,6 +123,11 @@ def as_count_range(count: CountArg) -> tuple[int, int]:
         )
     if pair[0] < 0 or pair[0] > pair[1] or pair[1] < 1:
         raise ValueError(f"count: expected 0 <= min <= max and max >= 1, got {count!r}")
+    if pair[1] > MAX_DEFECTS_PER_IMAGE:
+        # Each defect is a layer the size of its box: the count sizes an allocation.
+        raise ValueError(
+            f"count: at most {MAX_DEFECTS_PER_IMAGE} defects per image, got {count!r}"
+        )
     return pair
 
 
@@ -128,8 +137,17 @@ def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) ->
 
 
 def check_image_size(image_size: tuple[int, int], min_size: int) -> None:
-    """Raise when an image is too small to hold the smallest allowed defect."""
+    """Raise when an image is too small to hold the smallest allowed defect.
+
+    A side of 1 px leaves a defect no room at all (it would be scaled to nothing), whatever
+    ``min_size`` says, so both sides must be at least 2 px.
+    """
     height, width = image_size
+    if min(height, width) < 2:
+        raise ValueError(
+            f"image of size {height}x{width} is too small for a defect: both sides must be at "
+            "least 2 px"
+        )
     if min(height, width) < min_size:
         raise ValueError(
             f"image of size {height}x{width} is smaller than the smallest allowed defect "

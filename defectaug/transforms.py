@@ -7,7 +7,12 @@ ahead in chunks, compositing under the defects only: the fast path for data-load
 otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
 
 - images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
-  RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape;
+  RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape. Float
+  images must hold values in [0, 1] (up to ``1e-3`` of rounding): a float image outside that range
+  that draws a defect raises ``ValueError`` (its range found, and the hint: convert with
+  ``v2.ToDtype(torch.float32, scale=True)``, place ``DefectInject`` before ``v2.Normalize``);
+  the defect would otherwise be shaded as if the range were [0, 1] and come out a black blob.
+  Images need both sides >= 2 px (and >= ``min_size``);
 - a ``tv_tensors.Mask`` (``[H, W]`` or ``[1, H, W]``) gets the defect pixels written in: with
   ``mask_mode="binary"`` they are set to 1 (a union with what the mask already marks), with
   ``mask_mode="class"`` to the defect's class id (``label[type]`` when ``label`` is a dict, else
@@ -19,6 +24,9 @@ otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
   integer tensor, a ``"labels"``-like key of a dict (top level or second item), or the last item
   of a longer tuple such as ``(image, mask, label)``;
 - everything else (boxes, key points, videos, extra tensors, metadata) passes through untouched.
+  That includes numpy arrays beside a tensor or PIL image, but a sample whose only image-like
+  content is a numpy array (a lone ``[H, W, C]`` array, ``(array, label)``) raises ``TypeError``
+  rather than coming back without a defect: convert it first (``v2.ToImage()``).
 
 Because masks are tv_tensors, geometric v2 transforms placed after ``DefectInject`` keep image and
 defect mask aligned. Wrap masks as ``tv_tensors.Mask``: a PIL mask would be treated as an image.
@@ -42,7 +50,7 @@ from torch.utils._pytree import (
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
-from defectaug._io import to_float_image
+from defectaug._io import check_unit_range, describe, to_float_image
 from defectaug._seeding import mix_seed, uniform_draws
 from defectaug.batch import (
     DEFAULT_ASPECT,
@@ -78,6 +86,22 @@ _ONE_SAMPLE = (
 )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_fits(value: int, dtype: torch.dtype, what: str) -> None:
+    """Raise when class id ``value`` does not fit an integer ``dtype`` (it would wrap around)."""
+    if dtype.is_floating_point or dtype == torch.bool:
+        return
+    info = torch.iinfo(dtype)
+    if not info.min <= value <= info.max:
+        raise ValueError(
+            f"label: class id {value} does not fit the {what}'s dtype {dtype} "
+            f"([{info.min}, {info.max}])"
+        )
+
+
 def _type_index(plan: DefectPlan | SamplePlan) -> int:
     return plan.type_index if isinstance(plan, SamplePlan) else int(plan.labels[0])
 
@@ -88,6 +112,27 @@ def _is_pure_tensor(value: Any) -> bool:
 
 def _is_image(value: Any) -> bool:
     return isinstance(value, (tv_tensors.Image, PIL.Image.Image)) or _is_pure_tensor(value)
+
+
+def _refuse_numpy_images(flat_inputs: list[Any]) -> None:
+    """Raise when a numpy array would be the sample's only image.
+
+    torchvision v2 passes types it does not know through untouched, so a numpy image would come
+    back without a defect and without a word. Beside a tensor / PIL image a numpy array is some
+    other payload and passes through like any other.
+    """
+    arrays = [inpt for inpt in flat_inputs if isinstance(inpt, np.ndarray)]
+    if not arrays or any(
+        isinstance(inpt, (tv_tensors.Image, PIL.Image.Image))
+        or (_is_pure_tensor(inpt) and inpt.ndim >= 2)
+        for inpt in flat_inputs
+    ):
+        return
+    raise TypeError(
+        f"image: DefectInject transforms torch tensors and PIL images, got {describe(arrays[0])} "
+        "and no tensor or PIL image; convert numpy images first, e.g. v2.ToImage() or "
+        "torch.from_numpy(array).permute(2, 0, 1) for an [H, W, C] array"
+    )
 
 
 def _is_class_label(value: Any) -> bool:
@@ -130,15 +175,20 @@ class DefectInject(Transform):
     Args:
         defect_types: type name(s) to draw from (default: all of the generator's); each call picks
             one uniformly for the sample.
-        p: probability that the sample receives defects.
+        p: probability that the sample receives defects: a real number in [0, 1] (Python or
+            numpy scalar; not a bool, not NaN).
         generator: a ``DefectGenerator``, or a name / folder / Hub id for ``load_generator``.
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
         count, scale, rotation, aspect, min_size, roi, confine: placement options, see
             :func:`defectaug.inject_defects`. A callable ``roi`` receives the image as
             ``[1, C, H, W]`` float.
         label: ``None`` leaves classification labels alone; an int or a ``{type: class}`` dict sets
-            the label of samples that received a defect.
-        mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask``.
+            the label of samples that received a defect. A class id that does not fit the
+            sample's label or ``Mask`` dtype (-3 or 256 in a uint8 ``Mask``) raises
+            ``ValueError`` instead of wrapping around.
+        mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask``. In
+            ``"class"`` mode 0 is the background, so a ``label`` dict may not map a type to 0,
+            and a bool ``Mask`` can only take class id 1.
         labels_getter: ``"default"`` (see the module docs) or a callable ``sample -> label`` that
             returns the label object itself (it is replaced where it sits in the sample).
         seed: ``None`` draws from torch's global generator; an int makes the stream of draws
@@ -182,12 +232,12 @@ class DefectInject(Transform):
             roi=roi,
             confine=confine,
         )
-        self.label = self._check_label(label)
         if mask_mode not in MASK_MODES:
             raise ValueError(
                 f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {mask_mode!r}"
             )
         self.mask_mode = mask_mode
+        self.label = self._check_label(label, mask_mode)
         if labels_getter != "default" and not callable(labels_getter):
             raise ValueError(
                 f"labels_getter: expected 'default' or a callable, got {labels_getter!r}"
@@ -202,15 +252,24 @@ class DefectInject(Transform):
             else None
         )
 
-    def _check_label(self, label: LabelArg) -> LabelArg:
-        if label is None or (isinstance(label, int) and not isinstance(label, bool)):
-            return label
-        if isinstance(label, Mapping):
-            missing = [name for name in self.defect_types if name not in label]
-            if missing:
-                raise ValueError(f"label: the dict has no class for defect type(s) {missing}")
-            return dict(label)
-        raise TypeError(f"label: expected None, an int or a dict type -> int, got {label!r}")
+    def _check_label(self, label: LabelArg, mask_mode: str) -> LabelArg:
+        if label is None or _is_int(label):
+            return None if label is None else int(label)
+        if not isinstance(label, Mapping):
+            raise TypeError(f"label: expected None, an int or a dict type -> int, got {label!r}")
+        missing = [name for name in self.defect_types if name not in label]
+        if missing:
+            raise ValueError(f"label: the dict has no class for defect type(s) {missing}")
+        classes = {name: label[name] for name in self.defect_types}
+        wrong = {name: value for name, value in classes.items() if not _is_int(value)}
+        if wrong:
+            raise TypeError(f"label: expected int classes, got {wrong}")
+        if mask_mode == "class" and any(int(value) == 0 for value in classes.values()):
+            # 0 is the background of a class mask: the defect would vanish from the mask.
+            raise ValueError(
+                f"label: class id 0 is the background in mask_mode='class', got {classes}"
+            )
+        return {name: int(value) for name, value in classes.items()}
 
     def mask_value(self, type_index: int) -> int:
         """Class id written into masks for ``defect_types[type_index]`` in ``"class"`` mode."""
@@ -252,6 +311,7 @@ class DefectInject(Transform):
             return dict(plan=sample_plan, mask=None, source=source, converted=None)
         converted = to_float_image(images[0], "image")
         image = converted[0]
+        check_unit_range(image, "image")
         if image.shape[0] != 1:
             raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
         plan = plan_defects(
@@ -277,9 +337,11 @@ class DefectInject(Transform):
         if isinstance(plan, SamplePlan):
             out = composite_sample(inpt, plan)
             return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
-        image, restore = (
-            params["converted"] if inpt is params["source"] else to_float_image(inpt, "image")
-        )
+        if inpt is params["source"]:
+            image, restore = params["converted"]
+        else:
+            image, restore = to_float_image(inpt, "image")
+            check_unit_range(image, "image")
         if tuple(image.shape[-2:]) != plan.image_size:
             raise ValueError(
                 f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
@@ -303,6 +365,7 @@ class DefectInject(Transform):
             # The common ImageFolder case: a lone image needs no pytree flattening.
             return self.transform(sample, self.make_params([sample]))
         flat_inputs, spec = tree_flatten(sample)
+        _refuse_numpy_images(flat_inputs)
         label_index = self._locate_label(sample, flat_inputs) if self.label is not None else None
         needs_transform = self._needs_transform_list(flat_inputs)
         params = self.make_params(
@@ -350,8 +413,15 @@ class DefectInject(Transform):
     def _relabel(self, old: Any, plan: DefectPlan | SamplePlan) -> Any:
         new = self.label_value(_type_index(plan))
         if isinstance(old, torch.Tensor):
+            _check_fits(new, old.dtype, "sample's label tensor")
             return torch.full_like(old, new)
         if isinstance(old, np.integer):
+            info = np.iinfo(type(old))
+            if not info.min <= new <= info.max:
+                raise ValueError(
+                    f"label: class id {new} does not fit the sample's label type "
+                    f"{type(old).__name__} ([{info.min}, {info.max}])"
+                )
             return type(old)(new)
         return new
 
@@ -369,9 +439,14 @@ class DefectInject(Transform):
             )
         value = 1 if self.mask_mode == "binary" else self.mask_value(_type_index(params["plan"]))
         if mask.dtype == torch.bool:
+            if value != 1:
+                raise ValueError(
+                    f"mask: a bool Mask cannot hold class id {value} (mask_mode='class'); use an "
+                    "integer Mask or mask_mode='binary'"
+                )
             value = True
-        elif not mask.is_floating_point() and value > torch.iinfo(mask.dtype).max:
-            raise ValueError(f"mask: class id {value} does not fit the mask's dtype {mask.dtype}")
+        else:
+            _check_fits(value, mask.dtype, "Mask")
         filled = mask.as_subclass(torch.Tensor).masked_fill(defect.expand_as(mask), value)
         return tv_tensors.wrap(filled, like=mask)
 

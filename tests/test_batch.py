@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,32 @@ def test_render_sides_group_defects_by_size():
     assert render_sides(GrayDisks(), placements) is None
     single = sample_placements(1, (256, 256), generator=1)
     assert int(render_sides(ProceduralGenerator(), single)) == int(single.size.ceil())
+
+
+@pytest.mark.parametrize("scale", [255.0, -1.0])
+def test_batches_outside_the_unit_range_are_refused(scale):
+    images = _backgrounds() * scale
+    with pytest.raises(ValueError, match=r"images: expected float values in \[0, 1\], found"):
+        inject_defects(images, "spot", seed=0)
+    with pytest.raises(ValueError, match="inject before normalising"):
+        DefectInjector("spot", seed=0)(images)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        inject_defects(torch.full((1, 3, 16, 16), float("inf")), "spot")
+    nearly = _backgrounds()
+    nearly[0, 0, 0, 0] = 1 + 5e-4
+    assert inject_defects(nearly, "spot", seed=0).images.shape == nearly.shape
+
+
+def test_p_takes_numpy_scalars_and_defect_types_must_be_names():
+    images = _backgrounds(batch=2)
+    result = inject_defects(images, "spot", p=np.float32(0.0), seed=0)
+    assert (result.labels == NO_DEFECT).all()
+    assert DefectInjector("spot", p=np.float64(0.5)).p == 0.5
+    with pytest.raises(TypeError, match="p: expected a probability"):
+        inject_defects(images, "spot", p=True)
+    with pytest.raises(ValueError, match="p: expected a probability"):
+        inject_defects(images, "spot", p=float("nan"))
+    with pytest.raises(TypeError, match="defect_types: expected a type name .* got 3"):
+        inject_defects(images, 3)
+    with pytest.raises(TypeError, match="defect_types: expected a type name"):
+        DefectInjector({"spot"})

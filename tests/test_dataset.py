@@ -170,7 +170,7 @@ def test_channels(tmp_path):
     assert converted[0][0].shape == (1, 32, 40)
     assert SyntheticDefectDataset(gray, length=2, to_rgb=True)[0][0].shape == (3, 32, 40)
     mixed = SyntheticDefectDataset([gray[0], rgb[0]], length=30)
-    with pytest.raises(ValueError, match="item 1 has 3 channel"):
+    with pytest.raises(ValueError, match=r"item 1 \('.*normal_0.png'\) has 3 channel"):
         [mixed[i] for i in range(30)]
     with pytest.raises(ValueError, match="to_grayscale, to_rgb"):
         SyntheticDefectDataset(gray, to_grayscale=True, to_rgb=True)
@@ -197,3 +197,78 @@ def test_clear_errors(tmp_path):
         SyntheticDefectDataset(backgrounds, defect_types=["spot", "pit"], label_map={"spot": 1})
     with pytest.raises(TypeError, match="backgrounds"):
         SyntheticDefectDataset(42)
+
+
+def _break(path: Path, kind: str) -> Path:
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:80])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_text("not an image")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
+def test_check_and_items_name_the_unreadable_file(tmp_path, kind):
+    paths = _write_backgrounds(tmp_path / "normals", count=3)
+    bad = _break(paths[2], kind)
+    data = SyntheticDefectDataset(tmp_path / "normals", length=12, seed=0)  # reads item 0 only
+    with pytest.raises(ValueError, match=f"'{bad}': cannot be read"):
+        data.check()
+    loaded = []
+    for index in range(12):
+        try:
+            data[index]
+            loaded.append(True)
+        except ValueError as error:
+            assert f"'{bad}': cannot be read" in str(error)
+            loaded.append(False)
+    assert True in loaded and False in loaded
+
+
+def test_check_passes_on_good_backgrounds_and_refuses_bombs(tmp_path, monkeypatch):
+    import defectaug.datasets as datasets
+
+    _write_backgrounds(tmp_path / "normals", count=2)
+    data = SyntheticDefectDataset(tmp_path / "normals", length=4)
+    assert data.check() is None
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(tmp_path / "normals" / "z.png")
+    data = SyntheticDefectDataset(tmp_path / "normals", length=4)
+    monkeypatch.setattr(datasets, "MAX_IMAGE_PIXELS", 40 * 32)
+    with pytest.raises(ValueError, match="z.png'.*decompression bomb"):
+        data.check()
+
+
+def test_check_reports_backgrounds_too_small_or_deleted(tmp_path):
+    paths = _write_backgrounds(tmp_path / "normals", count=2)
+    Image.fromarray(np.full((6, 40), 128, np.uint8), mode="L").convert("RGB").save(
+        tmp_path / "normals" / "thin.png"
+    )
+    data = SyntheticDefectDataset(tmp_path / "normals", length=4, min_size=8)
+    with pytest.raises(ValueError, match="thin.png'.*6x40 is smaller than the smallest"):
+        data.check()
+    (tmp_path / "normals" / "thin.png").unlink()
+    with pytest.raises(ValueError, match="thin.png'.*does not exist"):
+        data.check()
+    assert SyntheticDefectDataset(paths, length=4, min_size=8).check() is None
+
+
+def test_sixteen_bit_backgrounds_keep_their_tone(tmp_path):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 40), 200, np.uint16)).save(folder / "dark.png")
+    data = SyntheticDefectDataset(folder, length=2)
+    torch.testing.assert_close(data.load_background(0), torch.full((1, 1, 32, 40), 200 / 65535))
+    as_pil = SyntheticDefectDataset([Image.open(folder / "dark.png")], length=2)
+    assert as_pil.load_background(0).shape == (1, 1, 32, 40)
+
+
+@pytest.mark.parametrize("scale", [255.0, -1.0])
+def test_float_backgrounds_outside_the_unit_range_are_refused(scale):
+    backgrounds = [background * scale for background in _tensor_backgrounds(2)]
+    with pytest.raises(ValueError, match=r"backgrounds item 0: expected float values in \[0, 1\]"):
+        SyntheticDefectDataset(backgrounds, length=2)
+    # Rounding a hair outside [0, 1] is accepted.
+    nearly = [background.clamp(0, 1) + 5e-4 for background in _tensor_backgrounds(2)]
+    assert SyntheticDefectDataset(nearly, length=2).check() is None

@@ -208,6 +208,91 @@ def test_load_sixteen_bit_image(tmp_path):
     assert image.shape == (1, 5, 6) and float(image.max()) == 1.0 and float(image.min()) == 0.0
 
 
+@pytest.mark.parametrize("value", [200, 300])
+def test_sixteen_bit_images_are_scaled_by_their_depth_not_their_content(tmp_path, value):
+    Image.fromarray(np.full((3, 4), value, dtype=np.uint16)).save(tmp_path / "deep.png")
+    torch.testing.assert_close(
+        load_image(tmp_path / "deep.png"), torch.full((1, 3, 4), value / 65535)
+    )
+    eight = np.full((3, 4), 200, dtype=np.uint8)
+    Image.fromarray(eight).save(tmp_path / "eight.png")
+    torch.testing.assert_close(load_image(tmp_path / "eight.png"), torch.full((1, 3, 4), 200 / 255))
+
+
+def test_sixteen_bit_tiff_pgm_and_channels(tmp_path):
+    array = np.full((3, 4), 300, dtype=np.uint16)
+    for name in ("deep.tif", "deep.pgm"):
+        Image.fromarray(array).save(tmp_path / name)
+        image = load_image(tmp_path / name, channels=3)
+        assert image.shape == (3, 3, 4)
+        torch.testing.assert_close(image, torch.full((3, 3, 4), 300 / 65535))
+
+
+def test_float_and_thirty_two_bit_images(tmp_path):
+    Image.fromarray(np.full((3, 4), 0.25, dtype=np.float32)).save(tmp_path / "unit.tif")
+    torch.testing.assert_close(load_image(tmp_path / "unit.tif"), torch.full((1, 3, 4), 0.25))
+    Image.fromarray(np.full((3, 4), 7.5, dtype=np.float32)).save(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match=r"wide.tif.*values in \[0, 1\], found \[7.5, 7.5\]"):
+        load_image(tmp_path / "wide.tif")
+    Image.fromarray(np.full((3, 4), 300, dtype=np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match="wide.tif.*32-bit integer images are not supported"):
+        load_image(tmp_path / "wide.tif")
+
+
+def test_sixteen_bit_mask_is_cut_at_half_its_range(tmp_path):
+    array = np.zeros((4, 5), np.uint16)
+    array[1, 2] = 65535
+    array[2, 2] = 300  # above 255 but far below half of 65535
+    Image.fromarray(array).save(tmp_path / "m.png")
+    assert int(load_mask(tmp_path / "m.png").sum()) == 1
+
+
+def _truncated_png(path: Path) -> Path:
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("truncated", "truncated or corrupt"),
+        ("empty", r"empty \(0 bytes\)"),
+        ("text", "not an image format"),
+    ],
+)
+def test_unreadable_files_raise_naming_the_file(tmp_path, kind, reason):
+    path = tmp_path / "bad.png"
+    if kind == "truncated":
+        _truncated_png(path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_text("not an image")
+    with pytest.raises(ValueError, match=f"image '.*bad.png': cannot be read.*{reason}"):
+        load_image(path)
+    with pytest.raises(ValueError, match=f"mask '.*bad.png': cannot be read.*{reason}"):
+        load_mask(path)
+
+
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
+    import defectaug.datasets as datasets
+
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(datasets, "MAX_IMAGE_PIXELS", 1999)
+    with pytest.raises(ValueError, match="big.png'.*decompression bomb.*2000 pixels exceeds"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setattr(datasets, "MAX_IMAGE_PIXELS", 2000)
+    assert load_image(tmp_path / "big.png").shape == (1, 40, 50)
+    # PIL's own limit, warning and error alike, is an error here too.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)
+    with pytest.raises(ValueError, match="big.png'.*decompression bomb"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)
+    with pytest.raises(ValueError, match="big.png'.*decompression bomb"):
+        load_image(tmp_path / "big.png")
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="image .*missing.png' does not exist"):
         load_image(tmp_path / "missing.png")

@@ -58,6 +58,15 @@ def test_image_smaller_than_smallest_defect_names_the_sizes():
         sample_placements(1, (6, 40), min_size=8)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 16), (16, 1)])
+def test_a_one_pixel_side_leaves_no_room_whatever_min_size(size):
+    with pytest.raises(ValueError, match=f"{size[0]}x{size[1]} is too small.*at least 2 px"):
+        sample_placements(1, size, min_size=1)
+    placements = sample_placements(1, (2, 16), min_size=1, generator=0)
+    geometry = layer_geometry(placements, (8, 8))
+    assert (geometry.zoom > 0).all() and geometry.canvas_size[0] <= 2
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -65,6 +74,7 @@ def test_image_smaller_than_smallest_defect_names_the_sizes():
         (lambda: as_range("x", "rotation"), "rotation"),
         (lambda: as_count_range((2, 1)), "count"),
         (lambda: as_count_range(1.5), "count"),
+        (lambda: as_count_range((1, 10**9)), "at most 256 defects"),
         (lambda: sample_placements(1, (32, 32), aspect=(0, 1)), "aspect"),
         (lambda: sample_placements(1, (32, 32), scale=0), "scale"),
         (lambda: sample_placements(1, (32, 32), min_size=0), "min_size"),
