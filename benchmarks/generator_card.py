@@ -22,6 +22,10 @@ Layers are pasted at a realistic size: the learned generator's config holds the 
 training crops per class, and each sampled layer is resized to one of them (the procedural generator
 gets the same sizes; the bank keeps its crops' own sizes). ``--update-card`` rewrites the card's
 README.md with these numbers, the training record and sample grids.
+
+Recorded paths (the results' ``card`` and ``data``, the commands in the card) are written relative
+to the repository root, the folder every documented command runs in: ``../shared/data/...``, never
+this machine's absolute layout (see :func:`portable_path`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -63,6 +69,34 @@ PROCEDURAL_STAND_INS = {
 }
 WINDOW_MIN = 64
 WINDOW_FACTOR = 1.5
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# An absolute POSIX path inside a command line (not the tail of a relative one like a/b).
+_ABSOLUTE_IN_COMMAND = re.compile(r"(?<![\w.~-])/[^\s'\"`]+")
+
+
+# ---------------------------------------------------------------------------- recorded paths
+def portable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as committed results record it: relative to the repository root, as a user types
+    it there (``../shared/data/magnetic_tile``, ``pretrained_cards/<card>``).
+
+    Only paths inside the repository's parent folder (the repository and its sibling ``shared``
+    data) are rewritten; anything else, and a name that is not a path (a registered generator or a
+    Hub id), is kept as given.
+    """
+    text = os.fspath(path)
+    given = Path(text).expanduser()
+    if not given.is_absolute() and not given.exists():
+        return text
+    resolved = given.resolve()
+    workspace = REPO_ROOT.parent
+    if resolved != workspace and workspace not in resolved.parents:
+        return text
+    return Path(os.path.relpath(resolved, REPO_ROOT)).as_posix()
+
+
+def portable_command(command: str) -> str:
+    """A recorded command line with its absolute paths made relative by :func:`portable_path`."""
+    return _ABSOLUTE_IN_COMMAND.sub(lambda match: portable_path(match.group()), command)
 
 
 # ---------------------------------------------------------------------------- real data
@@ -381,8 +415,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     log("diversity done")
     return {
-        "card": str(args.card),
-        "data": str(root),
+        "card": portable_path(args.card),
+        "data": portable_path(root),
         "types": types,
         "seed": args.seed,
         "synthetic_per_source": args.synthetic,
@@ -602,7 +636,7 @@ def write_card(
         min_area=summary.get("min_area", 16),
         margin=summary.get("margin", 4),
         crop_counts=", ".join(f"{k} {v}" for k, v in summary["crop_counts"].items()),
-        command=summary["command"],
+        command=portable_command(summary["command"]),
         iterations=summary["iterations"],
         batch_size=train["batch_size"],
         minutes=summary["wall_time_s"] / 60,
@@ -641,8 +675,8 @@ def measuring_command(result: dict[str, Any]) -> str:
     """The command line that measures ``result`` (defaults left out)."""
     parts = [
         "uv run python -m benchmarks.generator_card",
-        f"--card {result['card']}",
-        f"--data {result['data']}",
+        f"--card {portable_path(result['card'])}",
+        f"--data {portable_path(result['data'])}",
         f"--types {','.join(result['types'])}",
     ]
     for flag, key, default in (

@@ -5,25 +5,31 @@
   seconds on a CPU.
 - ``defectaug synth --backgrounds DIR --out DIR --n N --types ...``: an MVTec-AD-style synthetic
   dataset (``<split>/<type>/<stem>.png``, ``ground_truth/<type>/<stem>_mask.png``,
-  ``manifest.csv``); rerunning into the same folder resumes where it stopped.
+  ``manifest.csv``); rerunning into the same folder resumes where it stopped, and a rerun with a
+  smaller ``--n`` removes the numbered images and masks beyond it. ``--split`` is one folder name
+  inside ``--out``; every background is decoded once before anything is written.
 - ``defectaug train ...``: registered when :mod:`defectaug.training.cli` is available.
 
-Bad paths and options end with a one-line ``defectaug <command>: error: ...`` and exit code 2
-(set ``DEFECTAUG_DEBUG=1`` for the full traceback).
+Bad paths and options, unreadable inputs and failed writes (read-only folder, disk full) end with
+a one-line ``defectaug <command>: error: ...`` naming the argument or file, and exit code 2 (set
+``DEFECTAUG_DEBUG=1`` for the full traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import importlib
 import importlib.util
 import json
 import os
 import platform
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +62,31 @@ MANIFEST_COLUMNS = (
     "index",
 )
 CONFIG_NAME = "synth_config.json"
+MASK_FOLDER = "ground_truth"
+#: Bounds on what the options may ask for: every one of them sizes an allocation or a folder.
+DEMO_SIZE_RANGE = (16, 1024)
+#: Item stems are six digits (``000123``), so names sort in index order up to this many items.
+MAX_ITEMS = 1_000_000
+MAX_DEFECTS_PER_IMAGE = 64
+MAX_WORKERS = 64
+# Names of the numbered files ``synth`` writes (and of its interrupted ``.partial`` writes); only
+# such files are ever removed from an output folder.
+_IMAGE_NAME = re.compile(r"^(\d{6})\.png(\.partial)?$")
+_MASK_NAME = re.compile(r"^(\d{6})_mask\.png(\.partial)?$")
 
 
 class CommandError(Exception):
     """A user-facing problem: printed as one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write (read-only folder, disk full, a file in the way) as one line naming it."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or _message(error)
+        raise CommandError(f"--out: cannot write {path}: {reason}") from None
 
 
 # --------------------------------------------------------------------------------------- demo
@@ -135,8 +162,14 @@ def _load_demo_generator(name: str) -> tuple[Any, str | None]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    low, high = DEMO_SIZE_RANGE
+    if not low <= args.size <= high:
+        raise CommandError(f"--size: expected a side of {low} to {high} px, got {args.size}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out: not a folder: {out}")
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     backgrounds = _load_demo_backgrounds(args.size)
     blends = _split_names(args.blends) or list(BLEND_MODES)
     for blend in blends:
@@ -212,7 +245,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 progress.update()
             grid = _grid(rows, ("background", "result", "mask overlay"), f"{name} - blend: {blend}")
             path = out / f"{name}_{blend}.png"
-            grid.save(path)
+            _save_atomically(path, functools.partial(grid.save, format="PNG"))
             written.append(path)
             lines.append(f"  -> {path.name} ({time.perf_counter() - blend_started:.2f} s)")
     progress.close()
@@ -220,7 +253,10 @@ def run_demo(args: argparse.Namespace) -> int:
     lines += ["", f"{len(written)} grid(s) written in {elapsed:.1f} s:"] + [
         f"  {p.name}" for p in written
     ]
-    (out / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = "\n".join(lines) + "\n"
+    _save_atomically(
+        out / "summary.txt", lambda partial: partial.write_text(summary, encoding="utf-8")
+    )
     print(f"wrote {len(written)} grids and summary.txt to {out} in {elapsed:.1f} s")
     return 0
 
@@ -244,42 +280,153 @@ class _IndexedItems(Dataset):
 
     def __getitem__(self, position: int) -> tuple[int, dict[str, Any]]:
         index = self.indices[position]
-        return index, self.dataset.synthesize(index)
+        try:
+            return index, self.dataset.synthesize(index)
+        except OSError as error:
+            # PIL's "image file is truncated" names no file; at least name the item.
+            raise ValueError(f"item {index}: {_message(error)}") from error
+
+
+def _save_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(<path>.partial)`` then rename: an interrupted or failed write (disk full) never
+    leaves a truncated file that looks done; the partial file is removed on failure."""
+    partial = path.with_name(path.name + ".partial")
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(partial)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    """Write atomically, so an interrupted run never leaves a truncated file that looks done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(array).save(partial, format="PNG")
-    os.replace(partial, path)
+    _save_atomically(path, functools.partial(Image.fromarray(array).save, format="PNG"))
 
 
-def _read_manifest(path: Path) -> dict[int, dict[str, str]]:
+def _item_paths(split: str, type_name: str, index: int) -> tuple[str, str]:
+    """Where item ``index`` and its mask go, relative to ``--out``."""
+    stem = f"{index:06d}"
+    return f"{split}/{type_name}/{stem}.png", f"{MASK_FOLDER}/{type_name}/{stem}_mask.png"
+
+
+def _read_manifest(path: Path, split: str, types: Sequence[str]) -> dict[int, dict[str, str]]:
+    """The rows of an earlier run, keyed by index. A row this tool would not have written (a bad
+    index, a path outside its layout) is an error naming the file and line: the manifest decides
+    which images are kept, so a damaged one must not be guessed around."""
     if not path.is_file():
         return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        return {int(row["index"]): row for row in csv.DictReader(handle) if row.get("index")}
+    rows: dict[int, dict[str, str]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [
+                c for c in ("image", "label", "mask", "index") if c not in (reader.fieldnames or [])
+            ]
+            if missing:
+                raise CommandError(
+                    f"--out: {path}: not a synth manifest (no column {', '.join(missing)}); "
+                    "delete it and rerun to remake the dataset"
+                )
+            for row in reader:
+                problem = _manifest_row_problem(row, split, types)
+                if problem:
+                    raise CommandError(
+                        f"--out: {path}: line {reader.line_num}: {problem}; delete the manifest "
+                        "and rerun to remake the dataset"
+                    )
+                rows[int(row["index"])] = row
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise CommandError(
+            f"--out: {path}: not a readable CSV file ({_message(error)}); delete it and rerun "
+            "to remake the dataset"
+        ) from None
+    return rows
+
+
+def _manifest_row_problem(row: dict[str, Any], split: str, types: Sequence[str]) -> str | None:
+    text = row.get("index")
+    if not (isinstance(text, str) and text.isascii() and text.isdigit()) or int(text) >= MAX_ITEMS:
+        return f"index {text!r} is not a whole number below {MAX_ITEMS}"
+    label = row.get("label")
+    if label not in types:
+        return f"label {label!r} is not one of this dataset's types ({', '.join(types)})"
+    image, mask = _item_paths(split, label, int(text))
+    if (row.get("image"), row.get("mask")) != (image, mask):
+        return (
+            f"item {int(text)} lists image {row.get('image')!r} and mask {row.get('mask')!r}, "
+            f"expected {image!r} and {mask!r}"
+        )
+    return None
 
 
 def _write_manifest(path: Path, rows: dict[int, dict[str, Any]]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for index in sorted(rows):
-            writer.writerow(rows[index])
-    os.replace(partial, path)
+    def write(partial: Path) -> None:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            for index in sorted(rows):
+                writer.writerow(rows[index])
+
+    _save_atomically(path, write)
+
+
+def _check_split(split: str) -> None:
+    """``--split`` is one folder name inside ``--out``: never a path that leaves it."""
+    if (
+        not split
+        or split in (".", "..", MASK_FOLDER)
+        or any(sep in split for sep in ("/", "\\", os.sep))
+        or Path(split).is_absolute()
+        or split != split.strip()
+    ):
+        raise CommandError(
+            f"--split: expected one folder name inside --out (such as test or train, not "
+            f"{MASK_FOLDER}), got {split!r}"
+        )
+
+
+def _stale_outputs(out: Path, split: str, types: Sequence[str], n: int) -> list[Path]:
+    """Numbered images and masks of an earlier, larger run (index >= n) and interrupted
+    ``.partial`` writes, in this tool's own layout. Nothing else in ``--out`` is ever listed."""
+    found = []
+    for type_name in types:
+        for folder, pattern in (
+            (out / split / type_name, _IMAGE_NAME),
+            (out / MASK_FOLDER / type_name, _MASK_NAME),
+        ):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for path in folder.iterdir():
+                match = pattern.match(path.name)
+                if (
+                    match
+                    and (match.group(2) or int(match.group(1)) >= n)
+                    and path.is_file()
+                    and not path.is_symlink()
+                ):
+                    found.append(path)
+    return sorted(found)
 
 
 def run_synth(args: argparse.Namespace) -> int:
     backgrounds = Path(args.backgrounds)
     if not backgrounds.is_dir():
         raise CommandError(f"--backgrounds: folder not found: {backgrounds}")
-    if not list_images(backgrounds):
+    images = list_images(backgrounds)
+    if not images:
         raise CommandError(f"--backgrounds: no images found in {backgrounds}")
-    if args.n < 1:
-        raise CommandError(f"--n: expected a positive number of images, got {args.n}")
+    if not 1 <= args.n <= MAX_ITEMS:
+        raise CommandError(
+            f"--n: expected a positive number of images up to {MAX_ITEMS}, got {args.n}"
+        )
+    if not 0 <= args.workers <= MAX_WORKERS:
+        raise CommandError(
+            f"--workers: expected 0 to {MAX_WORKERS} worker processes, got {args.workers}"
+        )
+    _check_split(args.split)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out: not a folder: {out}")
@@ -290,19 +437,37 @@ def run_synth(args: argparse.Namespace) -> int:
         generator = load_generator(args.generator, **overrides)
     except (FileNotFoundError, ValueError, KeyError, OSError, TypeError) as error:
         raise CommandError(f"--generator: {_message(error)}") from None
-    dataset = SyntheticDefectDataset(
-        backgrounds,
-        generator,
-        _split_names(args.types) or None,
-        length=args.n,
-        seed=args.seed,
-        blend=args.blend,
-        count=args.count,
-        scale=args.scale,
-        roi=None if args.roi == "none" else args.roi,
-        to_grayscale=args.to_grayscale,
-        to_rgb=args.to_rgb,
-    )
+    try:
+        dataset = SyntheticDefectDataset(
+            backgrounds,
+            generator,
+            _split_names(args.types) or None,
+            length=args.n,
+            seed=args.seed,
+            blend=args.blend,
+            count=args.count,
+            scale=args.scale,
+            roi=None if args.roi == "none" else args.roi,
+            to_grayscale=args.to_grayscale,
+            to_rgb=args.to_rgb,
+        )
+    except OSError as error:
+        # The constructor reads the first background to learn the channel count; PIL's
+        # "image file is truncated" does not say which file that was.
+        where = error.filename or images[0]
+        raise CommandError(f"--backgrounds: cannot read {where}: {_message(error)}") from None
+    for type_name in dataset.defect_types:
+        if type_name in (".", "..") or any(sep in type_name for sep in ("/", "\\", os.sep)):
+            raise CommandError(
+                f"--types: {type_name!r} cannot be a folder name inside --out; rename the type"
+            )
+    # Every background is decoded once before anything is written: a damaged file fails here,
+    # named, rather than as an anonymous error after hours of output.
+    try:
+        dataset.check()
+    except ValueError as error:
+        message = _message(error)
+        raise CommandError(f"--backgrounds: {message.removeprefix('backgrounds: ')}") from None
     settings = {
         "backgrounds": str(backgrounds.resolve()),
         "generator": args.generator,
@@ -318,21 +483,36 @@ def run_synth(args: argparse.Namespace) -> int:
         "split": args.split,
     }
     config_path = out / CONFIG_NAME
-    if config_path.is_file():
-        previous = json.loads(config_path.read_text(encoding="utf-8"))
+    manifest_path = out / "manifest.csv"
+    earlier_run = config_path.is_file()
+    if earlier_run:
+        previous = _read_settings(config_path)
         changed = sorted(key for key in settings if previous.get(key) != settings[key])
         if changed:
             raise CommandError(
                 f"--out: {out} holds a dataset made with other settings ({', '.join(changed)}); "
                 "use a new folder or the same settings to resume"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    elif manifest_path.exists():
+        raise CommandError(
+            f"--out: {out} holds a {manifest_path.name} but no {CONFIG_NAME}, so it is not a "
+            "dataset this command made; use a new folder"
+        )
+    kept = _read_manifest(manifest_path, args.split, dataset.defect_types)
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+    config_text = json.dumps(settings, indent=2) + "\n"
+    _save_atomically(config_path, lambda partial: partial.write_text(config_text, encoding="utf-8"))
 
-    manifest_path = out / "manifest.csv"
+    # A rerun with a smaller --n removes the images the manifest will no longer list (only the
+    # numbered files of this layout), so the folder and its manifest agree.
+    stale = _stale_outputs(out, args.split, dataset.defect_types, args.n) if earlier_run else []
+    for path in stale:
+        with _writing(path):
+            path.unlink()
     rows = {
         index: row
-        for index, row in _read_manifest(manifest_path).items()
+        for index, row in kept.items()
         if index < args.n and (out / row["image"]).is_file() and (out / row["mask"]).is_file()
     }
     missing = [index for index in range(args.n) if index not in rows]
@@ -345,10 +525,8 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     for done, (index, item) in enumerate(loader, start=1):
-        stem = f"{index:06d}"
         type_name = item["type_name"]
-        image_path = Path(args.split) / type_name / f"{stem}.png"
-        mask_path = Path("ground_truth") / type_name / f"{stem}_mask.png"
+        image_path, mask_path = _item_paths(args.split, type_name, index)
         image = to_uint8(item["image"])
         pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         mask = item["mask"][0].numpy()
@@ -356,10 +534,10 @@ def run_synth(args: argparse.Namespace) -> int:
         _save_png(pixels, out / image_path)
         height, width = mask.shape
         rows[index] = {
-            "image": image_path.as_posix(),
+            "image": image_path,
             "label": type_name,
             "split": args.split,
-            "mask": mask_path.as_posix(),
+            "mask": mask_path,
             "width": width,
             "height": height,
             "defect_area_frac": f"{float(mask.mean()):.6f}",
@@ -376,11 +554,27 @@ def run_synth(args: argparse.Namespace) -> int:
     progress.close()
     _write_manifest(manifest_path, rows)
     elapsed = time.perf_counter() - started
+    removed = f"; removed {len(stale)} stale file(s)" if stale else ""
     print(
-        f"wrote {len(missing)} image(s) ({skipped} already there) to {out} in {elapsed:.1f} s; "
-        f"manifest: {manifest_path}"
+        f"wrote {len(missing)} image(s) ({skipped} already there{removed}) to {out} in "
+        f"{elapsed:.1f} s; manifest: {manifest_path}"
     )
     return 0
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CommandError(
+            f"--out: {path}: not valid JSON ({_message(error)}); delete the folder's "
+            f"{CONFIG_NAME} and manifest.csv to remake the dataset, or use a new folder"
+        ) from None
+    if not isinstance(settings, dict):
+        raise CommandError(
+            f"--out: {path}: expected a JSON object of settings, got {type(settings).__name__}"
+        )
+    return settings
 
 
 # ------------------------------------------------------------------------------------- parser
@@ -397,8 +591,10 @@ def _count(text: str) -> tuple[int, int]:
         pair = (int(low), int(high or low))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
-    if pair[0] < 1 or pair[0] > pair[1]:
-        raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX, got {text!r}")
+    if pair[0] < 1 or pair[0] > pair[1] or pair[1] > MAX_DEFECTS_PER_IMAGE:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 <= MIN <= MAX <= {MAX_DEFECTS_PER_IMAGE}, got {text!r}"
+        )
     return pair
 
 
@@ -424,8 +620,18 @@ def _scale(text: str) -> tuple[float, float]:
 
 
 def _message(error: BaseException) -> str:
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    return str(text).splitlines()[0] if str(text) else type(error).__name__
+    """One line for ``error``: an ``OSError`` names its file, a DataLoader worker's re-raised
+    error gives the original one's last line instead of "Caught ... in DataLoader worker"."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Caught ") and "Original Traceback" in text:
+        return lines[-1]
+    return lines[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -522,6 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if add_train_parser is not None:
             add_train_parser(commands)
+        add_convert_parser = getattr(
+            importlib.import_module("defectaug.training.cli"), "add_convert_checkpoint_parser", None
+        )
+        if add_convert_parser is not None:
+            add_convert_parser(commands)
     return parser
 
 
@@ -530,7 +741,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CommandError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
+    except (
+        CommandError,
+        OSError,  # unreadable or unwritable files, disk full (named by _message)
+        ValueError,
+        KeyError,
+        RuntimeError,  # torch: devices, out of memory
+        MemoryError,
+        csv.Error,
+        Image.DecompressionBombError,
+    ) as error:
         if os.environ.get("DEFECTAUG_DEBUG"):
             raise
         print(f"defectaug {args.command}: error: {_message(error)}", file=sys.stderr)

@@ -142,7 +142,9 @@ def source_loss(
     """Cross-entropy of source logits ``[B, S]`` against source labels ``[B]`` (0 = real,
     1 = synthetic, see :data:`SOURCE_REAL` / :data:`SOURCE_SYNTHETIC`).
 
-    Computed in float32 whatever the logits' dtype, so it is safe inside ``torch.autocast``.
+    Computed in float32 whatever the logits' dtype, so it is safe inside ``torch.autocast``. An
+    empty batch (``B = 0``) gives a zero loss (still on the graph) rather than the NaN of an empty
+    mean, so a step without source-labelled items leaves the weights as they are.
     """
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
         got = (
@@ -173,6 +175,11 @@ def source_loss(
             f"source_labels: expected values in [0, {num_sources - 1}] for {num_sources} sources, "
             f"got values in [{int(source_labels.min())}, {int(source_labels.max())}]"
         )
+    if reduction == "mean" and logits.shape[0] == 0:
+        # The mean of nothing is NaN, and one NaN loss poisons every weight through the optimizer.
+        # An empty batch (e.g. no synthetic item in this step) contributes nothing instead: a zero
+        # that stays on the autograd graph, so ``loss.backward()`` still works and adds no gradient.
+        return logits.float().sum()
     return F.cross_entropy(
         logits.float(),
         source_labels.to(device=logits.device, dtype=torch.long),
@@ -188,7 +195,8 @@ class GRLSourceHead(nn.Module):
     """Source classifier (real vs synthetic) behind a Gradient Reversal Layer.
 
     ``forward(features)`` takes pooled backbone features ``[B, in_features]`` (or ``[B, F, 1, 1]``)
-    and returns source logits ``[B, num_sources]``. The MLP is ``depth`` linear layers with ReLU
+    and returns source logits ``[B, num_sources]`` in the head's own dtype (features of any floating
+    dtype, e.g. float64 or bfloat16, are cast to it). The MLP is ``depth`` linear layers with ReLU
     between them, initialised as in DT-GAN: normal with std 0.01 for the hidden layers, 0.05 for
     the output layer, biases 0. ``depth=2`` is their ResNet-50 head, ``depth=3`` their
     EfficientNet-b4 head.
@@ -364,7 +372,13 @@ class GRLSourceHead(nn.Module):
                 f"[B, {self.in_features}, 1, 1]), got shape {tuple(features.shape)}; check "
                 f"in_features, or attach the head after the global pooling layer"
             )
-        return self.classifier(self.grl(features))
+        if not features.is_floating_point():
+            raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
+        # Backbones in float64 or bfloat16 meet a head that stays in its own dtype (float32 unless
+        # moved): the features are cast to it, and autograd casts the reversed gradient back.
+        # Under autocast the Linear layers still run in the autocast dtype.
+        dtype = self.classifier[0].weight.dtype
+        return self.classifier(self.grl(features).to(dtype))
 
     def loss(
         self,

@@ -45,10 +45,11 @@ def test_gradient_is_reversed_and_scaled_exactly(weight):
 
     reversed_input = x.clone().requires_grad_(True)
     out = gradient_reversal(reversed_input, weight)
-    assert torch.equal(out, x)
+    assert torch.equal(out, x)  # the forward pass is the identity: the very same values
     downstream(out).backward()
     expected = reference.grad * -torch.tensor(weight)
-    assert torch.equal(reversed_input.grad, expected)
+    # A float32 product against a Python-float product: equal up to rounding, not bit for bit.
+    torch.testing.assert_close(reversed_input.grad, expected, rtol=1e-6, atol=0)
     if weight > 0:
         assert torch.all(torch.sign(reversed_input.grad) == -torch.sign(reference.grad))
 
@@ -59,7 +60,7 @@ def test_module_uses_the_weight_of_its_forward_pass():
     y = layer(x)
     layer.set_weight(2.0)  # a schedule step between forward and backward
     y.sum().backward()
-    assert torch.equal(x.grad, torch.full((3,), -0.5))
+    torch.testing.assert_close(x.grad, torch.full((3,), -0.5))
     assert "weight" in dict(layer.named_buffers())
     assert float(layer.state_dict()["weight"]) == 2.0
 
@@ -67,7 +68,7 @@ def test_module_uses_the_weight_of_its_forward_pass():
 def test_gradient_reversal_accepts_a_tensor_weight_and_rejects_bad_ones():
     x = torch.ones(2, requires_grad=True)
     gradient_reversal(x, torch.tensor([0.75])).sum().backward()
-    assert torch.equal(x.grad, torch.full((2,), -0.75))
+    torch.testing.assert_close(x.grad, torch.full((2,), -0.75))
     with pytest.raises(ValueError, match="weight"):
         gradient_reversal(x, -1.0)
     with pytest.raises(ValueError, match="weight"):
@@ -265,6 +266,39 @@ def test_source_loss_checks_labels():
         head.loss(logits, torch.tensor([0, 1, 1]))
 
 
+def test_source_loss_on_an_empty_batch_is_a_zero_on_the_graph():
+    """A step with no source-labelled item must not turn the loss (and then the weights) NaN."""
+    head = GRLSourceHead(8, hidden=4, total_steps=10)
+    features = torch.randn(0, 8, requires_grad=True)
+    loss = head.loss(head(features), torch.zeros(0, dtype=torch.long))
+    assert loss.shape == () and loss.dtype == torch.float32 and float(loss.detach()) == 0.0
+    assert loss.requires_grad
+    loss.backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and not bool(p.grad.any()), name
+    logits = torch.zeros(0, 2)
+    assert float(source_loss(logits, torch.zeros(0, dtype=torch.long), reduction="sum")) == 0.0
+    assert source_loss(logits, torch.zeros(0, dtype=torch.long), reduction="none").shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_head_takes_features_of_another_float_dtype(dtype):
+    head = GRLSourceHead(8, hidden=16, total_steps=10)
+    head.set_progress(0.5)
+    reference = copy.deepcopy(head)
+    torch.manual_seed(0)
+    features = torch.randn(4, 8).to(dtype).requires_grad_(True)
+    logits = head(features)
+    assert logits.dtype == torch.float32 and logits.shape == (4, 2)
+    # The same as feeding the head float32 features (the cast is the only difference).
+    torch.testing.assert_close(logits, reference(features.detach().float()))
+    head.loss(logits, torch.tensor([0, 1, 0, 1])).backward()
+    assert features.grad is not None and features.grad.dtype == dtype
+    assert bool(torch.isfinite(features.grad.float()).all()) and bool(features.grad.any())
+    with pytest.raises(TypeError, match="features: expected a floating-point tensor"):
+        head(torch.ones(4, 8, dtype=torch.int64))
+
+
 def test_autocast_cpu_bfloat16():
     model = attach_source_head(
         nn.Sequential(
@@ -294,7 +328,7 @@ def test_autocast_cpu_bfloat16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = gradient_reversal(x.to(torch.bfloat16), 0.5)
     y.float().sum().backward()
-    assert torch.equal(x.grad, torch.full((4,), -0.5))
+    torch.testing.assert_close(x.grad, torch.full((4,), -0.5))
 
 
 # ---------------------------------------------------------------- attach helper
@@ -324,7 +358,7 @@ def test_attach_on_torchvision_models(name, width):
     assert source_logits.shape == (2, 2)
     assert model.state_dict().keys() == original_state.keys()
     for key, value in model.state_dict().items():
-        assert torch.equal(value, original_state[key]), key
+        assert torch.equal(value, original_state[key]), key  # untouched: the same stored values
     assert all(not m._forward_hooks for m in model.modules())
     assert {k for k in wrapped.state_dict() if k.startswith("head.")} >= {
         "head.steps",

@@ -29,7 +29,10 @@ def clean_registry(monkeypatch):
 
 def test_builtin_names():
     names = list_generators()
-    assert names[:2] == ["bank", "procedural"]
+    # Registered names first, sorted, then the shipped cards (other generators may register too).
+    registered = names[: len(registry._FACTORIES)]
+    assert registered == sorted(registry._FACTORIES) and {"bank", "procedural"} <= set(registered)
+    assert names[len(registered) :] == [n for n in hub.list_pretrained() if n not in registered]
 
 
 def test_procedural_needs_no_files():
@@ -72,7 +75,9 @@ def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError) as info:
         load_generator("procedurall")
     message = str(info.value)
-    assert "unknown generator 'procedurall'" in message and "known: bank, procedural" in message
+    assert "unknown generator 'procedurall'" in message
+    known = message.split("known: ", 1)[1].split(". ", 1)[0].split(", ")
+    assert known == list_generators() and {"bank", "procedural"} <= set(known)
 
 
 def test_missing_path_and_hub_id_say_what_was_tried(tmp_path, monkeypatch):
@@ -88,7 +93,7 @@ def test_pretrained_folder_and_shipped_card(tmp_path, monkeypatch):
     folder = model.save_pretrained(tmp_path / "cards" / "tiny-card")
     loaded = load_generator(folder)
     assert isinstance(loaded, TinyTestGenerator)
-    assert torch.equal(loaded.head.weight, model.head.weight)
+    assert torch.equal(loaded.head.weight, model.head.weight)  # safetensors stores values exactly
     monkeypatch.setattr(hub, "shipped_card_roots", lambda: [tmp_path / "cards"])
     assert "tiny-card" in list_generators()
     assert isinstance(load_generator("tiny-card"), TinyTestGenerator)
@@ -133,6 +138,33 @@ def test_name_must_be_a_string_or_path():
 def test_device_moves_the_generator():
     generator = load_generator("procedural", device="cpu")
     assert next(generator.buffers()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("name", ["procedural", "tiny-card"])
+def test_bad_devices_are_named(name, tmp_path, monkeypatch):
+    _trained().save_pretrained(tmp_path / "cards" / "tiny-card")
+    monkeypatch.setattr(hub, "shipped_card_roots", lambda: [tmp_path / "cards"])
+    with pytest.raises(ValueError, match="device: expected a torch device such as 'cpu'"):
+        load_generator(name, device="nonsense")
+    with pytest.raises(ValueError, match="device: 'cuda:99' asks for CUDA"):
+        load_generator(name, device="cuda:99")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device: 'cuda' asks for CUDA, but no CUDA device"):
+            load_generator(name, device="cuda")
+    generator = load_generator(name)
+    with pytest.raises(ValueError, match="device: expected a torch device"):
+        generator.sample(1, device="nonsense")
+
+
+def test_a_name_that_climbs_out_of_the_card_folders_is_not_looked_up(tmp_path, monkeypatch):
+    _trained().save_pretrained(tmp_path / "outside" / "evil")
+    (tmp_path / "install" / "cards").mkdir(parents=True)
+    monkeypatch.setattr(hub, "shipped_card_roots", lambda: [tmp_path / "install" / "cards"])
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(FileNotFoundError, match="'../../outside/evil' is not a card name"):
+        load_generator("../../outside/evil")
+    assert isinstance(load_generator(tmp_path / "outside" / "evil"), TinyTestGenerator)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

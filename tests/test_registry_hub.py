@@ -76,6 +76,7 @@ def test_round_trip_is_bit_exact(saved):
     for key, value in original.items():
         assert restored[key].dtype == value.dtype
         assert torch.equal(restored[key], value), key
+    # The same weights and seed: the identical computation, so bit-equal layers.
     a = model.sample(4, generator=7)
     b = loaded.sample(4, generator=7)
     assert torch.equal(a.content, b.content) and torch.equal(a.alpha, b.alpha)
@@ -337,3 +338,138 @@ def test_bad_hub_timeout(monkeypatch, tmp_path):
         FileNotFoundError, match="DEFECTAUG_HUB_TIMEOUT: expected a number of seconds"
     ):
         PretrainedDefectGenerator.from_pretrained("someone/absent", cache_dir=tmp_path)
+
+
+# ------------------------------------------------------- config checked before building
+def _record_build_devices(monkeypatch, cls) -> list[str]:
+    """Patch ``cls.from_config`` to note the default device each build runs under."""
+    devices: list[str] = []
+    original = cls.from_config.__func__
+
+    def recording(klass, config):
+        devices.append(torch.empty(0).device.type)
+        return original(klass, config)
+
+    monkeypatch.setattr(cls, "from_config", classmethod(recording))
+    return devices
+
+
+def test_oversized_config_is_refused_from_the_weights_header(saved, monkeypatch):
+    _, folder = saved
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config["kwargs"]["hidden"] = 20000
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    devices = _record_build_devices(monkeypatch, TinyTestGenerator)
+    monkeypatch.setattr(hub, "load_weights", lambda path: pytest.fail("weights were read"))
+    with pytest.raises(ValueError) as info:
+        PretrainedDefectGenerator.from_pretrained(folder)
+    message = str(info.value)
+    assert "embed.weight: weights (2, 4) vs model (2, 20000)" in message
+    assert f"'kwargs' of {folder / CONFIG_NAME}" in message
+    # Built only on the meta device (shapes, no storage): nothing of the config's size exists.
+    assert devices == ["meta"]
+
+
+def test_a_matching_config_is_checked_on_meta_then_built(saved, monkeypatch):
+    model, folder = saved
+    devices = _record_build_devices(monkeypatch, TinyTestGenerator)
+    loaded = PretrainedDefectGenerator.from_pretrained(folder, hidden=4)
+    assert devices == ["meta", "cpu"]
+    assert next(loaded.parameters()).device.type == "cpu"
+    # A safetensors round trip restores the saved values exactly.
+    assert torch.equal(loaded.head.weight, model.head.weight)
+    with pytest.raises(ValueError, match=r"and the overrides hidden"):
+        PretrainedDefectGenerator.from_pretrained(folder, hidden=5)
+
+
+def test_weight_shapes_come_from_the_header(saved):
+    model, folder = saved
+    shapes = hub.read_weight_shapes(folder / WEIGHTS_NAME)
+    assert shapes == {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@register_architecture
+class ValueReadingGenerator(TinyTestGenerator):
+    """A constructor that reads a tensor value, which the meta device cannot give."""
+
+    architecture = "defectaug-test-value-reading"
+
+    def __init__(self, hidden: int = 4, layer_size: tuple[int, int] | list[int] = (6, 5)) -> None:
+        super().__init__(hidden, layer_size)
+        self.scale = float(torch.ones(1).sum().item())
+
+
+@register_architecture
+class ScratchBufferGenerator(TinyTestGenerator):
+    """Holds a non-persistent buffer sized by its config (not in the weights file)."""
+
+    architecture = "defectaug-test-scratch"
+
+    def __init__(
+        self, hidden: int = 4, layer_size: tuple[int, int] | list[int] = (6, 5), scratch: int = 8
+    ) -> None:
+        super().__init__(hidden, layer_size)
+        self.scratch = scratch
+        self.register_buffer("workspace", torch.zeros(scratch), persistent=False)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scratch": self.scratch}
+
+
+def test_a_class_that_cannot_build_on_meta_still_loads(tmp_path):
+    torch.manual_seed(0)
+    folder = ValueReadingGenerator().save_pretrained(tmp_path / "reads")
+    assert isinstance(PretrainedDefectGenerator.from_pretrained(folder), ValueReadingGenerator)
+    # Its shapes are still checked, after the real build.
+    with pytest.raises(ValueError, match=r"shape mismatches: embed\.weight"):
+        PretrainedDefectGenerator.from_pretrained(folder, hidden=5)
+
+
+def test_buffers_outside_the_weights_are_bounded(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    folder = ScratchBufferGenerator().save_pretrained(tmp_path / "scratch")
+    assert PretrainedDefectGenerator.from_pretrained(folder).workspace.shape == (8,)
+    devices = _record_build_devices(monkeypatch, ScratchBufferGenerator)
+    with pytest.raises(ValueError, match=r"elements of buffers that are not in the weights"):
+        PretrainedDefectGenerator.from_pretrained(folder, scratch=hub.MAX_UNSAVED_ELEMENTS + 1)
+    assert devices == ["meta"]
+
+
+# ------------------------------------------------------------- card names and devices
+def test_a_card_name_cannot_climb_out_of_the_card_folders(saved, tmp_path, monkeypatch):
+    _, folder = saved
+    root = tmp_path / "install" / "cards"
+    root.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder.rename(outside / "evil")
+    monkeypatch.setattr(hub, "shipped_card_roots", lambda: [root])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # root / "../../outside/evil" is a card folder, but the name is not a card name.
+    assert (root / "../../outside/evil" / CONFIG_NAME).is_file()
+    for name in ("../../outside/evil", "../../outside/evil/", "sub/../../../outside/evil"):
+        with pytest.raises(FileNotFoundError, match="is not a card name"):
+            hub.resolve_pretrained(name)
+    # A path the user passes explicitly is taken as given, relative or absolute.
+    assert hub.resolve_pretrained(str(outside / "evil")) == outside / "evil"
+    monkeypatch.chdir(root)
+    assert isinstance(
+        PretrainedDefectGenerator.from_pretrained("../../outside/evil"), TinyTestGenerator
+    )
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("nonsense", "device: expected a torch device such as 'cpu'"),
+        ("cuda:99", "device: 'cuda:99' asks for CUDA"),
+    ],
+)
+def test_bad_device_is_named_before_building(saved, monkeypatch, device, message):
+    _, folder = saved
+    devices = _record_build_devices(monkeypatch, TinyTestGenerator)
+    with pytest.raises(ValueError, match=message):
+        PretrainedDefectGenerator.from_pretrained(folder, device=device)
+    assert devices == []

@@ -19,6 +19,36 @@ from defectaug.layer import DefectLayer
 DefectTypeArg = str | Sequence[str] | None
 
 
+def check_device(device: torch.device | str | int, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists here, or a ``ValueError`` naming ``name``.
+
+    torch accepts ``"cuda"`` on a machine without CUDA and fails only at the first allocation,
+    with an error that names neither the argument nor the way out; this checks up front.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"{name}: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{name}: {device!r} asks for CUDA, but no CUDA device is available here "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "use 'cpu'"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"{name}: {device!r} asks for CUDA device {resolved.index}, but there are "
+                f"{count} (0 to {count - 1})"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: {device!r} asks for MPS, which is not available here; use 'cpu'")
+    return resolved
+
+
 class DefectGenerator(nn.Module):
     """Base class of every defect source.
 
@@ -110,7 +140,7 @@ class DefectGenerator(nn.Module):
         if device is None:
             held = itertools.chain(self.parameters(), self.buffers())
             device = next((t.device for t in held), torch.device("cpu"))
-        device = torch.device(device)
+        device = check_device(device)
         rng = as_generator(generator, device)
         resolved_channels = self.resolve_channels(channels)
         labels = self.resolve_labels(n, defect_type, rng)

@@ -34,11 +34,11 @@ from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import defectaug
-from defectaug.generators.base import DefectGenerator
+from defectaug.generators.base import DefectGenerator, check_device
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -52,6 +52,11 @@ REQUIRED_CARD_FIELDS = ("license", "library_name", "tags", "datasets", "metrics"
 # config never requires the caller to import them first.
 _BUILTIN_ARCHITECTURE_MODULES = ("defectaug.generators.dcdgan",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A shipped card's name is one folder name: no separator, so ``root / name`` stays inside ``root``.
+_CARD_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+#: Elements a model may hold outside its saved weights (non-persistent buffers), checked before it
+#: is built for real: the weights file bounds everything else.
+MAX_UNSAVED_ELEMENTS = 2**26
 _ARCHITECTURES: dict[str, type[PretrainedDefectGenerator]] = {}
 
 
@@ -281,6 +286,11 @@ def is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and ".." not in name
 
 
+def is_card_name(name: str) -> bool:
+    """Whether ``name`` can name a shipped card: one folder name, never a path that climbs out."""
+    return bool(_CARD_NAME.match(name)) and ".." not in name
+
+
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to a true value."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -321,14 +331,22 @@ def resolve_pretrained(
     tried.append(f"local folder {str(local.resolve())!r}: does not exist")
 
     roots = shipped_card_roots()
-    for root in roots:
-        card = root / name
-        if (card / CONFIG_NAME).is_file():
-            return card
-    tried.append(
-        f"shipped cards in {', '.join(str(r) for r in roots) or '(no card folder installed)'}: "
-        f"no card {name!r} (shipped: {', '.join(list_pretrained()) or 'none'})"
-    )
+    if is_card_name(name):
+        for root in roots:
+            card = root / name
+            if (card / CONFIG_NAME).is_file():
+                return card
+        tried.append(
+            f"shipped cards in {', '.join(str(r) for r in roots) or '(no card folder installed)'}: "
+            f"no card {name!r} (shipped: {', '.join(list_pretrained()) or 'none'})"
+        )
+    else:
+        # A path such as "../../x" that is not a folder here must not be looked up relative to
+        # the card folders: it would reach whatever lies outside them.
+        tried.append(
+            f"shipped cards: skipped, {name!r} is not a card name (one folder name such as "
+            f"{', '.join(list_pretrained()[:2]) or 'dcdgan-magnetic-tile-64'})"
+        )
 
     if not is_hub_id(name):
         raise FileNotFoundError(_not_found_message(name, tried, hub_shaped=False))
@@ -445,35 +463,64 @@ def read_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file to CPU tensors, with a clear error for a damaged file."""
-    path = Path(path)
+def _check_weights_file(path: Path) -> None:
     if not path.is_file():
         pickles = [p.name for p in path.parent.glob("*.bin")] + [
             p.name for p in path.parent.glob("*.pt*")
         ]
         hint = f" ({', '.join(pickles)} found: pickle files are never loaded)" if pickles else ""
         raise FileNotFoundError(f"weights: {str(path)!r} does not exist{hint}")
+
+
+def _unreadable(path: Path, error: BaseException) -> ValueError:
+    return ValueError(
+        f"weights: {str(path)!r} is not a readable safetensors file (corrupt or "
+        f"truncated?): {error}"
+    )
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file to CPU tensors, with a clear error for a damaged file."""
+    path = Path(path)
+    _check_weights_file(path)
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"weights: {str(path)!r} is not a readable safetensors file (corrupt or "
-            f"truncated?): {error}"
-        ) from None
+        raise _unreadable(path, error) from None
+
+
+def read_weight_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a ``.safetensors`` header, without reading any tensor data."""
+    path = Path(path)
+    _check_weights_file(path)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            names = list(handle.keys())  # a safe_open handle is not iterable like a dict
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in names}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise _unreadable(path, error) from None
 
 
 def check_state_dict(
-    module: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str
+    module: torch.nn.Module,
+    weights: Mapping[str, torch.Tensor | Sequence[int]],
+    source: str,
+    *,
+    hint: str = "",
 ) -> None:
-    """Raise a ``ValueError`` naming every missing, unexpected or mis-shaped key."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
+    """Raise a ``ValueError`` naming every missing, unexpected or mis-shaped key.
+
+    ``weights`` maps names to tensors or to shapes (as :func:`read_weight_shapes` gives them);
+    ``hint`` is appended to the message (e.g. which config entries set the model's shapes).
+    """
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    given = {key: tuple(getattr(value, "shape", value)) for key, value in weights.items()}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
     mismatched = [
-        f"{key}: weights {tuple(weights[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in sorted(set(expected) & set(weights))
-        if weights[key].shape != expected[key].shape
+        f"{key}: weights {given[key]} vs model {expected[key]}"
+        for key in sorted(set(expected) & set(given))
+        if given[key] != expected[key]
     ]
     if not (missing or unexpected or mismatched):
         return
@@ -491,7 +538,7 @@ def check_state_dict(
         problems.append(f"shape mismatches: {listing(mismatched)}")
     raise ValueError(
         f"weights: {source} does not match the model built from {CONFIG_NAME} "
-        f"({type(module).__name__}); " + "; ".join(problems)
+        f"({type(module).__name__}); " + "; ".join(problems) + hint
     )
 
 
@@ -511,18 +558,61 @@ def load_pretrained_folder(
             f"name_or_path: {str(folder)!r} holds a {config['architecture']!r} ({cls.__name__}), "
             f"not a {expected_class.__name__}"
         )
+    if device is not None:
+        device = check_device(device)
     kwargs = {**config.get("kwargs", {}), **overrides}
-    try:
-        model = cls.from_config(kwargs)
-    except TypeError as error:
-        raise ValueError(
-            f"{folder / CONFIG_NAME}: its kwargs do not fit {cls.__name__}: {error}"
-        ) from None
     weights_path = folder / WEIGHTS_NAME
+    source = repr(str(weights_path))
+    hint = f"; the model's shapes come from the 'kwargs' of {folder / CONFIG_NAME}" + (
+        f" and the overrides {', '.join(sorted(overrides))}" if overrides else ""
+    )
+    # The config is checked against the weights' header before anything real is built: a config
+    # asking for e.g. width 20000 would otherwise allocate gigabytes before a 2 MB weights file is
+    # read. On the meta device a module has shapes but no storage, so this costs next to nothing.
+    shapes = read_weight_shapes(weights_path)
+    skeleton = _build_on_meta(cls, kwargs, folder)
+    if skeleton is not None:
+        check_state_dict(skeleton, shapes, source, hint=hint)
+        saved = set(skeleton.state_dict())
+        unsaved = sum(
+            tensor.numel()
+            for name, tensor in [*skeleton.named_parameters(), *skeleton.named_buffers()]
+            if name not in saved
+        )
+        if unsaved > MAX_UNSAVED_ELEMENTS:
+            raise ValueError(
+                f"{folder / CONFIG_NAME}: its kwargs ask for {unsaved:,} elements of buffers that "
+                f"are not in the weights (at most {MAX_UNSAVED_ELEMENTS:,} are accepted)"
+            )
+    model = _build(cls, kwargs, folder)
     weights = load_weights(weights_path)
-    check_state_dict(model, weights, repr(str(weights_path)))
+    check_state_dict(model, weights, source, hint=hint)
     model.load_state_dict(weights, strict=True)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _build(
+    cls: type[PretrainedDefectGenerator], kwargs: dict[str, Any], folder: Path
+) -> PretrainedDefectGenerator:
+    try:
+        return cls.from_config(kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"{folder / CONFIG_NAME}: its kwargs do not fit {cls.__name__}: {error}"
+        ) from None
+
+
+def _build_on_meta(
+    cls: type[PretrainedDefectGenerator], kwargs: dict[str, Any], folder: Path
+) -> PretrainedDefectGenerator | None:
+    """The model with shapes but no storage, or ``None`` for a class whose constructor cannot run
+    on the meta device (one that reads tensor values); its shapes are then checked after the real
+    build, as before."""
+    try:
+        with torch.device("meta"):
+            return _build(cls, kwargs, folder)
+    except (NotImplementedError, RuntimeError):
+        return None

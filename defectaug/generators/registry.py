@@ -26,7 +26,7 @@ import torch
 
 from defectaug.datasets import MANIFEST, MASK_DIR
 from defectaug.generators.bank import DefectBank
-from defectaug.generators.base import DefectGenerator
+from defectaug.generators.base import DefectGenerator, check_device
 from defectaug.generators.hub import (
     CONFIG_NAME,
     is_hub_id,
@@ -79,7 +79,12 @@ def load_generator(
 
     ``overrides`` go to the factory (registered names), to ``DefectBank.from_folder`` (dataset
     folders) or replace ``config.json`` entries (pretrained generators). The generator is moved to
-    ``device`` when given, so ``sample`` defaults to it.
+    ``device`` when given, so ``sample`` defaults to it; a device that does not exist here (e.g.
+    ``"cuda"`` without CUDA) is a ``ValueError`` naming ``device``.
+
+    An existing folder is always taken as given (any path works); a name that is not a folder is
+    looked up among the registered generators and the shipped cards only when it is one folder
+    name, so ``"../../x"`` never reaches outside the card folders.
     """
     key = name_or_path_or_hub_id
     if not isinstance(key, (str, os.PathLike)):
@@ -88,6 +93,9 @@ def load_generator(
             f"{type(key).__name__}"
         )
     name = os.fspath(key)
+    if device is not None:
+        # Checked before anything is built or read, so a bad device fails in a moment.
+        device = check_device(device)
     if isinstance(key, str) and name in _FACTORIES:
         generator = _build(name, _FACTORIES[name], overrides)
     elif Path(name).expanduser().is_dir() and not (Path(name).expanduser() / CONFIG_NAME).is_file():
