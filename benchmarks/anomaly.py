@@ -44,14 +44,14 @@ from PIL import Image
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet
 from benchmarks.downstream_models import TinyUNet
+from benchmarks.recording import portable_command, portable_path
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL
 from defectaug.evaluation import average_precision, bootstrap_ci, effect_verdict, roc_auc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_DATA = DATA_ROOT / "magnetic_tile"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "magnetic_tile"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 PEER_ARM = "perlin-anomalib"
 DEFECTAUG_ARMS = ("procedural:alpha", "procedural:poisson")
@@ -78,15 +78,6 @@ FULL = Budget(seeds=3, steps=800, batch_size=16, crop=64, eval_every=100)
 
 def log(message: str) -> None:
     print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
-
-
-def relative_to_data(path: Path) -> str:
-    """Paths are recorded relative to the shared data root (or the repository), never absolute."""
-    path = path.resolve()
-    for base in (DATA_ROOT.resolve(), REPO_ROOT):
-        if path.is_relative_to(base):
-            return str(path.relative_to(base))
-    return path.name
 
 
 # ------------------------------------------------------------------------------------- sources
@@ -508,11 +499,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for arm in args.arms:
             runs.append(train_arm(arm, splits, seed, args.budget, args.threads))
             log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")
-    command = "uv run --group bench python -m benchmarks.anomaly " + " ".join(
-        a if not Path(a).is_absolute() else relative_to_data(Path(a)) for a in sys.argv[1:]
+    command = portable_command(
+        " ".join(["uv run --group bench python -m benchmarks.anomaly", *sys.argv[1:]])
     )
     result = {
-        "dataset": relative_to_data(args.train_data),
+        "dataset": portable_path(args.train_data),
         "command": command.strip(),
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "commit": git_commit(),

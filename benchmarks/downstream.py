@@ -51,6 +51,7 @@ from PIL import Image, ImageDraw
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet, TraditionalAugment
 from benchmarks.downstream_models import TinyUNet, lite0_classifier
+from benchmarks.recording import portable_command, portable_path
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord, read_defect_dataset
 from defectaug.evaluation import (
@@ -242,16 +243,17 @@ def load_splits(args: argparse.Namespace) -> Splits:
         kept = set(train.paths)
         train_records = [r for r in train_records if str(r.image) in kept]
         where = (
-            f"validation: {args.val_fraction:.0%} of {args.train_data}:{args.train_split} per "
+            f"validation: {args.val_fraction:.0%} of {portable_path(args.train_data)}:"
+            f"{args.train_split} per "
             f"class (seed {args.val_seed})"
         )
     else:
         test_records = read_defect_dataset(args.test_data, split=args.test_split or None)
         evaluation = data_lib.load_image_set(test_records, classes, args.image_size)
-        where = f"{args.test_data}:{args.test_split}"
+        where = f"{portable_path(args.test_data)}:{args.test_split}"
     description = dict(
         classes=list(classes),
-        train=f"{args.train_data}:{args.train_split}",
+        train=f"{portable_path(args.train_data)}:{args.train_split}",
         evaluation=where,
         train_counts=train.class_counts(),
         evaluation_counts=evaluation.class_counts(),
@@ -897,7 +899,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mode=("validation" if args.validation else "test") + (" quick" if args.quick else ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        command=" ".join(["python -m benchmarks.downstream", *sys.argv[1:]]),
+        command=portable_command(" ".join(["python -m benchmarks.downstream", *sys.argv[1:]])),
         settings=settings.__dict__,
         hyper_parameters=dict(
             lr=args.lr,
@@ -987,7 +989,9 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
         start.timestamp() + part["wall_time_s"] for start, part in zip(starts, parts, strict=True)
     ]
     merged["wall_time_s"] = round(max(ends) - min(s.timestamp() for s in starts), 1)
-    merged["command"] = "python -m benchmarks.downstream --merge " + " ".join(map(str, paths))
+    merged["command"] = "python -m benchmarks.downstream --merge " + " ".join(
+        portable_path(path) for path in paths
+    )
     merged["date_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.mkdir(parents=True, exist_ok=True)
     grids: list[str] = []

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from benchmarks.recording import portable_command, portable_path
 from defectaug.compositing import alpha_composite
 from defectaug.datasets import defect_regions, load_image, load_mask, read_defect_dataset
 from defectaug.generators.bank import DefectBank
@@ -70,33 +69,6 @@ PROCEDURAL_STAND_INS = {
 WINDOW_MIN = 64
 WINDOW_FACTOR = 1.5
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# An absolute POSIX path inside a command line (not the tail of a relative one like a/b).
-_ABSOLUTE_IN_COMMAND = re.compile(r"(?<![\w.~-])/[^\s'\"`]+")
-
-
-# ---------------------------------------------------------------------------- recorded paths
-def portable_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as committed results record it: relative to the repository root, as a user types
-    it there (``../shared/data/magnetic_tile``, ``pretrained_cards/<card>``).
-
-    Only paths inside the repository's parent folder (the repository and its sibling ``shared``
-    data) are rewritten; anything else, and a name that is not a path (a registered generator or a
-    Hub id), is kept as given.
-    """
-    text = os.fspath(path)
-    given = Path(text).expanduser()
-    if not given.is_absolute() and not given.exists():
-        return text
-    resolved = given.resolve()
-    workspace = REPO_ROOT.parent
-    if resolved != workspace and workspace not in resolved.parents:
-        return text
-    return Path(os.path.relpath(resolved, REPO_ROOT)).as_posix()
-
-
-def portable_command(command: str) -> str:
-    """A recorded command line with its absolute paths made relative by :func:`portable_path`."""
-    return _ABSOLUTE_IN_COMMAND.sub(lambda match: portable_path(match.group()), command)
 
 
 # ---------------------------------------------------------------------------- real data

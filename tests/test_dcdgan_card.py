@@ -103,7 +103,7 @@ ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:work|root|home|tmp|Users|mnt|opt|data)/"
 
 
 def test_generator_card_records_paths_relative_to_the_repository(tmp_path, monkeypatch):
-    from benchmarks.generator_card import portable_command, portable_path
+    from benchmarks.recording import portable_command, portable_path
 
     shared = REPO.parent / "shared" / "data" / "magnetic_tile"
     assert portable_path(shared) == "../shared/data/magnetic_tile"

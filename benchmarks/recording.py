@@ -1,0 +1,36 @@
+"""How committed results record paths and commands: relative to the repository root, the folder
+every documented command runs in (``../shared/data/magnetic_tile``), never this machine's layout."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# An absolute POSIX path inside a command line (not the tail of a relative one like a/b).
+_ABSOLUTE_IN_COMMAND = re.compile(r"(?<![\w.~-])/[^\s'\"`]+")
+
+
+def portable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as committed results record it: relative to the repository root, as a user types
+    it there (``../shared/data/magnetic_tile``, ``pretrained_cards/<card>``).
+
+    Only paths inside the repository's parent folder (the repository and its sibling ``shared``
+    data) are rewritten; anything else, and a name that is not a path (a registered generator or a
+    Hub id), is kept as given.
+    """
+    text = os.fspath(path)
+    given = Path(text).expanduser()
+    if not given.is_absolute() and not given.exists():
+        return text
+    resolved = given.resolve()
+    workspace = REPO_ROOT.parent
+    if resolved != workspace and workspace not in resolved.parents:
+        return text
+    return Path(os.path.relpath(resolved, REPO_ROOT)).as_posix()
+
+
+def portable_command(command: str) -> str:
+    """A recorded command line with its absolute paths made relative by :func:`portable_path`."""
+    return _ABSOLUTE_IN_COMMAND.sub(lambda match: portable_path(match.group()), command)
