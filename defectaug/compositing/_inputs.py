@@ -9,6 +9,10 @@ instead of a full boolean pass, and a float background only inside the region ea
 background stays uint8: the blends convert only the pixels they read, write their results back
 rounded, and return uint8, exactly what converting the whole image to float and back would give
 (OpenCV's own in/out format, at a quarter of the bytes to copy).
+
+A binary mask may be bool, float (``>= 0.5`` inside) or integer holding only ``{0, 1}`` (the
+datasets' label format) or only ``{0, 255}``; other integer values are refused, never guessed at.
+Tensors without data (the meta device) are refused before anything reads them.
 """
 
 from __future__ import annotations
@@ -88,22 +92,70 @@ def _single_channel(value: torch.Tensor, name: str) -> torch.Tensor:
     return batched
 
 
+def _binary_levels(mask: torch.Tensor, name: str) -> torch.Tensor:
+    """An integer mask as bool: it must hold only {0, 1} or only {0, 255}.
+
+    Both are common label formats (datasets store 0/1, OpenCV and PIL masks 0/255). Reading the
+    levels as ``x / 255`` would turn a 0/1 mask into an empty one, so no threshold is applied:
+    anything else (a soft or multi-class map) is refused rather than guessed at.
+    """
+    if mask.numel() == 0:
+        return mask.bool()
+    low, high = (int(v) for v in torch.aminmax(mask))
+    if low >= 0 and high <= 1:
+        return mask.bool()
+    if low >= 0 and high == 255 and bool(((mask == 0) | (mask == 255)).all()):
+        return mask == 255
+    found = torch.unique(mask).tolist()
+    shown = ", ".join(map(str, found[:8]))
+    if len(found) > 8:
+        shown += f", ... ({len(found)} distinct)"
+    raise ValueError(
+        f"{name}: expected a binary mask, an integer one holding only {{0, 1}} or only "
+        f"{{0, 255}}, got values {{{shown}}} ({describe(mask)}); threshold it first"
+    )
+
+
 def _as_mask(value: Any, name: str) -> torch.Tensor:
-    """A mask argument as a bool ``[B, 1, h, w]`` tensor (float masks: ``>= 0.5`` is inside)."""
-    if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
-        return _single_channel(value, name)
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        mask = _single_channel(value, name).detach()
-        check_finite(mask, name)
-        return mask >= MASK_THRESHOLD
-    if isinstance(value, np.ndarray) and value.dtype == np.bool_:
-        value = value.astype(np.uint8) * 255
-    tensor, _ = to_float_image(value, name, channels=(1,))
+    """A mask argument as a bool ``[B, 1, h, w]`` tensor.
+
+    bool as it is; integers (uint8 from files, numpy, PIL) by :func:`_binary_levels`; float with
+    ``>= 0.5`` inside.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool:
+            return _single_channel(value, name)
+        if value.is_floating_point():
+            mask = _single_channel(value, name).detach()
+            check_finite(mask, name)
+            return mask >= MASK_THRESHOLD
+        if value.is_complex():
+            raise TypeError(
+                f"{name}: expected a bool, integer or floating-point mask, got {describe(value)}"
+            )
+        return _binary_levels(_single_channel(value, name), name)
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.bool_:
+            value = value.view(np.uint8)
+        elif value.dtype.kind in "iu" and value.dtype != np.uint8:
+            # The image path below takes uint8 only: check the levels here, hand it 0/1 bytes.
+            levels = _binary_levels(torch.from_numpy(np.ascontiguousarray(value)), name)
+            value = levels.numpy().view(np.uint8)
+    tensor, _ = to_batched_image(value, name, channels=(1,))
+    if tensor.dtype == torch.uint8:
+        return _binary_levels(tensor, name)
+    check_finite(tensor, name)
     return tensor >= MASK_THRESHOLD
 
 
 def _as_alpha(value: Any, name: str) -> torch.Tensor:
-    """An alpha argument as a float ``[B, 1, h, w]`` tensor with values in [0, 1]."""
+    """An alpha argument as a float ``[B, 1, h, w]`` tensor with values in [0, 1].
+
+    uint8 is a soft alpha read as ``x / 255``, except that one holding only 0 and 1 is refused:
+    that is a binary mask in the 0/1 label format, which as levels would be at most 1/255 opaque
+    (invisible), and reading it as a hard matte instead would give ``{0, 1}`` and ``{0, 1, 2}``
+    unrelated meanings.
+    """
     if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
         alpha = _single_channel(value, name).to(torch.float32)
     elif isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -112,7 +164,17 @@ def _as_alpha(value: Any, name: str) -> torch.Tensor:
     else:
         if isinstance(value, np.ndarray) and value.dtype == np.bool_:
             value = value.astype(np.uint8) * 255
-        alpha, _ = to_float_image(value, name, channels=(1,))
+        alpha, _ = to_batched_image(value, name, channels=(1,))
+        if alpha.dtype == torch.uint8:
+            if alpha.numel() and int(alpha.max()) == 1:
+                raise ValueError(
+                    f"{name}: a uint8 alpha is read as levels x / 255, but this one holds only "
+                    f"{{0, 1}} ({describe(alpha)}), a binary mask's format; pass it as bool "
+                    "(alpha.bool()) for a hard matte, or scale it to 0..255"
+                )
+            alpha = alpha.to(torch.float32) / 255.0
+        else:
+            check_finite(alpha, name)
     if alpha.numel():
         low, high = torch.aminmax(alpha.detach())
         if float(low) < 0.0 or float(high) > 1.0:
@@ -165,6 +227,15 @@ def parse_offset(
     raise TypeError(f"offset: expected {expected}, got {describe(offset)}")
 
 
+def _check_real_device(value: Any, name: str) -> None:
+    """Refuse a tensor without data (the meta device) before anything tries to read it."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        raise ValueError(
+            f"{name}: expected a tensor with data on a real device (cpu or cuda), got a meta "
+            f"tensor ({describe(value)}); move it with .to(device) first"
+        )
+
+
 def prepare(
     background: Any,
     layer: Any,
@@ -176,6 +247,13 @@ def prepare(
     matte_is_mask: bool,
 ) -> Composite:
     """Validate and convert one compositing call's arguments (see the module docstring)."""
+    for value, name in (
+        (background, "background"),
+        (layer, layer_name),
+        (matte, matte_name),
+        (offset, "offset"),
+    ):
+        _check_real_device(value, name)
     bg, restore = _background_image(background)
     fg, _, fast = _float_image(layer, layer_name)
     if fast:

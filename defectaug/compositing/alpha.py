@@ -19,7 +19,9 @@ def alpha_composite(background: Any, foreground: Any, alpha: Any, offset: Offset
             unbatched tensor is accepted, and the result comes back in the same form (uint8 is
             converted only under the layer, and rounded back).
         foreground: ``[B, C, h, w]``, the layer's content, same channel count as ``background``.
-        alpha: ``[B, 1, h, w]`` float in [0, 1] (uint8 is scaled by 1/255), broadcast over channels.
+        alpha: ``[B, 1, h, w]`` float in [0, 1], bool, or uint8 levels scaled by 1/255 (a uint8
+            alpha holding only 0 and 1 is a binary mask's format and is refused: pass it as
+            bool), broadcast over channels.
         offset: per-item ``(top, left)`` of the layer in the background: an integer tensor
             ``[B, 2]``, one ``(top, left)`` pair for all items, or ``None`` when the layer has the
             background's size. Parts of the layer outside the background are clipped.

@@ -97,7 +97,9 @@ def poisson_blend(
             never copied to float as a whole: only the rectangles are, and the result is exactly
             the float result rounded to uint8 (OpenCV's in/out format, a quarter of the bytes).
         source: ``[B, C, h, w]`` defect content, same channels as ``background``.
-        mask: ``[B, 1, h, w]`` bool, or float with ``>= 0.5`` inside.
+        mask: ``[B, 1, h, w]`` bool; integer (uint8, numpy, PIL mode L) holding only
+            ``{0, 1}`` or only ``{0, 255}`` (other values are refused, not thresholded); or
+            float with ``>= 0.5`` inside.
         offset: per-item ``(top, left)`` of the layer in the background (integer tensor
             ``[B, 2]``), one pair for all items, or ``None`` when the layer has the background's
             size. Layers hanging over the border are clipped.
