@@ -75,7 +75,8 @@ def test_contract_determinism(any_generator):
     assert torch.equal(first.content, again.content) and torch.equal(first.alpha, again.alpha)
     assert torch.equal(first.labels, again.labels)
     other = _sample(any_generator, 4, generator=12)
-    assert not torch.equal(first.alpha, other.alpha)
+    # A fixed shape (CutPaste's rectangle) may repeat; the layer as a whole must not.
+    assert not (torch.equal(first.alpha, other.alpha) and torch.equal(first.content, other.content))
 
 
 def test_contract_every_type_has_a_nonempty_alpha(any_generator):

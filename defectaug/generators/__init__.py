@@ -1,4 +1,4 @@
-"""Defect generators: procedural, a bank of real defects, learned ones in the Hub format."""
+"""Defect generators: procedural, a bank of real defects, learned ones, self-supervised ones."""
 
 from defectaug.generators.bank import DefectBank, feather_alpha
 from defectaug.generators.base import DefectGenerator
@@ -21,19 +21,27 @@ from defectaug.generators.procedural import (
 )
 from defectaug.generators.registry import list_generators, load_generator, register_generator
 
+# Imported after the registry: importing it registers "cutpaste", "nsa" and "texture".
+from defectaug.generators.selfsup import CutPasteGenerator, NSAGenerator, TextureGenerator
+from defectaug.generators.shapes import MASK_SHAPES
+
 __all__ = [
     "DEFECT_TYPES",
+    "MASK_SHAPES",
     "CrackParams",
+    "CutPasteGenerator",
     "DCDGAN",
     "DCDGANConfig",
     "DefectBank",
     "DefectGenerator",
+    "NSAGenerator",
     "PitParams",
     "PretrainedDefectGenerator",
     "ProceduralGenerator",
     "ScratchParams",
     "SpotParams",
     "StainParams",
+    "TextureGenerator",
     "UnevenParams",
     "feather_alpha",
     "list_architectures",

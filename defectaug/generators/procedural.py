@@ -101,6 +101,9 @@ class ScratchParams(_Params):
     fade: Range = _range((0.1, 0.6), 0.0, 1.0, "relative strength dips along the stroke")
     highlight: Range = _range((0.0, 0.5), 0.0, 1.0, "brightness of a highlight edge on one side")
     highlight_probability: float = _chance(0.5, "chance of a highlight edge")
+    heading: Range = _range(
+        (0.0, math.pi), -2 * math.pi, 2 * math.pi, "stroke direction in the layer (radians)"
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,9 @@ class CrackParams(_Params):
     fade: Range = _range((0.0, 0.4), 0.0, 1.0, "relative strength dips along the path")
     branches: Range = _range((0, 2), 0, 3, "side branches (integers)")
     branch_length: Range = _range((0.2, 0.45), 0.05, 1.0, "branch length, fraction of main")
+    heading: Range = _range(
+        (0.0, 2 * math.pi), -2 * math.pi, 2 * math.pi, "main path direction in the layer (radians)"
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,38 @@ class PitParams(_Params):
     rim: Range = _range((0.0, 0.5), 0.0, 1.0, "brightness of the rim facing the light")
 
 
+@dataclass(frozen=True)
+class EdgeChipParams(_Params):
+    """A piece broken out of a part's edge, anchored on the layer's top side (row 0).
+
+    The outline is a profile of half-widths down from the edge: ``neck`` of the widest at the
+    edge, widest at ``belly`` of the depth, closing in a half-ellipse at ``depth``. A chip
+    (widest at the edge) is the default; :class:`EdgePatchParams` makes pear-shaped patches.
+    Place the layer with its top side on the image border (``rotation`` turns that side).
+    """
+
+    contrast: Range = _range((0.3, 0.6), 0.0, 1.0, "relief strength inside")
+    bright_probability: float = _chance(0.0, "chance the defect is brighter")
+    depth: Range = _range((0.45, 0.9), 0.05, 1.0, "reach from the edge, fraction of layer height")
+    width: Range = _range((0.6, 0.95), 0.05, 1.0, "widest extent, fraction of layer width")
+    belly: Range = _range((0.0, 0.15), 0.0, 0.9, "where it is widest, fraction of the depth")
+    neck: Range = _range((0.7, 1.0), 0.05, 1.0, "width at the edge, fraction of the widest")
+    point: Range = _range((0.0, 0.3), 0.0, 1.0, "0: rounded tip, 1: straight wedge to a point")
+    irregularity: Range = _range((0.05, 0.2), 0.0, 0.6, "noise on the outline, of the half-width")
+    softness: Range = _range((0.01, 0.04), 0.0, 0.3, "edge width, fraction of S")
+    mottling: Range = _range((0.1, 0.3), 0.0, 1.0, "low-frequency variation of the relief")
+
+
+@dataclass(frozen=True)
+class EdgePatchParams(EdgeChipParams):
+    """A large patch grown from a part's edge (pear-shaped by default): see EdgeChipParams."""
+
+    depth: Range = _range((0.75, 0.95), 0.05, 1.0, "reach from the edge, fraction of layer height")
+    width: Range = _range((0.45, 0.7), 0.05, 1.0, "widest extent, fraction of layer width")
+    belly: Range = _range((0.45, 0.7), 0.0, 0.9, "where it is widest, fraction of the depth")
+    neck: Range = _range((0.3, 0.6), 0.05, 1.0, "width at the edge, fraction of the widest")
+
+
 PARAMS_BY_TYPE: dict[str, type[_Params]] = {
     "scratch": ScratchParams,
     "spot": SpotParams,
@@ -183,11 +221,21 @@ PARAMS_BY_TYPE: dict[str, type[_Params]] = {
     "uneven": UnevenParams,
     "pit": PitParams,
 }
+#: Painters not among ``ProceduralGenerator``'s default types, used by fitted generators
+#: (``defectaug.fitting``): shapes anchored on a part's edge.
+EXTRA_PARAMS_BY_TYPE: dict[str, type[_Params]] = {
+    "edge_chip": EdgeChipParams,
+    "edge_patch": EdgePatchParams,
+}
+#: Every painter type and its parameter class.
+PAINTER_PARAMS: dict[str, type[_Params]] = {**PARAMS_BY_TYPE, **EXTRA_PARAMS_BY_TYPE}
+#: Types drawn against the layer's top side: that side is not faded out, it is the part's edge.
+ANCHORED_TYPES = frozenset({"edge_chip", "edge_patch"})
 RUST = (1.0, 0.78, 0.55)
 
 
 def _resolve_params(name: str, value: _Params | Mapping[str, Any] | None) -> _Params:
-    cls = PARAMS_BY_TYPE[name]
+    cls = PAINTER_PARAMS[name]
     if value is None:
         return cls()
     if isinstance(value, cls):
@@ -283,11 +331,15 @@ class _Canvas:
         pixel = torch.randn((self.n, self.h, self.w), generator=self.generator, device=self.device)
         return 0.6 * self.noise(self.side / 4.0) + 0.4 * pixel.clamp(-2.5, 2.5) / 2.5
 
-    def border_window(self) -> torch.Tensor:
-        """``[1, h, w]``: 1 inside, falling to 0 over the outer ``0.06 S`` so layers have no box."""
+    def border_window(self, open_top: bool = False) -> torch.Tensor:
+        """``[1, h, w]``: 1 inside, falling to 0 over the outer ``0.06 S`` so layers have no box.
+
+        ``open_top`` keeps the top side at 1: defects anchored on it reach the part's edge.
+        """
         margin = max(1.5, 0.06 * self.side)
+        top = self.y + margin if open_top else self.y
         to_edge = torch.minimum(
-            torch.minimum(self.y, self.h - 1 - self.y), torch.minimum(self.x, self.w - 1 - self.x)
+            torch.minimum(top, self.h - 1 - self.y), torch.minimum(self.x, self.w - 1 - self.x)
         )
         return _smoothstep(0.0, margin, to_edge)
 
@@ -482,7 +534,7 @@ def _paint_scratch(canvas: _Canvas, p: ScratchParams) -> tuple[torch.Tensor, ...
     contrast = canvas.uniform(p.contrast).view(n, 1, 1)
     highlight = canvas.uniform(p.highlight) * canvas.chance(p.highlight_probability)
     highlight_side = torch.where(canvas.chance(0.5), 1.0, -1.0).view(n, 1, 1)
-    heading = canvas.uniform((0.0, math.pi))
+    heading = canvas.uniform(p.heading)
     alpha_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
     reliefs_total = (torch.zeros_like(alpha_total), torch.zeros_like(alpha_total))
     for stroke in range(int(round(p.count[1]))):
@@ -566,7 +618,7 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
     main, headings = _random_walk(
         canvas,
         torch.zeros(n, 2, device=canvas.device),
-        canvas.uniform((0.0, 2 * math.pi)),
+        canvas.uniform(p.heading),
         length,
         jaggedness,
         steps,
@@ -783,6 +835,40 @@ def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _paint_edge(canvas: _Canvas, p: EdgeChipParams) -> tuple[torch.Tensor, ...]:
+    n, side = canvas.n, canvas.side
+    depth = (canvas.uniform(p.depth) * (canvas.h - 1)).clamp_min(2.0).view(n, 1, 1)
+    half = (canvas.uniform(p.width) * (canvas.w - 1) / 2.0).clamp_min(1.5).view(n, 1, 1)
+    belly = canvas.uniform(p.belly).view(n, 1, 1)
+    neck = canvas.uniform(p.neck).view(n, 1, 1)
+    # Along the edge the shape sits anywhere its widest part still fits in the layer.
+    slack = ((canvas.w - 1) / 2.0 - half).clamp_min(0.0)
+    centre = (canvas.w - 1) / 2.0 + canvas.uniform((-1.0, 1.0)).view(n, 1, 1) * slack
+    t = canvas.y / depth
+    # Half-width profile down from the edge: rising from ``neck`` to 1 at ``belly`` along a
+    # quarter ellipse, then closing along another one at ``depth``.
+    rise = ((belly - t) / belly.clamp_min(1e-3)).clamp(max=1.0)
+    before = neck + (1.0 - neck) * (1.0 - rise**2).clamp_min(0.0).sqrt()
+    u = ((t - belly) / (1.0 - belly).clamp_min(1e-3)).clamp(0.0, 1.0)
+    point = canvas.uniform(p.point).view(n, 1, 1)
+    after = (1.0 - point) * (1.0 - u**2).sqrt() + point * (1.0 - u)
+    after = torch.where(t > 1.0, torch.zeros_like(after), after)
+    profile = torch.where(t < belly, before, after)
+    # Normalised lateral distance minus the profile: < 0 inside; a tip closing below ``depth``
+    # is measured along the depth too, so the outline stays soft there.
+    lateral = (canvas.x - centre).abs() / half
+    beyond = ((t - 1.0) * depth / half).clamp_min(0.0)
+    irregularity = canvas.uniform(p.irregularity).view(n, 1, 1)
+    field_ = lateral - profile + beyond + irregularity * canvas.noise(5.0, octaves=2)
+    soft = (canvas.uniform(p.softness).view(n, 1, 1) * side + 0.75) / half
+    alpha = _smoothstep(soft, -soft, field_)
+    mottle = 1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(6.0, octaves=2)
+    relief = (canvas.uniform(p.contrast).view(n, 1, 1) * mottle).clamp(0.0, 1.0)
+    bright = canvas.bright_draw()
+    zeros = torch.zeros(n, device=canvas.device)
+    return _Painted(relief, None, alpha, zeros, canvas.uniform(p.opacity), bright)
+
+
 def _with_opacity(coverage: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
     """Alpha from coverage: above the 0.5 outline it is scaled to peak at ``opacity`` [n].
 
@@ -816,6 +902,8 @@ _PAINTERS = {
     "stain": _paint_stain,
     "uneven": _paint_uneven,
     "pit": _paint_pit,
+    "edge_chip": _paint_edge,
+    "edge_patch": _paint_edge,
 }
 
 
@@ -970,6 +1058,11 @@ class ProceduralGenerator(DefectGenerator):
             self.defect_types,
         )
 
+    def painter_type(self, defect_type: str) -> str:
+        """The painter (a key of ``PARAMS_BY_TYPE``) that draws ``defect_type``: its own name here;
+        subclasses with their own type names (``FittedGenerator``) map them to painters."""
+        return defect_type
+
     def paint(
         self,
         labels: torch.Tensor,
@@ -999,11 +1092,13 @@ class ProceduralGenerator(DefectGenerator):
                 continue
             canvas = _Canvas(members.numel(), h, w, generator, device)
             params = self.params[name]
-            painted = _PAINTERS[name](canvas, params)
+            painter = self.painter_type(name)
+            painted = _PAINTERS[painter](canvas, params)
             planes[members, _SIGNED] = painted.signed
             if painted.fixed is not None:
                 planes[members, _FIXED] = painted.fixed
-            alpha = _with_opacity(painted.coverage * canvas.border_window(), painted.opacity)
+            window = canvas.border_window(open_top=painter in ANCHORED_TYPES)
+            alpha = _with_opacity(painted.coverage * window, painted.opacity)
             planes[members, _ALPHA] = alpha.clamp(0.0, 1.0)
             tint[members] = painted.tint
             bright_draw[members] = painted.bright_draw

@@ -1,0 +1,838 @@
+"""Procedural defects fitted to a user's own real defects (few-shot: 5 to 50 per class).
+
+:func:`fit_defects` measures, per class and per connected defect region of the real masks: size
+(longer box side / image shorter side), elongation (minor / major principal axis), orientation
+(principal axis angle), count per image, stroke width (distance transform on the ridge), contrast
+relative to the local background (mean inside vs a ring around it: sign, magnitude, texture as a
+std ratio), edge blur (step height over the boundary gradient, as a Gaussian sigma), and where the
+defects lie (a smoothed 16x16 histogram of normalised centroids, the distance to the image border
+and the border side they touch). Robust quantiles are stored, not means.
+
+:class:`FittedGenerator` turns the statistics into procedural painters (one painter type per
+class, ``class_map``, chosen by a simple rule and overridable) and placement arguments::
+
+    fitted = fit_defects("data/magnetic_tile", split="train")
+    generator = FittedGenerator(fitted)
+    out = inject_defects(images, "crack", generator, **generator.placement("crack"))
+
+``generator.save_pretrained(folder)`` writes a card without any pickle (``config.json`` holding
+every statistic as JSON numbers, ``README.md``, and an empty ``model.safetensors`` so the hub
+loader accepts the folder); ``FittedGenerator.from_pretrained(folder)`` and
+``load_generator(folder or shipped card name)`` read it back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors.torch import save_file
+from scipy import ndimage
+
+import defectaug
+from defectaug.datasets import DefectRecord, load_image, load_mask, read_defect_dataset
+from defectaug.generators.bank import DefectBank
+from defectaug.generators.hub import (
+    CARD_NAME,
+    CONFIG_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    PretrainedDefectGenerator,
+    register_architecture,
+    resolve_pretrained,
+)
+from defectaug.generators.procedural import (
+    ANCHORED_TYPES,
+    PAINTER_PARAMS,
+    ProceduralGenerator,
+    _Params,
+    _resolve_params,
+)
+
+#: Quantile levels stored for every per-defect statistic.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: Cells per side of the location prior.
+PRIOR_CELLS = 16
+SIDES = ("top", "bottom", "left", "right")
+#: Painter types a class may map to.
+PAINTERS = tuple(PAINTER_PARAMS)
+ARCHITECTURE = "defectaug-fitted-procedural"
+
+# Allowed ranges of the stored statistics (checked when a card is read: a hand-edited or corrupt
+# card fails with the key's path instead of drawing nonsense).
+_QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {
+    "size": (0.0, 50.0),
+    "elongation": (0.0, 1.0),
+    "width_px": (0.0, 1e5),
+    "width_rel": (0.0, 1.0),
+    "long_px": (0.0, 1e6),
+    "contrast": (-1.0, 50.0),
+    "texture": (0.0, 1e3),
+    "blur_px": (0.0, 1e3),
+    "count": (0.0, 1e5),
+    "border_distance": (0.0, 1.0),
+    "depth_ratio": (0.0, 1e3),
+    "orientation_deviation": (0.0, 90.0),
+}
+_SCALAR_BOUNDS: dict[str, tuple[float, float]] = {
+    "n_defects": (1.0, 1e9),
+    "n_images": (1.0, 1e9),
+    "bright_fraction": (0.0, 1.0),
+    "on_edge": (0.0, 1.0),
+    "orientation": (-90.0, 90.0),
+}
+
+
+# ------------------------------------------------------------------------------- measuring
+def _quantiles(values: Sequence[float]) -> list[float]:
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if finite.size == 0:
+        return [0.0] * len(QUANTILES)
+    return [round(float(q), 6) for q in np.quantile(finite, QUANTILES)]
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _region_stats(
+    gray: np.ndarray, region: np.ndarray, defects: np.ndarray, gradient: np.ndarray
+) -> dict[str, float]:
+    """Statistics of one connected region ``region`` (bool ``[H, W]``) of image ``gray``."""
+    height, width = gray.shape
+    short = float(min(height, width))
+    ys, xs = np.nonzero(region)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    box_h, box_w = y1 - y0 + 1, x1 - x0 + 1
+    long_px = float(max(box_h, box_w))
+    # Principal axes from the second moments; +1 so a one-pixel-wide line has width ~1, not 0.
+    cov = np.cov(np.stack([ys, xs]).astype(np.float64)) if ys.size > 1 else np.zeros((2, 2))
+    evals, evecs = np.linalg.eigh(cov)
+    major = 4.0 * math.sqrt(max(evals[1], 0.0)) + 1.0
+    minor = 4.0 * math.sqrt(max(evals[0], 0.0)) + 1.0
+    vy, vx = evecs[0, 1], evecs[1, 1]
+    # Angle counter-clockwise from the x axis as seen on screen (y points down), in (-90, 90].
+    angle = math.degrees(math.atan2(-vy, vx))
+    angle = (angle + 90.0) % 180.0 - 90.0
+    # Stroke width: twice the distance transform along the ridge (its local maxima), minus the
+    # centre pixel's own half, so a line w px wide measures w.
+    padded = np.pad(region, 1)
+    distance = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    ridge = region & (distance >= ndimage.maximum_filter(distance, size=3))
+    ridge_width = 2.0 * float(np.median(distance[ridge])) - 1.0
+    # The ridge estimate runs high on diagonal raster lines; area / major axis is exact for
+    # straight strokes and only runs high on curved ones: the smaller of the two.
+    width_px = max(1.0, min(ridge_width, float(region.sum()) / major))
+    # Local background: a ring around the region, kept off other defects.
+    ring_px = int(np.clip(round(0.25 * math.sqrt(region.sum()) + 0.5 * width_px), 3, 25))
+    grown = cv2.dilate(region.astype(np.uint8), _disk(ring_px)).astype(bool)
+    near = cv2.dilate(region.astype(np.uint8), _disk(1)).astype(bool)
+    ring = grown & ~near & ~defects
+    inside = gray[region]
+    if ring.sum() < 4:
+        ring = ~defects
+    outside = gray[ring]
+    mean_in, mean_out = float(inside.mean()), float(outside.mean())
+    contrast = (mean_in - mean_out) / max(mean_out, 0.02)
+    texture = float(inside.std()) / max(float(outside.std()), 1e-3)
+    # Edge blur: a Gaussian-blurred step of height d has a peak gradient d / (sigma sqrt(2 pi)).
+    boundary = near & ~cv2.erode(region.astype(np.uint8), _disk(1)).astype(bool)
+    step = abs(mean_in - mean_out)
+    slope = float(gradient[boundary].mean()) if boundary.any() else 0.0
+    blur = step / (math.sqrt(2.0 * math.pi) * slope) if step > 0.01 and slope > 1e-6 else math.nan
+    gaps = {"top": y0, "bottom": height - 1 - y1, "left": x0, "right": width - 1 - x1}
+    side = min(gaps, key=gaps.get)
+    along, across = (box_w, box_h) if side in ("top", "bottom") else (box_h, box_w)
+    return {
+        "size": long_px / short,
+        "elongation": min(1.0, minor / major),
+        "orientation": angle,
+        "width_px": width_px,
+        "width_rel": min(1.0, width_px / long_px),
+        "long_px": long_px,
+        "contrast": contrast,
+        "texture": texture,
+        "blur_px": float(np.clip(blur, 0.2, 50.0)) if math.isfinite(blur) else math.nan,
+        "border_px": float(gaps[side]),
+        "border_distance": gaps[side] / short,
+        "side": SIDES.index(side),
+        "depth_ratio": across / along,
+        "cy": float(ys.mean()) / max(height - 1, 1),
+        "cx": float(xs.mean()) / max(width - 1, 1),
+        "short": short,
+    }
+
+
+def measure_image(
+    image: torch.Tensor, mask: torch.Tensor, min_area: int = 4
+) -> list[dict[str, float]]:
+    """Per-region statistics of one image ``[C, H, W]`` and its defect mask ``[1, H, W]``."""
+    gray = image.float().mean(dim=0).cpu().numpy().astype(np.float32)
+    binary = (mask[0] >= 0.5 if mask.dtype != torch.bool else mask[0]).cpu().numpy()
+    count, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    gradient = np.hypot(gx, gy)
+    stats = []
+    for index in range(1, count):
+        region = labels == index
+        if region.sum() >= min_area:
+            stats.append(_region_stats(gray, region, binary, gradient))
+    return stats
+
+
+def _axial_mean(angles: Sequence[float]) -> tuple[float, list[float]]:
+    """Mean of axial angles (degrees, period 180) and each one's absolute deviation from it."""
+    doubled = np.radians(np.asarray(angles, dtype=np.float64) * 2.0)
+    mean = math.degrees(math.atan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2.0
+    deviation = (np.asarray(angles) - mean + 90.0) % 180.0 - 90.0
+    return mean, [abs(float(d)) for d in deviation]
+
+
+def _location_prior(points: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """A ``PRIOR_CELLS``-square histogram of normalised centroids, smoothed, with a floor."""
+    grid = np.zeros((PRIOR_CELLS, PRIOR_CELLS), dtype=np.float64)
+    for cy, cx in points:
+        row = min(int(cy * PRIOR_CELLS), PRIOR_CELLS - 1)
+        col = min(int(cx * PRIOR_CELLS), PRIOR_CELLS - 1)
+        grid[row, col] += 1.0
+    # Few defects: smooth by about one cell and keep a 10 % uniform floor, so a location next to
+    # a seen one is plausible but an unseen corner is not ruled out entirely.
+    grid = ndimage.gaussian_filter(grid, sigma=1.0, mode="nearest")
+    grid = 0.9 * grid / max(grid.sum(), 1e-12) + 0.1 / grid.size
+    grid /= grid.sum()
+    return [[round(float(v), 6) for v in row] for row in grid]
+
+
+def _summarise(regions: list[dict[str, float]], counts: list[int]) -> dict[str, Any]:
+    def column(key: str) -> list[float]:
+        return [r[key] for r in regions]
+
+    orientation, deviation = _axial_mean(column("orientation"))
+    on_edge = [r["border_px"] <= max(2.0, 0.03 * r["short"]) for r in regions]
+    sides = [0.0] * len(SIDES)
+    for region, touching in zip(regions, on_edge, strict=True):
+        if touching:
+            sides[int(region["side"])] += 1.0
+    total = sum(sides)
+    return {
+        "n_defects": len(regions),
+        "n_images": len(counts),
+        **{key: _quantiles(column(key)) for key in _QUANTILE_BOUNDS if key in regions[0]},
+        "count": _quantiles([float(c) for c in counts]),
+        "orientation": round(orientation, 4),
+        "orientation_deviation": _quantiles(deviation),
+        "bright_fraction": round(sum(c > 0 for c in column("contrast")) / len(regions), 6),
+        "on_edge": round(sum(on_edge) / len(regions), 6),
+        "sides": {
+            name: round(v / total, 6) if total else 0.0
+            for name, v in zip(SIDES, sides, strict=True)
+        },
+        "location": _location_prior([(r["cy"], r["cx"]) for r in regions]),
+    }
+
+
+# ------------------------------------------------------------------------------- the fit
+@dataclass
+class FittedDefects:
+    """Per-class statistics of real defects (see :func:`fit_defects`); JSON types only.
+
+    Attributes:
+        classes: class name -> statistics: quantile lists (``QUANTILES``) for ``size``,
+            ``elongation``, ``width_px``, ``width_rel``, ``long_px``, ``contrast``, ``texture``,
+            ``blur_px``, ``count``, ``border_distance``, ``depth_ratio`` and
+            ``orientation_deviation``; numbers ``n_defects``, ``n_images``, ``orientation``
+            (degrees, counter-clockwise), ``bright_fraction``, ``on_edge``; ``sides`` (share of
+            on-edge defects per image side) and ``location`` (a 16x16 prior summing to 1).
+        source: what was fitted (a description for the card).
+    """
+
+    classes: dict[str, dict[str, Any]]
+    source: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": self.classes, "source": self.source, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FittedDefects:
+        """Validate and wrap ``to_dict()`` output; a bad value raises ``ValueError`` naming it."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("classes"), Mapping):
+            raise ValueError("fitted: expected a mapping with a 'classes' mapping of statistics")
+        if not data["classes"]:
+            raise ValueError("fitted: 'classes' is empty")
+        classes = {}
+        for name, stats in data["classes"].items():
+            classes[str(name)] = _check_stats(f"fitted.classes[{name!r}]", stats)
+        source = data.get("source", "")
+        info = data.get("info", {})
+        if not isinstance(source, str) or not isinstance(info, Mapping):
+            raise ValueError("fitted: 'source' must be a string and 'info' a mapping")
+        return cls(classes, source, dict(info))
+
+    def summary(self) -> str:
+        """One line per class with the median statistics."""
+        lines = []
+        for name, s in self.classes.items():
+            lines.append(
+                f"{name}: n={s['n_defects']} size={s['size'][2]:.3f} "
+                f"elong={s['elongation'][2]:.2f} "
+                f"width={s['width_px'][2]:.1f}px contrast={s['contrast'][2]:+.3f} "
+                f"blur={s['blur_px'][2]:.2f}px bright={s['bright_fraction']:.2f} "
+                f"on_edge={s['on_edge']:.2f} orient={s['orientation']:.0f}deg"
+            )
+        return "\n".join(lines)
+
+
+def _number(where: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite JSON number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{where}: expected a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _check_stats(where: str, stats: Any) -> dict[str, Any]:
+    if not isinstance(stats, Mapping):
+        raise ValueError(f"{where}: expected a mapping of statistics, got {type(stats).__name__}")
+    out: dict[str, Any] = {}
+    for key, (low, high) in _QUANTILE_BOUNDS.items():
+        values = stats.get(key)
+        if not isinstance(values, list) or len(values) != len(QUANTILES):
+            raise ValueError(f"{where}.{key}: expected a list of {len(QUANTILES)} quantiles")
+        numbers = [_number(f"{where}.{key}[{i}]", v, low, high) for i, v in enumerate(values)]
+        if any(b < a for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise ValueError(f"{where}.{key}: quantiles must not decrease, got {numbers}")
+        out[key] = numbers
+    for key, (low, high) in _SCALAR_BOUNDS.items():
+        out[key] = _number(f"{where}.{key}", stats.get(key), low, high)
+    sides = stats.get("sides")
+    if not isinstance(sides, Mapping) or set(sides) != set(SIDES):
+        raise ValueError(f"{where}.sides: expected shares for {', '.join(SIDES)}")
+    out["sides"] = {s: _number(f"{where}.sides.{s}", sides[s], 0.0, 1.0) for s in SIDES}
+    grid = stats.get("location")
+    if (
+        not isinstance(grid, list)
+        or not 1 <= len(grid) <= 256
+        or not all(isinstance(row, list) and len(row) == len(grid) for row in grid)
+    ):
+        raise ValueError(f"{where}.location: expected a square nested list (at most 256 cells)")
+    cells = [
+        [_number(f"{where}.location[{i}][{j}]", v, 0.0, 1.0) for j, v in enumerate(row)]
+        for i, row in enumerate(grid)
+    ]
+    total = sum(map(sum, cells))
+    if not 0.99 <= total <= 1.01:
+        raise ValueError(f"{where}.location: cells must sum to 1, got {total:.4f}")
+    out["location"] = cells
+    return out
+
+
+def fit_defects(
+    source: str | os.PathLike[str] | Sequence[DefectRecord] | DefectBank,
+    *,
+    split: str | None = None,
+    classes: str | Sequence[str] | None = None,
+    min_area: int = 4,
+) -> FittedDefects:
+    """Fit per-class defect statistics from real defects with masks.
+
+    Args:
+        source: a dataset root (``read_defect_dataset`` layout; pass ``split=``), a list of
+            ``DefectRecord`` (records without a mask are skipped), or a ``DefectBank`` (its crops
+            carry no image context: the location prior is then uniform and nothing is on an edge).
+        split: the split to read from a dataset root (fit on training data only).
+        classes: class name(s) to fit (default: every label that has masks).
+        min_area: connected regions smaller than this many pixels are ignored.
+    """
+    if not isinstance(min_area, int) or min_area < 1:
+        raise ValueError(f"min_area: expected an int >= 1, got {min_area!r}")
+    wanted = [classes] if isinstance(classes, str) else None if classes is None else list(classes)
+    per_class: dict[str, tuple[list[dict[str, float]], list[int]]] = {}
+    if isinstance(source, DefectBank):
+        description = f"DefectBank of {len(source)} crops"
+        for content, alpha, label in zip(
+            source._contents, source._alphas, source.crop_labels.tolist(), strict=True
+        ):
+            name = source.defect_types[label]
+            if wanted is not None and name not in wanted:
+                continue
+            regions = measure_image(content, alpha >= 0.5, min_area)
+            for region in regions:
+                # A crop is not the image: no location, no border.
+                region.update(cy=0.5, cx=0.5, border_px=1e9, border_distance=1.0)
+            bucket = per_class.setdefault(name, ([], []))
+            bucket[0].extend(regions)
+            bucket[1].append(len(regions))
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            records = read_defect_dataset(source, split)
+            description = f"{os.fspath(source)} (split {split!r})"
+        elif isinstance(source, Sequence) and all(isinstance(r, DefectRecord) for r in source):
+            records = list(source)
+            description = f"{len(records)} records"
+        else:
+            raise TypeError(
+                "source: expected a dataset folder, a list of DefectRecord or a DefectBank, got "
+                f"{type(source).__name__}"
+            )
+        for record in records:
+            if record.mask is None or (wanted is not None and record.label not in wanted):
+                continue
+            mask = load_mask(record.mask)
+            if not bool(mask.any()):
+                continue
+            image = load_image(record.image)
+            if image.shape[-2:] != mask.shape[-2:]:
+                raise ValueError(
+                    f"source: mask {record.mask} is {tuple(mask.shape[-2:])} but its image is "
+                    f"{tuple(image.shape[-2:])}"
+                )
+            regions = measure_image(image, mask, min_area)
+            if regions:
+                bucket = per_class.setdefault(record.label, ([], []))
+                bucket[0].extend(regions)
+                bucket[1].append(len(regions))
+    if wanted is not None:
+        missing = [name for name in wanted if name not in per_class]
+        if missing:
+            raise ValueError(
+                f"classes: no masked defect of at least {min_area} px for {', '.join(missing)} "
+                f"in {description}; found: {', '.join(sorted(per_class)) or 'none'}"
+            )
+    if not per_class:
+        raise ValueError(f"source: no masked defect of at least {min_area} px in {description}")
+    fitted = {name: _summarise(*per_class[name]) for name in sorted(per_class)}
+    return FittedDefects(fitted, description, {"min_area": min_area, "quantiles": list(QUANTILES)})
+
+
+# ------------------------------------------------------------------------------- mapping
+def choose_painter(stats: Mapping[str, Any]) -> str:
+    """The painter type for a class, by a simple rule on its median statistics.
+
+    On an image edge for most defects: ``edge_patch`` when large, else ``edge_chip``; large and
+    faint: ``uneven``; thin (minor/major <= 0.3) and long: ``crack`` (dark) or ``scratch``;
+    large otherwise: ``stain``; small and compact: ``spot`` (a single irregular blob; the count
+    per image comes from the placement).
+    """
+    size, elongation = stats["size"][2], stats["elongation"][2]
+    contrast = abs(stats["contrast"][2])
+    # Thin and long first: cracks run from edge to edge, so they touch borders too.
+    if elongation <= 0.2 and size >= 0.1:
+        return "crack" if stats["bright_fraction"] < 0.5 else "scratch"
+    if size >= 0.35 and contrast < 0.12:
+        return "uneven"
+    if stats["on_edge"] >= 0.5:
+        return "edge_patch" if size >= 0.35 else "edge_chip"
+    if size >= 0.5:
+        return "stain"
+    return "spot"
+
+
+def _span(low: float, high: float, bounds: tuple[float, float], width: float = 0.0) -> list[float]:
+    """A ``[low, high]`` range clipped into ``bounds`` and at least ``width`` wide."""
+    lo_b, hi_b = bounds
+    low, high = sorted((float(low), float(high)))
+    if high - low < width:
+        middle = (low + high) / 2.0
+        low, high = middle - width / 2.0, middle + width / 2.0
+    low = min(max(low, lo_b), hi_b)
+    high = min(max(high, low), hi_b)
+    return [round(low, 5), round(high, 5)]
+
+
+def _inner(q: Sequence[float]) -> tuple[float, float]:
+    """A robust range from 5 quantiles: halfway between q05/q25 and between q75/q95."""
+    return (q[0] + q[1]) / 2.0, (q[3] + q[4]) / 2.0
+
+
+# How much of the layer's longer side each painter's defect fills (the placement's ``scale`` is
+# the layer's longer side, the fitted ``size`` the defect's box).
+_FILL = {"spot": 0.85, "stain": 0.9, "crack": 0.9, "scratch": 0.85, "uneven": 0.9, "pit": 0.6}
+_FILL |= {"edge_chip": 0.95, "edge_patch": 0.95}
+
+
+def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters of ``painter`` (fields of its ``*Params``) set from a class's statistics."""
+    cls = PAINTER_PARAMS[painter]
+    bounds = {f.name: f.metadata["bounds"] for f in cls.__dataclass_fields__.values()}
+    q_contrast = [abs(v) for v in stats["contrast"]]
+    magnitude = sorted(q_contrast[1:4])
+    # The mask-mean contrast is diluted by soft edges and, for thin strokes, by the mask being
+    # wider than the dark core: the painted core relief must be stronger than the measured mean.
+    gain = {"crack": 1.6, "scratch": 1.6, "spot": 1.3, "pit": 1.5}.get(painter, 1.4)
+    params: dict[str, Any] = {
+        "contrast": _span(magnitude[0] * gain, magnitude[2] * gain, bounds["contrast"], 0.02),
+        "bright_probability": round(float(stats["bright_fraction"]), 4),
+        # Content is the landing patch shaded, so it already has the surface's grain; a defect
+        # rougher than its surround gets extra grain.
+        "texture": _span(0.0, min(0.25, 0.08 * max(stats["texture"][2] - 1.0, 0.0)), (0, 0.5)),
+    }
+    blur_px, long_px = stats["blur_px"][2], max(stats["long_px"][2], 4.0)
+    # Sizes are fractions of the layer's shorter side S, which maps to ~long_px / fill pixels.
+    layer_px = long_px / _FILL[painter]
+    if painter in ("crack", "scratch"):
+        width = [v / layer_px for v in _inner([stats["width_px"][i] for i in range(5)])]
+        params |= {
+            "width": _span(*width, bounds["width"]),
+            "length": _span(0.85, 0.95, bounds["length"]),
+            # Drawn along the layer's x axis: the placement's rotation sets the orientation.
+            "heading": [0.0, 0.0],
+            "width_jitter": _span(0.1, 0.35, bounds["width_jitter"]),
+            "fade": _span(0.0, 0.3, bounds["fade"]),
+        }
+        if painter == "crack":
+            # Elongated classes bend little: straighter for lower minor/major.
+            jag = 0.15 + 0.8 * stats["elongation"][2]
+            params |= {"jaggedness": _span(0.5 * jag, jag, bounds["jaggedness"])}
+            params |= {"branches": [0, 0] if stats["elongation"][2] < 0.15 else [0, 1]}
+        else:
+            params |= {"curvature": _span(0.0, 0.1, bounds["curvature"])}
+            params |= {"highlight_probability": 0.0}
+    elif painter in ("spot", "stain"):
+        aspect = _span(*_inner(stats["elongation"]), bounds["aspect"], 0.05)
+        # Radius such that the major axis spans ``fill`` of the layer: major = r / sqrt(aspect).
+        mid_aspect = math.sqrt(aspect[0] * aspect[1])
+        radius = _FILL[painter] / 2.0 * math.sqrt(mid_aspect) / 1.05
+        softness = min(0.9, 3.0 * blur_px / max(0.5 * long_px, 1.0))
+        params |= {
+            "aspect": aspect,
+            "radius": _span(radius * 0.9, radius * 1.1, bounds["radius"]),
+            "softness": _span(0.6 * softness, softness, bounds["softness"]),
+            "irregularity": _span(0.1, 0.25, bounds["irregularity"]),
+        }
+        if painter == "spot":
+            params |= {"core": _span(0.0, 0.3, bounds["core"])}
+    elif painter == "uneven":
+        params |= {
+            "softness": _span(0.5 * blur_px / layer_px, blur_px / layer_px, bounds["softness"]),
+            "vignette": _span(0.05, 0.1, bounds["vignette"]),
+            "cut": _span(-0.5, -0.35, bounds["cut"]),
+            "shading": _span(0.2, 0.5, bounds["shading"]),
+        }
+    elif painter in ANCHORED_TYPES:
+        # The layer is square: the longer of (depth, extent along the edge) fills it.
+        ratio = max(stats["depth_ratio"][2], 1e-3)
+        fill = _FILL[painter]
+        depth = fill * min(1.0, ratio)
+        width = fill * min(1.0, 1.0 / ratio)
+        if stats["elongation"][2] < 0.4:
+            # Slivers (thin chips): as wide as the stroke width at the edge, tapering to a point.
+            width = min(width, max(0.08, 2.0 * stats["width_rel"][2] / fill))
+            params |= {"belly": [0.0, 0.0], "neck": [1.0, 1.0], "point": [0.7, 1.0]}
+        params |= {
+            "depth": _span(0.85 * depth, min(1.0, 1.1 * depth), bounds["depth"]),
+            "width": _span(0.85 * width, min(1.0, 1.1 * width), bounds["width"]),
+            "softness": _span(0.5 * blur_px / layer_px, blur_px / layer_px, bounds["softness"]),
+        }
+    elif painter == "pit":
+        params |= {"count": [1, 1], "spread": [0.0, 0.0], "radius": [0.18, 0.2]}
+    return params
+
+
+@dataclass
+class LocationRoi:
+    """``images -> bool [1, 1, H, W]``: where defects of one class may be centred.
+
+    Built from a fitted location prior (cells at least ``threshold`` times the uniform density).
+    For edge-anchored classes (``side`` set) it is a band of ``band`` px along that image side,
+    restricted to the prior's marginal along the side: a centre in the band puts the layer's box
+    flush against the border (placement moves boxes inside the image).
+    """
+
+    prior: list[list[float]]
+    side: str | None = None
+    band: int = 2
+    threshold: float = 0.5
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        grid = torch.tensor(self.prior, dtype=torch.float32)
+        cells = grid.numel()
+        if self.side is None:
+            density = grid
+        else:
+            # The prior's marginal along the side, spread over the band's length.
+            axis = 1 if self.side in ("top", "bottom") else 0
+            marginal = grid.sum(dim=1 - axis)
+            density = (marginal[None, :] if axis == 1 else marginal[:, None]) / grid.shape[0]
+        density = density / density.sum() * cells
+        keep = density >= self.threshold
+        keep = keep | (density == density.max())
+        mask = F.interpolate(keep.float()[None, None], size=(height, width), mode="nearest").bool()
+        if self.side is not None:
+            band = torch.zeros(height, width, dtype=torch.bool)
+            depth = max(1, min(self.band, height, width))
+            if self.side == "top":
+                band[:depth] = True
+            elif self.side == "bottom":
+                band[-depth:] = True
+            elif self.side == "left":
+                band[:, :depth] = True
+            else:
+                band[:, -depth:] = True
+            mask = mask & band
+        return mask.to(images.device)
+
+
+# Rotation (degrees, counter-clockwise) that turns an anchored painter's top side to face a side.
+_SIDE_ROTATION = {"top": 0.0, "bottom": 180.0, "left": 90.0, "right": -90.0}
+
+
+def placement_arguments(
+    painter: str, stats: Mapping[str, Any], side: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for ``inject_defects`` / ``DefectInject`` for one fitted class.
+
+    Edge-anchored painters land on one image ``side`` (default: the one most real defects touch).
+    """
+    fill = _FILL[painter]
+    low, high = _inner(stats["size"])
+    count_q = stats["count"]
+    count = (max(1, int(math.floor(count_q[1]))), max(1, int(math.ceil(count_q[3]))))
+    placement: dict[str, Any] = {
+        "scale": (round(max(low / fill, 0.01), 4), round(max(high / fill, 0.012), 4)),
+        "count": count,
+        "aspect": 1.0,
+        # Never cut a defect to the ROI: the ROI only says where centres go.
+        "confine": False,
+    }
+    if painter in ANCHORED_TYPES:
+        if side is None:
+            side = max(SIDES, key=lambda s: stats["sides"][s])
+        elif side not in SIDES:
+            raise ValueError(f"side: expected one of {', '.join(SIDES)}, got {side!r}")
+        angle = _SIDE_ROTATION[side]
+        placement["rotation"] = (angle, angle)
+        placement["roi"] = LocationRoi(stats["location"], side=side)
+        return placement
+    if painter in ("crack", "scratch", "uneven"):
+        spread = max(5.0, _inner(stats["orientation_deviation"])[1])
+        angle = stats["orientation"]
+        placement["rotation"] = (round(angle - spread, 3), round(angle + spread, 3))
+    else:
+        placement["rotation"] = (-180.0, 180.0)
+    if painter == "uneven":
+        # Elongated regions (bands): stretch the square layer along the principal axis.
+        stretch = [1.0 / max(v, 0.05) for v in _inner(stats["elongation"])]
+        placement["aspect"] = (round(min(stretch), 4), round(max(stretch), 4))
+        # The stretch widens the layer by sqrt(aspect): keep the stretched box at the real size.
+        shrink = math.sqrt(math.sqrt(stretch[0] * stretch[1]))
+        low_s, high_s = placement["scale"]
+        placement["scale"] = (round(low_s / shrink, 4), round(high_s / shrink, 4))
+    placement["roi"] = LocationRoi(stats["location"])
+    return placement
+
+
+# ------------------------------------------------------------------------------- generator
+def _read_json_strict(path: Path) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{path}: {constant} is not a JSON number (write finite numbers only)")
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+@register_architecture
+class FittedGenerator(ProceduralGenerator, PretrainedDefectGenerator):
+    """Procedural defects driven by statistics fitted to real defects (:func:`fit_defects`).
+
+    Args:
+        fitted: a :class:`FittedDefects` or its ``to_dict()``.
+        class_map: class name -> painter type (``PAINTERS``); missing classes use
+            :func:`choose_painter`.
+        params: class name -> painter parameter overrides (fields of the painter's ``*Params``).
+        layer_size: native layer size (``inject_defects`` renders at the placed size anyway).
+        base_level: surface tone range when ``sample`` gets no background.
+
+    Its ``defect_types`` are the fitted class names. Use with the fitted placement::
+
+        inject_defects(images, "crack", fitted, **fitted.placement("crack"))
+    """
+
+    architecture: ClassVar[str] = ARCHITECTURE
+    accepts_background: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        fitted: FittedDefects | Mapping[str, Any],
+        *,
+        class_map: Mapping[str, str] | None = None,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        layer_size: int | tuple[int, int] | list[int] = (64, 64),
+        base_level: tuple[float, float] | list[float] = (0.3, 0.6),
+    ) -> None:
+        if isinstance(layer_size, list):
+            layer_size = tuple(layer_size)
+        super().__init__(layer_size, base_level=tuple(base_level))
+        self.fitted = (
+            fitted if isinstance(fitted, FittedDefects) else FittedDefects.from_dict(fitted)
+        )
+        names = tuple(self.fitted.classes)
+        given = dict(class_map or {})
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(
+                f"class_map: unknown class(es) {', '.join(unknown)}; fitted: {', '.join(names)}"
+            )
+        for name, painter in given.items():
+            if painter not in PAINTER_PARAMS:
+                raise ValueError(
+                    f"class_map[{name!r}]: expected one of {', '.join(PAINTERS)}, got {painter!r}"
+                )
+        self.class_map = {n: given.get(n, choose_painter(self.fitted.classes[n])) for n in names}
+        overrides = {str(k): dict(v) for k, v in (params or {}).items()}
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ValueError(f"params: unknown class(es) {', '.join(unknown)}")
+        self.param_overrides = overrides
+        self.defect_types = names
+        self.params: dict[str, _Params] = {}
+        for name in names:
+            painter = self.class_map[name]
+            values = painter_parameters(painter, self.fitted.classes[name])
+            values |= overrides.get(name, {})
+            try:
+                self.params[name] = _resolve_params(painter, values)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"params[{name!r}] ({painter}): {error}") from None
+
+    def painter_type(self, defect_type: str) -> str:
+        return self.class_map[defect_type]
+
+    def placement(self, class_name: str, side: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``inject_defects`` / ``DefectInject`` / ``SyntheticDefectDataset``
+        that place ``class_name`` like the real ones: ``scale``, ``aspect``, ``rotation``,
+        ``count``, ``roi`` (a :class:`LocationRoi`) and ``confine=False``.
+
+        Edge classes (``edge_chip`` / ``edge_patch``) land on one image ``side`` per call, the
+        most frequent one by default: one placement cannot tie the rotation to the border a
+        centre is drawn near. To cover several sides, split the batch by :meth:`side_shares`
+        and call once per side.
+        """
+        self.type_index(class_name)
+        return placement_arguments(
+            self.class_map[class_name], self.fitted.classes[class_name], side
+        )
+
+    def side_shares(self, class_name: str) -> dict[str, float]:
+        """Share of the real on-edge defects of ``class_name`` touching each image side."""
+        self.type_index(class_name)
+        return dict(self.fitted.classes[class_name]["sides"])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "fitted": self.fitted.to_dict(),
+            "class_map": dict(self.class_map),
+            "params": self.param_overrides,
+            "layer_size": list(self.layer_size),
+            "base_level": list(self.base_level),
+        }
+
+    def extra_repr(self) -> str:
+        return f"class_map={self.class_map}, layer_size={tuple(self.layer_size)}"
+
+    # ------------------------------------------------------------------ card
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        license: str = "other",
+        datasets: Sequence[str] = (),
+        description: str = "",
+        citation: str = "",
+    ) -> Path:
+        """Write ``config.json`` (all statistics as JSON numbers), ``README.md`` and an empty
+        ``model.safetensors`` (no weights; it lets the hub loader read the folder)."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "architecture": self.architecture,
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "defectaug_version": defectaug.__version__,
+            "kwargs": self.get_config(),
+        }
+        text = json.dumps(config, indent=1, sort_keys=True, allow_nan=False)
+        (folder / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
+        save_file(
+            {}, folder / WEIGHTS_NAME, metadata={"format": "pt", "architecture": ARCHITECTURE}
+        )
+        self._card(license, datasets, description, citation).save(folder / CARD_NAME)
+        return folder
+
+    def _card(
+        self, license: str, datasets: Sequence[str], description: str, citation: str
+    ) -> ModelCard:
+        data = ModelCardData(
+            license=license,
+            library_name="defectaug",
+            tags=["defectaug", "defect-synthesis", "procedural", ARCHITECTURE],
+            datasets=list(datasets),
+            metrics=[],
+        )
+        rows = ["| class | painter | defects | images | size (median) | contrast (median) |"]
+        rows.append("|---|---|---|---|---|---|")
+        for name, s in self.fitted.classes.items():
+            rows.append(
+                f"| {name} | {self.class_map[name]} | {int(s['n_defects'])} | "
+                f"{int(s['n_images'])} | {s['size'][2]:.3f} | {s['contrast'][2]:+.3f} |"
+            )
+        body = [
+            "# Procedural defects fitted to real defects",
+            "",
+            description or "Procedural defect painters driven by statistics of real defects.",
+            "",
+            f"Fitted on: {self.fitted.source}. No image or pixel of the data is stored: only "
+            "summary statistics (quantiles of size, shape, contrast, blur, count and a 16x16 "
+            "location prior per class) in `config.json`. `model.safetensors` is empty.",
+            "",
+            *rows,
+            "",
+            "```python",
+            "import defectaug",
+            'gen = defectaug.load_generator("<this folder or card name>")',
+            'out = defectaug.inject_defects(images, "<class>", gen, **gen.placement("<class>"))',
+            "```",
+        ]
+        if citation:
+            body += ["", "## Data, license and citation", "", citation]
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, name_or_path: str | os.PathLike[str], *, device: torch.device | str | None = None
+    ) -> FittedGenerator:
+        """Read a card written by :meth:`save_pretrained` (a folder or a shipped card name).
+
+        Only ``config.json`` is read; NaN/Infinity or out-of-range statistics raise ``ValueError``.
+        """
+        folder = resolve_pretrained(name_or_path, local_files_only=True)
+        config = _read_json_strict(folder / CONFIG_NAME)
+        if not isinstance(config, dict) or config.get("architecture") != ARCHITECTURE:
+            raise ValueError(f"name_or_path: {str(folder)!r} does not hold a {ARCHITECTURE!r} card")
+        kwargs = config.get("kwargs")
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"{folder / CONFIG_NAME}: 'kwargs' must be a JSON object")
+        generator = cls.from_config(kwargs)
+        return generator if device is None else generator.to(device)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FittedGenerator:
+        try:
+            return cls(**config)
+        except TypeError as error:
+            raise ValueError(f"config: does not fit FittedGenerator: {error}") from None

@@ -1,0 +1,228 @@
+"""defectaug.fitting: statistics recovered on synthetic fixtures, round trips, card checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from defectaug import inject_defects, load_generator
+from defectaug.datasets import DefectRecord
+from defectaug.fitting import FittedGenerator, LocationRoi, fit_defects, measure_image
+
+SIZE = (120, 160)  # H, W
+
+
+def _write(folder: Path, name: str, image: np.ndarray, mask: np.ndarray) -> DefectRecord:
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / f"{name}.png"), (image * 255).round().astype(np.uint8))
+    cv2.imwrite(str(folder / f"{name}_mask.png"), mask.astype(np.uint8) * 255)
+    return DefectRecord(
+        folder / f"{name}.png", name.split("_")[0], folder / f"{name}_mask.png", "train"
+    )
+
+
+@pytest.fixture(scope="module")
+def fixture_records(tmp_path_factory) -> list[DefectRecord]:
+    """Dark discs of radius 6 near (0.25, 0.75) and dark lines 3 px wide at 30 degrees."""
+    folder = tmp_path_factory.mktemp("fixtures")
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(8):
+        image = np.full(SIZE, 0.6) + rng.normal(0, 0.01, SIZE)
+        mask = np.zeros(SIZE, np.uint8)
+        centre = (int(0.75 * SIZE[1]) + index % 3, int(0.25 * SIZE[0]) + index % 2)  # x, y
+        cv2.circle(mask, centre, 6, 1, -1)
+        image[mask > 0] = 0.3
+        records.append(_write(folder, f"disc_{index}", image, mask))
+    for index in range(6):
+        image = np.full(SIZE, 0.5) + rng.normal(0, 0.01, SIZE)
+        mask = np.zeros(SIZE, np.uint8)
+        angle = math.radians(30.0)  # counter-clockwise on screen: y decreases as x grows
+        cx, cy, half = 80 + index, 60, 40
+        start = (int(cx - half * math.cos(angle)), int(cy + half * math.sin(angle)))
+        end = (int(cx + half * math.cos(angle)), int(cy - half * math.sin(angle)))
+        cv2.line(mask, start, end, 1, 3)
+        image[mask > 0] = 0.3
+        records.append(_write(folder, f"line_{index}", image, mask))
+    return records
+
+
+@pytest.fixture(scope="module")
+def fitted(fixture_records):
+    return fit_defects(fixture_records)
+
+
+def test_disc_statistics_are_recovered(fitted):
+    disc = fitted.classes["disc"]
+    assert disc["n_defects"] == 8
+    assert disc["size"][2] == pytest.approx(13 / 120, abs=0.01)  # diameter / shorter side
+    assert disc["elongation"][2] > 0.9
+    assert disc["contrast"][2] == pytest.approx(-0.5, abs=0.05)  # 0.3 on 0.6
+    assert disc["bright_fraction"] == 0.0
+    assert disc["on_edge"] == 0.0
+    assert disc["count"] == [1.0] * 5
+    grid = np.array(disc["location"])
+    row, col = np.unravel_index(grid.argmax(), grid.shape)
+    assert abs(row - 0.25 * 16) <= 1.5 and abs(col - 0.75 * 16) <= 1.5
+    assert grid.sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_line_statistics_are_recovered(fitted):
+    line = fitted.classes["line"]
+    assert line["orientation"] == pytest.approx(30.0, abs=3.0)
+    # cv2 rasterises a 3-px line at 30 degrees about 4 px wide across.
+    assert line["width_px"][2] == pytest.approx(3.5, abs=1.0)
+    assert line["elongation"][2] < 0.15
+    assert line["size"][2] == pytest.approx(2 * 40 * math.cos(math.radians(30)) / 120, abs=0.05)
+    assert line["contrast"][2] < 0
+
+
+def test_class_map_and_placement(fitted):
+    generator = FittedGenerator(fitted)
+    assert generator.defect_types == ("disc", "line")
+    assert generator.class_map == {"disc": "spot", "line": "crack"}
+    placement = generator.placement("line")
+    low, high = placement["rotation"]
+    assert low <= 30.0 <= high and high - low < 30
+    assert placement["confine"] is False
+    roi = placement["roi"](torch.zeros(1, 1, 60, 80))
+    assert roi.shape == (1, 1, 60, 80) and roi.dtype == torch.bool and bool(roi.any())
+    disc_roi = generator.placement("disc")["roi"](torch.zeros(1, 1, 64, 64))
+    # The prior keeps the upper right, where the discs were.
+    assert bool(disc_roi[0, 0, 16, 48]) and not bool(disc_roi[0, 0, 56, 8])
+    with pytest.raises(KeyError, match="defect_type"):
+        generator.placement("nope")
+    with pytest.raises(ValueError, match="class_map"):
+        FittedGenerator(fitted, class_map={"disc": "laser"})
+
+
+def test_generated_defects_follow_the_fit(fitted):
+    generator = FittedGenerator(fitted)
+    images = torch.full((4, 1, 96, 128), 0.6)
+    for name in ("disc", "line"):
+        out = inject_defects(images, name, generator, seed=3, **generator.placement(name))
+        stats = [s for i in range(4) for s in measure_image(out.images[i], out.masks[i])]
+        assert stats, name
+        # Same contrast sign as the real ones (dark), magnitude of the same order.
+        contrasts = [s["contrast"] for s in stats]
+        assert np.median(contrasts) < -0.1, (name, contrasts)
+    out = inject_defects(images, "line", generator, seed=5, **generator.placement("line"))
+    angles = [
+        s["orientation"] for i in range(4) for s in measure_image(out.images[i], out.masks[i])
+    ]
+    # Placement rotation is counter-clockwise, as the fitted orientation.
+    assert np.median(angles) == pytest.approx(30.0, abs=15.0)
+
+
+def test_edge_class_lands_on_its_side(tmp_path):
+    rng = np.random.default_rng(1)
+    records = []
+    for index in range(5):
+        image = np.full(SIZE, 0.6) + rng.normal(0, 0.01, SIZE)
+        mask = np.zeros(SIZE, np.uint8)
+        cv2.ellipse(mask, (40 + 15 * index, SIZE[0] - 1), (10, 7), 0, 180, 360, 1, -1)
+        image[mask > 0] = 0.25
+        records.append(_write(tmp_path, f"chip_{index}", image, mask))
+    fitted = fit_defects(records)
+    chip = fitted.classes["chip"]
+    assert chip["on_edge"] == 1.0 and chip["sides"]["bottom"] == 1.0
+    generator = FittedGenerator(fitted)
+    assert generator.class_map["chip"] == "edge_chip"
+    placement = generator.placement("chip")
+    assert placement["rotation"] == (180.0, 180.0)
+    out = inject_defects(torch.full((3, 1, 96, 96), 0.6), "chip", generator, seed=0, **placement)
+    for mask in out.masks[:, 0]:
+        rows = torch.nonzero(mask.any(dim=1)).flatten()
+        assert int(rows.max()) >= 94, "the chip should reach the bottom border"
+    with pytest.raises(ValueError, match="side"):
+        generator.placement("chip", side="middle")
+    assert generator.placement("chip", side="top")["rotation"] == (0.0, 0.0)
+
+
+def test_round_trip_gives_same_config_and_samples(fitted, tmp_path):
+    generator = FittedGenerator(fitted, params={"disc": {"irregularity": [0.2, 0.3]}})
+    folder = generator.save_pretrained(tmp_path / "card", citation="synthetic fixtures")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "README.md", "model.safetensors"}
+    assert (folder / "config.json").stat().st_size < 50_000
+    loaded = FittedGenerator.from_pretrained(folder)
+    assert loaded.get_config() == json.loads(json.dumps(generator.get_config()))
+    for name in ("disc", "line"):
+        first = generator.sample(3, name, generator=7, channels=1)
+        again = loaded.sample(3, name, generator=7, channels=1)
+        assert torch.equal(first.content, again.content) and torch.equal(first.alpha, again.alpha)
+    via_registry = load_generator(str(folder))
+    assert isinstance(via_registry, FittedGenerator)
+    assert via_registry.class_map == generator.class_map
+
+
+def _card_with(folder: Path, generator: FittedGenerator, edit) -> Path:
+    generator.save_pretrained(folder)
+    path = folder / "config.json"
+    text = path.read_text()
+    path.write_text(edit(text))
+    return folder
+
+
+def test_bad_cards_are_refused(fitted, tmp_path):
+    generator = FittedGenerator(fitted)
+    size = json.dumps(fitted.classes["disc"]["size"][0])
+    nan = _card_with(tmp_path / "nan", generator, lambda t: t.replace(size, "NaN", 1))
+    with pytest.raises(ValueError, match="NaN is not a JSON number"):
+        FittedGenerator.from_pretrained(nan)
+    with pytest.raises(ValueError, match="finite JSON number"):
+        load_generator(str(nan))
+    text_value = _card_with(tmp_path / "text", generator, lambda t: t.replace(size, '"big"', 1))
+    with pytest.raises(ValueError, match=r"size\[0\]: expected a finite JSON number"):
+        FittedGenerator.from_pretrained(text_value)
+
+    def out_of_range(text: str) -> str:
+        config = json.loads(text)
+        config["kwargs"]["fitted"]["classes"]["line"]["bright_fraction"] = 3.5
+        return json.dumps(config)
+
+    bad = _card_with(tmp_path / "range", generator, out_of_range)
+    with pytest.raises(ValueError, match=r"\['line'\]\.bright_fraction: expected a number in"):
+        FittedGenerator.from_pretrained(bad)
+
+
+def test_location_roi_band():
+    prior = [[1.0 / 256] * 16 for _ in range(16)]
+    mask = LocationRoi(prior, side="left", band=2)(torch.zeros(2, 1, 40, 50))
+    assert mask.shape == (1, 1, 40, 50)
+    assert bool(mask[0, 0, :, :2].all()) and not bool(mask[0, 0, :, 2:].any())
+
+
+def test_bad_arguments(fixture_records):
+    with pytest.raises(ValueError, match="min_area"):
+        fit_defects(fixture_records, min_area=0)
+    with pytest.raises(ValueError, match="classes: no masked defect"):
+        fit_defects(fixture_records, classes="scratch")
+    with pytest.raises(TypeError, match="source"):
+        fit_defects(42)
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get("DEFECTAUG_SHARED_DATA", Path(__file__).parents[2] / "shared/data"))
+
+
+def test_shipped_magnetic_tile_card_matches_real_data():
+    root = _shared_data() / "magnetic_tile"
+    if not root.is_dir():
+        pytest.skip(f"real data absent: {root} (set DEFECTAUG_SHARED_DATA)")
+    generator = load_generator("procedural-magnetic-tile")
+    assert isinstance(generator, FittedGenerator)
+    assert set(generator.defect_types) == {"blowhole", "break", "crack", "fray", "uneven"}
+    # Refit one small class from the training split: the card holds the same statistics.
+    crack = fit_defects(root, split="train", classes="crack").classes["crack"]
+    assert crack["size"] == pytest.approx(generator.fitted.classes["crack"]["size"], abs=1e-4)
+    images = torch.full((2, 1, 128, 160), 0.45)
+    for name in generator.defect_types:
+        out = inject_defects(images, name, generator, seed=1, **generator.placement(name))
+        assert bool(out.masks.any())
