@@ -8,7 +8,9 @@ second half of DRAEM) learns to segment synthetic anomalies pasted on normal tra
 is scored on the *real* defects and good images of the evaluation split. Every arm uses the same
 network, optimiser, budget, crops and view order for a seed; only the anomaly source differs:
 
-- ``procedural:<blend>``: defectaug's procedural generator (all types), composited by ``blend``;
+- ``<generator>:<blend>``: a defectaug generator that needs no real defects (``procedural``, all
+  its types; the self-supervised ``cutpaste``, ``nsa`` and ``texture``), at the library's default
+  placement, composited by ``blend``;
 - ``perlin-anomalib`` (the peer): anomalib's ``PerlinAnomalyGenerator``, as DRAEM / DSR / GLASS
   use it. It gets no texture source (the DTD dataset cannot be downloaded here), so it fills its
   Perlin masks with its built-in noise.
@@ -54,7 +56,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "magnetic_tile"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 PEER_ARM = "perlin-anomalib"
-DEFECTAUG_ARMS = ("procedural:alpha", "procedural:poisson")
+#: defectaug's generators that need no real defects.
+GENERATORS = ("procedural", "cutpaste", "nsa", "texture")
+DEFECTAUG_ARMS = (
+    "procedural:alpha",
+    "procedural:poisson",
+    "cutpaste:alpha",
+    "nsa:poisson",
+    "texture:alpha",
+)
 METRICS = ("pixel_ap", "pixel_auroc", "image_auroc")
 #: Side of the smoothing window before an image's map is reduced to its maximum (DRAEM does the
 #: same: a single hot pixel should not decide the image score).
@@ -81,9 +91,11 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- sources
-def procedural_source(blend: str) -> Synthesizer:
+def defectaug_source(generator: str, blend: str) -> Synthesizer:
+    """A defectaug generator at the library's default placement, one defect per image."""
+
     def synthesize(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        result = inject_defects(images, None, "procedural", blend=blend, p=1.0, seed=seed)
+        result = inject_defects(images, None, generator, blend=blend, p=1.0, seed=seed)
         return result.images, result.masks
 
     return synthesize
@@ -115,10 +127,13 @@ def perlin_source() -> Synthesizer:
 def make_source(arm: str) -> Synthesizer:
     if arm == PEER_ARM:
         return perlin_source()
-    kind, _, blend = arm.partition(":")
-    if kind != "procedural" or blend not in ("alpha", "poisson", "improved_poisson"):
-        raise ValueError(f"arms: unknown arm {arm!r}; known: {[*DEFECTAUG_ARMS, PEER_ARM]}")
-    return procedural_source(blend)
+    generator, _, blend = arm.partition(":")
+    if generator not in GENERATORS or blend not in ("alpha", "poisson", "improved_poisson"):
+        raise ValueError(
+            f"arms: unknown arm {arm!r}; expected <generator>:<blend> with a generator among "
+            f"{list(GENERATORS)} and blend alpha, poisson or improved_poisson, or {PEER_ARM!r}"
+        )
+    return defectaug_source(generator, blend)
 
 
 # ---------------------------------------------------------------------------------------- data
