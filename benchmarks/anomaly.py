@@ -394,6 +394,16 @@ def sample_grid(splits: Splits, arms: Sequence[str], path: Path, columns: int = 
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(
@@ -415,7 +425,8 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
         f"# Anomaly track ({result['dataset']}): segmenter trained on normals + synthetic only",
         "",
         f"`{result['command']}` — {result['date']}, commit {result['commit']}, "
-        f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min.",
+        f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
+        + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran)."),
         "",
         "Test split, all classes (mean over seeds; difference to the peer paired by seed):",
         "",
@@ -491,6 +502,7 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str) -> dict[str, Any]
         "samples": list(dict.fromkeys(name for part in parts for name in part["samples"])),
         "arms": arms,
         "runs": list(runs.values()),
+        "complete": all(part.get("complete", True) for part in parts),
         "effects": paired_effects(list(runs.values()), arms),
     }
     write_reports(result, out, stem)
@@ -509,31 +521,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{len(splits.train_normals)} training normals; validation {len(splits.validation)} "
         f"images; test {len(splits.test)} images"
     )
-    runs = []
-    for seed in range(args.budget.seeds):
-        for arm in args.arms:
-            runs.append(train_arm(arm, splits, seed, args.budget, args.threads))
-            log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    sample_grid(splits, args.arms, args.out / f"{args.stem}_samples.png")
     command = portable_command(
         " ".join(["uv run --group bench python -m benchmarks.anomaly", *sys.argv[1:]])
     )
-    result = {
-        "dataset": portable_path(args.train_data),
-        "command": command.strip(),
-        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "commit": git_commit(),
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU",
-        "budget": ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
-        + f", image {args.image_size} px",
-        "arms": args.arms,
-        "runs": runs,
-        "effects": paired_effects(runs, args.arms),
-        "wall_s": time.perf_counter() - started,
-        "samples": [f"{args.stem}_samples.png"],
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    sample_grid(splits, args.arms, args.out / f"{args.stem}_samples.png")
-    write_reports(result, args.out, args.stem)
+    runs: list[dict[str, Any]] = []
+    planned = [(seed, arm) for seed in range(args.budget.seeds) for arm in args.arms]
+    for seed, arm in planned:
+        runs.append(train_arm(arm, splits, seed, args.budget, args.threads))
+        log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")
+        # Written after every run: a long run stopped early still leaves its complete seeds.
+        result = {
+            "dataset": portable_path(args.train_data),
+            "command": command.strip(),
+            "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            "commit": git_commit(),
+            "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
+            "budget": ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
+            + f", image {args.image_size} px",
+            "arms": args.arms,
+            "runs": runs,
+            "complete": len(runs) == len(planned),
+            "effects": paired_effects(runs, args.arms),
+            "wall_s": time.perf_counter() - started,
+            "samples": [f"{args.stem}_samples.png"],
+        }
+        write_reports(result, args.out, args.stem)
     print(table(result))
     return result
 
