@@ -209,3 +209,84 @@ def sparse_mean(pixels: np.ndarray, top: int, left: int, box_h: int, box_w: int)
                 total += pixels[channel, row, col]
                 count += 1
     return total / max(count, 1)
+
+
+@njit(cache=True, nogil=True)
+def settle_window(
+    window: np.ndarray, before: np.ndarray, threshold: float, min_pixels: int, rounded: bool
+) -> np.ndarray:
+    """Make a composited ``window [C, h, w]`` agree with its label mask; return the mask.
+
+    ``before`` is the same window before compositing. The mask (uint8, 1 inside) holds the
+    pixels where some channel changed by more than ``threshold`` (raw units: 8 for uint8 at
+    8/255), plus one-pixel holes whose four neighbours are in it. Pixels at chessboard distance 1
+    from the mask keep their (invisible) change, at distance 2 half of it (rounded when
+    ``rounded``, for integer windows), and farther ones are restored to ``before`` (no faint
+    trace outside the mask). When the mask has fewer than ``min_pixels`` pixels the whole window
+    is restored and the mask is empty. This is :func:`defectaug.batch.settle_composite` for one
+    window; the tests compare them.
+    """
+    channels, height, width = window.shape
+    # 0: unchanged, 1: changed invisibly, 2: changed visibly (in the mask).
+    level = np.zeros((height, width), dtype=np.uint8)
+    for channel in range(channels):
+        for row in range(height):
+            for col in range(width):
+                if rounded:  # integer pixels: subtract as floats, not modulo 256
+                    change = abs(
+                        float(window[channel, row, col]) - float(before[channel, row, col])
+                    )
+                else:
+                    change = abs(window[channel, row, col] - before[channel, row, col])
+                if change > threshold:
+                    level[row, col] = 2
+                elif change > 0.0 and level[row, col] == 0:
+                    level[row, col] = 1
+    count = 0
+    loose = 0
+    for row in range(height):
+        for col in range(width):
+            if level[row, col] == 2:
+                count += 1
+            elif (
+                0 < row < height - 1
+                and 0 < col < width - 1
+                and level[row - 1, col] == 2
+                and level[row + 1, col] == 2
+                and level[row, col - 1] == 2
+                and level[row, col + 1] == 2
+            ):
+                level[row, col] = 3  # a pinhole: in the mask, but it fills no neighbour
+                count += 1
+            elif level[row, col] == 1:
+                loose += 1
+    mask = np.zeros((height, width), dtype=np.uint8)
+    if count < min_pixels:
+        window[:] = before
+        return mask
+    for row in range(height):
+        for col in range(width):
+            if level[row, col] >= 2:
+                mask[row, col] = 1
+    if loose == 0:
+        return mask
+    for row in range(height):
+        for col in range(width):
+            if level[row, col] != 1:
+                continue
+            # Chessboard distance to the mask, up to 3 (= farther than 2).
+            step = 3
+            for near_row in range(max(row - 2, 0), min(row + 3, height)):
+                for near_col in range(max(col - 2, 0), min(col + 3, width)):
+                    if mask[near_row, near_col] != 0:
+                        step = min(step, max(abs(near_row - row), abs(near_col - col)))
+            if step <= 1:
+                continue
+            for channel in range(channels):
+                if step == 3:
+                    window[channel, row, col] = before[channel, row, col]
+                else:
+                    under = float(before[channel, row, col])
+                    value = under + 0.5 * (float(window[channel, row, col]) - under)
+                    window[channel, row, col] = np.rint(value) if rounded else value
+    return mask

@@ -28,7 +28,13 @@ from torch import nn
 from defectaug._io import check_batched_image, check_unit_range
 from defectaug._seeding import SeedLike, as_generator, child_seed, mix_seed, stream_identity
 from defectaug.generators.base import DefectGenerator
-from defectaug.layer import MASK_THRESHOLD, DefectLayer
+from defectaug.layer import (
+    MASK_THRESHOLD,
+    MIN_VISIBLE_PIXELS,
+    TELL_MARGIN,
+    VISIBILITY,
+    DefectLayer,
+)
 from defectaug.placement import (
     CountArg,
     PlacementOptions,
@@ -59,9 +65,11 @@ class InjectionResult(NamedTuple):
 
     Attributes:
         images: ``[B, C, H, W]`` float, the images with defects.
-        masks: ``[B, 1, H, W]`` bool, exactly the pixels covered by a defect (``alpha >= 0.5``).
+        masks: ``[B, 1, H, W]`` bool, exactly the pixels a defect visibly changed (some channel by
+            more than ``VISIBILITY``, 8/255; see :func:`settle_composite`).
         labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type, or
-            ``NO_DEFECT`` (-1) for images left untouched.
+            ``NO_DEFECT`` (-1) for images left untouched, including images whose defects all
+            ended up invisible (below the visibility floor; such images come back unchanged).
     """
 
     images: torch.Tensor
@@ -391,15 +399,147 @@ def plan_masks(plan: DefectPlan, device: torch.device | str | None = None) -> to
     return _paste_masks(masks, windows, image_index, plan.warped.offsets.to(device))
 
 
-def composite_plan(images: torch.Tensor, plan: DefectPlan, blend: str = "alpha") -> torch.Tensor:
-    """Composite ``plan`` onto ``images [B, C, H, W]`` and return the new images.
+class VisibleComposite(NamedTuple):
+    """What :func:`composite_visible` returns.
 
-    Defects of one image are composited in draw order (later ones over earlier ones); images the
-    plan leaves untouched come back unchanged. Poisson blends solve over a rectangle around each
-    defect, so they also ease the tone just around its mask, as seamless cloning does.
+    Attributes:
+        images: ``[B, C, H, W]`` the settled composite.
+        masks: ``[B, 1, H, W]`` bool, the pixels the defects visibly changed.
+        labels: ``[B]`` the plan's labels, ``NO_DEFECT`` where nothing visibly changed.
+        boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)`` per defect, the tight box of the mask pixels
+            in the region that defect changed (all zeros when it shows nowhere).
     """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+
+
+def _dilate(mask: torch.Tensor) -> torch.Tensor:
+    """``mask [B, 1, H, W]`` bool grown by one pixel (3 x 3 square)."""
+    return F.max_pool2d(mask.to(torch.float32), 3, stride=1, padding=1) > 0
+
+
+def visible_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, H, W]`` bool: pixels where some channel changed by more than ``VISIBILITY``."""
+    return (after - before).abs().amax(1, keepdim=True) > VISIBILITY
+
+
+def settle_composite(
+    before: torch.Tensor, after: torch.Tensor, levels: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make a composite agree with its label mask: ``(images, masks [B, 1, H, W] bool)``.
+
+    The one definition of a defect's label mask, shared by every path (the per-sample path runs
+    the same rule compiled, :func:`defectaug._kernels.settle_window`):
+
+    * the mask is where some channel of ``after`` differs from ``before`` by more than
+      ``VISIBILITY`` (8/255), plus one-pixel holes whose four neighbours are in it;
+    * an image whose mask has fewer than ``MIN_VISIBLE_PIXELS`` pixels is returned as ``before``
+      with an empty mask (its defects are invisible);
+    * no tells: pixels within 1 px (chessboard) of the mask keep their change (below
+      ``VISIBILITY``), at 2 px (``TELL_MARGIN``) half of it, and farther ones are restored to
+      ``before``.
+
+    ``levels=255`` measures the composite as the 8-bit image it will be stored as: ``after`` is
+    rounded to multiples of 1/255 first (``before`` must already be).
+    """
+    if levels is not None:
+        after = torch.round(after * levels) / levels
+    delta = after - before
+    mask = delta.abs().amax(1, keepdim=True) > VISIBILITY
+    holes = torch.zeros_like(mask)
+    holes[..., 1:-1, 1:-1] = (
+        mask[..., :-2, 1:-1] & mask[..., 2:, 1:-1] & mask[..., 1:-1, :-2] & mask[..., 1:-1, 2:]
+    )
+    mask = mask | holes
+    shown = mask.sum(dim=(1, 2, 3)) >= MIN_VISIBLE_PIXELS
+    mask = mask & shown.view(-1, 1, 1, 1)
+    near = _dilate(mask)
+    assert TELL_MARGIN == 2
+    fading = _dilate(near) & ~near
+    half = before + 0.5 * delta
+    if levels is not None:
+        half = torch.round(half * levels) / levels
+    out = torch.where(near, after, torch.where(fading, half, before))
+    return out, mask
+
+
+#: Pixels the ``"poisson"`` blend solves beyond the defect's mask (alpha >= 0.5): the fade of its
+#: soft edge, so the guidance gradients at the edge, and with them its contrast, are kept.
+POISSON_MARGIN = 3
+
+#: A Poisson-blended defect keeps at least this share of its alpha-blended contrast (mean signed
+#: change under its mask); one that kept less is mixed with the alpha blend until it does.
+KEPT_CONTRAST = 0.6
+
+
+def _mean_change(
+    image: torch.Tensor, under: torch.Tensor, core: torch.Tensor, offsets: torch.Tensor, size
+) -> torch.Tensor:
+    """Per item, the mean of ``image`` minus ``under`` (its window) over ``core [n, 1, h, w]``."""
+    window = crop_windows(image, torch.arange(len(image), device=image.device), offsets, size)
+    weight = core.to(image.dtype)
+    total = ((window - under) * weight).sum(dim=(1, 2, 3))
+    return total / (weight.sum(dim=(1, 2, 3)) * image.shape[1]).clamp_min(1.0)
+
+
+def _blend_round(
+    background: torch.Tensor,
+    content: torch.Tensor,
+    alpha: torch.Tensor,
+    offsets: torch.Tensor,
+    size: tuple[int, int],
+    blend: str,
+) -> torch.Tensor:
+    """One defect per image of ``background``, composited with ``blend`` (before settling)."""
     from defectaug import compositing
 
+    alpha_blended = compositing.alpha_composite(background, content, alpha, offsets)
+    if blend == "alpha":
+        return alpha_blended
+    index = torch.arange(len(background), device=background.device)
+    under = crop_windows(background, index, offsets, size)
+    # The soft composite is the source of both Poisson blends: the procedural generator's raw
+    # content carries the defect's shape in alpha alone (a spot's content is darkened everywhere),
+    # so guiding by it would blend the defect away.
+    soft = under + (content - under) * alpha
+    core = alpha >= MASK_THRESHOLD
+    if blend == "poisson":
+        footprint = core
+        for _ in range(POISSON_MARGIN):
+            footprint = _dilate(footprint)
+        blended = compositing.poisson_blend(background, soft, footprint, offsets)
+    else:
+        # Keep the soft composite inside the mask, not the raw content: the mask's rim sits
+        # at alpha 0.5, and a full-strength rim leaves a step the band smears into a halo.
+        blended = compositing.improved_poisson_blend(background, soft, core, offsets, mode="mixed")
+    # Keep the defect's contrast: a dark spot stays a dark spot.
+    wanted = _mean_change(alpha_blended, under, core, offsets, size)
+    kept = _mean_change(blended, under, core, offsets, size)
+    lost = (kept * wanted.sign() < KEPT_CONTRAST * wanted.abs()) & (wanted != 0)
+    if bool(lost.any()):
+        share = ((KEPT_CONTRAST * wanted - kept) / (wanted - kept)).clamp(0.0, 1.0)
+        share = torch.where(lost, share, torch.zeros_like(share)).view(-1, 1, 1, 1)
+        blended = blended + (alpha_blended - blended) * share
+    return blended
+
+
+def composite_visible(
+    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha", levels: int | None = None
+) -> VisibleComposite:
+    """Composite ``plan`` onto ``images [B, C, H, W]``, settle it and label what shows.
+
+    Defects of one image are composited in draw order (later ones over earlier ones); the result
+    is then settled (:func:`settle_composite`), so the masks are exactly what visibly changed and
+    nothing changes farther than ``TELL_MARGIN`` px from them. Images the plan leaves untouched,
+    or whose defects all end up invisible, come back unchanged with ``NO_DEFECT``. Poisson blends
+    solve over a rectangle around each defect, so they also ease the tone just around it, as
+    seamless cloning does; where that eases the defect's own contrast below ``KEPT_CONTRAST`` of
+    the alpha blend's, the alpha blend is mixed back in. ``levels=255``: see
+    :func:`settle_composite`.
+    """
     check_blend(blend)
     batch, _, height, width = images.shape
     if (height, width) != plan.image_size or batch != plan.placements.batch_size:
@@ -407,12 +547,18 @@ def composite_plan(images: torch.Tensor, plan: DefectPlan, blend: str = "alpha")
             f"images: the plan was drawn for {plan.placements.batch_size} image(s) of size "
             f"{plan.image_size[0]}x{plan.image_size[1]}, got {tuple(images.shape)}"
         )
-    if plan.warped is None:
-        return images
     device = images.device
+    if plan.warped is None:
+        masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
+        boxes = torch.zeros(0, 4, dtype=torch.int64, device=device)
+        return VisibleComposite(images, masks, plan.labels.to(device), boxes)
     layer = plan.warped.layer.to(device=device, dtype=images.dtype)
     offsets = plan.warped.offsets.to(device)
     image_index = plan.placements.image_index.to(device)
+    count = len(image_index)
+    # Per defect, the rows and columns it changed (its reach), for its box.
+    reach_rows = torch.zeros(count, height, dtype=torch.bool, device=device)
+    reach_cols = torch.zeros(count, width, dtype=torch.bool, device=device)
     out = images
     rank = plan.placements.rank.to(device)
     for round_rank in range(int(plan.placements.rank.max()) + 1):
@@ -422,35 +568,50 @@ def composite_plan(images: torch.Tensor, plan: DefectPlan, blend: str = "alpha")
         # is the whole batch in order.
         full = len(targets) == batch
         background = out if full else out[targets]
-        content, alpha = layer.content[chosen], layer.alpha[chosen]
-        if blend == "alpha":
-            blended = compositing.alpha_composite(background, content, alpha, offsets[chosen])
-        elif blend == "poisson":
-            blended = compositing.poisson_blend(
-                background, content, alpha >= MASK_THRESHOLD, offsets[chosen]
-            )
-        else:
-            # Keep the soft composite inside the mask, not the raw content: the mask's rim sits
-            # at alpha 0.5, and a full-strength rim leaves a step the band smears into a halo.
-            under = crop_windows(
-                background, torch.arange(len(chosen), device=device), offsets[chosen], layer.size
-            )
-            blended = compositing.improved_poisson_blend(
-                background,
-                under + (content - under) * alpha,
-                alpha >= MASK_THRESHOLD,
-                offsets[chosen],
-                mode="mixed",
-            )
+        blended = _blend_round(
+            background,
+            layer.content[chosen],
+            layer.alpha[chosen],
+            offsets[chosen],
+            layer.size,
+            blend,
+        )
+        changed = (blended != background).any(dim=1)
+        reach_rows[chosen] = changed.any(dim=2)
+        reach_cols[chosen] = changed.any(dim=1)
         out = blended if full else out.index_copy(0, targets, blended)
-    return out
+    out, masks = settle_composite(images, out, levels)
+    shown = masks.flatten(1).any(dim=1)
+    labels = torch.where(shown, plan.labels.to(device), NO_DEFECT)
+    own = masks[image_index, 0] & reach_rows[:, :, None] & reach_cols[:, None, :]
+    boxes = DefectLayer(
+        own[:, None].to(images.dtype),
+        own[:, None].to(images.dtype),
+        torch.zeros(count, dtype=torch.int64, device=device),
+        ("defect",),
+    ).bounding_box()
+    return VisibleComposite(out, masks, labels, boxes)
+
+
+def composite_plan(
+    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha", levels: int | None = None
+) -> torch.Tensor:
+    """Composite ``plan`` onto ``images [B, C, H, W]`` and return the new images.
+
+    The images of :func:`composite_visible` (settled: see there).
+    """
+    return composite_visible(images, plan, blend, levels).images
 
 
 def apply_plan(
     images: torch.Tensor, plan: DefectPlan, blend: str = "alpha"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`composite_plan` plus the defect masks: ``(images, masks [B, 1, H, W] bool)``."""
-    return composite_plan(images, plan, blend), plan_masks(plan, images.device)
+    """:func:`composite_plan` plus the defect masks: ``(images, masks [B, 1, H, W] bool)``.
+
+    The masks are what visibly changed (:func:`settle_composite`), not the layers' alpha.
+    """
+    result = composite_visible(images, plan, blend)
+    return result.images, result.masks
 
 
 _BATCH_HINT = (
@@ -516,8 +677,8 @@ def inject_defects(
         confine=confine,
         seed=seed,
     )
-    out, masks = apply_plan(images, plan, check_blend(blend))
-    return InjectionResult(out, masks, plan.labels)
+    result = composite_visible(images, plan, check_blend(blend))
+    return InjectionResult(result.images, result.masks, result.labels)
 
 
 class DefectInjector(nn.Module):
@@ -572,8 +733,8 @@ class DefectInjector(nn.Module):
             seed=seed if seed is not None else self._seeds.next(),
             **self.placement.keywords(),
         )
-        out, masks = apply_plan(images, plan, self.blend)
-        return InjectionResult(out, masks, plan.labels)
+        result = composite_visible(images, plan, self.blend)
+        return InjectionResult(result.images, result.masks, result.labels)
 
     def extra_repr(self) -> str:
         return f"defect_types={list(self.defect_types)}, blend={self.blend!r}, p={self.p}"

@@ -29,9 +29,10 @@ from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
     DEFAULT_SCALE,
+    NO_DEFECT,
     BlendMode,
-    apply_plan,
     check_blend,
+    composite_visible,
     mix_seed,
     plan_defects,
     resolve_defect_types,
@@ -44,6 +45,8 @@ from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, ch
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TARGETS = ("label", "mask", "dict")
 BackgroundsArg = str | Path | Sequence[str | Path] | Dataset
+#: Draws tried per item until its defects show (each from the item's next sub-seed).
+DRAW_ATTEMPTS = 8
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -276,23 +279,35 @@ class SyntheticDefectDataset(Dataset):
         rng = torch.Generator().manual_seed(mix_seed(self.seed, index))
         background_index = int(torch.randint(len(self.backgrounds), (1,), generator=rng))
         background = self.load_background(background_index)
-        plan = plan_defects(
-            background,
-            self.defect_types,
-            self.generator,
-            p=1.0,
-            seed=child_seed(rng),
-            **self.placement.keywords(),
-        )
-        image, masks = apply_plan(background, plan, self.blend)
-        type_name = self.defect_types[int(plan.labels[0])]
-        visible = plan.boxes[:, 2] > plan.boxes[:, 0]
+        # A draw whose defects all end up invisible is redrawn from the next sub-seed: every item
+        # carries a defect that shows, and its mask and boxes are what visibly changed.
+        for _ in range(DRAW_ATTEMPTS):
+            plan = plan_defects(
+                background,
+                self.defect_types,
+                self.generator,
+                p=1.0,
+                seed=child_seed(rng),
+                **self.placement.keywords(),
+            )
+            result = composite_visible(background, plan, self.blend)
+            if int(result.labels[0]) != NO_DEFECT:
+                break
+        else:
+            raise RuntimeError(
+                f"item {index}: {DRAW_ATTEMPTS} draws of defects on background {background_index} "
+                "all ended up invisible (each changed fewer than MIN_VISIBLE_PIXELS pixels by "
+                "more than VISIBILITY); the background may be too bright or dark for the chosen "
+                "defect types"
+            )
+        type_name = self.defect_types[int(result.labels[0])]
+        visible = result.boxes[:, 2] > result.boxes[:, 0]
         return dict(
-            image=image[0],
-            mask=masks[0],
+            image=result.images[0],
+            mask=result.masks[0],
             type_name=type_name,
             label=self.class_to_idx[type_name],
-            boxes=plan.boxes[visible],
+            boxes=result.boxes[visible],
             background_index=background_index,
         )
 

@@ -7,8 +7,23 @@ from dataclasses import dataclass
 
 import torch
 
-#: ``DefectLayer.mask()`` calls a pixel defective where ``alpha`` is at least this value.
+#: ``DefectLayer.mask()`` calls a pixel defective where ``alpha`` is at least this value. (The
+#: label mask of an *injected* defect is not this: it is what visibly changed, see ``VISIBILITY``.)
 MASK_THRESHOLD = 0.5
+
+#: A composited pixel is part of the defect's label mask when some channel of it changed by more
+#: than this (in [0, 1] units, measured in the output's own dtype after rounding: 8 levels of a
+#: uint8 image). The same rule decides the mask on every path (batched, per-sample, dataset).
+VISIBILITY = 8.0 / 255.0
+
+#: Pixels farther than this (chessboard distance) from the label mask are restored to the
+#: background after compositing, so a defect leaves no faint trace (a "tell") outside its mask.
+#: Within it, changes (all below ``VISIBILITY``) fade out: full at 1 px, halved at 2 px.
+TELL_MARGIN = 2
+
+#: An image whose defects visibly change fewer pixels than this is left as it was and gets no
+#: defect label (its defects are invisible): the visibility floor.
+MIN_VISIBLE_PIXELS = 4
 
 
 @dataclass(frozen=True)

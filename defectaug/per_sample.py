@@ -11,8 +11,10 @@ placement distributions, geometry and look, but
   pixels they land on, so a chunk suits any image;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`), written
-  straight into the output (a uint8 image stays uint8); the defect mask takes a second pass, made
-  only when the sample holds a mask (:attr:`SamplePlan.mask`).
+  straight into the output (a uint8 image stays uint8);
+- settles the result over the defects' boxes (:func:`defectaug._kernels.settle_window`): the label
+  mask is what visibly changed (``VISIBILITY``), and changes farther than ``TELL_MARGIN`` px from
+  it are undone, the same rule as :func:`defectaug.batch.settle_composite`.
 
 It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
 (:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import kornia
@@ -32,10 +34,16 @@ import PIL.Image
 import torch
 
 from defectaug._io import check_unit_range, to_float_image
-from defectaug._kernels import alpha_blocks, composite_relief, sparse_mean, warp_alpha
+from defectaug._kernels import (
+    alpha_blocks,
+    composite_relief,
+    settle_window,
+    sparse_mean,
+    warp_alpha,
+)
 from defectaug._seeding import as_generator, mix_seed, stream_identity, uniform_draws
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
-from defectaug.layer import MASK_THRESHOLD
+from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement import PlacementOptions, check_image_size, resolve_roi
 
 #: Largest side at which layers are painted; bigger defects are enlarged from it.
@@ -192,21 +200,42 @@ _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
 
 @dataclass(frozen=True)
 class SamplePlan:
-    """Every random choice for one image: its defects (in draw order), type and size."""
+    """Every random choice for one image: its defects (in draw order), type and size.
+
+    ``source`` is the image the plan was drawn for; its composite (:meth:`source_composite`)
+    decides the label mask, so mask and image always agree.
+    """
 
     type_index: int
     defects: tuple[PlacedDefect, ...]
     image_size: tuple[int, int]
+    source: Any = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def _source_result(self) -> list[Any]:
+        out, window, rect = _composite(self.source, self)
+        return [out, window, rect]
+
+    def source_composite(self) -> Any:
+        """The source image with the plan composited (computed once; later calls recomposite)."""
+        result = self._source_result
+        out = result[0]
+        if out is None:
+            out, _, _ = _composite(self.source, self)
+        result[0] = None  # handed out once: the caller owns it
+        return out
+
+    @property
+    def visible(self) -> bool:
+        """Whether the defects visibly changed the source (at least ``MIN_VISIBLE_PIXELS``)."""
+        return bool(self._source_result[1].any())
 
     @functools.cached_property
     def mask(self) -> torch.Tensor:
-        """``[H, W]`` bool: the pixels a defect covers with alpha >= 0.5 (computed on demand)."""
+        """``[H, W]`` bool: the pixels of the source the defects visibly changed (see module)."""
+        _, window, (top, left) = self._source_result
         mask = np.zeros(self.image_size, dtype=bool)
-        for defect in self.defects:
-            box = mask[
-                defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
-            ]
-            box |= defect.alpha() >= MASK_THRESHOLD
+        mask[top : top + window.shape[0], left : left + window.shape[1]] = window != 0
         return torch.from_numpy(mask)
 
 
@@ -367,7 +396,7 @@ def plan_sample(
                 layer.tint,
             )
         )
-    return SamplePlan(type_index, tuple(defects), (height, width))
+    return SamplePlan(type_index, tuple(defects), (height, width), image)
 
 
 def as_chw(image: Any) -> torch.Tensor:
@@ -398,9 +427,18 @@ def as_chw(image: Any) -> torch.Tensor:
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
     """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited.
 
+    The result is settled (:func:`~defectaug._kernels.settle_window`): pixels that changed
+    invisibly farther than ``TELL_MARGIN`` px from what visibly changed are left as they were.
     Images outside the fast path (:func:`takes_fast_path`) are composited on a CPU copy (uint8,
     or float32 for other floats) and converted back; no gradient flows through that copy.
     """
+    if image is plan.source:
+        return plan.source_composite()
+    return _composite(image, plan)[0]
+
+
+def _composite(image: Any, plan: SamplePlan) -> tuple[Any, np.ndarray, tuple[int, int]]:
+    """``composite_sample`` plus the settled mask of the defects' union box and its corner."""
     pixels = as_chw(image)
     if tuple(pixels.shape[-2:]) != plan.image_size:
         raise ValueError(
@@ -416,18 +454,31 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
             "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
         )
     out = host.clone()
-    _composite_defects(out.numpy(), plan)
+    window, corner = _composite_defects(out.numpy(), host.numpy(), plan)
     if isinstance(image, PIL.Image.Image):
         array = out.permute(1, 2, 0).numpy()
-        return PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
+        result = PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
+        return result, window, corner
     if host is not pixels:
         out = out.to(pixels.device, pixels.dtype)
-    return out if out.ndim == image.ndim else out.reshape(image.shape)
+    return (out if out.ndim == image.ndim else out.reshape(image.shape)), window, corner
 
 
-def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
-    """Alpha-composite the plan's shaded defects into ``out [C, H, W]``, in place."""
+def _composite_defects(
+    out: np.ndarray, before: np.ndarray, plan: SamplePlan
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Alpha-composite the plan's shaded defects into ``out [C, H, W]`` in place and settle it.
+
+    ``before`` holds the pixels before compositing. Returns the label mask (uint8 0/1) of the
+    union of the defects' boxes, and that box's ``(top, left)``.
+    """
     scale = 255.0 if out.dtype == np.uint8 else 1.0
+    if not plan.defects:
+        return np.zeros((0, 0), dtype=np.uint8), (0, 0)
+    top = min(defect.top for defect in plan.defects)
+    left = min(defect.left for defect in plan.defects)
+    bottom = max(defect.top + defect.height for defect in plan.defects)
+    right = max(defect.left + defect.width for defect in plan.defects)
     for defect in plan.defects:
         composite_relief(
             out[
@@ -441,3 +492,13 @@ def _composite_defects(out: np.ndarray, plan: SamplePlan) -> None:
             defect.tint,
             scale,
         )
+    # Compositing never writes outside the boxes, so settling their union box is exact.
+    threshold = round(VISIBILITY * 255.0, 6) if scale != 1.0 else float(np.float32(VISIBILITY))
+    window = settle_window(
+        out[:, top:bottom, left:right],
+        before[:, top:bottom, left:right],
+        threshold,
+        MIN_VISIBLE_PIXELS,
+        scale != 1.0,
+    )
+    return window, (top, left)

@@ -56,14 +56,15 @@ from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
     DEFAULT_SCALE,
+    NO_DEFECT,
     BlendMode,
     CallSeeds,
     DefectPlan,
     check_blend,
     check_probability,
     composite_plan,
+    composite_visible,
     plan_defects,
-    plan_masks,
     resolve_defect_types,
     resolve_generator,
 )
@@ -100,6 +101,27 @@ def _check_fits(value: int, dtype: torch.dtype, what: str) -> None:
             f"label: class id {value} does not fit the {what}'s dtype {dtype} "
             f"([{info.min}, {info.max}])"
         )
+
+
+#: Draws tried per call before a sample whose defects stay invisible is left without a defect.
+DRAW_ATTEMPTS = 4
+
+
+def _attempt_seed(call_seed: int | None, attempt: int) -> int | None:
+    if call_seed is None or attempt == 0:
+        return call_seed
+    return mix_seed(call_seed, 7, attempt)
+
+
+def _levels(image: Any) -> int | None:
+    """255 for an 8-bit image (its composite is measured after rounding), else ``None``."""
+    if isinstance(image, PIL.Image.Image):
+        return 255
+    return 255 if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 else None
+
+
+def _rewrap(out: Any, like: Any) -> Any:
+    return tv_tensors.wrap(out, like=like) if isinstance(like, tv_tensors.TVTensor) else out
 
 
 def _type_index(plan: DefectPlan | SamplePlan) -> int:
@@ -287,7 +309,7 @@ class DefectInject(Transform):
 
     # --------------------------------------------------------------------------- v2 hooks
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        nothing = dict(plan=None, mask=None, source=None, converted=None)
+        nothing = dict(plan=None, mask=None, source=None, converted=None, out=None)
         # "plan" is None when the sample gets no defect; "mask" is the batched planner's mask
         # (the per-sample plan computes its own on demand, see `defect_mask`).
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
@@ -297,6 +319,8 @@ class DefectInject(Transform):
         # The p draw comes first so that samples left alone cost no conversion at all.
         if self.p < 1.0 and uniform_draws(call_seed, 1, stream=0)[0] >= self.p:
             return nothing
+        # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
+        # times; if it stays invisible the sample gets no defect (and keeps its labels).
         if self._reservoir is not None and takes_fast_path(images[0]):
             source = images[0]
             if (
@@ -305,26 +329,47 @@ class DefectInject(Transform):
                 and source.shape[0] != 1
             ):
                 raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
-            sample_plan = plan_sample(
-                source, self.defect_types, self._reservoir, self.placement, call_seed
-            )
-            return dict(plan=sample_plan, mask=None, source=source, converted=None)
+            for attempt in range(DRAW_ATTEMPTS):
+                sample_plan = plan_sample(
+                    source,
+                    self.defect_types,
+                    self._reservoir,
+                    self.placement,
+                    _attempt_seed(call_seed, attempt),
+                )
+                if sample_plan is None:
+                    return nothing
+                if sample_plan.visible:
+                    return dict(plan=sample_plan, mask=None, source=source, converted=None)
+            return nothing
         converted = to_float_image(images[0], "image")
         image = converted[0]
         check_unit_range(image, "image")
         if image.shape[0] != 1:
             raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
-        plan = plan_defects(
-            image,
-            self.defect_types,
-            self.generator,
-            p=1.0,
-            seed=None if call_seed is None else mix_seed(call_seed, 1),
-            **self.placement.keywords(),
-        )
-        if not bool(plan.applied.any()):
-            return nothing
-        return dict(plan=plan, mask=plan_masks(plan)[0, 0], source=images[0], converted=converted)
+        levels = _levels(images[0])
+        for attempt in range(DRAW_ATTEMPTS):
+            seed = None if call_seed is None else mix_seed(_attempt_seed(call_seed, attempt), 1)
+            plan = plan_defects(
+                image,
+                self.defect_types,
+                self.generator,
+                p=1.0,
+                seed=seed,
+                **self.placement.keywords(),
+            )
+            if not bool(plan.applied.any()):
+                return nothing
+            result = composite_visible(image, plan, self.blend, levels=levels)
+            if bool((result.labels != NO_DEFECT).any()):
+                return dict(
+                    plan=plan,
+                    mask=result.masks[0, 0],
+                    source=images[0],
+                    converted=converted,
+                    out=result.images,
+                )
+        return nothing
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plan: DefectPlan | SamplePlan | None = params["plan"]
@@ -338,17 +383,17 @@ class DefectInject(Transform):
             out = composite_sample(inpt, plan)
             return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
         if inpt is params["source"]:
-            image, restore = params["converted"]
-        else:
-            image, restore = to_float_image(inpt, "image")
-            check_unit_range(image, "image")
+            _, restore = params["converted"]
+            return _rewrap(restore(params["out"]), inpt)
+        image, restore = to_float_image(inpt, "image")
+        check_unit_range(image, "image")
         if tuple(image.shape[-2:]) != plan.image_size:
             raise ValueError(
                 f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
                 f"and {plan.image_size}"
             )
-        out = restore(composite_plan(image, plan, self.blend))
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+        out = restore(composite_plan(image, plan, self.blend, levels=_levels(inpt)))
+        return _rewrap(out, inpt)
 
     # torchvision 0.19-0.20 named the hooks `_get_params` / `_transform`.
     def _get_params(self, flat_inputs: list[Any]) -> dict[str, Any]:

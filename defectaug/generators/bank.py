@@ -4,7 +4,10 @@ The copy-paste baseline (Crop&Paste): every connected region of every defect mas
 layer (content = the real pixels of its box plus a margin, alpha = the region's mask with a soft
 edge). Sampling picks a stored layer of the requested type and varies it with a random flip,
 quarter turn, small rotation, scale and brightness/contrast change, all drawn from the
-``torch.Generator`` passed to ``sample``.
+``torch.Generator`` passed to ``sample``. Given the ``background`` a layer will land on (as
+:func:`defectaug.inject_defects` passes it), the crop is first matched to it: its surroundings
+(the context around the defect, alpha < 0.5) take the landing patch's mean and standard deviation
+(the factor kept within ``MATCH_CONTRAST``), so a crop from a bright part lands dark on a dark part.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -31,6 +34,36 @@ from defectaug.generators.base import DefectGenerator
 from defectaug.layer import DefectLayer
 
 Crop = tuple[torch.Tensor, torch.Tensor]
+
+#: Range of the contrast factor that matches a crop's surroundings to its landing patch.
+MATCH_CONTRAST = (0.5, 2.0)
+
+
+def match_tone(
+    content: torch.Tensor, valid: torch.Tensor, alpha: torch.Tensor, patch: torch.Tensor
+) -> torch.Tensor:
+    """``content [n, C, h, w]`` with its surroundings' per-channel mean / std set to ``patch``'s.
+
+    The surroundings are the valid pixels (``valid > 0.5``) outside the defect (``alpha < 0.5``);
+    the landing statistics come from ``patch [n, C, h, w]`` over the same valid pixels. Items
+    without surroundings are matched by the mean over all valid pixels; the factor on the spread
+    stays within ``MATCH_CONTRAST``.
+    """
+    inside = (valid > 0.5).to(content.dtype)
+    around = inside * (alpha < 0.5).to(content.dtype)
+    enough = around.sum(dim=(2, 3), keepdim=True) >= 8
+    weight = torch.where(enough, around, inside)
+
+    def stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = weight.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+        mean = (values * weight).sum(dim=(2, 3), keepdim=True) / total
+        spread = (((values - mean) ** 2) * weight).sum(dim=(2, 3), keepdim=True) / total
+        return mean, spread.sqrt()
+
+    crop_mean, crop_std = stats(content)
+    patch_mean, patch_std = stats(patch.to(content.dtype))
+    factor = (patch_std / crop_std.clamp_min(1e-3)).clamp(*MATCH_CONTRAST)
+    return (content - crop_mean) * factor + patch_mean
 
 
 def feather_alpha(region: torch.Tensor, feather: float) -> torch.Tensor:
@@ -77,6 +110,9 @@ class DefectBank(DefectGenerator):
 
     ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB).
     """
+
+    #: ``background`` is optional: given, each crop is matched to where it lands (``match_tone``).
+    accepts_background: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -351,6 +387,8 @@ class DefectBank(DefectGenerator):
         content = torch.where(
             valid > 1e-3, content / valid.clamp_min(1e-3), torch.zeros_like(content)
         )
+        if background is not None:
+            content = match_tone(content, valid, alpha, background.to(device))
         weight = alpha.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         mean = (content * alpha).sum(dim=(2, 3), keepdim=True) / weight
         content = (content - mean) * contrast.view(n, 1, 1, 1) + mean + brightness.view(n, 1, 1, 1)
