@@ -452,7 +452,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--stem", default="anomaly")
     parser.add_argument("--quick", action="store_true", help="one seed, 300 steps")
-    parser.add_argument("--arms", nargs="+", default=[*DEFECTAUG_ARMS, PEER_ARM])
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join([*DEFECTAUG_ARMS, PEER_ARM])}; with --merge: the arms to keep",
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--val-seed", type=int, default=0)
@@ -467,6 +472,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("seeds", "steps", "batch_size", "crop", "eval_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
+    args.keep_arms = args.arms
+    args.arms = args.arms or [*DEFECTAUG_ARMS, PEER_ARM]
     base = QUICK if args.quick else FULL
     overrides = {k: getattr(args, k) for k in Budget.__dataclass_fields__ if getattr(args, k)}
     args.budget = Budget(**{**base.__dict__, **overrides})
@@ -483,15 +490,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def merge_results(paths: Sequence[Path], out: Path, stem: str) -> dict[str, Any]:
+def merge_results(
+    paths: Sequence[Path], out: Path, stem: str, keep: Sequence[str] | None = None
+) -> dict[str, Any]:
     """One report from runs made in parts (e.g. the peer and the defectaug arms on different
-    days); a later part's run of the same (arm, seed) replaces an earlier one."""
+    days); a later part's run of the same (arm, seed) replaces an earlier one. ``keep`` limits
+    the report to those arms (e.g. to leave out rows measured before a library change)."""
     parts = [json.loads(path.read_text()) for path in paths]
     budgets = {part["budget"] for part in parts}
     if len(budgets) != 1 or len({part["dataset"] for part in parts}) != 1:
         raise ValueError(f"merge: the parts differ in data or budget: {sorted(budgets)}")
-    runs = {(run["arm"], run["seed"]): run for part in parts for run in part["runs"]}
+    runs = {
+        (run["arm"], run["seed"]): run
+        for part in parts
+        for run in part["runs"]
+        if keep is None or run["arm"] in keep
+    }
     arms = list(dict.fromkeys(arm for part in parts for arm in part["arms"]))
+    arms = [arm for arm in arms if keep is None or arm in keep]
     arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
     result = {
         **parts[-1],
@@ -512,7 +528,7 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str) -> dict[str, Any]
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.merge:
-        result = merge_results(args.merge, args.out, args.stem)
+        result = merge_results(args.merge, args.out, args.stem, args.keep_arms)
         print(table(result))
         return result
     started = time.perf_counter()

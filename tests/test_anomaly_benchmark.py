@@ -111,6 +111,10 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
     assert merged["effects"]["procedural:alpha"]["all/pixel_ap"]["diff"] == pytest.approx(0.10)
     assert merged["samples"] == ["peer_samples.png", "ours_samples.png"]
     assert "ours_samples.png" in (tmp_path / "m" / "anomaly.md").read_text()
+    only_peer = anomaly.main(
+        ["--merge", str(peer), str(ours), "--arms", anomaly.PEER_ARM, "--out", str(tmp_path / "p")]
+    )
+    assert only_peer["arms"] == [anomaly.PEER_ARM] and len(only_peer["runs"]) == 3
     other = json.loads(ours.read_text()) | {"budget": "other"}
     ours.write_text(json.dumps(other))
     with pytest.raises(ValueError, match="budget"):
