@@ -56,7 +56,9 @@ from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord, read_defect_dataset
 from defectaug.evaluation import (
     PixelCounts,
+    bootstrap_ci,
     confusion_matrix,
+    effect_verdict,
     error_rate,
     macro_f1,
     per_class_f1,
@@ -633,23 +635,34 @@ def summary_table(result: dict[str, Any]) -> str:
     segmentation = result["segmentation_summary"]
     lines = [
         "| arm | error % (mean ± std) | macro-F1 | rel. error reduction vs traditional "
-        "| seg pixel F1 | seg IoU |",
-        "|---|---|---|---|---|---|",
+        "| error vs traditional, paired (95 % CI) | verdict | seg pixel F1 | seg IoU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in result["summary"].items():
         error, f1 = row["error"], row["macro_f1"]
         reduction = row["relative_error_reduction"]
+        paired = row.get("error_vs_traditional")
+        if paired is None:
+            versus, verdict = "—", "—"
+        elif math.isnan(paired["ci"][0]):
+            versus, verdict = f"{100 * paired['mean']:+.2f} pt (1 seed)", paired["verdict"]
+        else:
+            low, high = (100 * bound for bound in paired["ci"])
+            versus = f"{100 * paired['mean']:+.2f} pt [{low:+.2f}, {high:+.2f}]"
+            verdict = paired["verdict"]
         seg = segmentation.get(arm, {})
         lines.append(
             f"| {arm} | {100 * error['mean']:.2f} ± {100 * error['std']:.2f} "
             f"| {f1['mean']:.3f} ± {f1['std']:.3f} "
             f"| {'—' if reduction is None else f'{100 * reduction:+.1f} %'} "
+            f"| {versus} | {verdict} "
             f"| {_mean_std(seg.get('seg_f1'))} | {_mean_std(seg.get('seg_iou'))} |"
         )
     for arm, seg in segmentation.items():
         if arm not in result["summary"]:
             lines.append(
-                f"| {arm} | — | — | — | {_mean_std(seg['seg_f1'])} | {_mean_std(seg['seg_iou'])} |"
+                f"| {arm} | — | — | — | — | — | {_mean_std(seg['seg_f1'])} "
+                f"| {_mean_std(seg['seg_iou'])} |"
             )
     return "\n".join(lines)
 
@@ -789,16 +802,37 @@ def summarise_runs(
             "",
         )
         baseline_name = BASELINE_ARM + suffix
-        reduction = None
+        reduction, paired = None, None
         if name != baseline_name and baseline_name in runs:
             baseline = statistics.fmean(r["error"] for r in runs[baseline_name])
             reduction = relative_error_reduction(baseline, statistics.fmean(errors))
+            paired = paired_difference(results, runs[baseline_name], "error")
         summary[name] = dict(
             error=summarise(errors),
             macro_f1=summarise([r["macro_f1"] for r in results]),
             relative_error_reduction=reduction,
+            error_vs_traditional=paired,
         )
     return summary
+
+
+def paired_difference(
+    results: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]], key: str
+) -> dict[str, Any] | None:
+    """Mean per-seed difference ``arm - baseline`` of ``key`` over the seeds both ran, its 95 %
+    bootstrap CI and a verdict (a seed shares the real data, initialisation and view order)."""
+    by_seed = {r["seed"]: r[key] for r in baseline}
+    diffs = [r[key] - by_seed[r["seed"]] for r in results if r["seed"] in by_seed]
+    if not diffs:
+        return None
+    mean, low, high = bootstrap_ci(diffs, seed=0)
+    lower_is_better = key == "error"
+    return dict(
+        mean=mean,
+        ci=[low, high],
+        seeds=len(diffs),
+        verdict=effect_verdict(low, high, higher_is_better=not lower_is_better),
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
