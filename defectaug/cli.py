@@ -8,6 +8,14 @@
   ``manifest.csv``); rerunning into the same folder resumes where it stopped, and a rerun with a
   smaller ``--n`` removes the numbered images and masks beyond it. ``--split`` is one folder name
   inside ``--out``; every background is decoded once before anything is written.
+  ``--format mvtec`` adds MVTec-AD's ``train/good`` and ``test/good`` (the backgrounds);
+  ``--format coco`` writes ``images/``, ``masks/`` and ``annotations.json`` (one instance per
+  placed defect, uncompressed RLE or polygons); ``--format yolo`` writes ``images/``, ``labels/``
+  (polygon rows) and ``data.yaml``. ``--shard INDEX/COUNT`` writes only items ``i`` with
+  ``i % COUNT == INDEX`` and its own ``manifest.shard-*.csv``: shards (Slurm array tasks,
+  Kubernetes job pods, ...) write disjoint files into one folder (or apart, then copied
+  together), and a final run without ``--shard`` merges them, writing only what is missing,
+  into exactly what one unsharded run writes.
 - ``defectaug train ...``: registered when :mod:`defectaug.training.cli` is available.
 
 Bad paths and options, unreadable inputs and failed writes (read-only folder, disk full) end with
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -73,6 +82,21 @@ MAX_WORKERS = 64
 # such files are ever removed from an output folder.
 _IMAGE_NAME = re.compile(r"^(\d{6})\.png(\.partial)?$")
 _MASK_NAME = re.compile(r"^(\d{6})_mask\.png(\.partial)?$")
+_LABEL_NAME = re.compile(r"^(\d{6})\.txt(\.partial)?$")
+_SHARD_MANIFEST = re.compile(r"^manifest\.shard-\d{5}-of-\d{5}\.csv$")
+#: ``--format`` values: the default ``folder`` layout (``<split>/<type>/``, ``ground_truth/``),
+#: the full MVTec-AD layout (plus ``train/good``, ``test/good``), COCO instance segmentation
+#: (``images/``, ``annotations.json``) and YOLO segmentation (``images/``, ``labels/``).
+FORMATS = ("folder", "mvtec", "coco", "yolo")
+GOOD = "good"
+COCO_NAME = "annotations.json"
+YOLO_NAME = "data.yaml"
+#: Values of settings that older versions did not record (their folders resume unchanged).
+_SETTING_DEFAULTS: dict[str, Any] = {
+    "format": "folder",
+    "test_good": None,
+    "coco_segmentation": None,
+}
 
 
 class CommandError(Exception):
@@ -287,10 +311,13 @@ class _IndexedItems(Dataset):
             raise ValueError(f"item {index}: {_message(error)}") from error
 
 
-def _save_atomically(path: Path, write: Callable[[Path], object]) -> None:
+def _save_atomically(
+    path: Path, write: Callable[[Path], object], partial_suffix: str = ".partial"
+) -> None:
     """``write(<path>.partial)`` then rename: an interrupted or failed write (disk full) never
-    leaves a truncated file that looks done; the partial file is removed on failure."""
-    partial = path.with_name(path.name + ".partial")
+    leaves a truncated file that looks done; the partial file is removed on failure.
+    ``partial_suffix`` lets shards sharing one folder write the same file without racing."""
+    partial = path.with_name(path.name + partial_suffix)
     with _writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -306,13 +333,81 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     _save_atomically(path, functools.partial(Image.fromarray(array).save, format="PNG"))
 
 
-def _item_paths(split: str, type_name: str, index: int) -> tuple[str, str]:
-    """Where item ``index`` and its mask go, relative to ``--out``."""
-    stem = f"{index:06d}"
-    return f"{split}/{type_name}/{stem}.png", f"{MASK_FOLDER}/{type_name}/{stem}_mask.png"
+def _save_text(text: str, path: Path, partial_suffix: str = ".partial") -> None:
+    _save_atomically(
+        path, lambda partial: partial.write_text(text, encoding="utf-8"), partial_suffix
+    )
 
 
-def _read_manifest(path: Path, split: str, types: Sequence[str]) -> dict[int, dict[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where ``synth`` puts things for one ``--format`` (see :data:`FORMATS`)."""
+
+    format: str
+    split: str
+    coco_segmentation: str = "rle"
+    test_good: float = 0.0
+
+    def item_paths(self, type_name: str, index: int) -> tuple[str, str]:
+        """Where item ``index`` and its annotation file go, relative to ``--out``: the mask PNG
+        (folder, mvtec, coco) or the YOLO label file."""
+        stem = f"{index:06d}"
+        if self.format in ("folder", "mvtec"):
+            return (
+                f"{self.split}/{type_name}/{stem}.png",
+                f"{MASK_FOLDER}/{type_name}/{stem}_mask.png",
+            )
+        if self.format == "coco":
+            return f"images/{stem}.png", f"masks/{stem}_mask.png"
+        return f"images/{stem}.png", f"labels/{stem}.txt"
+
+    def numbered_folders(self, types: Sequence[str]) -> list[tuple[str, re.Pattern[str]]]:
+        """The folders of numbered item files, with the names this layout writes there."""
+        if self.format in ("folder", "mvtec"):
+            return [
+                pair
+                for name in types
+                for pair in (
+                    (f"{self.split}/{name}", _IMAGE_NAME),
+                    (f"{MASK_FOLDER}/{name}", _MASK_NAME),
+                )
+            ]
+        if self.format == "coco":
+            return [("images", _IMAGE_NAME), ("masks", _MASK_NAME)]
+        return [("images", _IMAGE_NAME), ("labels", _LABEL_NAME)]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        # COCO groups mask pixels into one instance per placed defect: it needs each defect's box.
+        return (*MANIFEST_COLUMNS, "boxes") if self.format == "coco" else MANIFEST_COLUMNS
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shard:
+    """``--shard INDEX/COUNT``: this run writes the items ``i`` with ``i % COUNT == INDEX``."""
+
+    index: int = 0
+    count: int = 1
+
+    def owns(self, index: int) -> bool:
+        return index % self.count == self.index
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+    @property
+    def manifest_name(self) -> str:
+        return f"manifest.shard-{self.index:05d}-of-{self.count:05d}.csv"
+
+    @property
+    def partial_suffix(self) -> str:
+        # Shards sharing a folder all write synth_config.json / data.yaml: distinct partial
+        # files keep one shard's rename from swallowing another's half-written file.
+        return f".shard-{self.index}.partial" if self.sharded else ".partial"
+
+
+def _read_manifest(path: Path, layout: _Layout, types: Sequence[str]) -> dict[int, dict[str, str]]:
     """The rows of an earlier run, keyed by index. A row this tool would not have written (a bad
     index, a path outside its layout) is an error naming the file and line: the manifest decides
     which images are kept, so a damaged one must not be guessed around."""
@@ -322,16 +417,17 @@ def _read_manifest(path: Path, split: str, types: Sequence[str]) -> dict[int, di
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = [
-                c for c in ("image", "label", "mask", "index") if c not in (reader.fieldnames or [])
-            ]
+            needed = ("image", "label", "mask", "index") + (
+                ("boxes",) if layout.format == "coco" else ()
+            )
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
             if missing:
                 raise CommandError(
                     f"--out: {path}: not a synth manifest (no column {', '.join(missing)}); "
                     "delete it and rerun to remake the dataset"
                 )
             for row in reader:
-                problem = _manifest_row_problem(row, split, types)
+                problem = _manifest_row_problem(row, layout, types)
                 if problem:
                     raise CommandError(
                         f"--out: {path}: line {reader.line_num}: {problem}; delete the manifest "
@@ -346,26 +442,45 @@ def _read_manifest(path: Path, split: str, types: Sequence[str]) -> dict[int, di
     return rows
 
 
-def _manifest_row_problem(row: dict[str, Any], split: str, types: Sequence[str]) -> str | None:
+def _manifest_row_problem(row: dict[str, Any], layout: _Layout, types: Sequence[str]) -> str | None:
     text = row.get("index")
     if not (isinstance(text, str) and text.isascii() and text.isdigit()) or int(text) >= MAX_ITEMS:
         return f"index {text!r} is not a whole number below {MAX_ITEMS}"
     label = row.get("label")
     if label not in types:
         return f"label {label!r} is not one of this dataset's types ({', '.join(types)})"
-    image, mask = _item_paths(split, label, int(text))
+    image, mask = layout.item_paths(label, int(text))
     if (row.get("image"), row.get("mask")) != (image, mask):
         return (
             f"item {int(text)} lists image {row.get('image')!r} and mask {row.get('mask')!r}, "
             f"expected {image!r} and {mask!r}"
         )
+    if layout.format == "coco" and _parse_boxes(row.get("boxes")) is None:
+        return (
+            f"item {int(text)}: boxes {row.get('boxes')!r} is not a JSON list of [x0, y0, x1, y1]"
+        )
     return None
 
 
-def _write_manifest(path: Path, rows: dict[int, dict[str, Any]]) -> None:
+def _parse_boxes(text: Any) -> list[list[int]] | None:
+    try:
+        boxes = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(boxes, list) or not all(
+        isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box)
+        for box in boxes
+    ):
+        return None
+    return boxes
+
+
+def _write_manifest(
+    path: Path, rows: dict[int, dict[str, Any]], columns: Sequence[str] = MANIFEST_COLUMNS
+) -> None:
     def write(partial: Path) -> None:
         with partial.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for index in sorted(rows):
                 writer.writerow(rows[index])
@@ -388,27 +503,290 @@ def _check_split(split: str) -> None:
         )
 
 
-def _stale_outputs(out: Path, split: str, types: Sequence[str], n: int) -> list[Path]:
-    """Numbered images and masks of an earlier, larger run (index >= n) and interrupted
-    ``.partial`` writes, in this tool's own layout. Nothing else in ``--out`` is ever listed."""
+def _resolve_layout(args: argparse.Namespace) -> _Layout:
+    """The layout ``--format`` asks for, with the options that only some formats take."""
+    fmt = args.format
+    if fmt == "folder":
+        split = "test" if args.split is None else args.split
+        _check_split(split)
+    elif fmt == "mvtec":
+        if args.split not in (None, "test"):
+            raise CommandError(
+                f"--split: the mvtec format keeps defects in test (MVTec-AD's layout), got "
+                f"{args.split!r}; leave --split out"
+            )
+        split = "test"
+    else:
+        if args.split is not None:
+            raise CommandError(
+                f"--split: the {fmt} format keeps every image in images/; leave --split out "
+                f"(got {args.split!r})"
+            )
+        split = "images"
+    if args.test_good is not None and fmt != "mvtec":
+        raise CommandError(f"--test-good: only the mvtec format has test/good, not {fmt}")
+    test_good = 0.2 if args.test_good is None else args.test_good
+    if not 0.0 <= test_good < 1.0:
+        raise CommandError(
+            f"--test-good: expected a fraction of the backgrounds in [0, 1), got {test_good}"
+        )
+    if args.coco_segmentation is not None and fmt != "coco":
+        raise CommandError(f"--coco-segmentation: only for --format coco, not {fmt}")
+    return _Layout(fmt, split, args.coco_segmentation or "rle", test_good)
+
+
+def _stale_outputs(
+    out: Path, layout: _Layout, types: Sequence[str], n: int, shard: _Shard = _Shard()
+) -> list[Path]:
+    """This shard's numbered images and annotation files of an earlier, larger run (index >= n)
+    and its interrupted ``.partial`` writes, in this tool's own layout. Nothing else in ``--out``
+    is ever listed: not other shards' files, which may still be being written."""
     found = []
-    for type_name in types:
-        for folder, pattern in (
-            (out / split / type_name, _IMAGE_NAME),
-            (out / MASK_FOLDER / type_name, _MASK_NAME),
-        ):
-            if not folder.is_dir() or folder.is_symlink():
-                continue
-            for path in folder.iterdir():
-                match = pattern.match(path.name)
+    for name, pattern in layout.numbered_folders(types):
+        folder = out / name
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in folder.iterdir():
+            match = pattern.match(path.name)
+            if (
+                match
+                and shard.owns(int(match.group(1)))
+                and (match.group(2) or int(match.group(1)) >= n)
+                and path.is_file()
+                and not path.is_symlink()
+            ):
+                found.append(path)
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- mvtec: the good images
+def _good_split(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Background indices for ``test/good`` and ``train/good``: a seeded shuffle, the first
+    ``round(fraction * count)`` (at most ``count - 1``: training keeps one) to test."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = min(round(fraction * count), count - 1)
+    return sorted(order[:held_out]), sorted(order[held_out:])
+
+
+def _write_good(
+    out: Path, dataset: SyntheticDefectDataset, layout: _Layout, seed: int, shard: _Shard
+) -> tuple[int, list[Path]]:
+    """MVTec-AD's normal images: the backgrounds, converted as the defect images are (channels,
+    8 bits), as ``train/good/NNNNNN.png`` and ``test/good/NNNNNN.png``. Numbered files past the
+    current count (a changed ``--test-good``) and interrupted writes are removed. Returns the
+    number written and the files removed."""
+    test_good, train_good = _good_split(len(dataset.backgrounds), layout.test_good, seed)
+    written, removed = 0, []
+    for split, indices in (("test", test_good), ("train", train_good)):
+        folder = out / split / GOOD
+        if folder.is_dir() and not folder.is_symlink():
+            for path in sorted(folder.iterdir()):
+                match = _IMAGE_NAME.match(path.name)
+                position = int(match.group(1)) if match else -1
                 if (
                     match
-                    and (match.group(2) or int(match.group(1)) >= n)
+                    and shard.owns(position)
+                    and (match.group(2) or position >= len(indices))
                     and path.is_file()
                     and not path.is_symlink()
                 ):
-                    found.append(path)
-    return sorted(found)
+                    with _writing(path):
+                        path.unlink()
+                    removed.append(path)
+        for position, background in enumerate(indices):
+            path = folder / f"{position:06d}.png"
+            if not shard.owns(position) or path.is_file():
+                continue
+            try:
+                image = to_uint8(dataset.load_background(background)[0])
+            except (OSError, ValueError) as error:
+                raise CommandError(f"--backgrounds: {_message(error)}") from None
+            pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+            _save_png(pixels, path)
+            written += 1
+    return written, removed
+
+
+# -------------------------------------------------------------- coco / yolo annotations
+def _instances(mask: np.ndarray, boxes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """The defect instances of one item's mask ``[H, W]`` bool: its 8-connected components, each
+    given to the placed defect whose box (exclusive ends) holds most of its pixels, so a defect
+    that shows as several pieces stays one instance. A component outside every box (none should
+    be) is an instance of its own."""
+    import cv2
+
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    groups: dict[int, np.ndarray] = {}
+    for component in range(1, count):
+        pixels = labels == component
+        rows, cols = np.nonzero(pixels)
+        inside = [
+            int(((cols >= x0) & (cols < x1) & (rows >= y0) & (rows < y1)).sum())
+            for x0, y0, x1, y1 in boxes
+        ]
+        key = int(np.argmax(inside)) if inside and max(inside) > 0 else len(boxes) + component
+        groups[key] = groups[key] | pixels if key in groups else pixels
+    return [groups[key] for key in sorted(groups)]
+
+
+def _polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outer outlines of ``mask [H, W]`` bool as flat ``[x1, y1, x2, y2, ...]`` in pixel-edge
+    coordinates (pixel ``(r, c)`` spans ``[c, c + 1] x [r, r + 1]``). Contours run through the
+    boundary pixels' centres; a piece too thin for an outline with area (a one-pixel line or dot)
+    becomes its bounding rectangle. Holes are not represented: polygons approximate the mask,
+    COCO's RLE (the default) is exact."""
+    import cv2
+
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    polygons = []
+    for contour in contours:
+        if len(contour) >= 3 and cv2.contourArea(contour) > 0:
+            polygons.append([round(float(v) + 0.5, 2) for v in contour[:, 0, :].ravel()])
+        else:
+            x, y, w, h = cv2.boundingRect(contour)
+            polygons.append([float(v) for v in (x, y, x + w, y, x + w, y + h, x, y + h)])
+    return polygons
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's uncompressed RLE of ``mask [H, W]``: run lengths in column-major order, starting
+    with a run of zeros."""
+    flat = np.asfortranarray(mask).ravel(order="F").astype(np.uint8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def _yolo_rows(mask: np.ndarray, class_id: int) -> str:
+    """YOLO segmentation label text: ``class x1 y1 x2 y2 ...`` (normalised by the image size),
+    one row per outline of ``mask``."""
+    height, width = mask.shape
+    lines = []
+    for polygon in _polygons(mask):
+        xy = np.asarray(polygon).reshape(-1, 2) / np.array([width, height])
+        lines.append(f"{class_id} " + " ".join(f"{v:.6f}" for v in xy.clip(0, 1).ravel()))
+    return "\n".join(lines) + "\n"
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L")) > 127
+    except OSError as error:
+        raise CommandError(f"--out: cannot read {path}: {_message(error)}") from None
+
+
+def _coco(
+    out: Path,
+    rows: dict[int, dict[str, Any]],
+    dataset: SyntheticDefectDataset,
+    layout: _Layout,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The COCO instance-segmentation JSON of ``rows``, from the masks on disk (so a resumed or
+    merged dataset gets the same file as one written in one go). Image ids are item indices;
+    category ids are ``class_to_idx + 1`` (COCO keeps 0 for the background)."""
+    images, annotations = [], []
+    for index in sorted(rows):
+        row = rows[index]
+        mask = _read_mask(out / row["mask"])
+        height, width = mask.shape
+        images.append(
+            {"id": index, "file_name": Path(row["image"]).name, "width": width, "height": height}
+        )
+        category = dataset.class_to_idx[row["label"]] + 1
+        for instance in _instances(mask, _parse_boxes(row["boxes"]) or []):
+            rows_, cols = np.nonzero(instance)
+            x0, y0 = int(cols.min()), int(rows_.min())
+            segmentation: Any = (
+                _rle(instance) if layout.coco_segmentation == "rle" else _polygons(instance)
+            )
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": category,
+                    "segmentation": segmentation,
+                    "area": int(instance.sum()),
+                    "bbox": [x0, y0, int(cols.max()) + 1 - x0, int(rows_.max()) + 1 - y0],
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        # No date or path: shards merged anywhere give the same bytes as one machine.
+        "info": {
+            "description": f"defectaug synth: generator {settings['generator']}, "
+            f"seed {settings['seed']}, blend {settings['blend']}",
+            "version": defectaug.__version__,
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": class_id + 1, "name": name, "supercategory": "defect"}
+            for name, class_id in sorted(dataset.class_to_idx.items(), key=lambda kv: kv[1])
+        ],
+    }
+
+
+def _yolo_yaml(dataset: SyntheticDefectDataset) -> str:
+    names = sorted(dataset.class_to_idx.items(), key=lambda kv: kv[1])
+    lines = [
+        "# YOLO segmentation dataset written by defectaug synth. Every item is in images/ (labels",
+        "# in labels/); split it into train / val lists as your trainer expects. No 'path' key:",
+        "# the folders resolve next to this file.",
+        "train: images",
+        "val: images",
+        "names:",
+        # JSON strings are valid YAML scalars: any type name is quoted safely.
+        *(f"  {class_id}: {json.dumps(name)}" for name, class_id in names),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_item(
+    out: Path,
+    layout: _Layout,
+    dataset: SyntheticDefectDataset,
+    index: int,
+    item: dict[str, Any],
+    backgrounds: Path,
+) -> dict[str, Any]:
+    """Write item ``index`` in ``layout`` and return its manifest row."""
+    type_name = item["type_name"]
+    image_path, second_path = layout.item_paths(type_name, index)
+    image = to_uint8(item["image"])
+    pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+    mask = item["mask"][0].numpy()
+    # The annotation file first, the image last: an image on disk means its item is complete.
+    if layout.format == "yolo":
+        _save_text(_yolo_rows(mask, dataset.class_to_idx[type_name]), out / second_path)
+    else:
+        _save_png(mask.astype(np.uint8) * 255, out / second_path)
+    _save_png(pixels, out / image_path)
+    height, width = mask.shape
+    row = {
+        "image": image_path,
+        "label": type_name,
+        "split": layout.split,
+        "mask": second_path,
+        "width": width,
+        "height": height,
+        "defect_area_frac": f"{float(mask.mean()):.6f}",
+        "mask_empty": int(not mask.any()),
+        "n_defects": len(item["boxes"]),
+        "background": Path(dataset.backgrounds[item["background_index"]])
+        .relative_to(backgrounds)
+        .as_posix(),
+        "index": index,
+    }
+    if layout.format == "coco":
+        row["boxes"] = json.dumps(item["boxes"].tolist(), separators=(",", ":"))
+    return row
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -426,7 +804,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--workers: expected 0 to {MAX_WORKERS} worker processes, got {args.workers}"
         )
-    _check_split(args.split)
+    layout = _resolve_layout(args)
+    shard = args.shard or _Shard()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out: not a folder: {out}")
@@ -461,6 +840,10 @@ def run_synth(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"--types: {type_name!r} cannot be a folder name inside --out; rename the type"
             )
+        if layout.format == "mvtec" and type_name == GOOD:
+            raise CommandError(
+                f"--types: {GOOD!r} is MVTec-AD's folder of normal images; rename the type"
+            )
     # Every background is decoded once before anything is written: a damaged file fails here,
     # named, rather than as an anonymous error after hours of output.
     try:
@@ -480,84 +863,111 @@ def run_synth(args: argparse.Namespace) -> int:
         "roi": args.roi,
         "to_grayscale": args.to_grayscale,
         "to_rgb": args.to_rgb,
-        "split": args.split,
+        "split": layout.split,
     }
+    # Only other formats record their options: a folder-format dataset's settings file is what
+    # earlier versions wrote, so their folders resume as before.
+    if layout.format != "folder":
+        settings["format"] = layout.format
+    if layout.format == "mvtec":
+        settings["test_good"] = layout.test_good
+    if layout.format == "coco":
+        settings["coco_segmentation"] = layout.coco_segmentation
     config_path = out / CONFIG_NAME
     manifest_path = out / "manifest.csv"
+    shard_manifests = (
+        sorted(p for p in out.iterdir() if _SHARD_MANIFEST.match(p.name)) if out.is_dir() else []
+    )
     earlier_run = config_path.is_file()
     if earlier_run:
         previous = _read_settings(config_path)
-        changed = sorted(key for key in settings if previous.get(key) != settings[key])
+        keys = set(settings) | set(_SETTING_DEFAULTS)
+        changed = sorted(
+            key
+            for key in keys
+            if previous.get(key, _SETTING_DEFAULTS.get(key))
+            != settings.get(key, _SETTING_DEFAULTS.get(key))
+        )
         if changed:
             raise CommandError(
                 f"--out: {out} holds a dataset made with other settings ({', '.join(changed)}); "
                 "use a new folder or the same settings to resume"
             )
-    elif manifest_path.exists():
+    elif manifest_path.exists() or shard_manifests:
+        found = manifest_path if manifest_path.exists() else shard_manifests[0]
         raise CommandError(
-            f"--out: {out} holds a {manifest_path.name} but no {CONFIG_NAME}, so it is not a "
+            f"--out: {out} holds a {found.name} but no {CONFIG_NAME}, so it is not a "
             "dataset this command made; use a new folder"
         )
-    kept = _read_manifest(manifest_path, args.split, dataset.defect_types)
+    # A shard reads the merged manifest (if any) and its own; the unsharded run reads every
+    # shard's manifest too, which is how shards written apart merge into one dataset.
+    sources = [manifest_path] + ([out / shard.manifest_name] if shard.sharded else shard_manifests)
+    kept: dict[int, dict[str, str]] = {}
+    for source in sources:
+        kept.update(_read_manifest(source, layout, dataset.defect_types))
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    config_text = json.dumps(settings, indent=2) + "\n"
-    _save_atomically(config_path, lambda partial: partial.write_text(config_text, encoding="utf-8"))
+    _save_text(json.dumps(settings, indent=2) + "\n", config_path, shard.partial_suffix)
 
     # A rerun with a smaller --n removes the images the manifest will no longer list (only the
     # numbered files of this layout), so the folder and its manifest agree.
-    stale = _stale_outputs(out, args.split, dataset.defect_types, args.n) if earlier_run else []
+    stale = _stale_outputs(out, layout, dataset.defect_types, args.n, shard) if earlier_run else []
     for path in stale:
         with _writing(path):
             path.unlink()
+    good_written = 0
+    if layout.format == "mvtec":
+        good_written, good_removed = _write_good(out, dataset, layout, args.seed, shard)
+        stale += good_removed
+    mine = [index for index in range(args.n) if shard.owns(index)]
     rows = {
         index: row
         for index, row in kept.items()
-        if index < args.n and (out / row["image"]).is_file() and (out / row["mask"]).is_file()
+        if index < args.n
+        and shard.owns(index)
+        and (out / row["image"]).is_file()
+        and (out / row["mask"]).is_file()
     }
-    missing = [index for index in range(args.n) if index not in rows]
-    skipped = args.n - len(missing)
+    missing = [index for index in mine if index not in rows]
+    skipped = len(mine) - len(missing)
+    written_manifest = out / shard.manifest_name if shard.sharded else manifest_path
     loader = DataLoader(
         _IndexedItems(dataset, missing), batch_size=None, num_workers=args.workers, collate_fn=None
     )
     progress = tqdm(
-        total=args.n, initial=skipped, desc="synth", unit="image", disable=args.no_progress
+        total=len(mine), initial=skipped, desc="synth", unit="image", disable=args.no_progress
     )
     started = time.perf_counter()
     for done, (index, item) in enumerate(loader, start=1):
-        type_name = item["type_name"]
-        image_path, mask_path = _item_paths(args.split, type_name, index)
-        image = to_uint8(item["image"])
-        pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
-        mask = item["mask"][0].numpy()
-        _save_png(mask.astype(np.uint8) * 255, out / mask_path)
-        _save_png(pixels, out / image_path)
-        height, width = mask.shape
-        rows[index] = {
-            "image": image_path,
-            "label": type_name,
-            "split": args.split,
-            "mask": mask_path,
-            "width": width,
-            "height": height,
-            "defect_area_frac": f"{float(mask.mean()):.6f}",
-            "mask_empty": int(not mask.any()),
-            "n_defects": len(item["boxes"]),
-            "background": Path(dataset.backgrounds[item["background_index"]])
-            .relative_to(backgrounds)
-            .as_posix(),
-            "index": index,
-        }
+        rows[index] = _write_item(out, layout, dataset, index, item, backgrounds)
         progress.update()
         if done % 50 == 0:
-            _write_manifest(manifest_path, rows)
+            _write_manifest(written_manifest, rows, layout.columns)
     progress.close()
-    _write_manifest(manifest_path, rows)
+    _write_manifest(written_manifest, rows, layout.columns)
+    extra = []
+    if layout.format == "yolo":
+        _save_text(_yolo_yaml(dataset), out / YOLO_NAME, shard.partial_suffix)
+        extra.append(YOLO_NAME)
+    if not shard.sharded:
+        if layout.format == "coco":
+            coco = _coco(out, rows, dataset, layout, settings)
+            _save_text(json.dumps(coco, separators=(",", ":")) + "\n", out / COCO_NAME)
+            extra.append(COCO_NAME)
+        # Merged: the shards' manifests are now in manifest.csv, so the folder is exactly what
+        # one unsharded run writes.
+        for path in shard_manifests:
+            with _writing(path):
+                path.unlink(missing_ok=True)
     elapsed = time.perf_counter() - started
     removed = f"; removed {len(stale)} stale file(s)" if stale else ""
+    good = f"; {good_written} good image(s)" if layout.format == "mvtec" else ""
+    merged = f"; merged {len(shard_manifests)} shard manifest(s)" if shard_manifests else ""
+    where = f"shard {shard.index}/{shard.count}: " if shard.sharded else ""
+    also = f", {', '.join(extra)}" if extra else ""
     print(
-        f"wrote {len(missing)} image(s) ({skipped} already there{removed}) to {out} in "
-        f"{elapsed:.1f} s; manifest: {manifest_path}"
+        f"{where}wrote {len(missing)} image(s) ({skipped} already there{removed}{good}{merged}) "
+        f"to {out} in {elapsed:.1f} s; manifest: {written_manifest}{also}"
     )
     return 0
 
@@ -596,6 +1006,21 @@ def _count(text: str) -> tuple[int, int]:
             f"expected 1 <= MIN <= MAX <= {MAX_DEFECTS_PER_IMAGE}, got {text!r}"
         )
     return pair
+
+
+def _shard(text: str) -> _Shard:
+    index, separator, count = text.partition("/")
+    try:
+        shard = _Shard(int(index), int(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected INDEX/COUNT such as 0/4, got {text!r}"
+        ) from None
+    if not separator or not 0 <= shard.index < shard.count <= MAX_ITEMS:
+        raise argparse.ArgumentTypeError(
+            f"expected INDEX/COUNT with 0 <= INDEX < COUNT (INDEX counts from 0), got {text!r}"
+        )
+    return shard
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -709,7 +1134,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--roi", choices=("none", "auto"), default="none", help="auto: only on the object"
     )
     synth.add_argument(
-        "--split", default="test", help="folder for the images (MVTec-AD keeps defects in test)"
+        "--split",
+        default=None,
+        help="folder format only: folder for the images (default test, as MVTec-AD)",
+    )
+    synth.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="folder",
+        help="folder: <split>/<type>/ + ground_truth/ (default); mvtec: the full MVTec-AD layout "
+        "(train/good, test/good, test/<type>, ground_truth/<type>); coco: images/, masks/ and "
+        "annotations.json (instance segmentation); yolo: images/, labels/ and data.yaml",
+    )
+    synth.add_argument(
+        "--test-good",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="mvtec: fraction of the backgrounds put in test/good instead of train/good "
+        "(default 0.2)",
+    )
+    synth.add_argument(
+        "--coco-segmentation",
+        choices=("rle", "polygon"),
+        default=None,
+        help="coco: rle (uncompressed, exact; default) or polygon (outlines, approximate)",
+    )
+    synth.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="INDEX/COUNT",
+        help="write only items i with i %% COUNT == INDEX (0-based), e.g. --shard "
+        "$SLURM_ARRAY_TASK_ID/8; merge by rerunning without --shard in the folder holding "
+        "every shard's output",
     )
     conversion = synth.add_mutually_exclusive_group()
     conversion.add_argument(

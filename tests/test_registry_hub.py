@@ -473,3 +473,87 @@ def test_bad_device_is_named_before_building(saved, monkeypatch, device, message
     with pytest.raises(ValueError, match=message):
         PretrainedDefectGenerator.from_pretrained(folder, device=device)
     assert devices == []
+
+
+# ---------------------------------------------------------------------- push_to_hub (issue #15)
+def _fake_hub(monkeypatch) -> list[tuple[str, dict]]:
+    """Replace huggingface_hub's network calls; record each call and what the upload held."""
+    import huggingface_hub
+
+    calls: list[tuple[str, dict]] = []
+
+    def create_repo(repo_id, **kwargs):
+        calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def upload_folder(**kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")}
+        calls.append(("upload_folder", {**kwargs, "files": files}))
+        return "commit-info"
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_exactly_the_staged_card(monkeypatch, tmp_path):
+    calls = _fake_hub(monkeypatch)
+    model = _trained()
+    result = model.push_to_hub("someone/tiny-defects", private=True, license="mit")
+    assert result == "commit-info"
+    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
+    created, uploaded = calls[0][1], calls[1][1]
+    assert created["repo_id"] == "someone/tiny-defects" and created["exist_ok"] is True
+    assert created["private"] is True and created["repo_type"] == "model"
+    assert uploaded["repo_id"] == "someone/tiny-defects" and uploaded["repo_type"] == "model"
+    files = uploaded["files"]
+    assert set(files) == {CARD_NAME, CONFIG_NAME, WEIGHTS_NAME}
+    # The uploaded bytes load back into the same model.
+    (tmp_path / "download").mkdir()
+    for name, data in files.items():
+        (tmp_path / "download" / name).write_bytes(data)
+    loaded = PretrainedDefectGenerator.from_pretrained(tmp_path / "download")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    data = ModelCard.load(tmp_path / "download" / CARD_NAME).data.to_dict()
+    assert data["library_name"] == "defectaug" and data["license"] == "mit"
+    assert "defectaug" in data["tags"] and data["datasets"] == ["magnetic_tile"]
+    assert json.loads(files[CONFIG_NAME])["architecture"] == "defectaug-test-tiny"
+
+
+def test_push_to_hub_dry_run_stages_a_shipped_card(monkeypatch, tmp_path):
+    calls = _fake_hub(monkeypatch)
+    staged = hub.push_to_hub(
+        "procedural-magnetic-tile",
+        "someone/magnetic-tile",
+        dry_run_dir=tmp_path / "staged",
+        tags=["magnetic-tile"],
+    )
+    assert calls == []  # a dry run touches nothing remote
+    assert {p.name for p in staged.iterdir()} == {CARD_NAME, CONFIG_NAME, WEIGHTS_NAME}
+    data = ModelCard.load(staged / CARD_NAME).data.to_dict()
+    assert data["library_name"] == "defectaug" and data["license"] == "other"
+    assert data["tags"][0] == "defectaug" and data["tags"][-1] == "magnetic-tile"
+    assert data["datasets"] and "metrics" in data
+    shipped = next(root for root in hub.shipped_card_roots()) / "procedural-magnetic-tile"
+    assert (staged / CONFIG_NAME).read_bytes() == (shipped / CONFIG_NAME).read_bytes()
+    assert PretrainedDefectGenerator.from_pretrained(staged).defect_types
+
+
+def test_push_to_hub_refuses_what_would_not_load(monkeypatch, saved, tmp_path):
+    calls = _fake_hub(monkeypatch)
+    _, folder = saved
+    with pytest.raises(ValueError, match="repo_id: expected a Hub model id"):
+        hub.push_to_hub(folder, "no-owner")
+    card = folder / CARD_NAME
+    card.write_text("---\nlibrary_name: defectaug\n---\n\n# no metadata\n")
+    with pytest.raises(ValueError, match="front matter lacks license, datasets, metrics"):
+        hub.push_to_hub(folder, "someone/tiny")
+    (folder / WEIGHTS_NAME).unlink()
+    with pytest.raises(ValueError, match=f"has no {WEIGHTS_NAME}"):
+        hub.push_to_hub(folder, "someone/tiny", license="mit", datasets=[], metrics=[])
+    with pytest.raises(FileNotFoundError, match="neither a card folder nor a shipped card"):
+        hub.push_to_hub(tmp_path / "missing", "someone/tiny")
+    with pytest.raises(TypeError, match="card_fields: colour cannot be set"):
+        hub.push_to_hub(folder, "someone/tiny", colour="red")
+    assert calls == []

@@ -28,6 +28,8 @@ import importlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,8 +51,9 @@ FORMAT_VERSION = 1
 REQUIRED_CARD_FIELDS = ("license", "library_name", "tags", "datasets", "metrics")
 
 # Modules defining the architectures defectaug ships, imported on first need so that loading a
-# config never requires the caller to import them first.
-_BUILTIN_ARCHITECTURE_MODULES = ("defectaug.generators.dcdgan",)
+# config never requires the caller to import them first (``import defectaug`` is lazy, so not
+# even the package import registers them).
+_BUILTIN_ARCHITECTURE_MODULES = ("defectaug.generators.dcdgan", "defectaug.fitting")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # A shipped card's name is one folder name: no separator, so ``root / name`` stays inside ``root``.
 _CARD_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
@@ -191,6 +194,10 @@ class PretrainedDefectGenerator(DefectGenerator):
         (folder / CONFIG_NAME).write_text(config_text + "\n", encoding="utf-8")
         card.save(folder / CARD_NAME)
         return folder
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save this generator and upload it to the Hub as ``repo_id``: see :func:`push_to_hub`."""
+        return push_to_hub(self, repo_id, **kwargs)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -616,3 +623,143 @@ def _build_on_meta(
             return _build(cls, kwargs, folder)
     except (NotImplementedError, RuntimeError):
         return None
+
+
+# ---------------------------------------------------------------------- publishing
+#: Front-matter keys :func:`push_to_hub` may set on a card folder's README (``card_fields``).
+CARD_FIELD_KEYS = ("license", "datasets", "metrics", "tags", "base_model", "pipeline_tag")
+
+
+def stage_for_hub(
+    source: str | os.PathLike[str] | PretrainedDefectGenerator,
+    folder: str | os.PathLike[str],
+    **card_fields: Any,
+) -> Path:
+    """Write into ``folder`` exactly what :func:`push_to_hub` uploads, and check it loads.
+
+    ``source`` is a generator (saved with ``save_pretrained(folder, **card_fields)``), a card
+    folder, or the name of a card shipped with defectaug. A folder's files are copied (hidden
+    files and ``*.partial`` left out) and its README's front matter is completed:
+    ``library_name: defectaug``, the ``defectaug`` tag, and any ``card_fields``
+    (:data:`CARD_FIELD_KEYS`). The staged folder must hold ``config.json``,
+    ``model.safetensors`` and a README whose front matter has :data:`REQUIRED_CARD_FIELDS`,
+    and must load with :func:`load_pretrained_folder`; otherwise ``ValueError`` names the problem.
+    """
+    target = Path(folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"folder: {str(target)!r} must be a new or empty folder to stage into")
+    target.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, PretrainedDefectGenerator):
+        source.save_pretrained(target, **card_fields)
+    elif isinstance(source, (str, os.PathLike)):
+        origin = Path(source)
+        if not origin.is_dir():
+            shipped = [root / str(source) for root in shipped_card_roots()]
+            found = [p for p in shipped if is_card_name(str(source)) and p.is_dir()]
+            if not found:
+                raise FileNotFoundError(
+                    f"source: {str(source)!r} is neither a card folder nor a shipped card "
+                    f"({', '.join(list_pretrained()) or 'none shipped'})"
+                )
+            origin = found[0]
+        unknown = sorted(set(card_fields) - set(CARD_FIELD_KEYS))
+        if unknown:
+            raise TypeError(
+                f"card_fields: {', '.join(unknown)} cannot be set on a card folder; accepted: "
+                f"{', '.join(CARD_FIELD_KEYS)}"
+            )
+        shutil.copytree(
+            origin,
+            target,
+            dirs_exist_ok=True,
+            ignore=lambda _, names: [
+                n for n in names if n.startswith(".") or n.endswith(".partial")
+            ],
+        )
+        _complete_card(target / CARD_NAME, card_fields)
+    else:
+        raise TypeError(
+            "source: expected a PretrainedDefectGenerator, a card folder or a shipped card name, "
+            f"got {type(source).__name__}"
+        )
+    _check_staged(target)
+    return target
+
+
+def _complete_card(path: Path, card_fields: Mapping[str, Any]) -> None:
+    if not path.is_file():
+        raise ValueError(f"source: the card folder has no {CARD_NAME} (the model card)")
+    card = ModelCard.load(path)
+    data = card.data.to_dict()
+    data["library_name"] = "defectaug"
+    data.update({key: value for key, value in card_fields.items() if key != "tags"})
+    tags = list(data.get("tags") or [])
+    for tag in ["defectaug", *card_fields.get("tags", [])]:
+        if tag not in tags:
+            tags.append(tag)
+    data["tags"] = tags
+    card.data = ModelCardData(**data)
+    card.save(path)
+
+
+def _check_staged(folder: Path) -> None:
+    for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+        if not (folder / name).is_file():
+            raise ValueError(f"source: the staged folder has no {name}")
+    metadata = ModelCard.load(folder / CARD_NAME).data.to_dict()
+    missing = [key for key in REQUIRED_CARD_FIELDS if key not in metadata]
+    if missing:
+        raise ValueError(
+            f"source: the model card's front matter lacks {', '.join(missing)}; pass them as "
+            "card_fields (e.g. license='apache-2.0', datasets=[...], metrics=[])"
+        )
+    if metadata.get("library_name") != "defectaug":
+        raise ValueError("source: the model card's library_name must be 'defectaug'")
+    # What is pushed must load: the same strict checks from_pretrained runs on a download.
+    load_pretrained_folder(folder)
+
+
+def push_to_hub(
+    source: str | os.PathLike[str] | PretrainedDefectGenerator,
+    repo_id: str,
+    *,
+    dry_run_dir: str | os.PathLike[str] | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    **card_fields: Any,
+) -> Any:
+    """Upload a generator card (``README.md``, ``config.json``, ``model.safetensors``, and a
+    card folder's other files) to the Hugging Face Hub model repository ``repo_id``.
+
+    The folder is staged and checked by :func:`stage_for_hub` first (it loads as
+    ``from_pretrained`` would load the download). With ``dry_run_dir`` the staged folder is left
+    there and nothing touches the network: the return value is its path. Otherwise the repository
+    is created if needed (``huggingface_hub.create_repo(exist_ok=True)``), the staged folder is
+    uploaded in one commit (``huggingface_hub.upload_folder``) and its ``CommitInfo`` returned.
+    ``token`` and ``private`` are passed on; without a token huggingface_hub uses the login of
+    ``hf auth login`` or ``HF_TOKEN``.
+    """
+    if not isinstance(repo_id, str) or not is_hub_id(repo_id):
+        raise ValueError(f"repo_id: expected a Hub model id 'owner/name', got {repo_id!r}")
+    if dry_run_dir is not None:
+        return stage_for_hub(source, dry_run_dir, **card_fields)
+    import huggingface_hub
+
+    with tempfile.TemporaryDirectory(prefix="defectaug-push-") as staging:
+        folder = stage_for_hub(source, Path(staging) / "card", **card_fields)
+        huggingface_hub.create_repo(
+            repo_id, token=token, private=private, repo_type="model", exist_ok=True
+        )
+        return huggingface_hub.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            token=token,
+            revision=revision,
+            commit_message=commit_message
+            or f"Upload defectaug generator ({read_config(folder)['architecture']})",
+            create_pr=create_pr,
+        )
