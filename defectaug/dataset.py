@@ -3,10 +3,27 @@
 Item ``i`` is a pure function of ``(seed, i)``: the background it uses and every random draw come
 from a generator seeded with a hash of the two, so the item is the same in every worker, epoch,
 process and DDP rank. That makes the dataset safe with ``DistributedSampler`` and lets a run
-resume exactly. It mixes with a real dataset through ``ConcatDataset``, ImageFolder style::
+resume exactly. It mixes with a real dataset through ``ConcatDataset``, ImageFolder style. Give
+both the same v2 pipeline (so sizes, dtype and range agree), ``to_rgb=True`` (``ImageFolder``
+opens images as RGB) and a ``label_map`` onto the real class ids, and a ``DataLoader`` batches
+them::
 
-    synthetic = SyntheticDefectDataset("normals/", defect_types=["scratch", "spot"], length=2000)
-    data = ConcatDataset([real, synthetic])
+    transform = v2.Compose(
+        [v2.ToImage(), v2.RandomResizedCrop(224), v2.ToDtype(torch.float32, scale=True)]
+    )
+    real = ImageFolder("data/train", transform=transform)  # classes good, scratch, spot
+    synthetic = SyntheticDefectDataset(
+        "data/train/good",  # normal images are the backgrounds
+        defect_types=["scratch", "spot"],
+        label_map={name: real.class_to_idx[name] for name in ("scratch", "spot")},
+        length=2000,
+        transform=transform,
+        to_rgb=True,
+    )
+    loader = DataLoader(ConcatDataset([real, synthetic]), batch_size=32, shuffle=True)
+    images, labels = next(iter(loader))  # [32, 3, 224, 224] float32, [32] int64
+
+With ``target="mask"`` / ``"dict"`` the same transform sees image, mask (and boxes) together.
 """
 
 from __future__ import annotations
@@ -94,9 +111,13 @@ class SyntheticDefectDataset(Dataset):
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
         count, scale, rotation, aspect, min_size, roi, confine: placement options, see
             :func:`defectaug.inject_defects`; ``count`` must be >= 1 (every item has a defect).
-        transform: a torchvision v2-style callable: ``transform(image)`` for ``"label"``,
+        transform: a torchvision v2-style callable: ``transform(image)`` for ``"label"`` (the
+            int label passes v2 transforms untouched, so it is not handed over),
             ``transform(image, mask)`` for ``"mask"``, ``transform(sample)`` for ``"dict"`` (image,
-            mask and boxes are tv_tensors, so geometric v2 transforms keep them aligned).
+            mask and boxes are tv_tensors, so geometric v2 transforms such as
+            ``v2.RandomResizedCrop`` keep them aligned). The image is a float
+            ``tv_tensors.Image`` in [0, 1], so a pipeline written for ``ImageFolder``'s PIL images
+            (``v2.ToImage()``, ``v2.ToDtype(torch.float32, scale=True)``) works on it unchanged.
         target: ``"label"`` -> ``(image, label)``; ``"mask"`` -> ``(image, mask)``; ``"dict"`` ->
             ``{"image", "mask", "label", "boxes", "defect_types"}``. ``image`` is a float
             ``tv_tensors.Image [C, H, W]``, ``mask`` a ``tv_tensors.Mask [1, H, W]`` uint8 in

@@ -22,8 +22,26 @@ otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
   ``SanitizeBoundingBoxes`` find labels (``labels_getter``), extended to the ``(image, int)``
   samples that ``ImageFolder`` yields: the second item of a tuple when it is an int or a scalar
   integer tensor, a ``"labels"``-like key of a dict (top level or second item), or the last item
-  of a longer tuple such as ``(image, mask, label)``;
-- everything else (boxes, key points, videos, extra tensors, metadata) passes through untouched.
+  of a longer tuple such as ``(image, mask, label)``. In a dict that holds bounding boxes only a
+  scalar (an int or a 0-d tensor) is an image-level label: the per-box ``"labels"`` are never
+  overwritten, and ``label`` needs no image-level label there;
+- detection targets (``tv_tensors.BoundingBoxes``, as in torchvision's ``(image, {"boxes",
+  "labels", "masks"})`` samples) get one entry per defect that shows, in draw order, after the
+  existing ones (which are never changed): its tight box (``x0, y0, x1, y1`` with exclusive ends,
+  around the pixels it visibly changed, in the boxes' format, dtype and canvas), and, in the same
+  dict, its class appended to the per-box ``"labels"`` (a 1-d tensor, list, tuple or numpy
+  array: ``label[type]`` for a dict ``label``, ``label`` for an int, else ``1 +`` the type's
+  position in ``defect_types``, the class ids of ``mask_mode="class"`` with 0 left to the
+  background as torchvision's detection models expect; labels held as strings get the type
+  name) and, when the dict holds instance masks (a ``tv_tensors.Mask`` ``[N, H, W]`` under
+  ``"masks"`` with one plane per box), one plane per defect: the visibly changed pixels within
+  the rectangle that defect changed (so its box is the tight box of its plane; where defects
+  overlap a pixel can belong to several planes). ``v2.SanitizeBoundingBoxes`` can follow;
+- a tensor, numpy array or PIL image under a dict key containing ``"mask"`` that is not a
+  ``tv_tensors.Mask`` raises ``TypeError``: torchvision v2 passes plain tensors through by design
+  and guessing which tensor is a mask is unsafe, so it would otherwise be left without the defect
+  while the image gets it. Wrap it: ``tv_tensors.Mask(mask)``;
+- everything else (key points, videos, extra tensors, metadata) passes through untouched.
   That includes numpy arrays beside a tensor or PIL image, but a sample whose only image-like
   content is a numpy array (a lone ``[H, W, C]`` array, ``(array, label)``) raises ``TypeError``
   rather than coming back without a defect: convert it first (``v2.ToImage()``).
@@ -35,7 +53,7 @@ defect mask aligned. Wrap masks as ``tv_tensors.Mask``: a PIL mask would be trea
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -49,6 +67,7 @@ from torch.utils._pytree import (
 )
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
+from torchvision.transforms.v2 import functional as TF
 
 from defectaug._io import check_unit_range, describe, to_float_image
 from defectaug._seeding import mix_seed, uniform_draws
@@ -167,6 +186,9 @@ def _is_class_label(value: Any) -> bool:
 
 def _label_key(mapping: Mapping[Any, Any]) -> Any:
     keys = [key for key in mapping if isinstance(key, str)]
+    if any(isinstance(value, tv_tensors.BoundingBoxes) for value in mapping.values()):
+        # Beside boxes, "labels" are per-box: only a scalar is an image-level label.
+        keys = [key for key in keys if _is_class_label(mapping[key])]
     exact = [key for key in keys if key.lower() == "labels"]
     if exact:
         return exact[0]
@@ -191,6 +213,106 @@ def default_label_path(sample: Any) -> tuple[Any, ...] | None:
     return None
 
 
+def _is_per_box(value: Any) -> bool:
+    """Whether ``value`` can be a per-box labels container (not a scalar class label)."""
+    if isinstance(value, (list, tuple)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    return _is_pure_tensor(value) and value.ndim == 1
+
+
+class DetectionTarget(NamedTuple):
+    """Bounding boxes of a sample and, when they sit in a dict, their per-box labels / masks."""
+
+    boxes: tv_tensors.BoundingBoxes
+    labels: Any  # per-box labels object, or None
+    masks: tv_tensors.Mask | None  # instance masks [N, H, W], or None
+
+
+def _plain_mask_error(key: str, value: Any) -> TypeError:
+    return TypeError(
+        f"{key}: DefectInject writes defect pixels only into a tv_tensors.Mask, got "
+        f"{describe(value)} under {key!r} (torchvision v2 passes plain tensors through, so it "
+        f"would silently keep no defect while the image gets one); wrap it: "
+        f"sample[{key!r}] = tv_tensors.Mask(...)"
+    )
+
+
+def _scan_sample(sample: Any) -> list[DetectionTarget]:
+    """Detection targets of ``sample``; raise on plain tensors / arrays / PIL under a mask key."""
+    found: list[DetectionTarget] = []
+    stack = [sample]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            boxes = [
+                value for value in node.values() if isinstance(value, tv_tensors.BoundingBoxes)
+            ]
+            if len(boxes) > 1:
+                raise ValueError(
+                    f"boxes: a dict holds {len(boxes)} tv_tensors.BoundingBoxes; DefectInject "
+                    "appends defect boxes to one BoundingBoxes per dict"
+                )
+            labels = masks = None
+            for key, value in node.items():
+                if isinstance(key, str) and "mask" in key.lower():
+                    is_plain = (
+                        (_is_pure_tensor(value) and value.ndim >= 2)
+                        or (isinstance(value, np.ndarray) and value.ndim >= 2)
+                        or isinstance(value, PIL.Image.Image)
+                    )
+                    if is_plain:
+                        raise _plain_mask_error(key, value)
+                if not boxes or not isinstance(key, str):
+                    continue
+                if key.lower() == "labels" and _is_per_box(value):
+                    labels = value
+                elif key.lower() == "masks" and isinstance(value, tv_tensors.Mask):
+                    masks = _instance_masks(value, boxes[0])
+            if boxes:
+                found.append(DetectionTarget(boxes[0], labels, masks))
+            stack.extend(value for value in node.values() if isinstance(value, (dict, list, tuple)))
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                if isinstance(value, tv_tensors.BoundingBoxes):
+                    found.append(DetectionTarget(value, None, None))
+                elif isinstance(value, (dict, list, tuple)):
+                    stack.append(value)
+    return found
+
+
+def _instance_masks(
+    masks: tv_tensors.Mask, boxes: tv_tensors.BoundingBoxes
+) -> tv_tensors.Mask | None:
+    """``masks`` when it is a plane-per-box ``[N, H, W]`` Mask (``None``: a semantic mask)."""
+    if masks.ndim != 3 or (masks.shape[0] == 1 and len(boxes) != 1):
+        return None
+    if masks.shape[0] != len(boxes):
+        raise ValueError(
+            f"masks: instance masks [N, H, W] need one plane per box; got {masks.shape[0]} "
+            f"planes for {len(boxes)} boxes"
+        )
+    return masks
+
+
+def _to_box_format(xyxy: torch.Tensor, like: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+    """``xyxy [K, 4]`` pixel boxes in the format, dtype, device and canvas of ``like``."""
+    boxes = xyxy.to(torch.float64)
+    target = like.format
+    if target.name in ("XYWHR", "CXCYWHR", "XYXYXYXY"):  # rotated: from an unrotated XYWHR
+        x0, y0, x1, y1 = boxes.unbind(1)
+        boxes = torch.stack([x0, y0, x1 - x0, y1 - y0, torch.zeros_like(x0)], dim=1)
+        source = tv_tensors.BoundingBoxFormat.XYWHR
+    else:
+        source = tv_tensors.BoundingBoxFormat.XYXY
+    if target != source:
+        boxes = TF.convert_bounding_box_format(boxes, old_format=source, new_format=target)
+    if not like.dtype.is_floating_point:
+        boxes = boxes.round()
+    return tv_tensors.wrap(boxes.to(device=like.device, dtype=like.dtype), like=like)
+
+
 class DefectInject(Transform):
     """Composite synthetic defects onto a sample with probability ``p`` (torchvision v2 transform).
 
@@ -205,9 +327,11 @@ class DefectInject(Transform):
             :func:`defectaug.inject_defects`. A callable ``roi`` receives the image as
             ``[1, C, H, W]`` float.
         label: ``None`` leaves classification labels alone; an int or a ``{type: class}`` dict sets
-            the label of samples that received a defect. A class id that does not fit the
-            sample's label or ``Mask`` dtype (-3 or 256 in a uint8 ``Mask``) raises
-            ``ValueError`` instead of wrapping around.
+            the image-level label of samples that received a defect (never per-box labels). It
+            also gives the class of the boxes appended to detection targets (see the module
+            docs; without it a box's class is ``1 +`` the type's position in ``defect_types``).
+            A class id that does not fit the sample's label, per-box labels or ``Mask`` dtype
+            (-3 or 256 in a uint8 ``Mask``) raises ``ValueError`` instead of wrapping around.
         mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask``. In
             ``"class"`` mode 0 is the background, so a ``label`` dict may not map a type to 0,
             and a bool ``Mask`` can only take class id 1.
@@ -299,6 +423,18 @@ class DefectInject(Transform):
             return int(self.label[self.defect_types[type_index]])
         return type_index + 1
 
+    def box_class(self, type_index: int) -> int:
+        """Class id of a box appended for a ``defect_types[type_index]`` defect.
+
+        ``label[type]`` for a dict ``label``, ``label`` for an int, else ``type_index + 1`` (0 is
+        the background class of torchvision's detection models).
+        """
+        if isinstance(self.label, Mapping):
+            return int(self.label[self.defect_types[type_index]])
+        if self.label is not None:
+            return self.label
+        return type_index + 1
+
     def label_value(self, type_index: int) -> int:
         """New classification label of a sample with a ``defect_types[type_index]`` defect."""
         if isinstance(self.label, Mapping):
@@ -368,6 +504,7 @@ class DefectInject(Transform):
                     source=images[0],
                     converted=converted,
                     out=result.images,
+                    boxes=result.boxes,
                 )
         return nothing
 
@@ -409,10 +546,26 @@ class DefectInject(Transform):
         if len(inputs) == 1 and self.label is None and _is_image(sample):
             # The common ImageFolder case: a lone image needs no pytree flattening.
             return self.transform(sample, self.make_params([sample]))
-        flat_inputs, spec = tree_flatten(sample)
+        targets = _scan_sample(sample)
+        # Per-box label lists are replaced whole, so they are leaves here.
+        box_labels = [
+            target.labels for target in targets if isinstance(target.labels, list | tuple)
+        ]
+        is_leaf = (
+            (lambda node: any(node is labels for labels in box_labels)) if box_labels else None
+        )
+        flat_inputs, spec = tree_flatten(sample, is_leaf=is_leaf)
         _refuse_numpy_images(flat_inputs)
-        label_index = self._locate_label(sample, flat_inputs) if self.label is not None else None
+        label_index = (
+            self._locate_label(sample, flat_inputs, bool(targets), is_leaf)
+            if self.label is not None
+            else None
+        )
         needs_transform = self._needs_transform_list(flat_inputs)
+        instance_masks = [target.masks for target in targets if target.masks is not None]
+        for index, inpt in enumerate(flat_inputs):
+            if any(inpt is masks for masks in instance_masks):
+                needs_transform[index] = False  # planes are appended below, not painted in
         params = self.make_params(
             [inpt for inpt, needed in zip(flat_inputs, needs_transform, strict=True) if needed]
         )
@@ -422,6 +575,8 @@ class DefectInject(Transform):
         ]
         if label_index is not None and params["plan"] is not None:
             flat_outputs[label_index] = self._relabel(flat_inputs[label_index], params["plan"])
+        if targets and params["plan"] is not None:
+            self._append_detections(flat_inputs, flat_outputs, targets, params)
         return tree_unflatten(flat_outputs, spec)
 
     # --------------------------------------------------------------------------- helpers
@@ -433,12 +588,22 @@ class DefectInject(Transform):
             return None
         return plan.mask if isinstance(plan, SamplePlan) else params["mask"]
 
-    def _locate_label(self, sample: Any, flat_inputs: list[Any]) -> int:
+    def _locate_label(
+        self,
+        sample: Any,
+        flat_inputs: list[Any],
+        has_boxes: bool = False,
+        is_leaf: Callable[[Any], bool] | None = None,
+    ) -> int | None:
+        """Leaf index of the image-level label; ``None`` when a detection sample has none."""
         if self.labels_getter == "default":
             path = default_label_path(sample)
             if path is not None:
-                paths = [leaf_path for leaf_path, _ in tree_flatten_with_path(sample)[0]]
-                return paths.index(path)
+                paths = [
+                    leaf_path for leaf_path, _ in tree_flatten_with_path(sample, is_leaf=is_leaf)[0]
+                ]
+                if path in paths:
+                    return paths.index(path)
         else:
             value = self.labels_getter(sample)
             matches = [i for i, leaf in enumerate(flat_inputs) if leaf is value]
@@ -449,6 +614,8 @@ class DefectInject(Transform):
                 )
             if matches and _is_class_label(value):
                 return matches[0]
+        if has_boxes:
+            return None  # the defect's class goes to the boxes' labels
         raise ValueError(
             "label: DefectInject(label=...) needs a classification label in the sample (an int or "
             "a scalar integer tensor), e.g. (image, label) or {'image': ..., 'label': ...}; none "
@@ -470,12 +637,123 @@ class DefectInject(Transform):
             return type(old)(new)
         return new
 
+    def defect_instances(self, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per defect that shows (draw order): ``boxes [K, 4]`` int64 XYXY, planes ``[K, H, W]``.
+
+        A defect's plane is the visibly changed pixels within the rectangle it changed, its box
+        the tight box of that plane (exclusive ends); defects that show nowhere are left out.
+        """
+        mask = self.defect_mask(params)
+        plan = params["plan"]
+        if isinstance(plan, SamplePlan):
+            rows = []
+            for defect in plan.defects:
+                window = mask[
+                    defect.top : defect.top + defect.height,
+                    defect.left : defect.left + defect.width,
+                ]
+                ys, xs = window.nonzero(as_tuple=True)
+                if len(ys) == 0:
+                    rows.append([0, 0, 0, 0])
+                    continue
+                rows.append(
+                    [
+                        defect.left + int(xs.min()),
+                        defect.top + int(ys.min()),
+                        defect.left + int(xs.max()) + 1,
+                        defect.top + int(ys.max()) + 1,
+                    ]
+                )
+            boxes = torch.tensor(rows, dtype=torch.int64).view(-1, 4)
+        else:
+            boxes = params["boxes"].to(device="cpu", dtype=torch.int64)
+        boxes = boxes[boxes[:, 2] > boxes[:, 0]]
+        mask = mask.cpu()
+        height, width = mask.shape
+        cols = torch.arange(width)
+        rows_index = torch.arange(height)
+        inside_x = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])
+        inside_y = (rows_index >= boxes[:, 1:2]) & (rows_index < boxes[:, 3:4])
+        planes = mask[None] & inside_y[:, :, None] & inside_x[:, None, :]
+        return boxes, planes
+
+    def _append_detections(
+        self,
+        flat_inputs: list[Any],
+        flat_outputs: list[Any],
+        targets: list[DetectionTarget],
+        params: dict[str, Any],
+    ) -> None:
+        """Append each visible defect's box, class and plane to the sample's detection targets."""
+        boxes, planes = self.defect_instances(params)
+        type_index = _type_index(params["plan"])
+        image_size = tuple(planes.shape[-2:]) if len(boxes) else tuple(params["plan"].image_size)
+
+        def replace(old: Any, new: Any) -> None:
+            for index, inpt in enumerate(flat_inputs):
+                if inpt is old:
+                    flat_outputs[index] = new
+
+        for target in targets:
+            canvas = tuple(target.boxes.canvas_size)
+            if canvas != image_size:
+                raise ValueError(
+                    f"boxes: canvas_size {canvas} differs from the image's size {image_size}"
+                )
+            if not len(boxes):
+                continue
+            existing = target.boxes.as_subclass(torch.Tensor)
+            added = _to_box_format(boxes, target.boxes).as_subclass(torch.Tensor)
+            replace(target.boxes, tv_tensors.wrap(torch.cat([existing, added]), like=target.boxes))
+            if target.labels is not None:
+                replace(target.labels, self._append_labels(target.labels, type_index, len(boxes)))
+            if target.masks is not None:
+                masks = target.masks
+                if tuple(masks.shape[-2:]) != image_size:
+                    raise ValueError(
+                        f"masks: size {tuple(masks.shape[-2:])} differs from the image's, "
+                        f"{image_size}"
+                    )
+                new = planes.to(device=masks.device, dtype=masks.dtype)
+                stacked = torch.cat([masks.as_subclass(torch.Tensor), new])
+                replace(masks, tv_tensors.wrap(stacked, like=masks))
+
+    def _append_labels(self, labels: Any, type_index: int, count: int) -> Any:
+        """``labels`` (per box) followed by ``count`` entries for a ``type_index`` defect."""
+        name = self.defect_types[type_index]
+        if isinstance(labels, np.ndarray):
+            if labels.dtype.kind in "USO" and (
+                labels.dtype.kind != "O" or all(isinstance(v, str) for v in labels)
+            ):
+                added = np.array(
+                    [name] * count, dtype=labels.dtype if labels.dtype.kind != "U" else None
+                )
+                return np.concatenate([labels, added])
+            value = self.box_class(type_index)
+            if labels.dtype.kind in "iu":
+                info = np.iinfo(labels.dtype)
+                if not info.min <= value <= info.max:
+                    raise ValueError(
+                        f"label: class id {value} does not fit the per-box labels' dtype "
+                        f"{labels.dtype} ([{info.min}, {info.max}])"
+                    )
+            return np.concatenate([labels, np.full(count, value, dtype=labels.dtype)])
+        if isinstance(labels, (list, tuple)):
+            strings = bool(labels) and all(isinstance(v, str) for v in labels)
+            added = [name if strings else self.box_class(type_index)] * count
+            return tuple([*labels, *added]) if isinstance(labels, tuple) else [*labels, *added]
+        value = self.box_class(type_index)
+        _check_fits(value, labels.dtype, "per-box labels")
+        new = torch.full((count,), value, dtype=labels.dtype, device=labels.device)
+        return torch.cat([labels, new])
+
     def _write_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
         defect = self.defect_mask(params).to(mask.device)
         if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] != 1):
             raise ValueError(
                 f"mask: DefectInject writes into a semantic mask [H, W] or [1, H, W], got shape "
-                f"{tuple(mask.shape)} (instance masks [N, H, W] are not supported)"
+                f"{tuple(mask.shape)}; instance masks [N, H, W] are extended only under the key "
+                "'masks' of a dict that holds their tv_tensors.BoundingBoxes (one plane per box)"
             )
         if tuple(mask.shape[-2:]) != tuple(defect.shape):
             raise ValueError(

@@ -47,10 +47,25 @@ def test_channels_follow_the_data(tmp_path):
     assert rgb.channels == 3 and rgb.defect_types == ("hole", "scratch")
     layer = rgb.sample(2, generator=0)
     assert layer.content.shape[1] == 3
-    with pytest.raises(ValueError, match="makes 3-channel defects, got a request for 1"):
-        rgb.sample(2, channels=1)
+    # The other channel count is served by conversion: the same draw, its ITU-R 601 luminance.
+    gray_request = rgb.sample(2, generator=0, channels=1)
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert gray_request.content.shape[1] == 1 and torch.equal(gray_request.alpha, layer.alpha)
+    expected = (layer.content * weights).sum(dim=1, keepdim=True)
+    assert torch.allclose(gray_request.content, expected, atol=1e-6)
     gray = DefectBank.from_folder(write_manifest(tmp_path / "gray", channels=1), channels=3)
     assert gray.channels == 3
+    grey_bank = DefectBank.from_folder(write_manifest(tmp_path / "grey", channels=1))
+    assert grey_bank.channels == 1
+    # A grey bank on RGB images: a luminance change of the patch each crop lands on.
+    patch = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    rgb_request = grey_bank.sample(2, generator=0, channels=3, background=patch)
+    assert rgb_request.content.shape[1] == 3
+    colour = rgb_request.content - (rgb_request.content * weights).sum(dim=1, keepdim=True)
+    patch_colour = patch - (patch * weights).sum(dim=1, keepdim=True)
+    unclamped = ((rgb_request.content > 0) & (rgb_request.content < 1)).all(dim=1, keepdim=True)
+    unclamped = unclamped.expand_as(colour)
+    assert torch.allclose(colour[unclamped], patch_colour[unclamped], atol=1e-5)
 
 
 def test_split_and_types_are_passed_on(mvtec_root):

@@ -160,12 +160,44 @@ def test_concat_with_an_imagefolder(tmp_path):
     assert images.shape == (8, 3, 32, 40) and labels.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
 
 
+def test_documented_concat_snippet_batches(tmp_path):
+    """The module docs' ConcatDataset snippet: RGB ImageFolder + grey backgrounds, one pipeline."""
+    for name in ("good", "scratch", "spot"):
+        _write_backgrounds(tmp_path / "train" / name, count=2)
+    _write_backgrounds(tmp_path / "normals", count=2, mode="L")  # grey backgrounds
+    transform = v2.Compose(
+        [v2.ToImage(), v2.RandomResizedCrop(224), v2.ToDtype(torch.float32, scale=True)]
+    )
+    real = ImageFolder(tmp_path / "train", transform=transform)
+    synthetic = SyntheticDefectDataset(
+        tmp_path / "normals",
+        defect_types=["scratch", "spot"],
+        label_map={name: real.class_to_idx[name] for name in ("scratch", "spot")},
+        length=6,
+        transform=transform,
+        to_rgb=True,
+    )
+    loader = DataLoader(ConcatDataset([real, synthetic]), batch_size=4, shuffle=False)
+    batches = list(loader)
+    assert [len(labels) for _, labels in batches] == [4, 4, 4]
+    for images, labels in batches:
+        assert images.shape == (4, 3, 224, 224) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    synthetic_labels = torch.cat([labels for _, labels in batches])[6:]
+    assert set(synthetic_labels.tolist()) <= {
+        real.class_to_idx["scratch"],
+        real.class_to_idx["spot"],
+    }
+
+
 def test_channels(tmp_path):
     gray = _write_backgrounds(tmp_path / "gray", mode="L")
     rgb = _write_backgrounds(tmp_path / "rgb", mode="RGB")
     assert SyntheticDefectDataset(gray, length=2)[0][0].shape == (1, 32, 40)
-    with pytest.raises(ValueError, match="to_grayscale"):
-        SyntheticDefectDataset(rgb, generator=GrayBlob(), length=2)
+    # A grey generator on RGB backgrounds: its layers become a luminance change.
+    on_rgb = SyntheticDefectDataset(rgb, generator=GrayBlob(), length=2)
+    assert on_rgb[0][0].shape == (3, 32, 40)
     converted = SyntheticDefectDataset(rgb, generator=GrayBlob(), length=2, to_grayscale=True)
     assert converted[0][0].shape == (1, 32, 40)
     assert SyntheticDefectDataset(gray, length=2, to_rgb=True)[0][0].shape == (3, 32, 40)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from test_datasets import write_mvtec
 
+from defectaug import inject_defects
+from defectaug.batch import NO_DEFECT
 from defectaug.generators import (
     DEFECT_TYPES,
     DefectGenerator,
@@ -19,7 +21,7 @@ from defectaug.generators import (
     list_generators,
     load_generator,
 )
-from defectaug.layer import DefectLayer
+from defectaug.layer import VISIBILITY, DefectLayer
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +94,84 @@ def test_contract_bad_inputs(any_generator):
         _sample(any_generator, 2, "no-such-type")
     with pytest.raises(ValueError, match="channels: expected 1 or 3, got 2"):
         any_generator.sample(2, channels=2)
-    if any_generator.channels != "any":
-        wrong = 4 - any_generator.channels
-        with pytest.raises(ValueError, match=f"got a request for {wrong}"):
-            any_generator.sample(2, channels=wrong)
+    with pytest.raises(ValueError, match="channels: expected 1 or 3, got True"):
+        any_generator.sample(2, channels=True)
     with pytest.raises(ValueError, match="n: expected a positive int"):
         any_generator.sample(0)
     with pytest.raises(ValueError, match="defect_type: expected one name or a sequence of 3 names"):
         _sample(any_generator, 3, list(any_generator.defect_types[:1]) * 2)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_contract_every_channel_count(any_generator, channels):
+    """Every generator serves 1- and 3-channel requests, its own count or not."""
+    layer = _sample(any_generator, 3, generator=5, channels=channels)
+    assert layer.content.shape[1] == channels and layer.alpha.shape[1] == 1
+    assert float(layer.content.min()) >= 0.0 and float(layer.content.max()) <= 1.0
+    again = _sample(any_generator, 3, generator=5, channels=channels)
+    assert torch.equal(layer.content, again.content) and torch.equal(layer.alpha, again.alpha)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_generator_injects_into_grey_and_rgb_images(any_generator, channels):
+    """``inject_defects`` with every registered generator on L and RGB images."""
+    base = torch.linspace(0.35, 0.65, 96).view(1, 1, 1, 96).expand(3, channels, 80, 96)
+    tint = torch.tensor([1.0, 0.9, 0.8])[:channels].view(1, channels, 1, 1)
+    images = (base * tint).contiguous()
+    kinds = any_generator.defect_types
+    result = inject_defects(images, kinds, any_generator, scale=(0.3, 0.5), seed=3)
+    assert result.images.shape == images.shape and result.masks.shape == (3, 1, 80, 96)
+    assert bool((result.labels != NO_DEFECT).any()), "no defect showed on any image"
+    changed = (result.images - images).abs().amax(1, keepdim=True) > VISIBILITY
+    assert not bool((changed & ~result.masks).any()), "a visible change outside the label mask"
+    again = inject_defects(images, kinds, any_generator, scale=(0.3, 0.5), seed=3)
+    assert torch.equal(result.images, again.images) and torch.equal(result.masks, again.masks)
+
+
+def test_grey_layer_on_rgb_is_a_luminance_change_of_the_landing_patch():
+    from defectaug.generators.base import LUMA, convert_layer, luminance
+
+    rng = torch.Generator().manual_seed(0)
+    grey = DefectLayer(
+        torch.rand(2, 1, 16, 16, generator=rng),
+        torch.rand(2, 1, 16, 16, generator=rng),
+        torch.zeros(2, dtype=torch.int64),
+        ("dent",),
+    )
+    patch = 0.25 + 0.5 * torch.rand(2, 3, 16, 16, generator=rng)
+    rgb = convert_layer(grey, 3, patch)
+    expected = (patch + grey.content - luminance(patch)).clamp(0, 1)
+    assert torch.allclose(rgb.content, expected, atol=1e-6)
+    assert torch.equal(rgb.alpha, grey.alpha) and torch.equal(rgb.labels, grey.labels)
+    inside = ((expected > 0) & (expected < 1)).all(dim=1, keepdim=True)
+    # Where nothing clamps, the layer's luminance is the grey value: a grey image would get the
+    # same defect.
+    assert torch.allclose(luminance(rgb.content)[inside], grey.content[inside], atol=1e-5)
+    replicated = convert_layer(grey, 3, None)
+    assert torch.equal(replicated.content, grey.content.expand(-1, 3, -1, -1))
+    back = convert_layer(replicated, 1, None)
+    weights = torch.tensor(LUMA).view(1, 3, 1, 1)
+    assert torch.allclose(back.content, (replicated.content * weights).sum(1, keepdim=True))
+    assert torch.allclose(back.content, grey.content, atol=1e-6)
+
+
+def test_fixed_channel_generators_convert_their_layers():
+    class RedDent(DefectGenerator):
+        defect_types = ("dent",)
+        channels = 3
+        accepts_background = True
+
+        def _generate(self, labels, *, generator, device, dtype, channels, background, **_):
+            assert channels == 3 and (background is None or background.shape[1] == 3)
+            n = len(labels)
+            content = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1).expand(n, 3, 8, 8)
+            return DefectLayer(content.clone(), torch.ones(n, 1, 8, 8), labels, self.defect_types)
+
+    layer = RedDent().sample(2, channels=1, background=torch.rand(2, 1, 8, 8))
+    assert layer.content.shape == (2, 1, 8, 8)
+    assert torch.allclose(
+        layer.content, torch.full_like(layer.content, 0.299 * 0.9 + (0.587 + 0.114) * 0.1)
+    )
 
 
 def test_missing_required_inputs_are_named():

@@ -75,8 +75,11 @@ def test_p0_is_identity_and_other_inputs_pass_through():
     out = DefectInject("spot", p=0.0, label=1, seed=0)(sample)
     assert out["image"] is image and out["label"] == 0
     out = DefectInject("spot", p=1.0, label=1, seed=0)(sample)
-    assert out["boxes"] is boxes and out["extra"] is extra and out["name"] == "part-7"
+    assert out["extra"] is extra and out["name"] == "part-7"
     assert out["label"] == 1 and not torch.equal(out["image"], image)
+    # Boxes are extended (the defect's box after the existing ones), never rewritten.
+    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes) and len(out["boxes"]) == 2
+    assert torch.equal(out["boxes"][:1], boxes)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int64])

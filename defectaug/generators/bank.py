@@ -108,7 +108,10 @@ class DefectBank(DefectGenerator):
         skipped_empty, skipped_small: empty masks and regions below ``min_area`` met while
             building (informational, see ``from_folder``).
 
-    ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB).
+    ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB). Requests for
+    the other count are served by conversion (see :class:`DefectGenerator`): a grey bank on RGB
+    images shifts the luminance of the patch each crop lands on, an RGB bank on grey images gives
+    the crops' luminance.
     """
 
     #: ``background`` is optional: given, each crop is matched to where it lands (``match_tone``).

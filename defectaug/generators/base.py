@@ -11,12 +11,71 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from defectaug._seeding import SeedLike, as_generator
 from defectaug.layer import DefectLayer
 
 DefectTypeArg = str | Sequence[str] | None
+
+#: ITU-R BT.601 luma weights: the grey value of an RGB pixel (``r, g, b`` in [0, 1]).
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """``[n, 1, h, w]`` ITU-R 601 luminance of ``[n, 3, h, w]`` (a 1-channel input is returned)."""
+    if images.shape[1] == 1:
+        return images
+    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """``images [n, 1 or 3, h, w]`` with ``channels`` channels: luminance, or grey replicated."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        return luminance(images)
+    return images.expand(-1, channels, -1, -1)
+
+
+def convert_layer(
+    layer: DefectLayer, channels: int, background: torch.Tensor | None
+) -> DefectLayer:
+    """``layer`` with ``channels`` content channels (1 or 3); alpha and labels are kept.
+
+    RGB -> grey is the ITU-R 601 luminance of the content. Grey -> RGB is a luminance change
+    relative to the landing patch when ``background [n, 3, H, W]`` is given (resized to the layer
+    when its size differs): ``clamp(background + grey - luminance(background), 0, 1)``, so a
+    composited grey defect shifts the brightness of a coloured surface and keeps its hue, as it
+    would shift a grey one. Without a background the grey value is replicated.
+    """
+    content = layer.content
+    if content.shape[1] == channels:
+        return layer
+    if channels == 1:
+        converted = luminance(content)
+    elif background is None or background.shape[1] != 3:
+        converted = content.expand(-1, 3, -1, -1).contiguous()
+    else:
+        patch = background.to(device=content.device, dtype=content.dtype)
+        if tuple(patch.shape[-2:]) != tuple(content.shape[-2:]):
+            patch = F.interpolate(
+                patch, size=content.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+            )
+        converted = (patch + (content - luminance(patch))).clamp(0.0, 1.0)
+    return DefectLayer(converted, layer.alpha, layer.labels, layer.type_names)
+
+
+def _native_reference(reference: torch.Tensor, requested: int, native: int) -> torch.Tensor:
+    """Reference crops in the request's channels (plus an optional alpha channel) -> native ones."""
+    if reference.shape[1] == requested:
+        return match_channels(reference, native)
+    if reference.shape[1] == requested + 1:
+        content, alpha = reference[:, :requested], reference[:, requested:]
+        return torch.cat([match_channels(content, native), alpha], dim=1)
+    return reference  # the generator names what it expected
 
 
 def check_device(device: torch.device | str | int, name: str = "device") -> torch.device:
@@ -55,6 +114,11 @@ class DefectGenerator(nn.Module):
     Subclasses set ``defect_types``, ``channels`` (1, 3 or ``"any"``) and ``layer_size`` (native
     ``(h, w)`` of the layers they produce), flag ``needs_background`` / ``needs_reference`` when
     ``sample`` requires those inputs, and implement ``_generate``.
+
+    Every generator serves 1- and 3-channel requests: one with a fixed ``channels`` samples
+    natively (``background`` and ``reference`` converted to its channels) and the layer's content
+    is converted by :func:`convert_layer` (grey -> RGB as a luminance change of the landing patch
+    when ``background`` is given, else replicated; RGB -> grey by ITU-R 601 luminance).
     """
 
     defect_types: tuple[str, ...] = ()
@@ -64,20 +128,22 @@ class DefectGenerator(nn.Module):
     needs_reference: ClassVar[bool] = False
 
     def resolve_channels(self, channels: int | None) -> int:
-        """The channel count of a sample, checking a caller's request against ``channels``."""
+        """The channel count of a sample: the request (1 or 3), else the generator's own.
+
+        Any generator serves both counts (see the class docs); ``None`` means the generator's
+        own ``channels`` (3 for ``"any"``).
+        """
         if channels is None:
             if self.channels == "any":
                 return 3
             return int(self.channels)
-        if channels not in (1, 3):
+        if isinstance(channels, bool) or channels not in (1, 3):
             raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
-        if self.channels not in ("any", channels):
-            raise ValueError(
-                f"channels: {type(self).__name__} makes {self.channels}-channel defects, got a "
-                f"request for {channels}; convert the images (to_grayscale / to_rgb) or pick "
-                "another generator"
-            )
-        return channels
+        return int(channels)
+
+    def native_channels(self, channels: int) -> int:
+        """Channels the generator makes for a request of ``channels`` (before conversion)."""
+        return channels if self.channels == "any" else int(self.channels)
 
     def type_index(self, defect_type: str) -> int:
         """Index of ``defect_type`` in ``defect_types``; a ``KeyError`` lists the accepted ones."""
@@ -130,7 +196,8 @@ class DefectGenerator(nn.Module):
             device: where the layers are made (default: the device of the module's parameters
                 or buffers, else CPU).
             dtype: floating dtype of content and alpha.
-            channels: 1 or 3 (default: the generator's own, or 3 for ``"any"``).
+            channels: 1 or 3 (default: the generator's own, or 3 for ``"any"``). A generator with a
+                fixed other count samples natively and converts (see the class docs).
             background: ``[n, C, H, W]`` images the defects will land on (generators that need it).
             reference: ``[n, C, h, w]`` real defect crops to vary (reference-guided generators).
             options: generator-specific extras (documented by each generator).
@@ -157,16 +224,25 @@ class DefectGenerator(nn.Module):
                 raise ValueError(
                     f"{name}: expected [n={n}, C, H, W], got shape {tuple(images.shape)}"
                 )
+        native = self.native_channels(resolved_channels)
+        landing = background
+        if native != resolved_channels:
+            if background is not None:
+                background = match_channels(background, native)
+            if reference is not None:
+                reference = _native_reference(reference, resolved_channels, native)
         layer = self._generate(
             labels.to(device),
             generator=rng,
             device=device,
             dtype=dtype,
-            channels=resolved_channels,
+            channels=native,
             background=background,
             reference=reference,
             **options,
         )
+        if layer.content.shape[1] != resolved_channels:
+            layer = convert_layer(layer, resolved_channels, landing)
         return layer.to(device=device, dtype=dtype)
 
     def _generate(

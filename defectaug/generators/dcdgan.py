@@ -362,6 +362,9 @@ def refine_alpha_mask(
 class DCDGAN(PretrainedDefectGenerator):
     """A trained DCDGANc-style generator of defect layers (content + alpha) for a set of classes.
 
+    It makes ``config.channels``-channel content; requests for the other count (a grey model on
+    RGB images) are converted by :class:`~defectaug.generators.base.DefectGenerator`.
+
     ``sample`` options:
         class_weights: ``[n, N]`` / ``[N]`` tensor or sequence, or ``{name: weight}`` mapping of
             non-negative weights summing to 1; mixes the class code and class map (interpolation
@@ -380,6 +383,10 @@ class DCDGAN(PretrainedDefectGenerator):
     """
 
     architecture: ClassVar[str] = "dcdgan"
+    #: ``background`` is optional and does not change the layer itself: given, a grey layer
+    #: requested for RGB images becomes a luminance change of the patch it lands on (see
+    #: :func:`defectaug.generators.base.convert_layer`) instead of a grey patch.
+    accepts_background: ClassVar[bool] = True
     card_defaults: ClassVar[Mapping[str, Any]] = {
         "tags": ["gan", "few-shot", "dcdgan"],
         "metrics": ["kid", "fid"],
