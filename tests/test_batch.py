@@ -134,8 +134,14 @@ def test_channels_and_errors():
     gray = _backgrounds(channels=1)
     result = inject_defects(gray, "ring", GrayDisks(), seed=0)
     assert result.images.shape == gray.shape
-    with pytest.raises(ValueError, match="to_grayscale"):
-        inject_defects(_backgrounds(channels=3), "ring", GrayDisks())
+    # A grey generator on RGB images lands as a luminance change: under the mask every channel
+    # moves the same way by about the same amount (the landing patch is resampled per channel).
+    rgb = _backgrounds(channels=3)
+    colour = inject_defects(rgb, "ring", GrayDisks(), seed=0)
+    masked = colour.masks.expand_as(rgb)
+    change = ((colour.images - rgb) * masked).sum(dim=(0, 2, 3)) / masked[:, 0].sum()
+    assert bool(colour.masks.any()) and float(change.abs().min()) > 8 / 255
+    torch.testing.assert_close(change, change.mean().expand(3), rtol=0.2, atol=0)
     with pytest.raises(KeyError, match="scratches"):
         inject_defects(_backgrounds(), "scratches")
     with pytest.raises(ValueError, match="blend"):
