@@ -142,6 +142,101 @@ def warp_alpha(
     return alpha
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _composite_box(
+    window: np.ndarray,
+    top: int,
+    left: int,
+    box_h: int,
+    box_w: int,
+    planes: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    confine: np.ndarray,
+    sign: float,
+    tint: float,
+    scale: float,
+    track: bool,
+    before: np.ndarray,
+    level: np.ndarray,
+    level_top: int,
+    level_left: int,
+    threshold: float,
+) -> tuple:
+    """:func:`composite_relief` into ``window[:, top:top + box_h, left:left + box_w]``.
+
+    With ``track``, every pixel written also gets its change level (see :func:`settle_levels`)
+    against ``before`` (same shape as ``window``) in ``level[row - level_top, col - level_left]``,
+    from the values as stored, so the last write to a pixel leaves the level of its final value;
+    returns the rows and columns of ``level`` written, as half-open ranges (empty: none).
+    """
+    channels = window.shape[0]
+    signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]
+    texture_plane, alpha_plane = planes[_TEXTURE], planes[_ALPHA]
+    confined = confine.size > 0
+    tinted = channels == 3 and tint > 0.0
+    rounded = scale != 1.0
+    shape = alpha_plane.shape
+    affine = _affine(box_to_layer)
+    row_start, row_stop, col_start, col_stop = level.shape[0], 0, level.shape[1], 0
+    for row in range(box_h):
+        for col in range(box_w):
+            hit, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
+            if not hit:
+                continue
+            taps = _taps(x, y, left_tap, top_tap, shape[0], shape[1])
+            cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
+            if confined:
+                cover *= confine[row, col]
+            if cover <= 0.0:
+                continue
+            relief = _sample(signed_plane, taps) * sign + _sample(fixed_plane, taps)
+            relief = min(max(relief, -1.0), 1.0)
+            texture = 1.0 + _sample(texture_plane, taps)
+            strength = min(tint * min(abs(relief), 1.0) * 3.0, 1.0) if tinted else 0.0
+            at_row, at_col = top + row, left + col
+            state = 0
+            for channel in range(channels):
+                under = window[channel, at_row, at_col] / scale
+                # Negative relief darkens towards black, positive lightens towards white.
+                shaded = under * (1.0 + relief) if relief < 0.0 else under + (1.0 - under) * relief
+                content = shaded * texture
+                if tinted:
+                    rust = _RED if channel == 0 else (_GREEN if channel == 1 else _BLUE)
+                    content *= 1.0 - strength * (1.0 - rust)
+                content = min(max(content, 0.0), 1.0)
+                value = under + cover * (content - under)
+                if rounded:
+                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
+                window[channel, at_row, at_col] = value
+                if track:
+                    state = max(
+                        state,
+                        _change_level(
+                            window[channel, at_row, at_col],
+                            before[channel, at_row, at_col],
+                            threshold,
+                            rounded,
+                        ),
+                    )
+            if track:
+                level_row, level_col = at_row - level_top, at_col - level_left
+                level[level_row, level_col] = state
+                row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
+                col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
+    return row_start, row_stop, col_start, col_stop
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _change_level(value, under, threshold: float, rounded: bool) -> int:
+    """0: ``value`` is ``under``, 1: it changed by at most ``threshold``, 2: by more."""
+    # Integer pixels are subtracted as floats, not modulo 256.
+    change = abs(float(value) - float(under)) if rounded else abs(value - under)
+    if change > threshold:
+        return 2
+    return 1 if change > 0.0 else 0
+
+
 @njit(cache=True, nogil=True)
 def composite_relief(
     window: np.ndarray,
@@ -161,41 +256,98 @@ def composite_relief(
     (``shade_relief``) and alpha-composited. ``scale`` is 255 for a uint8 window (read as
     ``value / 255``, written back clipped and rounded half to even) and 1 for a float one.
     """
-    channels, box_h, box_w = window.shape
-    signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]
-    texture_plane, alpha_plane = planes[_TEXTURE], planes[_ALPHA]
-    confined = confine.size > 0
-    tinted = channels == 3 and tint > 0.0
-    shape = alpha_plane.shape
-    affine = _affine(box_to_layer)
-    for row in range(box_h):
-        for col in range(box_w):
-            hit, x, y, left, top = _layer_point(affine, blocks, shape, row, col)
-            if not hit:
-                continue
-            taps = _taps(x, y, left, top, shape[0], shape[1])
-            cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
-            if confined:
-                cover *= confine[row, col]
-            if cover <= 0.0:
-                continue
-            relief = _sample(signed_plane, taps) * sign + _sample(fixed_plane, taps)
-            relief = min(max(relief, -1.0), 1.0)
-            texture = 1.0 + _sample(texture_plane, taps)
-            strength = min(tint * min(abs(relief), 1.0) * 3.0, 1.0) if tinted else 0.0
-            for channel in range(channels):
-                under = window[channel, row, col] / scale
-                # Negative relief darkens towards black, positive lightens towards white.
-                shaded = under * (1.0 + relief) if relief < 0.0 else under + (1.0 - under) * relief
-                content = shaded * texture
-                if tinted:
-                    rust = _RED if channel == 0 else (_GREEN if channel == 1 else _BLUE)
-                    content *= 1.0 - strength * (1.0 - rust)
-                content = min(max(content, 0.0), 1.0)
-                value = under + cover * (content - under)
-                if scale != 1.0:
-                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
-                window[channel, row, col] = value
+    _, box_h, box_w = window.shape
+    _composite_box(
+        window,
+        0,
+        0,
+        box_h,
+        box_w,
+        planes,
+        blocks,
+        box_to_layer,
+        confine,
+        sign,
+        tint,
+        scale,
+        False,
+        window,
+        blocks,
+        0,
+        0,
+        0.0,
+    )
+
+
+@njit(cache=True, nogil=True)
+def composite_tracked(
+    image: np.ndarray,
+    before: np.ndarray,
+    level: np.ndarray,
+    level_top: int,
+    level_left: int,
+    threshold: float,
+    planes: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    confine: np.ndarray,
+    top: int,
+    left: int,
+    box_h: int,
+    box_w: int,
+    sign: float,
+    tint: float,
+    scale: float,
+) -> tuple:
+    """:func:`composite_relief` into the box ``top, left, box_h, box_w`` of ``image [C, H, W]``,
+    recording what changed.
+
+    ``before`` is the image before any defect was composited. Each pixel written gets its change
+    level in ``level [h, w]`` (whose pixel 0, 0 is image pixel ``level_top, level_left``; it
+    must hold the box): 0 where every channel equals ``before``, 2 where some channel changed by
+    more than ``threshold`` (raw units, as in :func:`settle_window`), else 1. The level is that of
+    the value stored, so over several (overlapping) calls ``level`` ends up exactly as
+    :func:`settle_window` would measure it by comparing the whole window with ``before``; pixels
+    never written stay 0, which they are. Returns the rows and columns of ``level`` written, as
+    half-open ranges ``row_start, row_stop, col_start, col_stop`` (empty when none was).
+    """
+    return _composite_box(
+        image,
+        top,
+        left,
+        box_h,
+        box_w,
+        planes,
+        blocks,
+        box_to_layer,
+        confine,
+        sign,
+        tint,
+        scale,
+        True,
+        before,
+        level,
+        level_top,
+        level_left,
+        threshold,
+    )
+
+
+@njit(cache=True, nogil=True)
+def copy_within(source: np.ndarray, out: np.ndarray, low: float, high: float) -> bool:
+    """Copy C-contiguous ``source`` into ``out`` (same shape); whether all of it is in [low, high].
+
+    One pass for the copy and the range check of a float image (NaN is outside); a clone and
+    numpy's min and max cost half as much again.
+    """
+    values = source.ravel()
+    copy = out.ravel()
+    inside = True
+    for index in range(values.size):
+        value = values[index]
+        copy[index] = value
+        inside &= (value >= low) & (value <= high)
+    return inside
 
 
 @njit(cache=True, nogil=True)
@@ -224,7 +376,8 @@ def settle_window(
     ``rounded``, for integer windows), and farther ones are restored to ``before`` (no faint
     trace outside the mask). When the mask has fewer than ``min_pixels`` pixels the whole window
     is restored and the mask is empty. This is :func:`defectaug.batch.settle_composite` for one
-    window; the tests compare them.
+    window; the tests compare them. (The per-sample path measures the change while compositing,
+    :func:`composite_tracked`, and settles with :func:`settle_levels`.)
     """
     channels, height, width = window.shape
     # 0: unchanged, 1: changed invisibly, 2: changed visibly (in the mask).
@@ -232,61 +385,98 @@ def settle_window(
     for channel in range(channels):
         for row in range(height):
             for col in range(width):
-                if rounded:  # integer pixels: subtract as floats, not modulo 256
-                    change = abs(
-                        float(window[channel, row, col]) - float(before[channel, row, col])
-                    )
-                else:
-                    change = abs(window[channel, row, col] - before[channel, row, col])
-                if change > threshold:
-                    level[row, col] = 2
-                elif change > 0.0 and level[row, col] == 0:
-                    level[row, col] = 1
+                level[row, col] = max(
+                    level[row, col],
+                    _change_level(
+                        window[channel, row, col], before[channel, row, col], threshold, rounded
+                    ),
+                )
+    settle_levels(window, before, level, 0, 0, min_pixels, rounded, 0, height, 0, width)
+    return level
+
+
+@njit(cache=True, nogil=True)
+def settle_levels(
+    image: np.ndarray,
+    before: np.ndarray,
+    level: np.ndarray,
+    top: int,
+    left: int,
+    min_pixels: int,
+    rounded: bool,
+    row_start: int,
+    row_stop: int,
+    col_start: int,
+    col_stop: int,
+) -> int:
+    """:func:`settle_window` of the window of ``image`` under ``level``, from its change levels.
+
+    ``level [h, w]`` holds, for the window ``image[:, top:top + h, left:left + w]``, 0 where it
+    equals ``before``, 1 where it changed by at most the visibility threshold and 2 where some
+    channel changed by more (:func:`composite_tracked`). Only ``level[row_start:row_stop,
+    col_start:col_stop]`` may be non-zero, and ``image`` must hold exactly ``before`` outside it
+    (its pixels were never written). Only that part is scanned, and only the pixels to restore or
+    halve are read (``rounded``: round them, for integer images). ``level`` becomes the label mask
+    (uint8, 1 inside); returns its pixel count (0 when it was below ``min_pixels`` and everything
+    was restored).
+    """
+    channels = image.shape[0]
+    height, width = level.shape
     count = 0
     loose = 0
-    for row in range(height):
-        for col in range(width):
-            if level[row, col] == 2:
+    for row in range(row_start, row_stop):
+        for col in range(col_start, col_stop):
+            state = level[row, col]
+            if state == 2:
                 count += 1
             elif (
                 0 < row < height - 1
                 and 0 < col < width - 1
                 and level[row - 1, col] == 2
-                and level[row + 1, col] == 2
                 and level[row, col - 1] == 2
                 and level[row, col + 1] == 2
+                and level[row + 1, col] == 2
             ):
                 level[row, col] = 3  # a pinhole: in the mask, but it fills no neighbour
                 count += 1
-            elif level[row, col] == 1:
+            elif state == 1:
                 loose += 1
-    mask = np.zeros((height, width), dtype=np.uint8)
     if count < min_pixels:
-        window[:] = before
-        return mask
-    for row in range(height):
-        for col in range(width):
-            if level[row, col] >= 2:
-                mask[row, col] = 1
-    if loose == 0:
-        return mask
-    for row in range(height):
-        for col in range(width):
-            if level[row, col] != 1:
-                continue
-            # Chessboard distance to the mask, up to 3 (= farther than 2).
-            step = 3
-            for near_row in range(max(row - 2, 0), min(row + 3, height)):
-                for near_col in range(max(col - 2, 0), min(col + 3, width)):
-                    if mask[near_row, near_col] != 0:
-                        step = min(step, max(abs(near_row - row), abs(near_col - col)))
-            if step <= 1:
-                continue
-            for channel in range(channels):
-                if step == 3:
-                    window[channel, row, col] = before[channel, row, col]
-                else:
-                    under = float(before[channel, row, col])
-                    value = under + 0.5 * (float(window[channel, row, col]) - under)
-                    window[channel, row, col] = np.rint(value) if rounded else value
-    return mask
+        for channel in range(channels):
+            for row in range(top + row_start, top + row_stop):
+                for col in range(left + col_start, left + col_stop):
+                    image[channel, row, col] = before[channel, row, col]
+        level[row_start:row_stop, col_start:col_stop] = 0
+        return 0
+    if loose:
+        for row in range(row_start, row_stop):
+            for col in range(col_start, col_stop):
+                if level[row, col] != 1:
+                    continue
+                # Chessboard distance to the mask (level >= 2): 1, 2, or 3 (= farther than 2).
+                if _mask_within(level, row, col, 1):
+                    continue
+                step = 2 if _mask_within(level, row, col, 2) else 3
+                at_row, at_col = top + row, left + col
+                for channel in range(channels):
+                    if step == 3:
+                        image[channel, at_row, at_col] = before[channel, at_row, at_col]
+                    else:
+                        under = float(before[channel, at_row, at_col])
+                        value = under + 0.5 * (float(image[channel, at_row, at_col]) - under)
+                        image[channel, at_row, at_col] = np.rint(value) if rounded else value
+    for row in range(row_start, row_stop):
+        for col in range(col_start, col_stop):
+            level[row, col] = 1 if level[row, col] >= 2 else 0
+    return count
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mask_within(level: np.ndarray, row: int, col: int, reach: int) -> bool:
+    """Whether a pixel of level >= 2 lies within chessboard distance ``reach`` of ``row, col``."""
+    height, width = level.shape
+    for near_row in range(max(row - reach, 0), min(row + reach + 1, height)):
+        for near_col in range(max(col - reach, 0), min(col + reach + 1, width)):
+            if level[near_row, near_col] >= 2:
+                return True
+    return False

@@ -12,9 +12,11 @@ placement distributions, geometry and look, but
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`), written
   straight into the output (a uint8 image stays uint8);
-- settles the result over the defects' boxes (:func:`defectaug._kernels.settle_window`): the label
+- settles the result over the defects' boxes (:func:`defectaug._kernels.settle_levels`): the label
   mask is what visibly changed (``VISIBILITY``), and changes farther than ``TELL_MARGIN`` px from
-  it are undone, the same rule as :func:`defectaug.batch.settle_composite`.
+  it are undone, the same rule as :func:`defectaug.batch.settle_composite`. The compositing pass
+  records how much each pixel it writes changed, so settling reads the image again only where it
+  restores a pixel.
 
 It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
 (:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
@@ -33,11 +35,12 @@ import numpy as np
 import PIL.Image
 import torch
 
-from defectaug._io import check_unit_range, to_float_image
+from defectaug._io import UNIT_RANGE_TOLERANCE, check_unit_range, to_float_image
 from defectaug._kernels import (
     alpha_blocks,
-    composite_relief,
-    settle_window,
+    composite_tracked,
+    copy_within,
+    settle_levels,
     sparse_mean,
     warp_alpha,
 )
@@ -196,6 +199,9 @@ class PlacedDefect(NamedTuple):
 
 
 _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
+#: The label mask of a plan that changed nothing visibly (shared: never written).
+_INVISIBLE = np.zeros((0, 0), dtype=np.uint8)
+_INVISIBLE.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -228,7 +234,7 @@ class SamplePlan:
     @property
     def visible(self) -> bool:
         """Whether the defects visibly changed the source (at least ``MIN_VISIBLE_PIXELS``)."""
-        return bool(self._source_result[1].any())
+        return self._source_result[1] is not _INVISIBLE
 
     @functools.cached_property
     def mask(self) -> torch.Tensor:
@@ -427,7 +433,7 @@ def as_chw(image: Any) -> torch.Tensor:
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
     """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited.
 
-    The result is settled (:func:`~defectaug._kernels.settle_window`): pixels that changed
+    The result is settled (:func:`~defectaug._kernels.settle_levels`): pixels that changed
     invisibly farther than ``TELL_MARGIN`` px from what visibly changed are left as they were.
     Images outside the fast path (:func:`takes_fast_path`) are composited on a CPU copy (uint8,
     or float32 for other floats) and converted back; no gradient flows through that copy.
@@ -445,15 +451,22 @@ def _composite(image: Any, plan: SamplePlan) -> tuple[Any, np.ndarray, tuple[int
             f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "
             f"and {plan.image_size}"
         )
-    if pixels.is_floating_point():
-        check_unit_range(pixels, "image")
-    if takes_fast_path(pixels):
-        host = pixels
-    else:  # e.g. a second image of the sample on CUDA, or in half precision
-        host = pixels.detach().to(
-            "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
-        )
-    out = host.clone()
+    fast = takes_fast_path(pixels)
+    if fast and pixels.is_floating_point() and pixels.is_contiguous():
+        # The copy and the range check in one pass (the common case: a float tensor).
+        host, out = pixels, torch.empty_like(pixels)
+        if not copy_within(host.numpy(), out.numpy(), _LOWEST, _HIGHEST):
+            check_unit_range(pixels, "image")  # raises: outside [0, 1] or not finite
+    else:
+        if pixels.is_floating_point():
+            check_unit_range(pixels, "image")
+        if fast:
+            host = pixels
+        else:  # e.g. a second image of the sample on CUDA, or in half precision
+            host = pixels.detach().to(
+                "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
+            )
+        out = host.clone()
     window, corner = _composite_defects(out.numpy(), host.numpy(), plan)
     if isinstance(image, PIL.Image.Image):
         array = out.permute(1, 2, 0).numpy()
@@ -470,35 +483,73 @@ def _composite_defects(
     """Alpha-composite the plan's shaded defects into ``out [C, H, W]`` in place and settle it.
 
     ``before`` holds the pixels before compositing. Returns the label mask (uint8 0/1) of the
-    union of the defects' boxes, and that box's ``(top, left)``.
+    union of the defects' boxes and that box's ``(top, left)``; ``_INVISIBLE`` and ``(0, 0)``
+    when less than ``MIN_VISIBLE_PIXELS`` changed visibly.
     """
-    scale = 255.0 if out.dtype == np.uint8 else 1.0
-    if not plan.defects:
-        return np.zeros((0, 0), dtype=np.uint8), (0, 0)
-    top = min(defect.top for defect in plan.defects)
-    left = min(defect.left for defect in plan.defects)
-    bottom = max(defect.top + defect.height for defect in plan.defects)
-    right = max(defect.left + defect.width for defect in plan.defects)
-    for defect in plan.defects:
-        composite_relief(
-            out[
-                :, defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
-            ],
+    defects = plan.defects
+    if not defects:
+        return _INVISIBLE, (0, 0)
+    rounded = out.dtype == np.uint8
+    scale, threshold = (255.0, _THRESHOLD_8BIT) if rounded else (1.0, _THRESHOLD_FLOAT)
+    if len(defects) == 1:
+        (defect,) = defects
+        top, left, height, width = defect.top, defect.left, defect.height, defect.width
+    else:
+        top = min(defect.top for defect in defects)
+        left = min(defect.left for defect in defects)
+        height = max(defect.top + defect.height for defect in defects) - top
+        width = max(defect.left + defect.width for defect in defects) - left
+    # Change levels of the union box, filled as the defects are composited (compositing never
+    # writes outside the boxes, so settling their union box is exact).
+    level = np.zeros((height, width), dtype=np.uint8)
+    row_start, row_stop, col_start, col_stop = height, 0, width, 0
+    for defect in defects:
+        rows_and_cols = composite_tracked(
+            out,
+            before,
+            level,
+            top,
+            left,
+            threshold,
             defect.planes,
             defect.blocks,
             defect.box_to_layer,
             defect.confine,
+            defect.top,
+            defect.left,
+            defect.height,
+            defect.width,
             defect.sign,
             defect.tint,
             scale,
         )
-    # Compositing never writes outside the boxes, so settling their union box is exact.
-    threshold = round(VISIBILITY * 255.0, 6) if scale != 1.0 else float(np.float32(VISIBILITY))
-    window = settle_window(
-        out[:, top:bottom, left:right],
-        before[:, top:bottom, left:right],
-        threshold,
+        if len(defects) == 1:
+            row_start, row_stop, col_start, col_stop = rows_and_cols
+        else:  # the union of the parts written
+            row_start = min(row_start, rows_and_cols[0])
+            row_stop = max(row_stop, rows_and_cols[1])
+            col_start = min(col_start, rows_and_cols[2])
+            col_stop = max(col_stop, rows_and_cols[3])
+    visible = settle_levels(
+        out,
+        before,
+        level,
+        top,
+        left,
         MIN_VISIBLE_PIXELS,
-        scale != 1.0,
+        rounded,
+        row_start,
+        row_stop,
+        col_start,
+        col_stop,
     )
-    return window, (top, left)
+    if not visible:
+        return _INVISIBLE, (0, 0)
+    return level, (top, left)
+
+
+# The float range check_unit_range accepts.
+_LOWEST, _HIGHEST = -UNIT_RANGE_TOLERANCE, 1.0 + UNIT_RANGE_TOLERANCE
+# The visibility threshold in raw units: 8 for uint8 (8/255), and as a float32 for float images.
+_THRESHOLD_8BIT = round(VISIBILITY * 255.0, 6)
+_THRESHOLD_FLOAT = float(np.float32(VISIBILITY))

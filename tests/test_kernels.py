@@ -9,8 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defectaug._kernels import alpha_blocks, composite_relief, sparse_mean, warp_alpha
+from defectaug._kernels import (
+    alpha_blocks,
+    composite_relief,
+    composite_tracked,
+    copy_within,
+    settle_levels,
+    settle_window,
+    sparse_mean,
+    warp_alpha,
+)
 from defectaug.generators.procedural import shade_relief
+from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 
 NOT_CONFINED = np.empty((0, 0), np.float32)
 
@@ -148,3 +158,141 @@ def test_alpha_blocks_skip_only_what_reads_zero():
         composite_relief(window_skipped, planes, blocks, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
         composite_relief(window_full, planes, everywhere, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
         assert np.array_equal(window_skipped, window_full)
+
+
+# ----------------------------------------------------------------- tracked compositing, settling
+def _surface(channels: int, dtype, shape=(48, 56)) -> np.ndarray:
+    rng = np.random.default_rng(channels)
+    surface = rng.uniform(0.2, 0.8, (channels, *shape))
+    return np.rint(surface * 255).astype(np.uint8) if dtype == np.uint8 else surface.astype(dtype)
+
+
+def _threshold(dtype) -> float:
+    return round(VISIBILITY * 255.0, 6) if dtype == np.uint8 else float(np.float32(VISIBILITY))
+
+
+def _measured_levels(after: np.ndarray, before: np.ndarray, threshold: float) -> np.ndarray:
+    change = np.abs(after.astype(np.float64) - before.astype(np.float64)).max(0)
+    return np.where(change > threshold, 2, np.where(change > 0, 1, 0)).astype(np.uint8)
+
+
+# Two overlapping boxes (top, left, height, width) and their union, the second rotated.
+BOXES = [((6, 4, 21, 21), rotation_map(0.0, 1.0, (0.0, 0.0))), ((15, 14, 27, 25), None)]
+UNION = (6, 4, 36, 35)
+
+
+def _tracked(planes, channels, dtype, sign=1.0, faint=1.0):
+    """Both boxes composited with tracking into one image; also through views, untracked."""
+    planes = planes.copy()
+    planes[3] *= faint
+    blocks = alpha_blocks(planes)
+    before = _surface(channels, dtype)
+    tracked, plain = before.copy(), before.copy()
+    level = np.zeros(UNION[2:], np.uint8)
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    extents = []
+    for (top, left, height, width), box_to_layer in BOXES:
+        if box_to_layer is None:
+            box_to_layer = rotation_map(0.7, 1.3, (3.0, -6.0))
+        extents.append(
+            composite_tracked(
+                tracked,
+                before,
+                level,
+                UNION[0],
+                UNION[1],
+                _threshold(dtype),
+                planes,
+                blocks,
+                box_to_layer,
+                NOT_CONFINED,
+                top,
+                left,
+                height,
+                width,
+                sign,
+                0.3,
+                scale,
+            )
+        )
+        view = plain[:, top : top + height, left : left + width]
+        composite_relief(view, planes, blocks, box_to_layer, NOT_CONFINED, sign, 0.3, scale)
+    rows = (min(e[0] for e in extents), max(e[1] for e in extents))
+    cols = (min(e[2] for e in extents), max(e[3] for e in extents))
+    return before, tracked, plain, level, rows, cols
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_composite_tracked_is_composite_relief_and_measures_the_change(planes, channels, dtype):
+    before, tracked, plain, level, rows, cols = _tracked(planes, channels, dtype, sign=-1.0)
+    assert np.array_equal(tracked, plain)  # the same arithmetic, bit for bit
+    top, left, height, width = UNION
+    window = (slice(None), slice(top, top + height), slice(left, left + width))
+    # The levels of the final values, although the boxes overlap (the last write decides).
+    assert np.array_equal(
+        level, _measured_levels(tracked[window], before[window], _threshold(dtype))
+    )
+    assert (level == 2).any() and (level == 1).any()
+    outside = np.ones(before.shape[1:], bool)
+    outside[window[1:]] = False
+    assert np.array_equal(tracked[:, outside], before[:, outside])
+    # The extents returned hold every pixel written.
+    written = np.zeros(level.shape, bool)
+    written[rows[0] : rows[1], cols[0] : cols[1]] = True
+    changed = (tracked[window] != before[window]).any(0)
+    assert not (changed & ~written).any()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("faint", [1.0, 0.02])
+def test_settle_levels_is_settle_window(planes, channels, dtype, faint):
+    before, tracked, _, level, rows, cols = _tracked(planes, channels, dtype, faint=faint)
+    top, left, height, width = UNION
+    window = (slice(None), slice(top, top + height), slice(left, left + width))
+    expected = tracked.copy()
+    rounded = dtype == np.uint8
+    mask = settle_window(
+        expected[window], before[window], _threshold(dtype), MIN_VISIBLE_PIXELS, rounded
+    )
+    count = settle_levels(
+        tracked, before, level, top, left, MIN_VISIBLE_PIXELS, rounded, *rows, *cols
+    )
+    assert np.array_equal(tracked, expected)
+    assert np.array_equal(level, mask)
+    assert count == mask.sum()
+    if faint < 1.0:  # too faint to see: nothing labelled, everything restored
+        assert count == 0 and np.array_equal(tracked, before)
+    else:
+        assert count >= MIN_VISIBLE_PIXELS and not np.array_equal(tracked, before)
+
+
+def test_settle_levels_fills_pinholes_and_fades_the_margin():
+    before = np.full((1, 12, 12), 0.5, np.float32)
+    after = before.copy()
+    after[0, 3:8, 3:8] = 0.2  # visible, with a pinhole in the middle
+    after[0, 5, 5] = 0.5
+    after[0, 3:8, 8] = 0.49  # invisible, 1 px from the mask: kept
+    after[0, 3:8, 9] = 0.49  # 2 px: halved
+    after[0, 3:8, 10] = 0.49  # 3 px: restored
+    level = _measured_levels(after, before, _threshold(np.float32))
+    count = settle_levels(after, before, level, 0, 0, MIN_VISIBLE_PIXELS, False, 0, 12, 0, 12)
+    assert count == 25 and level[5, 5] == 1 and level.sum() == 25
+    np.testing.assert_array_equal(after[0, 3:8, 8], np.float32(0.49))
+    np.testing.assert_array_equal(
+        after[0, 3:8, 9], np.float32(0.5 + 0.5 * (np.float32(0.49) - 0.5))
+    )
+    np.testing.assert_array_equal(after[0, 3:8, 10], np.float32(0.5))
+
+
+def test_copy_within_copies_and_checks_the_range():
+    source = np.linspace(0.0, 1.0, 3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7)
+    source[0, 0, 0] = -0.0
+    out = np.empty_like(source)
+    assert copy_within(source, out, -1e-3, 1.001)
+    assert out.tobytes() == source.tobytes()
+    for value in (1.01, -0.01, np.nan, np.inf):
+        bad = source.copy()
+        bad[2, 4, 6] = value
+        assert not copy_within(bad, out, -1e-3, 1.001)
