@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from PIL import Image
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet
 from benchmarks.downstream_models import TinyUNet
-from benchmarks.recording import portable_command, portable_path
+from benchmarks.recording import git_commit, portable_command, portable_path
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL
@@ -404,19 +403,6 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
@@ -552,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "dataset": portable_path(args.train_data),
             "command": command.strip(),
             "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "commit": git_commit(),
+            "commit": git_commit(short=True),
             "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
             "budget": ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
             + f", image {args.image_size} px",

@@ -33,7 +33,6 @@ import math
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -49,9 +48,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from benchmarks import downstream_data as data_lib
+from benchmarks import recording
 from benchmarks.downstream_data import ImageSet, TraditionalAugment
 from benchmarks.downstream_models import TinyUNet, lite0_classifier
-from benchmarks.recording import portable_command, portable_path
+from benchmarks.recording import git_output, portable_command, portable_path
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord, read_defect_dataset
 from defectaug.evaluation import (
@@ -732,42 +732,22 @@ def record_failure(arm: Arm, error: Exception) -> str:
 
 def uncommitted_files() -> list[str]:
     """Library files that differ from the recorded commit (other engineers' work in progress)."""
-    try:
-        return subprocess.run(
-            ["git", "status", "--porcelain", "--", "defectaug", "benchmarks/downstream*.py"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return []
+    status = git_output("status", "--porcelain", "--", "defectaug", "benchmarks/downstream*.py")
+    return [] if status is None else status.splitlines()
+
+
+#: Files whose uncommitted edits change what a downstream run measures.
+WATCHED_FILES = (
+    "benchmarks/downstream.py",
+    "benchmarks/downstream_data.py",
+    "benchmarks/downstream_models.py",
+    "defectaug/evaluation.py",
+)
 
 
 def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--",
-                "benchmarks/downstream.py",
-                "benchmarks/downstream_data.py",
-                "benchmarks/downstream_models.py",
-                "defectaug/evaluation.py",
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return commit + (" (benchmark files modified)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The full commit, marked where :data:`WATCHED_FILES` have uncommitted edits."""
+    return recording.git_commit(watched=WATCHED_FILES)
 
 
 # ----------------------------------------------------------------------------------------- main

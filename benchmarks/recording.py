@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,3 +36,27 @@ def portable_path(path: str | os.PathLike[str]) -> str:
 def portable_command(command: str) -> str:
     """A recorded command line with its absolute paths made relative by :func:`portable_path`."""
     return _ABSOLUTE_IN_COMMAND.sub(lambda match: portable_path(match.group()), command)
+
+
+def git_output(*args: str) -> str | None:
+    """``git args...`` run at the repository root: its stdout, or ``None`` where git is missing
+    or fails (a copy of the tree without ``.git`` still records results)."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_commit(*, short: bool = False, watched: Sequence[str] = ()) -> str:
+    """The commit a result was measured at (``"unknown"`` without git).
+
+    ``watched``: paths whose uncommitted edits would make the commit misdescribe what ran; where
+    any differs from it, the commit gets the suffix ``" (benchmark files modified)"``.
+    """
+    commit = git_output("rev-parse", *(["--short"] if short else []), "HEAD")
+    if commit is None:
+        return "unknown"
+    dirty = git_output("status", "--porcelain", "--", *watched).strip() if watched else ""
+    return commit.strip() + (" (benchmark files modified)" if dirty else "")

@@ -13,8 +13,9 @@ kornia, scipy, OpenCV and the training code load only when something that needs 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from defectaug._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -104,15 +105,4 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from defectaug.transforms import DefectInject
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'defectaug' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    # Cached in the module namespace: later lookups are plain attribute reads.
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

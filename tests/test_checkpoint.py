@@ -2,7 +2,6 @@
 and the bounds on what the command line can make the trainer allocate (issues #19 and #16)."""
 
 import ast
-import csv
 import dataclasses
 import json
 import os
@@ -11,11 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
+
+# One tiny fixture for both suites: test_training's crops, model and dataset.
+from test_training import TINY_ARCH, tiny_crops, write_fixture_dataset
+from test_training import tiny_config as training_config
 
 import defectaug
 from defectaug.cli import main as cli_main
@@ -25,14 +26,12 @@ from defectaug.training import (
     TrainConfig,
     TrainingResourceError,
     convert_legacy_checkpoint,
-    crops_from_regions,
     load_checkpoint,
 )
 from defectaug.training import checkpoint as checkpoint_module
 from defectaug.training import memory as memory_module
 from defectaug.training.__main__ import main as train_main
 
-TINY_ARCH = {"width": 4, "max_width": 8, "latent_dim": 4}
 #: Keys the state held before the safetensors format; an old ``checkpoint.pt`` held exactly these.
 LEGACY_KEYS = (
     "architecture",
@@ -46,21 +45,9 @@ LEGACY_KEYS = (
 )
 
 
-def tiny_crops(layer_size: int = 16):
-    generator = torch.Generator().manual_seed(0)
-    regions = []
-    for index in range(12):
-        h, w = (int(v) for v in torch.randint(8, 30, (2,), generator=generator))
-        alpha = torch.zeros(1, h, w)
-        alpha[:, 2:-2, 2:-2] = 1.0
-        content = torch.rand(1, h, w, generator=generator) * (0.3 if index % 2 else 1.0)
-        regions.append((content, alpha, "ab"[index % 2]))
-    return crops_from_regions(regions, ["a", "b"], layer_size)
-
-
 def tiny_config(**overrides) -> TrainConfig:
-    values = {"iterations": 4, "batch_size": 4, "gp_every": 2, "architecture": dict(TINY_ARCH)}
-    return TrainConfig(**{**values, **overrides})
+    # test_training's config with fewer steps: checkpoints need a few steps, not a trained model.
+    return training_config(**{"iterations": 4, **overrides})
 
 
 def quiet_fit(trainer, out):
@@ -89,31 +76,6 @@ def unbroken(tmp_path_factory):
     trainer = DCDGANTrainer(tiny_crops(), tiny_config())
     quiet_fit(trainer, tmp_path_factory.mktemp("unbroken"))
     return trainer
-
-
-def write_fixture_dataset(root: Path) -> None:
-    """Six grey images with dark 'pit' blobs or 'line' strokes, in the manifest layout."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for folder in ("train/pit", "train/line", "ground_truth"):
-        (root / folder).mkdir(parents=True)
-    for index in range(6):
-        label = "pit" if index % 2 == 0 else "line"
-        image = np.full((48, 56), 150, np.uint8) + rng.integers(0, 20, (48, 56), dtype=np.uint8)
-        mask = np.zeros((48, 56), np.uint8)
-        if label == "pit":
-            mask[18:28, 20 + index : 30 + index] = 255
-        else:
-            mask[8:40, 25 + index : 28 + index] = 255
-        image[mask > 0] = 40
-        name, mask_name = f"train/{label}/{index}.png", f"ground_truth/{index}_mask.png"
-        Image.fromarray(image).save(root / name)
-        Image.fromarray(mask).save(root / mask_name)
-        rows.append({"image": name, "label": label, "split": "train", "mask": mask_name})
-    with (root / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "label", "split", "mask"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_registry_hub import _record_build_devices
 
 from defectaug.generators import hub
 from defectaug.generators.dcdgan import DCDGAN
@@ -77,14 +78,7 @@ def test_a_card_asking_for_width_20000_is_refused_before_anything_is_built(tmp_p
     config["kwargs"].update(width=20000, max_width=20000)
     (crafted / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
-    devices: list[str] = []
-    original = DCDGAN.from_config.__func__
-
-    def recording(cls, kwargs):
-        devices.append(torch.empty(0).device.type)
-        return original(cls, kwargs)
-
-    monkeypatch.setattr(DCDGAN, "from_config", classmethod(recording))
+    devices = _record_build_devices(monkeypatch, DCDGAN)
     monkeypatch.setattr(hub, "load_weights", lambda path: pytest.fail("weights were read"))
     with pytest.raises(ValueError) as info:
         load_generator(crafted)

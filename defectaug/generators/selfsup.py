@@ -183,6 +183,25 @@ def load_image_pool(
     return stacked, sizes
 
 
+def _check_crop_scale(crop_scale: tuple[float, float]) -> tuple[float, float]:
+    checked = check_range(crop_scale, "crop_scale", 0.0, 1.0)
+    if checked[0] <= 0.0:
+        raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale!r}")
+    return checked
+
+
+def _optional_pool(
+    source: torch.Tensor | str | os.PathLike[str] | None, name: str, max_pool: int, max_side: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``load_image_pool(source)``, or ``(None, None)`` without a source; the bounds are checked
+    either way, so a bad ``max_pool`` or ``max_side`` is refused even where no pool is given."""
+    if source is not None:
+        return load_image_pool(source, name, max_pool=max_pool, max_side=max_side)
+    _check_bound(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
+    _check_bound(max_side, "max_side", 8, MAX_SIDE_LIMIT)
+    return None, None
+
+
 def _crop_resize(
     sources: torch.Tensor,
     sizes: torch.Tensor | None,
@@ -356,6 +375,22 @@ class _SelfSupervisedGenerator(DefectGenerator):
         size = self.layer_size if layer_size is None else check_size(layer_size, "layer_size", 8)
         return labels.shape[0], size
 
+    def _start_on_landing(
+        self,
+        labels: torch.Tensor,
+        reference: torch.Tensor | None,
+        layer_size: int | tuple[int, int] | None,
+        options: dict[str, Any],
+        background: torch.Tensor | None,
+        channels: int,
+        device: torch.device,
+    ) -> tuple[int, tuple[int, int], torch.Tensor]:
+        """:meth:`_start` for a generator whose content is made from the landing patches: also
+        those patches, checked and resized to the layer."""
+        n, size = self._start(labels, reference, layer_size, options)
+        assert background is not None  # sample() enforces needs_background
+        return n, size, self._images(background, channels, device, size)
+
     def _masks(
         self, n: int, size: tuple[int, int], generator: torch.Generator, dtype: torch.dtype
     ) -> torch.Tensor:
@@ -406,6 +441,28 @@ class _SelfSupervisedGenerator(DefectGenerator):
             return items, torch.ones(1, dtype=torch.bool)
         k = int(torch.randint(1, n, (1,), generator=generator, device=generator.device))
         return (items + k) % n, torch.zeros(n, dtype=torch.bool)
+
+    def _foreign_crops(
+        self,
+        pool: torch.Tensor | None,
+        pool_sizes: torch.Tensor | None,
+        crop_scale: tuple[float, float],
+        patches: torch.Tensor | None,
+        n: int,
+        size: tuple[int, int],
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """``n`` crops resized to ``size`` from somewhere else than each item's own landing:
+        random images of ``pool`` (cropped by ``crop_scale``) or, without a pool, other items'
+        ``patches`` (see :meth:`_patch_sources`)."""
+        if pool is not None:
+            index = torch.randint(
+                0, pool.shape[0], (n,), generator=generator, device=generator.device
+            ).cpu()
+            return _crop_resize(pool, pool_sizes, index, size, crop_scale, generator)
+        assert patches is not None
+        index, own = self._patch_sources(patches, generator)
+        return _crop_resize(patches, None, index, size, PATCH_CROP, generator, force_mirror=own)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mask_shape={self.mask_shape!r}"
@@ -481,9 +538,9 @@ class CutPasteGenerator(_SelfSupervisedGenerator):
         layer_size: int | tuple[int, int] | None = None,
         **options: Any,
     ) -> DefectLayer:
-        n, size = self._start(labels, reference, layer_size, options)
-        assert background is not None  # sample() enforces needs_background
-        patch = self._images(background, channels, device, size)
+        n, size, patch = self._start_on_landing(
+            labels, reference, layer_size, options, background, channels, device
+        )
         if self.variant == "scar":
             alpha = strip_masks(n, size, generator, width=self.scar_width, dtype=dtype)
         else:
@@ -522,6 +579,7 @@ class NSAGenerator(_SelfSupervisedGenerator):
     """
 
     defect_types = ("nsa",)
+
     def __init__(
         self,
         pool: torch.Tensor | str | os.PathLike[str] | None = None,
@@ -535,15 +593,8 @@ class NSAGenerator(_SelfSupervisedGenerator):
         perlin_threshold: float = 0.5,
     ) -> None:
         super().__init__(layer_size, mask_shape, perlin_scale, perlin_threshold)
-        self.crop_scale = check_range(crop_scale, "crop_scale", 0.0, 1.0)
-        if self.crop_scale[0] <= 0.0:
-            raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale!r}")
-        images, sizes = (None, None)
-        if pool is not None:
-            images, sizes = load_image_pool(pool, "pool", max_pool=max_pool, max_side=max_side)
-        else:
-            _check_bound(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
-            _check_bound(max_side, "max_side", 8, MAX_SIDE_LIMIT)
+        self.crop_scale = _check_crop_scale(crop_scale)
+        images, sizes = _optional_pool(pool, "pool", max_pool, max_side)
         # Buffers follow .to(device) but stay out of state_dict: the pool is data, not weights.
         self.register_buffer("pool", images, persistent=False)
         self.register_buffer("pool_sizes", sizes, persistent=False)
@@ -565,20 +616,14 @@ class NSAGenerator(_SelfSupervisedGenerator):
     ) -> DefectLayer:
         n, size = self._start(labels, reference, layer_size, options)
         alpha = self._masks(n, size, generator, dtype)
-        if self.pool is not None:
-            index = torch.randint(
-                0, self.pool.shape[0], (n,), generator=generator, device=generator.device
-            ).cpu()
-            content = _crop_resize(
-                self.pool, self.pool_sizes, index, size, self.crop_scale, generator
-            )
-        else:
-            assert background is not None
+        if self.pool is None:
+            assert background is not None  # needs_background is set without a pool
             patches = self._images(background, channels, device)
-            index, own = self._patch_sources(patches, generator)
-            content = _crop_resize(
-                patches, None, index, size, PATCH_CROP, generator, force_mirror=own
-            )
+        else:
+            patches = None
+        content = self._foreign_crops(
+            self.pool, self.pool_sizes, self.crop_scale, patches, n, size, generator
+        )
         content = _match_channels(content.to(device), channels)
         return DefectLayer(content.to(dtype), alpha.to(device), labels, self.defect_types)
 
@@ -635,15 +680,8 @@ class TextureGenerator(_SelfSupervisedGenerator):
         super().__init__(layer_size, mask_shape, perlin_scale, perlin_threshold)
         self.beta_range = check_range(beta_range, "beta_range", 0.0, 1.0)
         self.augment = _check_bound(augment, "augment", 0, len(TEXTURE_AUGMENTATIONS))
-        self.crop_scale = check_range(crop_scale, "crop_scale", 0.0, 1.0)
-        if self.crop_scale[0] <= 0.0:
-            raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale!r}")
-        images, sizes = (None, None)
-        if source is not None:
-            images, sizes = load_image_pool(source, "source", max_pool=max_pool, max_side=max_side)
-        else:
-            _check_bound(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
-            _check_bound(max_side, "max_side", 8, MAX_SIDE_LIMIT)
+        self.crop_scale = _check_crop_scale(crop_scale)
+        images, sizes = _optional_pool(source, "source", max_pool, max_side)
         self.register_buffer("source", images, persistent=False)
         self.register_buffer("source_sizes", sizes, persistent=False)
 
@@ -660,22 +698,13 @@ class TextureGenerator(_SelfSupervisedGenerator):
         layer_size: int | tuple[int, int] | None = None,
         **options: Any,
     ) -> DefectLayer:
-        n, size = self._start(labels, reference, layer_size, options)
-        assert background is not None  # sample() enforces needs_background
-        landing = self._images(background, channels, device, size)
+        n, size, landing = self._start_on_landing(
+            labels, reference, layer_size, options, background, channels, device
+        )
         alpha = self._masks(n, size, generator, dtype)
-        if self.source is not None:
-            index = torch.randint(
-                0, self.source.shape[0], (n,), generator=generator, device=generator.device
-            ).cpu()
-            texture = _crop_resize(
-                self.source, self.source_sizes, index, size, self.crop_scale, generator
-            )
-        else:
-            index, own = self._patch_sources(landing, generator)
-            texture = _crop_resize(
-                landing, None, index, size, PATCH_CROP, generator, force_mirror=own
-            )
+        texture = self._foreign_crops(
+            self.source, self.source_sizes, self.crop_scale, landing, n, size, generator
+        )
         texture = _match_channels(texture.to(device), channels)
         texture = _augment_texture(texture, self.augment, generator)
         low, high = self.beta_range

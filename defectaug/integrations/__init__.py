@@ -14,8 +14,7 @@ and a missing library raises an ``ImportError`` naming the extra to install.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from defectaug._lazy import lazy_exports
 
 _LAZY = {
     "DefectInjectA": "defectaug.integrations.albumentations",
@@ -26,14 +25,4 @@ _LAZY = {
 __all__ = ["DefectAnomalyGenerator", "DefectInjectA", "DefectInjectK"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'defectaug.integrations' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -3,7 +3,8 @@ the defect shows (as :class:`~defectaug.DefectInject` does)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,17 @@ class Injection:
             roi=roi,
             confine=confine,
         )
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> Injection:
+        """The injection built from an adapter's own arguments (its ``locals()``).
+
+        Each adapter spells these options out in its signature, so IDEs and ``help()`` show
+        them; this takes them from there by name, so no adapter repeats the forwarding list and
+        an option added here reaches every adapter that declares it.
+        """
+        names = list(inspect.signature(cls).parameters)
+        return cls(**{name: arguments[name] for name in names})
 
     def draw(
         self,

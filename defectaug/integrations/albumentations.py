@@ -71,18 +71,7 @@ class DefectInjectA(A.DualTransform):
         p: float = 0.5,
     ) -> None:
         super().__init__(p=p)
-        self.injection = Injection(
-            defect_types,
-            generator,
-            blend=blend,
-            count=count,
-            scale=scale,
-            rotation=rotation,
-            aspect=aspect,
-            min_size=min_size,
-            roi=roi,
-            confine=confine,
-        )
+        self.injection = Injection.from_arguments(locals())
         types = self.injection.defect_types
         self.box_labels = {name: name for name in types} if box_labels is None else box_labels
         missing = [name for name in types if name not in self.box_labels]

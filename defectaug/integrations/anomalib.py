@@ -68,18 +68,7 @@ class DefectAnomalyGenerator(nn.Module):
             self.probability = check_probability(probability)
         except (TypeError, ValueError) as error:
             raise type(error)(str(error).replace("p: ", "probability: ", 1)) from None
-        self.injection = Injection(
-            defect_types,
-            generator,
-            blend=blend,
-            count=count,
-            scale=scale,
-            rotation=rotation,
-            aspect=aspect,
-            min_size=min_size,
-            roi=roi,
-            confine=confine,
-        )
+        self.injection = Injection.from_arguments(locals())
         self.generator = self.injection.generator  # a submodule: .to(device) moves it
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")

@@ -74,18 +74,7 @@ class DefectInjectK(IntensityAugmentationBase2D):
         keepdim: bool = False,
     ) -> None:
         super().__init__(p=p, p_batch=p_batch, same_on_batch=same_on_batch, keepdim=keepdim)
-        self.injection = Injection(
-            defect_types,
-            generator,
-            blend=blend,
-            count=count,
-            scale=scale,
-            rotation=rotation,
-            aspect=aspect,
-            min_size=min_size,
-            roi=roi,
-            confine=confine,
-        )
+        self.injection = Injection.from_arguments(locals())
         self.mask_value = float(mask_value)
         # The generator is a submodule, so .to(device) moves a learned generator's weights too.
         self.generator = self.injection.generator
