@@ -141,6 +141,3 @@ class Injection:
             torch.tensor(box_image, dtype=torch.int64),
             torch.tensor(box_labels, dtype=torch.int64),
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {"defect_types": list(self.defect_types), "blend": self.blend}
