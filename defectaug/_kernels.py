@@ -337,8 +337,8 @@ def composite_tracked(
 def copy_within(source: np.ndarray, out: np.ndarray, low: float, high: float) -> bool:
     """Copy C-contiguous ``source`` into ``out`` (same shape); whether all of it is in [low, high].
 
-    One pass for the copy and the range check of a float image (NaN is outside); a clone and
-    numpy's min and max cost half as much again.
+    One pass for the copy and the range check of a float image (NaN is outside), instead of a
+    clone followed by separate min and max passes.
     """
     values = source.ravel()
     copy = out.ravel()

@@ -1206,6 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyError,
         RuntimeError,  # torch: devices, out of memory
         MemoryError,
+        FloatingPointError,  # train: the run diverged (its checkpoint is kept)
         csv.Error,
         Image.DecompressionBombError,
     ) as error:

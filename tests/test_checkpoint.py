@@ -460,6 +460,34 @@ def test_convert_checkpoint_refuses_what_is_not_a_training_checkpoint(tmp_path, 
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
+def test_convert_checkpoint_refuses_a_dict_of_the_wrong_shapes(tmp_path, capsys):
+    """Right keys, wrong values: one line naming them, never an AttributeError traceback."""
+    base = {"architecture": "dcdgan", "iteration": 1, "elapsed_s": 0.0, "history": []}
+    base["train_config"] = {}
+    cases = {
+        "lists": {**base, "modules": [], "optimizers": {}, "rng": {}},
+        "optimizer": {
+            **base,
+            "modules": {},
+            "optimizers": {"g": {"state": [], "param_groups": []}},
+            "rng": {"cpu_rng": torch.zeros(2), "device_rng": torch.zeros(2)},
+        },
+    }
+    for name, state in cases.items():
+        torch.save(state, tmp_path / f"{name}.pt")
+        line = cli_error(
+            capsys,
+            ["convert-checkpoint", str(tmp_path / f"{name}.pt"), str(tmp_path / name)],
+            "convert-checkpoint",
+        )
+        assert "not a defectaug training checkpoint" in line, line
+    assert "'modules' is not a dict" in cli_error(
+        capsys,
+        ["convert-checkpoint", str(tmp_path / "lists.pt"), str(tmp_path / "again")],
+        "convert-checkpoint",
+    )
+
+
 # ------------------------------------------------------------------------------ CLI bounds
 def test_device_that_is_not_there_is_one_line(tmp_path, dataset, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -476,6 +504,23 @@ def test_python_m_training_also_reports_one_line(tmp_path, dataset, capsys, monk
     err = capsys.readouterr().err
     assert err.startswith("python -m defectaug.training: error: --device: 'cuda' asked for")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_diverged_run_is_one_line_and_keeps_its_checkpoint(
+    tmp_path, dataset, capsys, monkeypatch
+):
+    monkeypatch.setattr(DCDGANTrainer, "training_step", lambda self: {"loss": float("nan")})
+    line = cli_error(capsys, train_argv(dataset, tmp_path / "run"))
+    assert "training diverged at iteration 1" in line
+    assert (tmp_path / "run" / "checkpoint_nonfinite.json").is_file()
+    assert train_main(train_argv(dataset, tmp_path / "again")[1:]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("python -m defectaug.training: error: training diverged at iteration 1")
+    )
 
 
 @pytest.mark.parametrize("flag", ["--checkpoint-every", "--sample-every"])

@@ -166,6 +166,8 @@ def test_bootstrap_refuses_bad_inputs(kwargs, message):
     values = kwargs.pop("values")
     with pytest.raises(ValueError, match=message):
         bootstrap_ci(values, **kwargs)
+    with pytest.raises(TypeError, match="seed: expected an int"):
+        bootstrap_ci([1.0, 2.0], seed="0")
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,7 @@ def test_defect_windows_skip_empty_masks_and_accept_float_masks():
         (torch.zeros(1, 8, 8, dtype=torch.bool), {}, r"masks: expected a tensor \[N, 1, H, W\]"),
         (torch.zeros(1, 1, 8, 8, dtype=torch.bool), {"size": 0}, "size"),
         (torch.zeros(1, 1, 8, 8, dtype=torch.bool), {"context": -1.0}, "context"),
+        (torch.zeros(1, 1, 8, 8, dtype=torch.bool), {"context": "wide"}, "context"),
     ],
 )
 def test_defect_windows_refuse_bad_inputs(masks, kwargs, message):
@@ -216,6 +217,17 @@ def test_two_sample_auc_is_deterministic_rgb_and_leaves_the_global_generator_alo
     assert torch.equal(torch.random.get_rng_state(), state)
     assert two_sample_auc(real, synthetic, folds=2, seed=5, epochs=2) == first
     assert 0.0 <= first <= 1.0
+
+
+def test_two_sample_auc_leaves_the_cuda_generators_alone(monkeypatch):
+    """torch.manual_seed would reseed every CUDA device too; only the CPU generator may be used."""
+
+    def reseeds_cuda(seed):
+        raise AssertionError("two_sample_auc reseeded the global CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeds_cuda)
+    real, synthetic = smooth_textures(4, 5, size=16), smooth_textures(4, 6, size=16)
+    assert 0.0 <= two_sample_auc(real, synthetic, folds=2, seed=0, epochs=1) <= 1.0
 
 
 @pytest.mark.parametrize(

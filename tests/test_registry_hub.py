@@ -557,3 +557,15 @@ def test_push_to_hub_refuses_what_would_not_load(monkeypatch, saved, tmp_path):
     with pytest.raises(TypeError, match="card_fields: colour cannot be set"):
         hub.push_to_hub(folder, "someone/tiny", colour="red")
     assert calls == []
+
+
+def test_push_to_hub_refuses_a_card_folder_with_links(monkeypatch, saved, tmp_path):
+    """A link in the folder would upload whatever it points at (e.g. a token outside it)."""
+    calls = _fake_hub(monkeypatch)
+    _, folder = saved
+    secret = tmp_path / "token.txt"
+    secret.write_text("hf_secret")
+    (folder / "notes.txt").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"source: .* holds symbolic links \(notes\.txt\)"):
+        hub.push_to_hub(folder, "someone/tiny", dry_run_dir=tmp_path / "staged")
+    assert calls == [] and not (tmp_path / "staged" / "notes.txt").exists()

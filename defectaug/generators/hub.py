@@ -668,6 +668,19 @@ def stage_for_hub(
                 f"card_fields: {', '.join(unknown)} cannot be set on a card folder; accepted: "
                 f"{', '.join(CARD_FIELD_KEYS)}"
             )
+        # copytree follows links: one in a downloaded card folder could pull a file from
+        # anywhere (a token, a key) into the upload.
+        links = [
+            path.relative_to(origin).as_posix()
+            for path in origin.rglob("*")
+            if path.is_symlink()
+            and not any(part.startswith(".") for part in path.relative_to(origin).parts)
+        ]
+        if links:
+            raise ValueError(
+                f"source: {str(origin)!r} holds symbolic links ({', '.join(sorted(links)[:5])}); "
+                "a card folder is uploaded as plain files, so links are refused"
+            )
         shutil.copytree(
             origin,
             target,
@@ -694,7 +707,10 @@ def _complete_card(path: Path, card_fields: Mapping[str, Any]) -> None:
     data["library_name"] = "defectaug"
     data.update({key: value for key, value in card_fields.items() if key != "tags"})
     tags = list(data.get("tags") or [])
-    for tag in ["defectaug", *card_fields.get("tags", [])]:
+    extra = card_fields.get("tags", [])
+    # A lone string is one tag, not a sequence of one-letter tags.
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    for tag in ["defectaug", *extra]:
         if tag not in tags:
             tags.append(tag)
     data["tags"] = tags

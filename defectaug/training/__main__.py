@@ -18,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     # The same user-facing errors the main CLI turns into one line (DEFECTAUG_DEBUG: traceback).
-    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as error:
+    except (
+        OSError,  # unreadable data, unwritable run folder, disk full
+        ValueError,
+        KeyError,
+        RuntimeError,  # torch: devices, out of memory
+        MemoryError,
+        FloatingPointError,  # training diverged (its checkpoint is kept)
+    ) as error:
         if os.environ.get("DEFECTAUG_DEBUG"):
             raise
         text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)

@@ -404,17 +404,30 @@ def _check_legacy_state(state: Any) -> list[str]:
     ]
     if problems:
         return problems
+    # Every shape flatten() relies on, so a foreign dict is refused here rather than failing
+    # there with an AttributeError or a bare KeyError.
+    problems = [
+        f"{key!r} is not a dict"
+        for key in ("modules", "optimizers", "rng")
+        if not isinstance(state[key], Mapping)
+    ]
+    if problems:
+        return problems
     for name, module_state in state["modules"].items():
         if not isinstance(module_state, Mapping) or not all(
             isinstance(value, torch.Tensor) for value in module_state.values()
         ):
             problems.append(f"module {name!r} is not a dict of tensors")
     for name, optimizer_state in state["optimizers"].items():
-        if not isinstance(optimizer_state, Mapping) or not {"state", "param_groups"} <= set(
-            optimizer_state
+        if (
+            not isinstance(optimizer_state, Mapping)
+            or not isinstance(optimizer_state.get("state"), Mapping)
+            or not all(isinstance(entry, Mapping) for entry in optimizer_state["state"].values())
+            or not isinstance(optimizer_state.get("param_groups"), list | tuple)
         ):
             problems.append(f"optimizer {name!r} is not an optimizer state dict")
-    if not all(isinstance(state["rng"].get(k), torch.Tensor) for k in ("cpu_rng", "device_rng")):
+    rng_keys = ("cpu_rng", "device_rng", "torch_global")
+    if not all(isinstance(state["rng"].get(k), torch.Tensor) for k in rng_keys):
         problems.append("no RNG states")
     return problems
 
