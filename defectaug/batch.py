@@ -8,7 +8,8 @@ and call it on batches straight from the data loader.
 
 Internally injection has two stages so the per-sample transform can share one random draw between
 several inputs: :func:`plan_defects` makes every random choice (which images, which type, where,
-how big, the generated layers) and :func:`apply_plan` composites a plan onto images.
+how big, the generated layers) and :func:`composite_visible` composites a plan onto images and
+labels what visibly changed.
 """
 
 from __future__ import annotations
@@ -421,11 +422,6 @@ def _dilate(mask: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(mask.to(torch.float32), 3, stride=1, padding=1) > 0
 
 
-def visible_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """``[B, 1, H, W]`` bool: pixels where some channel changed by more than ``VISIBILITY``."""
-    return (after - before).abs().amax(1, keepdim=True) > VISIBILITY
-
-
 def settle_composite(
     before: torch.Tensor, after: torch.Tensor, levels: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -480,8 +476,9 @@ def _mean_change(
 ) -> torch.Tensor:
     """Per item, the mean of ``image`` minus ``under`` (its window) over ``core [n, 1, h, w]``."""
     window = crop_windows(image, torch.arange(len(image), device=image.device), offsets, size)
-    weight = core.to(image.dtype)
-    total = ((window - under) * weight).sum(dim=(1, 2, 3))
+    # float32 sums: a float16 sum passes 65504 (its largest value) on a ~150x150 RGB defect.
+    weight = core.to(torch.float32)
+    total = ((window - under).float() * weight).sum(dim=(1, 2, 3))
     return total / (weight.sum(dim=(1, 2, 3)) * image.shape[1]).clamp_min(1.0)
 
 
@@ -522,6 +519,7 @@ def _blend_round(
     if bool(lost.any()):
         share = ((KEPT_CONTRAST * wanted - kept) / (wanted - kept)).clamp(0.0, 1.0)
         share = torch.where(lost, share, torch.zeros_like(share)).view(-1, 1, 1, 1)
+        share = share.to(blended.dtype)
         blended = blended + (alpha_blended - blended) * share
     return blended
 

@@ -369,6 +369,8 @@ def fit_defects(
             if wanted is not None and name not in wanted:
                 continue
             regions = measure_image(content, alpha >= 0.5, min_area)
+            if not regions:
+                continue  # as for records: an empty class would reach _summarise with no region
             for region in regions:
                 # A crop is not the image: no location, no border.
                 region.update(cy=0.5, cx=0.5, border_px=1e9, border_distance=1.0)
@@ -559,7 +561,6 @@ class LocationRoi:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         grid = torch.tensor(self.prior, dtype=torch.float32)
-        cells = grid.numel()
         if self.side is None:
             density = grid
         else:
@@ -567,7 +568,8 @@ class LocationRoi:
             axis = 1 if self.side in ("top", "bottom") else 0
             marginal = grid.sum(dim=1 - axis)
             density = (marginal[None, :] if axis == 1 else marginal[:, None]) / grid.shape[0]
-        density = density / density.sum() * cells
+        # Relative to a uniform density over the cells `density` has (a marginal has one row).
+        density = density / density.sum() * density.numel()
         keep = density >= self.threshold
         keep = keep | (density == density.max())
         mask = F.interpolate(keep.float()[None, None], size=(height, width), mode="nearest").bool()

@@ -125,9 +125,7 @@ def as_count_range(count: CountArg) -> tuple[int, int]:
         raise ValueError(f"count: expected 0 <= min <= max and max >= 1, got {count!r}")
     if pair[1] > MAX_DEFECTS_PER_IMAGE:
         # Each defect is a layer the size of its box: the count sizes an allocation.
-        raise ValueError(
-            f"count: at most {MAX_DEFECTS_PER_IMAGE} defects per image, got {count!r}"
-        )
+        raise ValueError(f"count: at most {MAX_DEFECTS_PER_IMAGE} defects per image, got {count!r}")
     return pair
 
 
@@ -381,6 +379,9 @@ def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
     return torch.cat([matrix, bottom], dim=1)
 
 
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def _sample_affine(
     source: torch.Tensor,
     output_to_source: torch.Tensor,
@@ -409,6 +410,11 @@ def _sample_affine(
         @ _homogeneous(output_to_source.double().cpu())
         @ _homogeneous(unit_to_pixels[None])
     )[:, :2]
+    # A float16 / bfloat16 grid misplaces samples by a sizeable fraction of a pixel on images
+    # a few hundred px wide (CPU grid_sample even returns NaN there): resample in float32.
+    dtype = source.dtype
+    if dtype in _HALF_DTYPES:
+        source = source.float()
     grid = F.affine_grid(
         theta.to(device=source.device, dtype=source.dtype),
         [n, channels, out_h, out_w],
@@ -416,7 +422,7 @@ def _sample_affine(
     )
     return F.grid_sample(
         source, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True
-    )
+    ).to(dtype)
 
 
 def layer_backgrounds(
@@ -428,11 +434,16 @@ def layer_backgrounds(
     land on, so a generator that shades this patch produces content whose texture lines up with
     the image once warped back.
     """
+    dtype = images.dtype
+    if dtype in _HALF_DTYPES:
+        # Converted here, before the expand: converting the expanded view would copy the image
+        # once per layer.
+        images = images.float()
     if images.shape[0] == 1:
         sources = images.expand(len(image_index), -1, -1, -1)
     else:
         sources = images[image_index.to(images.device)]
-    return _sample_affine(sources, geometry.to_image, geometry.layer_size, "border")
+    return _sample_affine(sources, geometry.to_image, geometry.layer_size, "border").to(dtype)
 
 
 @dataclass(frozen=True)

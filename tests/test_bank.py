@@ -66,6 +66,9 @@ def test_channels_follow_the_data(tmp_path):
     unclamped = ((rgb_request.content > 0) & (rgb_request.content < 1)).all(dim=1, keepdim=True)
     unclamped = unclamped.expand_as(colour)
     assert torch.allclose(colour[unclamped], patch_colour[unclamped], atol=1e-5)
+    # A background of another size than the layer is resized to it, as convert_layer does.
+    other = grey_bank.sample(2, generator=0, background=torch.rand(2, 1, 50, 60))
+    assert other.content.shape[-2:] == layer.content.shape[-2:]
 
 
 def test_split_and_types_are_passed_on(mvtec_root):

@@ -227,3 +227,16 @@ def test_p_takes_numpy_scalars_and_defect_types_must_be_names():
         inject_defects(images, 3)
     with pytest.raises(TypeError, match="defect_types: expected a type name"):
         DefectInjector({"spot"})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_images_wider_than_256_px(dtype):
+    # Half-precision resampling grids misplace samples (CPU grid_sample even returned NaN) on
+    # images a few hundred px wide, and half-precision sums overflowed on large defects.
+    images = _backgrounds(batch=1, size=(320, 320))
+    reference = inject_defects(images, "spot", blend="poisson", scale=(0.5, 0.6), seed=3)
+    result = inject_defects(images.to(dtype), "spot", blend="poisson", scale=(0.5, 0.6), seed=3)
+    assert result.images.dtype == dtype and torch.isfinite(result.images).all()
+    assert (result.labels == reference.labels).all() and result.masks.any()
+    overlap = (result.masks & reference.masks).sum() / (result.masks | reference.masks).sum()
+    assert overlap > 0.9

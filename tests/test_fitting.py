@@ -197,6 +197,11 @@ def test_location_roi_band():
     mask = LocationRoi(prior, side="left", band=2)(torch.zeros(2, 1, 40, 50))
     assert mask.shape == (1, 1, 40, 50)
     assert bool(mask[0, 0, :, :2].all()) and not bool(mask[0, 0, :, 2:].any())
+    # The band follows the prior's marginal along the side: defects seen only near the top.
+    floor = 0.1 / 256
+    top_only = [[floor + (0.9 / 64 if row < 4 else 0.0)] * 16 for row in range(16)]
+    mask = LocationRoi(top_only, side="left", band=2)(torch.zeros(1, 1, 32, 32))
+    assert bool(mask[0, 0, :8, :2].all()) and not bool(mask[0, 0, 8:].any())
 
 
 def test_bad_arguments(fixture_records):
@@ -226,3 +231,16 @@ def test_shipped_magnetic_tile_card_matches_real_data():
     for name in generator.defect_types:
         out = inject_defects(images, name, generator, seed=1, **generator.placement(name))
         assert bool(out.masks.any())
+
+
+def test_bank_without_large_enough_regions_is_refused():
+    from defectaug.generators.bank import DefectBank
+
+    image = torch.full((1, 20, 20), 0.5)
+    image[:, 5:15, 5:15] = 0.2
+    alpha = torch.zeros(1, 20, 20)
+    alpha[:, 5:15, 5:15] = 1.0
+    bank = DefectBank({"a": [(image, alpha)]})
+    assert list(fit_defects(bank).classes) == ["a"]
+    with pytest.raises(ValueError, match="no masked defect of at least 5000 px"):
+        fit_defects(bank, min_area=5000)

@@ -391,7 +391,12 @@ class DefectBank(DefectGenerator):
             valid > 1e-3, content / valid.clamp_min(1e-3), torch.zeros_like(content)
         )
         if background is not None:
-            content = match_tone(content, valid, alpha, background.to(device))
+            patch = background.to(device=device, dtype=content.dtype)
+            if tuple(patch.shape[-2:]) != (height, width):  # resized to the layer, as elsewhere
+                patch = F.interpolate(
+                    patch, (height, width), mode="bilinear", align_corners=False, antialias=True
+                )
+            content = match_tone(content, valid, alpha, patch)
         weight = alpha.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         mean = (content * alpha).sum(dim=(2, 3), keepdim=True) / weight
         content = (content - mean) * contrast.view(n, 1, 1, 1) + mean + brightness.view(n, 1, 1, 1)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from defectaug._io import check_finite, check_unit_range
 from defectaug.datasets import IMAGE_SUFFIXES, load_image
-from defectaug.generators.base import DefectGenerator
+from defectaug.generators.base import DefectGenerator, match_channels
 from defectaug.generators.registry import register_generator
 from defectaug.generators.shapes import (
     check_mask_shape,
@@ -67,18 +67,6 @@ MAX_SIDE_LIMIT = 1024
 PATCH_CROP = (0.5, 1.0)
 #: The DRAEM-style appearance changes :class:`TextureGenerator` picks ``augment`` of per texture.
 TEXTURE_AUGMENTATIONS = ("gamma", "brightness", "invert", "solarize", "posterize", "autocontrast")
-
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """``images [n, 1 or 3, h, w]`` with ``channels`` channels: luminance, or grey repeated."""
-    if images.shape[1] == channels:
-        return images
-    if channels == 1:
-        weights = torch.tensor(_LUMA, device=images.device, dtype=images.dtype)
-        return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-    return images.expand(-1, 3, -1, -1)
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -178,7 +166,7 @@ def load_image_pool(
     sizes = torch.zeros(len(images), 2, dtype=torch.int64)
     for i, image in enumerate(images):
         h, w = image.shape[-2:]
-        stacked[i, :, :h, :w] = _match_channels(image, channels)[0]
+        stacked[i, :, :h, :w] = match_channels(image, channels)[0]
         sizes[i] = torch.tensor([h, w])
     return stacked, sizes
 
@@ -422,7 +410,7 @@ class _SelfSupervisedGenerator(DefectGenerator):
                 f"background: expected images of at least 2x2 pixels, got shape "
                 f"{tuple(background.shape)}"
             )
-        images = _match_channels(background.to(device=device, dtype=torch.float32), channels)
+        images = match_channels(background.to(device=device, dtype=torch.float32), channels)
         images = images.clamp(0.0, 1.0)
         return images if size is None else _resize(images, size)
 
@@ -624,7 +612,7 @@ class NSAGenerator(_SelfSupervisedGenerator):
         content = self._foreign_crops(
             self.pool, self.pool_sizes, self.crop_scale, patches, n, size, generator
         )
-        content = _match_channels(content.to(device), channels)
+        content = match_channels(content.to(device), channels)
         return DefectLayer(content.to(dtype), alpha.to(device), labels, self.defect_types)
 
     def extra_repr(self) -> str:
@@ -705,7 +693,7 @@ class TextureGenerator(_SelfSupervisedGenerator):
         texture = self._foreign_crops(
             self.source, self.source_sizes, self.crop_scale, landing, n, size, generator
         )
-        texture = _match_channels(texture.to(device), channels)
+        texture = match_channels(texture.to(device), channels)
         texture = _augment_texture(texture, self.augment, generator)
         low, high = self.beta_range
         beta = low + (high - low) * torch.rand(n, generator=generator, device=generator.device)

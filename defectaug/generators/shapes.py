@@ -4,7 +4,7 @@ Every sampler returns an alpha ``[n, 1, h, w]`` that is 1 on the shape and 0 els
 mask ``inject_defects`` reports (``alpha >= 0.5``) is the patch that shows. The edge is left hard
 on purpose: placing a layer resamples it bilinearly, which antialiases the edge anyway, while a
 ramp drawn here as well would, on small shapes, leave pixels faintly visible (alpha just under
-0.5) up to 3 px outside the reported mask (measured on 64 px images with default placement).
+0.5) a few px outside the reported mask.
 Shapes keep the layer's outermost pixel ring empty, so that resampled edge lies inside the layer.
 
 All draws come from the ``torch.Generator`` given and all arithmetic runs in float32 whatever the
@@ -218,8 +218,8 @@ def perlin_masks(
     The noise fades out towards the layer border (a round vignette) so blobs end inside the
     layer rather than along its straight edge. Never empty: an item whose noise covers less
     than ``min_area`` of the layer (or fewer than 4 pixels) at ``threshold`` uses, for that item
-    only, the lower threshold that covers that much: DRAEM's absolute threshold alone leaves about
-    3 % of a layer on average, and nothing at all for many items with few periods. Parts
+    only, the lower threshold that covers that much: DRAEM's absolute threshold alone leaves
+    little of a layer, and nothing at all for many items with few periods. Parts
     narrower than 2 px are opened away (:func:`_grey_open`). Raising ``threshold`` only ever
     shrinks a mask (same seed). ``min_period`` defaults to 8 px, DRAEM's finest period (32
     periods over 256 px).
