@@ -295,12 +295,6 @@ class DefectPlan:
         """``[B]`` bool: images that receive at least one defect."""
         return self.labels != NO_DEFECT
 
-    def defect_masks(self) -> torch.Tensor:
-        """``[N, 1, Hc, Wc]`` bool canvas masks of the placed defects."""
-        if self.warped is None:
-            raise ValueError("this plan places no defect")
-        return self.warped.layer.mask(MASK_THRESHOLD)
-
 
 def plan_defects(
     images: torch.Tensor,
@@ -374,32 +368,6 @@ def plan_defects(
     )
 
 
-def _paste_masks(
-    masks: torch.Tensor, windows: torch.Tensor, image_index: torch.Tensor, offsets: torch.Tensor
-) -> torch.Tensor:
-    """OR bool ``windows [N, 1, h, w]`` into ``masks [B, 1, H, W]`` in place at ``offsets``."""
-    _, _, height, width = masks.shape
-    item, _, row, col = windows.nonzero(as_tuple=True)
-    row = row + offsets[item, 0]
-    col = col + offsets[item, 1]
-    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-    masks[image_index[item[inside]], 0, row[inside], col[inside]] = True
-    return masks
-
-
-def plan_masks(plan: DefectPlan, device: torch.device | str | None = None) -> torch.Tensor:
-    """``[B, 1, H, W]`` bool: the union of the plan's defect masks on each image."""
-    batch, (height, width) = plan.placements.batch_size, plan.image_size
-    if plan.warped is None:
-        device = device if device is not None else plan.labels.device
-        return torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
-    device = device if device is not None else plan.warped.layer.alpha.device
-    masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
-    windows = plan.defect_masks().to(device)
-    image_index = plan.placements.image_index.to(device)
-    return _paste_masks(masks, windows, image_index, plan.warped.offsets.to(device))
-
-
 class VisibleComposite(NamedTuple):
     """What :func:`composite_visible` returns.
 
@@ -453,8 +421,10 @@ def settle_composite(
     shown = mask.sum(dim=(1, 2, 3)) >= MIN_VISIBLE_PIXELS
     mask = mask & shown.view(-1, 1, 1, 1)
     near = _dilate(mask)
-    assert TELL_MARGIN == 2
-    fading = _dilate(near) & ~near
+    reach = near
+    for _ in range(TELL_MARGIN - 1):
+        reach = _dilate(reach)
+    fading = reach & ~near
     half = before + 0.5 * delta
     if levels is not None:
         half = torch.round(half * levels) / levels

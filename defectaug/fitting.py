@@ -356,7 +356,7 @@ def fit_defects(
         classes: class name(s) to fit (default: every label that has masks).
         min_area: connected regions smaller than this many pixels are ignored.
     """
-    if not isinstance(min_area, int) or min_area < 1:
+    if not isinstance(min_area, int) or isinstance(min_area, bool) or min_area < 1:
         raise ValueError(f"min_area: expected an int >= 1, got {min_area!r}")
     wanted = [classes] if isinstance(classes, str) else None if classes is None else list(classes)
     per_class: dict[str, tuple[list[dict[str, float]], list[int]]] = {}

@@ -430,10 +430,17 @@ class DefectInject(Transform):
         the background class of torchvision's detection models).
         """
         if isinstance(self.label, Mapping):
-            return int(self.label[self.defect_types[type_index]])
-        if self.label is not None:
-            return self.label
-        return type_index + 1
+            value = int(self.label[self.defect_types[type_index]])
+        elif self.label is not None:
+            value = self.label
+        else:
+            return type_index + 1
+        if value == 0:
+            raise ValueError(
+                "label: class 0 is the background of torchvision's detection models; a defect "
+                "box needs a class id >= 1"
+            )
+        return value
 
     def label_value(self, type_index: int) -> int:
         """New classification label of a sample with a ``defect_types[type_index]`` defect."""

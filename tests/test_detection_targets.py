@@ -280,3 +280,11 @@ def test_a_plain_mask_is_refused_naming_tv_tensors_mask(mask):
     sample["mask"] = tv_tensors.Mask(torch.zeros(1, HEIGHT, WIDTH, dtype=torch.uint8))
     out = DefectInject("spot", p=1.0, seed=0)(sample)
     assert out["mask"].any()
+
+
+def test_a_box_of_class_zero_is_refused():
+    # Class 0 is torchvision's background: a defect box labelled 0 would train it as background.
+    with pytest.raises(ValueError, match="class 0 is the background"):
+        DefectInject("spot", p=1.0, seed=2, label=0)(_image(), _target())
+    with pytest.raises(ValueError, match="class 0 is the background"):
+        DefectInject("spot", p=1.0, seed=2, label={"spot": 0})(_image(), _target())

@@ -89,7 +89,9 @@ def check_range(
 
 
 def _check_count(n: Any) -> int:
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+        raise TypeError(f"n: expected a positive int, got {type(n).__name__}")
+    if n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     return int(n)
 
