@@ -551,14 +551,50 @@ def composite_visible(
     out, masks = settle_composite(images, out, levels)
     shown = masks.flatten(1).any(dim=1)
     labels = torch.where(shown, plan.labels.to(device), NO_DEFECT)
-    own = masks[image_index, 0] & reach_rows[:, :, None] & reach_cols[:, None, :]
-    boxes = DefectLayer(
-        own[:, None].to(images.dtype),
-        own[:, None].to(images.dtype),
-        torch.zeros(count, dtype=torch.int64, device=device),
-        ("defect",),
-    ).bounding_box()
+    boxes = _visible_boxes(masks, image_index, reach_rows, reach_cols)
     return VisibleComposite(out, masks, labels, boxes)
+
+
+def _extent(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``occupied [N, L]``, its first and one-past-last ``True`` (``(0, 0)`` if none)."""
+    length = occupied.shape[1]
+    index = torch.arange(length, device=occupied.device)
+    first = torch.where(occupied, index, length).amin(dim=1)
+    stop = torch.where(occupied, index + 1, 0).amax(dim=1)
+    empty = ~occupied.any(dim=1)
+    return first.masked_fill(empty, 0), stop.masked_fill(empty, 0)
+
+
+def _visible_boxes(
+    masks: torch.Tensor,
+    image_index: torch.Tensor,
+    reach_rows: torch.Tensor,
+    reach_cols: torch.Tensor,
+) -> torch.Tensor:
+    """Per defect, the tight box ``[N, 4]`` of its image's mask pixels in the rows and columns it
+    changed (``reach_rows [N, H]`` x ``reach_cols [N, W]``); zeros where there are none.
+
+    Each defect is looked at in the window its reach spans only (its canvas window, and for the
+    Poisson blends the solved rectangle, which can stick out of it), so the memory is that of the
+    windows, not ``N`` image-sized maps.
+    """
+    height, width = masks.shape[-2:]
+    device = masks.device
+    top, bottom = _extent(reach_rows)
+    left, right = _extent(reach_cols)
+    span_h = max(int((bottom - top).max()), 1)
+    span_w = max(int((right - left).max()), 1)
+    rows = top[:, None] + torch.arange(span_h, device=device)
+    cols = left[:, None] + torch.arange(span_w, device=device)
+    rows_in = reach_rows.gather(1, rows.clamp(max=height - 1)) & (rows < height)
+    cols_in = reach_cols.gather(1, cols.clamp(max=width - 1)) & (cols < width)
+    window = crop_windows(masks, image_index, torch.stack([top, left], dim=1), (span_h, span_w))
+    own = window[:, 0] & rows_in[:, :, None] & cols_in[:, None, :]
+    x0, x1 = _extent(own.any(dim=1))
+    y0, y1 = _extent(own.any(dim=2))
+    nonempty = x1 > x0
+    boxes = torch.stack([x0 + left, y0 + top, x1 + left, y1 + top], dim=1)
+    return torch.where(nonempty[:, None], boxes, torch.zeros_like(boxes))
 
 
 def composite_plan(

@@ -62,7 +62,9 @@ from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, ch
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TARGETS = ("label", "mask", "dict")
 BackgroundsArg = str | Path | Sequence[str | Path] | Dataset
-#: Draws tried per item until its defects show (each from the item's next sub-seed).
+#: Draws tried per item until its defects show (each from the item's next sub-seed). More than
+#: ``defectaug.transforms.DRAW_ATTEMPTS`` (4): an item that never shows raises, so it gets more
+#: tries. Changing either count changes seeded items, so they are kept apart.
 DRAW_ATTEMPTS = 8
 
 
@@ -126,6 +128,12 @@ class SyntheticDefectDataset(Dataset):
         label_map: ``{type: class}`` for labels (default: index in the sorted ``defect_types``).
         to_grayscale / to_rgb: convert every background to 1 / 3 channels; without them the
             backgrounds must all have the channel count of the first one.
+
+    An item whose defects all end up invisible is redrawn from its next sub-seed, up to
+    ``DRAW_ATTEMPTS`` (8) draws in all, then raises ``RuntimeError``. The first draw is the same
+    whatever the background's dtype, and a redraw happens only when that draw is invisible in the
+    item's own dtype, float32 for every background (no rounding to 8 bits): a uint8 background and
+    its float copy give the same item.
     """
 
     def __init__(

@@ -123,6 +123,9 @@ def _check_fits(value: int, dtype: torch.dtype, what: str) -> None:
 
 
 #: Draws tried per call before a sample whose defects stay invisible is left without a defect.
+#: Fewer than ``defectaug.dataset.DRAW_ATTEMPTS`` (8), which raises instead: giving up costs a
+#: training step nothing, and each attempt is a full composite in the data-loading loop. Changing
+#: either count changes seeded outputs, so they are kept apart.
 DRAW_ATTEMPTS = 4
 
 
@@ -343,6 +346,12 @@ class DefectInject(Transform):
             and pre-painted layers come from chunks seeded the same way
             (:class:`defectaug.per_sample.LayerReservoir`), so workers never repeat each other
             and the same sequence of calls gives the same outputs.
+
+    A draw whose defects all end up invisible is redrawn, up to ``DRAW_ATTEMPTS`` (4) draws in
+    all; then the sample is left without a defect. The first draw is the same for every dtype
+    that takes the same path (see the module docs), but a redraw happens only when that draw is
+    invisible in the output's own dtype (a uint8 or PIL image after rounding to 8 bits), so a
+    uint8 image and its float copy can end up with different draws.
     """
 
     def __init__(
@@ -732,10 +741,15 @@ class DefectInject(Transform):
             if labels.dtype.kind in "USO" and (
                 labels.dtype.kind != "O" or all(isinstance(v, str) for v in labels)
             ):
-                added = np.array(
-                    [name] * count, dtype=labels.dtype if labels.dtype.kind != "U" else None
-                )
-                return np.concatenate([labels, added])
+                # The new entries get a width of their own and the result the common dtype of
+                # both: a fixed-width array narrower than the name (S3, <U3) must not cut it.
+                if labels.dtype.kind == "S":
+                    added = np.array([name.encode()] * count, dtype=np.bytes_)
+                elif labels.dtype.kind == "U":
+                    added = np.array([name] * count, dtype=np.str_)
+                else:
+                    added = np.array([name] * count, dtype=object)
+                return np.concatenate([labels, added], dtype=np.result_type(labels, added))
             value = self.box_class(type_index)
             if labels.dtype.kind in "iu":
                 info = np.iinfo(labels.dtype)

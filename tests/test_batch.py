@@ -240,3 +240,58 @@ def test_half_precision_on_images_wider_than_256_px(dtype):
     assert (result.labels == reference.labels).all() and result.masks.any()
     overlap = (result.masks & reference.masks).sum() / (result.masks | reference.masks).sum()
     assert overlap > 0.9
+
+
+def _boxes_of_full_maps(masks, image_index, reach_rows, reach_cols):
+    """Reference: each defect's mask pixels in its reach as a full-size map, then its tight box."""
+    boxes = []
+    for defect, image in enumerate(image_index.tolist()):
+        own = masks[image, 0] & reach_rows[defect][:, None] & reach_cols[defect][None, :]
+        rows, cols = own.any(dim=1).nonzero()[:, 0], own.any(dim=0).nonzero()[:, 0]
+        if len(rows) == 0:
+            boxes.append([0, 0, 0, 0])
+        else:
+            boxes.append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
+    return torch.tensor(boxes, dtype=torch.int64).view(-1, 4)
+
+
+def test_visible_boxes_match_full_size_maps():
+    from defectaug.batch import _visible_boxes
+
+    g = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        batch, height, width = 3, 17 + trial, 23
+        count = 2 * batch
+        masks = torch.rand(batch, 1, height, width, generator=g) < 0.05 * (trial % 4)
+        image_index = torch.arange(batch).repeat_interleave(2)
+        # Reaches with gaps, touching the image's edges, or empty (trial 0's masks are empty).
+        reach_rows = torch.rand(count, height, generator=g) < 0.3
+        reach_cols = torch.rand(count, width, generator=g) < 0.3
+        reach_rows[0, -1] = reach_cols[1, -1] = True
+        reach_rows[2] = False
+        boxes = _visible_boxes(masks, image_index, reach_rows, reach_cols)
+        expected = _boxes_of_full_maps(masks, image_index, reach_rows, reach_cols)
+        assert torch.equal(boxes, expected), trial
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_defect_boxes_are_the_tight_boxes_of_their_visible_pixels(blend):
+    from defectaug.batch import composite_visible
+
+    images = _backgrounds(batch=3, size=(40, 48), seed=1)
+    for seed in range(6):
+        plan = plan_defects(
+            images, ("spot", "scratch"), ProceduralGenerator(), count=(1, 3), seed=seed
+        )
+        result = composite_visible(images, plan, blend)
+        assert result.boxes.shape == (len(plan.placements.image_index), 4)
+        for box, image in zip(
+            result.boxes.tolist(), plan.placements.image_index.tolist(), strict=True
+        ):
+            x0, y0, x1, y1 = box
+            if x1 == x0:
+                continue
+            # Every side of a box touches a mask pixel of its image.
+            window = result.masks[image, 0, y0:y1, x0:x1]
+            assert bool(window[0].any() and window[-1].any())
+            assert bool(window[:, 0].any() and window[:, -1].any())

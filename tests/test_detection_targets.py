@@ -218,6 +218,22 @@ def test_labels_of_every_kind_get_the_defect(labels, expected):
     assert len(out["boxes"]) == 3
 
 
+@pytest.mark.parametrize("dtype", ["S2", "<U2", ">U2", object])
+def test_fixed_width_string_labels_keep_the_whole_type_name(dtype):
+    # Per-box names narrower than the defect type's ("ok", 2 characters, vs "scratch") are
+    # widened, not cut to the existing width ("sc").
+    target = _target()
+    target["labels"] = np.array(["ok", "ok"], dtype=dtype)
+    _, out = DefectInject("scratch", p=1.0, seed=0)(_image(), target)
+    added = len(out["boxes"]) - 2
+    assert added >= 1
+    labels = out["labels"]
+    assert isinstance(labels, np.ndarray) and labels.dtype.kind == np.dtype(dtype).kind
+    name = b"scratch" if labels.dtype.kind == "S" else "scratch"
+    okay = b"ok" if labels.dtype.kind == "S" else "ok"
+    assert labels.tolist() == [okay, okay] + [name] * added
+
+
 def test_pil_detection_sample_and_empty_targets():
     pil = PIL.Image.fromarray(_image(torch.uint8).permute(1, 2, 0).numpy())
     empty = {
