@@ -85,6 +85,8 @@ _QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {
     "depth_ratio": (0.0, 1e3),
     "orientation_deviation": (0.0, 90.0),
 }
+# Quantile statistics added after the first cards: a card without them reads as all zeros.
+_OPTIONAL_QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {"lean": (0.0, 90.0)}
 _SCALAR_BOUNDS: dict[str, tuple[float, float]] = {
     "n_defects": (1.0, 1e9),
     "n_images": (1.0, 1e9),
@@ -221,6 +223,13 @@ def _summarise(regions: list[dict[str, float]], counts: list[int]) -> dict[str, 
 
     orientation, deviation = _axial_mean(column("orientation"))
     on_edge = [r["border_px"] <= max(2.0, 0.03 * r["short"]) for r in regions]
+    # Lean: tilt of the principal axis from the normal of the side a region touches (0: straight
+    # in from the edge, 90: lying along it), over the on-edge regions (all when none is).
+    leaning = [r for r, touching in zip(regions, on_edge, strict=True) if touching] or regions
+    lean = [
+        90.0 - abs(r["orientation"]) if int(r["side"]) < 2 else abs(r["orientation"])
+        for r in leaning
+    ]
     sides = [0.0] * len(SIDES)
     for region, touching in zip(regions, on_edge, strict=True):
         if touching:
@@ -231,6 +240,7 @@ def _summarise(regions: list[dict[str, float]], counts: list[int]) -> dict[str, 
         "n_images": len(counts),
         **{key: _quantiles(column(key)) for key in _QUANTILE_BOUNDS if key in regions[0]},
         "count": _quantiles([float(c) for c in counts]),
+        "lean": _quantiles(lean),
         "orientation": round(orientation, 4),
         "orientation_deviation": _quantiles(deviation),
         "bright_fraction": round(sum(c > 0 for c in column("contrast")) / len(regions), 6),
@@ -309,6 +319,14 @@ def _check_stats(where: str, stats: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (low, high) in _QUANTILE_BOUNDS.items():
         values = stats.get(key)
+        if not isinstance(values, list) or len(values) != len(QUANTILES):
+            raise ValueError(f"{where}.{key}: expected a list of {len(QUANTILES)} quantiles")
+        numbers = [_number(f"{where}.{key}[{i}]", v, low, high) for i, v in enumerate(values)]
+        if any(b < a for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise ValueError(f"{where}.{key}: quantiles must not decrease, got {numbers}")
+        out[key] = numbers
+    for key, (low, high) in _OPTIONAL_QUANTILE_BOUNDS.items():
+        values = stats.get(key, [0.0] * len(QUANTILES))
         if not isinstance(values, list) or len(values) != len(QUANTILES):
             raise ValueError(f"{where}.{key}: expected a list of {len(QUANTILES)} quantiles")
         numbers = [_number(f"{where}.{key}[{i}]", v, low, high) for i, v in enumerate(values)]
@@ -423,8 +441,9 @@ def fit_defects(
 def choose_painter(stats: Mapping[str, Any]) -> str:
     """The painter type for a class, by a simple rule on its median statistics.
 
-    On an image edge for most defects: ``edge_patch`` when large, else ``edge_chip``; large and
-    faint: ``uneven``; thin (minor/major <= 0.3) and long: ``crack`` (dark) or ``scratch``;
+    Large and faint: ``edge_shade`` (a shading band) when most lie on an image edge, else
+    ``uneven``; on an image edge for most defects: ``edge_patch`` when large, else
+    ``edge_chip``; thin (minor/major <= 0.3) and long: ``crack`` (dark) or ``scratch``;
     large otherwise: ``stain``; small and compact: ``spot`` (a single irregular blob; the count
     per image comes from the placement).
     """
@@ -434,7 +453,7 @@ def choose_painter(stats: Mapping[str, Any]) -> str:
     if elongation <= 0.2 and size >= 0.1:
         return "crack" if stats["bright_fraction"] < 0.5 else "scratch"
     if size >= 0.35 and contrast < 0.12:
-        return "uneven"
+        return "edge_shade" if stats["on_edge"] >= 0.5 else "uneven"
     if stats["on_edge"] >= 0.5:
         return "edge_patch" if size >= 0.35 else "edge_chip"
     if size >= 0.5:
@@ -462,7 +481,19 @@ def _inner(q: Sequence[float]) -> tuple[float, float]:
 # How much of the layer's longer side each painter's defect fills (the placement's ``scale`` is
 # the layer's longer side, the fitted ``size`` the defect's box).
 _FILL = {"spot": 0.85, "stain": 0.9, "crack": 0.9, "scratch": 0.85, "uneven": 0.9, "pit": 0.6}
-_FILL |= {"edge_chip": 0.95, "edge_patch": 0.95}
+_FILL |= {"edge_chip": 0.95, "edge_patch": 0.95, "edge_shade": 0.95}
+#: Below this share of bright real defects, fitted defects are all dark (and the reverse above
+#: ``1 -`` it): a few bright outliers in a small fit would otherwise give glaring opposites.
+_MINORITY_SHARE = 0.2
+
+
+def _bright_probability(share: float) -> float:
+    share = float(share)
+    if share < _MINORITY_SHARE:
+        return 0.0
+    if share > 1.0 - _MINORITY_SHARE:
+        return 1.0
+    return round(share, 4)
 
 
 def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -476,7 +507,7 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
     gain = {"crack": 1.6, "scratch": 1.6, "spot": 1.3, "pit": 1.5}.get(painter, 1.4)
     params: dict[str, Any] = {
         "contrast": _span(magnitude[0] * gain, magnitude[2] * gain, bounds["contrast"], 0.02),
-        "bright_probability": round(float(stats["bright_fraction"]), 4),
+        "bright_probability": _bright_probability(stats["bright_fraction"]),
         # Content is the landing patch shaded, so it already has the surface's grain; a defect
         # rougher than its surround gets extra grain.
         "texture": _span(0.0, min(0.25, 0.08 * max(stats["texture"][2] - 1.0, 0.0)), (0, 0.5)),
@@ -523,16 +554,46 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
             "cut": _span(-0.5, -0.35, bounds["cut"]),
             "shading": _span(0.2, 0.5, bounds["shading"]),
         }
+    elif painter == "edge_shade":
+        # A band along the edge: its reach from the edge spans the real depth ratios.
+        ratio = stats["depth_ratio"]
+        fill = _FILL[painter]
+        params |= {
+            "depth": _span(fill * min(ratio[1], 1.0), fill * min(ratio[3], 1.0), bounds["depth"]),
+            "width": _span(0.85 * fill, fill, bounds["width"]),
+            "softness": _span(blur_px / layer_px, 0.03, bounds["softness"]),
+            # Masks hold the pixels a defect visibly changes (8 / 255): a fainter band than this
+            # floor would come out as scattered fragments.
+            "contrast": _span(
+                max(magnitude[0] * gain, 0.15), max(magnitude[2] * gain, 0.25), bounds["contrast"]
+            ),
+            "mottling": [0.1, 0.25],
+            # Curved, wavy inner borders rather than boxes.
+            "corner": [0.0, 0.4],
+            "irregularity": [0.1, 0.25],
+            "gradient": [0.0, 0.3],
+        }
     elif painter in ANCHORED_TYPES:
         # The layer is square: the longer of (depth, extent along the edge) fills it.
         ratio = max(stats["depth_ratio"][2], 1e-3)
         fill = _FILL[painter]
         depth = fill * min(1.0, ratio)
         width = fill * min(1.0, 1.0 / ratio)
+        lean = [min(v, 75.0) for v in _inner(stats.get("lean", [0.0] * len(QUANTILES)))]
         if stats["elongation"][2] < 0.4:
-            # Slivers (thin chips): as wide as the stroke width at the edge, tapering to a point.
-            width = min(width, max(0.08, 2.0 * stats["width_rel"][2] / fill))
-            params |= {"belly": [0.0, 0.0], "neck": [1.0, 1.0], "point": [0.7, 1.0]}
+            # Slivers (thin chips) leaning like the real ones: as thick as the stroke width
+            # across the axis, tapering to a point; the painter shortens a steep one to fit.
+            middle = math.radians(min(stats.get("lean", [0.0] * 5)[2], 75.0))
+            width = min(1.0, max(0.1, 2.0 * stats["width_rel"][2] * fill / math.cos(middle)))
+            depth = fill
+            params |= {"belly": [0.0, 0.15], "neck": [0.7, 1.0], "point": [0.3, 0.8]}
+            # Thin shapes lose their faint rims to the visibility floor of the masks.
+            low, high = params["contrast"]
+            params["contrast"] = _span(max(low, 0.25), max(high, 0.35), bounds["contrast"])
+            params |= {"lean": _span(*lean, bounds["lean"])}
+        elif painter == "edge_patch":
+            # Pear-shaped patches: widest a quarter to 40 % of the way in, tapering beyond.
+            params |= {"belly": [0.15, 0.35], "neck": [0.5, 0.8], "point": [0.1, 0.35]}
         params |= {
             "depth": _span(0.85 * depth, min(1.0, 1.1 * depth), bounds["depth"]),
             "width": _span(0.85 * width, min(1.0, 1.1 * width), bounds["width"]),
@@ -611,6 +672,9 @@ def placement_arguments(
         "confine": False,
     }
     if painter in ANCHORED_TYPES:
+        # An edge layer larger than the image cannot sit flush against its border.
+        low_s, high_s = placement["scale"]
+        placement["scale"] = (round(min(low_s, 1.0), 4), round(min(high_s, 1.0), 4))
         if side is None:
             side = max(SIDES, key=lambda s: stats["sides"][s])
         elif side not in SIDES:

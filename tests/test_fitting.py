@@ -244,3 +244,91 @@ def test_bank_without_large_enough_regions_is_refused():
     assert list(fit_defects(bank).classes) == ["a"]
     with pytest.raises(ValueError, match="no masked defect of at least 5000 px"):
         fit_defects(bank, min_area=5000)
+
+
+def _edge_stats(**changes) -> dict:
+    """Statistics of an on-edge class, as ``fit_defects`` writes them, with ``changes``."""
+    quantiles = [0.1, 0.2, 0.3, 0.4, 0.5]
+    stats = {
+        key: list(quantiles)
+        for key in ("size", "elongation", "width_rel", "contrast", "border_distance")
+    }
+    stats |= {
+        "width_px": [2.0, 3.0, 4.0, 5.0, 6.0],
+        "long_px": [20.0, 25.0, 30.0, 35.0, 40.0],
+        "texture": [1.0] * 5,
+        "blur_px": [1.0] * 5,
+        "count": [1.0] * 5,
+        "depth_ratio": [0.5, 0.8, 1.0, 1.5, 2.0],
+        "orientation_deviation": [5.0, 10.0, 20.0, 30.0, 40.0],
+        "lean": [10.0, 20.0, 30.0, 45.0, 60.0],
+        "n_defects": 20.0,
+        "n_images": 20.0,
+        "bright_fraction": 0.1,
+        "on_edge": 0.9,
+        "orientation": 60.0,
+        "sides": {"top": 1.0, "bottom": 0.0, "left": 0.0, "right": 0.0},
+        "location": [[1.0 / 256] * 16 for _ in range(16)],
+    }
+    return stats | changes
+
+
+def test_rare_bright_share_gives_all_dark_and_slivers_lean():
+    from defectaug.fitting import choose_painter, painter_parameters
+
+    stats = _edge_stats()
+    assert choose_painter(stats) == "edge_chip"
+    params = painter_parameters("edge_chip", stats)
+    assert params["bright_probability"] == 0.0
+    # Thin chips lean like the real ones (inner range of the fitted lean).
+    assert params["lean"] == pytest.approx([15.0, 52.5])
+    assert painter_parameters("edge_chip", stats | {"bright_fraction": 0.5})[
+        "bright_probability"
+    ] == pytest.approx(0.5)
+    assert painter_parameters("edge_chip", stats | {"bright_fraction": 0.9})[
+        "bright_probability"
+    ] == pytest.approx(1.0)
+
+
+def test_large_faint_edge_class_is_a_shading_band():
+    from defectaug.fitting import choose_painter
+
+    contrast = [-0.05, 0.0, 0.05, 0.1, 0.2]
+    stats = _edge_stats(size=[0.3, 0.8, 1.0, 1.1, 2.0], contrast=contrast, bright_fraction=0.7)
+    assert choose_painter(stats) == "edge_shade"
+    assert choose_painter(stats | {"on_edge": 0.1}) == "uneven"
+    generator = FittedGenerator({"classes": {"shade": stats}})
+    placement = generator.placement("shade")
+    assert placement["scale"][1] <= 1.0  # an edge layer never outgrows the image
+    out = inject_defects(torch.full((4, 1, 96, 96), 0.4), "shade", generator, seed=0, **placement)
+    for mask in out.masks[:, 0]:
+        rows = torch.nonzero(mask.any(dim=1)).flatten()
+        assert int(rows.min()) <= 1, "the band should reach the top border"
+
+
+def test_old_cards_without_lean_still_read():
+    from defectaug.fitting import FittedDefects
+
+    stats = _edge_stats()
+    del stats["lean"]
+    fitted = FittedDefects.from_dict({"classes": {"chip": stats}})
+    assert fitted.classes["chip"]["lean"] == [0.0] * 5
+    FittedGenerator(fitted)
+
+
+def test_leaning_chip_is_one_piece():
+    from defectaug.generators.procedural import EdgeChipParams
+
+    generator = FittedGenerator(
+        {"classes": {"chip": _edge_stats()}},
+        params={"chip": {"lean": [40.0, 60.0], "width": [0.1, 0.12], "irregularity": [0.5, 0.6]}},
+    )
+    assert isinstance(generator.params["chip"], EdgeChipParams)
+    layer = generator.sample(16, "chip", generator=3, channels=1, layer_size=(64, 64))
+    for alpha in layer.alpha[:, 0]:
+        # One piece; at most a few raster specks where the thin tip tapers out.
+        count, _, stats, _ = cv2.connectedComponentsWithStats(
+            (alpha >= 0.5).numpy().astype(np.uint8)
+        )
+        areas = sorted(stats[1:, cv2.CC_STAT_AREA].tolist())
+        assert count >= 2 and sum(areas[:-1]) <= 0.03 * areas[-1]

@@ -201,6 +201,11 @@ class EdgeChipParams(_Params):
     irregularity: Range = _range((0.05, 0.2), 0.0, 0.6, "noise on the outline, of the half-width")
     softness: Range = _range((0.01, 0.04), 0.0, 0.3, "edge width, fraction of S")
     mottling: Range = _range((0.1, 0.3), 0.0, 1.0, "low-frequency variation of the relief")
+    lean: Range = _range(
+        (0.0, 0.0), 0.0, 75.0, "tilt of the axis from the edge normal, degrees (either way)"
+    )
+    corner: Range = _range((0.0, 0.0), 0.0, 1.0, "0: elliptic far end, 1: squarer (superellipse)")
+    gradient: Range = _range((0.0, 0.0), 0.0, 1.0, "relief fading from the edge to the far end")
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,24 @@ class EdgePatchParams(EdgeChipParams):
     width: Range = _range((0.45, 0.7), 0.05, 1.0, "widest extent, fraction of layer width")
     belly: Range = _range((0.45, 0.7), 0.0, 0.9, "where it is widest, fraction of the depth")
     neck: Range = _range((0.3, 0.6), 0.05, 1.0, "width at the edge, fraction of the widest")
+
+
+@dataclass(frozen=True)
+class EdgeShadeParams(EdgeChipParams):
+    """A faint shading band along a part's edge (uneven brightness): see EdgeChipParams."""
+
+    contrast: Range = _range((0.05, 0.2), 0.0, 1.0, "relief strength inside")
+    bright_probability: float = _chance(0.5, "chance the defect is brighter")
+    depth: Range = _range((0.15, 0.45), 0.05, 1.0, "reach from the edge, fraction of layer height")
+    width: Range = _range((0.85, 1.0), 0.05, 1.0, "widest extent, fraction of layer width")
+    belly: Range = _range((0.0, 0.0), 0.0, 0.9, "where it is widest, fraction of the depth")
+    neck: Range = _range((1.0, 1.0), 0.05, 1.0, "width at the edge, fraction of the widest")
+    point: Range = _range((0.0, 0.0), 0.0, 1.0, "0: rounded tip, 1: straight wedge to a point")
+    irregularity: Range = _range((0.05, 0.15), 0.0, 0.6, "noise on the outline, of the half-width")
+    softness: Range = _range((0.01, 0.03), 0.0, 0.3, "edge width, fraction of S")
+    mottling: Range = _range((0.2, 0.4), 0.0, 1.0, "low-frequency variation of the relief")
+    corner: Range = _range((0.5, 1.0), 0.0, 1.0, "0: elliptic far end, 1: squarer (superellipse)")
+    gradient: Range = _range((0.2, 0.6), 0.0, 1.0, "relief fading from the edge to the far end")
 
 
 PARAMS_BY_TYPE: dict[str, type[_Params]] = {
@@ -226,11 +249,12 @@ PARAMS_BY_TYPE: dict[str, type[_Params]] = {
 EXTRA_PARAMS_BY_TYPE: dict[str, type[_Params]] = {
     "edge_chip": EdgeChipParams,
     "edge_patch": EdgePatchParams,
+    "edge_shade": EdgeShadeParams,
 }
 #: Every painter type and its parameter class.
 PAINTER_PARAMS: dict[str, type[_Params]] = {**PARAMS_BY_TYPE, **EXTRA_PARAMS_BY_TYPE}
 #: Types drawn against the layer's top side: that side is not faded out, it is the part's edge.
-ANCHORED_TYPES = frozenset({"edge_chip", "edge_patch"})
+ANCHORED_TYPES = frozenset({"edge_chip", "edge_patch", "edge_shade"})
 RUST = (1.0, 0.78, 0.55)
 
 
@@ -842,27 +866,50 @@ def _paint_edge(canvas: _Canvas, p: EdgeChipParams) -> tuple[torch.Tensor, ...]:
     belly = canvas.uniform(p.belly).view(n, 1, 1)
     neck = canvas.uniform(p.neck).view(n, 1, 1)
     # Along the edge the shape sits anywhere its widest part still fits in the layer.
-    slack = ((canvas.w - 1) / 2.0 - half).clamp_min(0.0)
-    centre = (canvas.w - 1) / 2.0 + canvas.uniform((-1.0, 1.0)).view(n, 1, 1) * slack
+    place = canvas.uniform((0.0, 1.0)).view(n, 1, 1)
+    # A leaning shape is sheared sideways (by ``shear`` px per row), its tip shortened so the
+    # whole shape still fits across the layer.
+    shear = torch.zeros(n, 1, 1, device=canvas.device)
+    if p.lean[1] > 0.0:
+        lean = torch.deg2rad(canvas.uniform(p.lean)).view(n, 1, 1)
+        sign = torch.where(canvas.chance(0.5), 1.0, -1.0).view(n, 1, 1)
+        slope = torch.tan(lean)
+        room = ((canvas.w - 1) - 2.0 * half).clamp_min(1.0)
+        depth = torch.minimum(depth, (room / slope.clamp_min(1e-3)).clamp_min(2.0))
+        shear = sign * slope
+    offset = shear * depth
+    low = half + (-offset).clamp_min(0.0)
+    high = (canvas.w - 1) - half - offset.clamp_min(0.0)
+    centre = torch.where(high >= low, low + place * (high - low), (low + high) / 2.0)
     t = canvas.y / depth
     # Half-width profile down from the edge: rising from ``neck`` to 1 at ``belly`` along a
-    # quarter ellipse, then closing along another one at ``depth``.
+    # quarter ellipse, then closing along another one (a superellipse for ``corner`` > 0) at
+    # ``depth``.
     rise = ((belly - t) / belly.clamp_min(1e-3)).clamp(max=1.0)
     before = neck + (1.0 - neck) * (1.0 - rise**2).clamp_min(0.0).sqrt()
     u = ((t - belly) / (1.0 - belly).clamp_min(1e-3)).clamp(0.0, 1.0)
     point = canvas.uniform(p.point).view(n, 1, 1)
-    after = (1.0 - point) * (1.0 - u**2).sqrt() + point * (1.0 - u)
+    if p.corner[1] > 0.0:
+        power = 2.0 + 6.0 * canvas.uniform(p.corner).view(n, 1, 1)
+        rounded = (1.0 - u**power).clamp_min(0.0) ** (1.0 / power)
+    else:
+        rounded = (1.0 - u**2).sqrt()
+    after = (1.0 - point) * rounded + point * (1.0 - u)
     after = torch.where(t > 1.0, torch.zeros_like(after), after)
     profile = torch.where(t < belly, before, after)
     # Normalised lateral distance minus the profile: < 0 inside; a tip closing below ``depth``
-    # is measured along the depth too, so the outline stays soft there.
-    lateral = (canvas.x - centre).abs() / half
+    # is measured along the depth too, so the outline stays soft there. The outline noise is
+    # relative to the local half-width (and below it), so the axis always stays inside and
+    # a thin or tapering shape does not break into islands.
+    lateral = (canvas.x - centre - shear * canvas.y).abs() / half
     beyond = ((t - 1.0) * depth / half).clamp_min(0.0)
     irregularity = canvas.uniform(p.irregularity).view(n, 1, 1)
-    field_ = lateral - profile + beyond + irregularity * canvas.noise(5.0, octaves=2)
+    field_ = lateral - profile * (1.0 - irregularity * canvas.noise(5.0, octaves=2)) + beyond
     soft = (canvas.uniform(p.softness).view(n, 1, 1) * side + 0.75) / half
     alpha = _smoothstep(soft, -soft, field_)
     mottle = 1.0 + canvas.uniform(p.mottling).view(n, 1, 1) * canvas.noise(6.0, octaves=2)
+    if p.gradient[1] > 0.0:
+        mottle = mottle * (1.0 - canvas.uniform(p.gradient).view(n, 1, 1) * t.clamp(0.0, 1.0))
     relief = (canvas.uniform(p.contrast).view(n, 1, 1) * mottle).clamp(0.0, 1.0)
     bright = canvas.bright_draw()
     zeros = torch.zeros(n, device=canvas.device)
@@ -904,6 +951,7 @@ _PAINTERS = {
     "pit": _paint_pit,
     "edge_chip": _paint_edge,
     "edge_patch": _paint_edge,
+    "edge_shade": _paint_edge,
 }
 
 
