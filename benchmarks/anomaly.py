@@ -528,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = portable_command(
         " ".join(["uv run --group bench python -m benchmarks.anomaly", *sys.argv[1:]])
     )
+    # The commit the run starts from: others may commit while it runs.
+    commit = git_commit(short=True)
     runs: list[dict[str, Any]] = []
     planned = [(seed, arm) for seed in range(args.budget.seeds) for arm in args.arms]
     for seed, arm in planned:
@@ -538,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "dataset": portable_path(args.train_data),
             "command": command.strip(),
             "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "commit": git_commit(short=True),
+            "commit": commit,
             "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
             "budget": ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
             + f", image {args.image_size} px",
