@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stem", default="realism")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    # The commit the run starts from: others may commit while it runs.
+    commit = git_commit(short=True)
     train_records = data_lib.read_split(args.data, "train")
     classes = data_lib.class_names(train_records)
     train = data_lib.load_image_set(train_records, classes, args.image_size)
@@ -134,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             " ".join(["uv run python -m benchmarks.realism", *(argv or [])])
         ),
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "commit": git_commit(short=True),
+        "commit": commit,
         "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
         "rows": rows,
         "wall_s": time.perf_counter() - started,
