@@ -484,8 +484,11 @@ def merge_results(
     the report to those arms (e.g. to leave out rows measured before a library change)."""
     parts = [json.loads(path.read_text()) for path in paths]
     budgets = {part["budget"] for part in parts}
-    if len(budgets) != 1 or len({part["dataset"] for part in parts}) != 1:
-        raise ValueError(f"merge: the parts differ in data or budget: {sorted(budgets)}")
+    datasets = {part["dataset"] for part in parts}
+    if len(budgets) != 1 or len(datasets) != 1:
+        raise ValueError(
+            f"merge: the parts differ in data or budget: {sorted(datasets)}, {sorted(budgets)}"
+        )
     runs = {
         (run["arm"], run["seed"]): run
         for part in parts
