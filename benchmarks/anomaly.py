@@ -10,7 +10,8 @@ network, optimiser, budget, crops and view order for a seed; only the anomaly so
 
 - ``<generator>:<blend>``: a defectaug generator that needs no real defects (``procedural``, all
   its types; the self-supervised ``cutpaste``, ``nsa`` and ``texture``), at the library's default
-  placement, composited by ``blend``;
+  placement (or ``:scale=<low>-<high>``, the layer side over the image side), composited by
+  ``blend``;
 - ``perlin-anomalib`` (the peer): anomalib's ``PerlinAnomalyGenerator``, as DRAEM / DSR / GLASS
   use it. It gets no texture source (the DTD dataset cannot be downloaded here), so it fills its
   Perlin masks with its built-in noise.
@@ -90,11 +91,15 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- sources
-def defectaug_source(generator: str, blend: str) -> Synthesizer:
-    """A defectaug generator at the library's default placement, one defect per image."""
+def defectaug_source(
+    generator: str, blend: str, scale: tuple[float, float] | None = None
+) -> Synthesizer:
+    """A defectaug generator, one defect per image, at the library's default placement or at the
+    given ``scale`` range (layer side over the image side)."""
+    placement = {} if scale is None else {"scale": scale}
 
     def synthesize(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        result = inject_defects(images, None, generator, blend=blend, p=1.0, seed=seed)
+        result = inject_defects(images, None, generator, blend=blend, p=1.0, seed=seed, **placement)
         return result.images, result.masks
 
     return synthesize
@@ -126,13 +131,26 @@ def perlin_source() -> Synthesizer:
 def make_source(arm: str) -> Synthesizer:
     if arm == PEER_ARM:
         return perlin_source()
-    generator, _, blend = arm.partition(":")
+    generator, _, rest = arm.partition(":")
+    blend, _, scale_text = rest.partition(":scale=")
+    scale = None
+    if scale_text:
+        low, _, high = scale_text.partition("-")
+        try:
+            scale = (float(low), float(high))
+        except ValueError:
+            scale = None
+        if scale is None or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(
+                f"arms: {arm!r}: expected scale=<low>-<high> with 0 < low <= high <= 1"
+            )
     if generator not in GENERATORS or blend not in ("alpha", "poisson", "improved_poisson"):
         raise ValueError(
-            f"arms: unknown arm {arm!r}; expected <generator>:<blend> with a generator among "
-            f"{list(GENERATORS)} and blend alpha, poisson or improved_poisson, or {PEER_ARM!r}"
+            f"arms: unknown arm {arm!r}; expected <generator>:<blend>[:scale=<low>-<high>] with a "
+            f"generator among {list(GENERATORS)} and blend alpha, poisson or improved_poisson, "
+            f"or {PEER_ARM!r}"
         )
-    return defectaug_source(generator, blend)
+    return defectaug_source(generator, blend, scale)
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -20,7 +20,7 @@ def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
     result = anomaly.main(
         ["--train-data", str(data), "--out", str(out), "--image-size", "32", "--crop", "16",
          "--seeds", "2", "--steps", "3", "--eval-every", "2", "--batch-size", "4",
-         "--threads", "1", "--arms", "procedural:alpha", "nsa:poisson"]
+         "--threads", "1", "--arms", "procedural:alpha", "nsa:poisson:scale=0.3-0.8"]
     )  # fmt: skip
     assert len(result["runs"]) == 4
     for run in result["runs"]:
@@ -35,7 +35,7 @@ def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
     assert result["effects"]["procedural:alpha"]["all/pixel_ap"]["n"] == 2
     written = json.loads((out / "anomaly.json").read_text())
     assert written["effects"] == json.loads(json.dumps(result["effects"]))
-    assert "| nsa:poisson |" in (out / "anomaly.md").read_text()
+    assert "| nsa:poisson:scale=0.3-0.8 |" in (out / "anomaly.md").read_text()
     with Image.open(out / "anomaly_samples.png") as grid:
         assert grid.height == 3 * 2 * 32  # real defects + one row per arm, image over outline
 
@@ -84,7 +84,16 @@ def test_training_views_are_shared_by_every_arm_of_a_seed():
     assert not torch.equal(first[0], other[0])
 
 
-@pytest.mark.parametrize("arm", ["procedural:sparkle", "sparkle:alpha", "bank:alpha"])
+@pytest.mark.parametrize(
+    "arm",
+    [
+        "procedural:sparkle",
+        "sparkle:alpha",
+        "bank:alpha",
+        "nsa:poisson:scale=0.5",
+        "nsa:alpha:scale=0-1",
+    ],
+)
 def test_unknown_arm_is_refused(arm):
     with pytest.raises(SystemExit):
         anomaly.parse_args(["--arms", arm])
