@@ -376,14 +376,23 @@ def learning_curves(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for run in result["runs"]:
-        steps = [point["step"] for point in run["curve"]]
-        label = f"{run['arm']} seed {run['seed']}"
-        axis.plot(steps, [point["pixel_ap"] for point in run["curve"]], label=label)
+    # One colour per arm (its seeds share it), so arms stay apart however many there are.
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    colours = plt.get_cmap("tab10" if len(result["arms"]) <= 10 else "tab20")
+    for number, arm in enumerate(result["arms"]):
+        runs = [run for run in result["runs"] if run["arm"] == arm]
+        for index, run in enumerate(runs):
+            steps = [point["step"] for point in run["curve"]]
+            axis.plot(
+                steps,
+                [point["pixel_ap"] for point in run["curve"]],
+                color=colours(number),
+                alpha=0.8,
+                label=f"{arm} ({len(runs)} seeds)" if index == 0 else None,
+            )
     axis.set_xlabel("step")
     axis.set_ylabel("validation pixel AP")
-    axis.legend(fontsize=6)
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

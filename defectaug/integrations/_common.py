@@ -16,14 +16,12 @@ from defectaug.batch import (
     DEFAULT_ROTATION,
     DEFAULT_SCALE,
     NO_DEFECT,
-    check_blend,
+    DefectInjector,
     composite_visible,
     plan_defects,
-    resolve_defect_types,
-    resolve_generator,
 )
 from defectaug.generators.base import DefectGenerator
-from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg
+from defectaug.placement import CountArg, RangeArg, RoiArg
 
 #: Draws tried per call until a defect shows; after that the input is returned unchanged.
 DRAW_ATTEMPTS = 8
@@ -66,10 +64,11 @@ class Injection:
         roi: RoiArg = None,
         confine: bool = True,
     ) -> None:
-        self.generator = resolve_generator(generator)
-        self.defect_types = resolve_defect_types(defect_types, self.generator)
-        self.blend = check_blend(blend)
-        self.placement = PlacementOptions.check(
+        # DefectInjector validates exactly these options; the adapters share its checks.
+        checked = DefectInjector(
+            defect_types,
+            generator,
+            blend=blend,
             count=count,
             scale=scale,
             rotation=rotation,
@@ -78,6 +77,10 @@ class Injection:
             roi=roi,
             confine=confine,
         )
+        self.generator = checked.generator
+        self.defect_types = checked.defect_types
+        self.blend = checked.blend
+        self.placement = checked.placement
 
     @classmethod
     def from_arguments(cls, arguments: Mapping[str, Any]) -> Injection:
