@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -301,22 +302,27 @@ def train_arm(arm: str, splits: Splits, seed: int, budget: Budget, threads: int)
 
 
 # ------------------------------------------------------------------------------------- reports
-def paired_effects(runs: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
-    """Per arm and metric: mean over seeds, and the mean paired difference to the peer with its
-    95 % bootstrap CI (only seeds where both arms ran)."""
+def paired_effects(
+    runs: Sequence[dict[str, Any]],
+    arms: Sequence[str],
+    baseline: str = PEER_ARM,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, Any]:
+    """Per arm and metric: mean over seeds, and the mean paired difference to ``baseline`` with
+    its 95 % bootstrap CI (only seeds where both arms ran)."""
     by_arm = {arm: {r["seed"]: r["test"] for r in runs if r["arm"] == arm} for arm in arms}
     effects: dict[str, Any] = {}
     for arm in arms:
         row: dict[str, Any] = {}
         for group in sorted({g for tests in by_arm[arm].values() for g in tests}):
-            for metric in METRICS:
+            for metric in metrics:
                 values = [t[group][metric] for t in by_arm[arm].values() if group in t]
                 entry: dict[str, Any] = {"mean": float(np.mean(values)), "n": len(values)}
-                if arm != PEER_ARM:
+                if arm != baseline:
                     diffs = [
-                        t[group][metric] - by_arm[PEER_ARM][s][group][metric]
+                        t[group][metric] - by_arm[baseline][s][group][metric]
                         for s, t in by_arm[arm].items()
-                        if s in by_arm.get(PEER_ARM, {}) and group in t
+                        if s in by_arm.get(baseline, {}) and group in t
                     ]
                     if len(diffs) >= 2:
                         mean, low, high = bootstrap_ci(diffs, seed=0)
@@ -329,20 +335,36 @@ def paired_effects(runs: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[
     return effects
 
 
-def table(result: dict[str, Any], group: str = "all") -> str:
+METRIC_TITLES = {
+    "pixel_ap": "pixel AP",
+    "pixel_auroc": "pixel AUROC",
+    "image_auroc": "image AUROC",
+    "pixel_f1": "pixel F1 @ 0.5",
+}
+
+
+def table(
+    result: dict[str, Any],
+    group: str = "all",
+    baseline: str = PEER_ARM,
+    metrics: Sequence[str] = METRICS,
+) -> str:
     arms = result["arms"]
+    name = "peer" if baseline == PEER_ARM else f"`{baseline}`"
     lines = [
-        "| source | pixel AP | pixel AUROC | image AUROC | pixel AP vs peer (95 % CI) | verdict |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+        "| source | "
+        + " | ".join(METRIC_TITLES[m] for m in metrics)
+        + f" | pixel AP vs {name} (95 % CI) | verdict |",
+        "| --- |" + " ---: |" * len(metrics) + " ---: | --- |",
     ]
     for arm in arms:
         row = result["effects"][arm]
         cells = [
-            f"{row[f'{group}/{m}']['mean']:.3f}" if f"{group}/{m}" in row else "-" for m in METRICS
+            f"{row[f'{group}/{m}']['mean']:.3f}" if f"{group}/{m}" in row else "-" for m in metrics
         ]
         ap = row.get(f"{group}/pixel_ap", {})
-        if arm == PEER_ARM:
-            versus, verdict = "(peer)", ""
+        if arm == baseline:
+            versus, verdict = f"({'peer' if baseline == PEER_ARM else 'baseline'})", ""
         elif ap.get("ci"):
             versus = f"{ap['diff']:+.3f} [{ap['ci'][0]:+.3f}, {ap['ci'][1]:+.3f}]"
             verdict = ap["verdict"]
@@ -504,13 +526,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def merge_results(
-    paths: Sequence[Path], out: Path, stem: str, keep: Sequence[str] | None = None
+    paths: Sequence[Path],
+    out: Path,
+    stem: str,
+    keep: Sequence[str] | None = None,
+    baseline: str = PEER_ARM,
+    writer: Callable[[dict[str, Any], Path, str], None] | None = None,
 ) -> dict[str, Any]:
     """One report from runs made in parts (e.g. the peer and the defectaug arms on different
     days); a later part's run of the same (arm, seed) replaces an earlier one. ``keep`` limits
     the report to those arms (e.g. to leave out rows measured before a library change)."""
     parts = [json.loads(path.read_text()) for path in paths]
-    budgets = {part["budget"] for part in parts}
+    # Parts may run different seeds (e.g. two processes side by side); the rest must agree.
+    budgets = {re.sub(r"seeds \d+, ", "", part["budget"]) for part in parts}
     datasets = {part["dataset"] for part in parts}
     if len(budgets) != 1 or len(datasets) != 1:
         raise ValueError(
@@ -524,7 +552,9 @@ def merge_results(
     }
     arms = list(dict.fromkeys(arm for part in parts for arm in part["arms"]))
     arms = [arm for arm in arms if keep is None or arm in keep]
-    arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
+    if baseline == PEER_ARM:
+        arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
+    metrics = sorted({m for run in runs.values() for m in run["test"]["all"]}, key=_metric_order)
     result = {
         **parts[-1],
         "command": " + ".join(part["command"] for part in parts),
@@ -535,10 +565,14 @@ def merge_results(
         "arms": arms,
         "runs": list(runs.values()),
         "complete": all(part.get("complete", True) for part in parts),
-        "effects": paired_effects(list(runs.values()), arms),
+        "effects": paired_effects(list(runs.values()), arms, baseline, metrics),
     }
-    write_reports(result, out, stem)
+    (writer or write_reports)(result, out, stem)
     return result
+
+
+def _metric_order(metric: str) -> int:
+    return list(METRIC_TITLES).index(metric)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
