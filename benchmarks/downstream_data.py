@@ -9,9 +9,10 @@ images): images as float ``[N, 1, S, S]``, masks as bool. Items are dicts ``{"im
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,35 @@ def load_image_set(records: Sequence[DefectRecord], classes: Sequence[str], size
 
 
 def read_split(root: Path, split: str | None) -> list[DefectRecord]:
-    return read_defect_dataset(root, split=split or None)
+    """The records of ``split``; for a dataset with no test split of its own, a fixed one.
+
+    BSData ships its annotated pitting images (all marked as the paper's training split) and
+    unannotated images, which are read as normals (``NORMAL_ALIASES``; most show no pitting, which
+    the source does not promise). Such a dataset is split by a hash of each image's path:
+    ``HASH_TEST_FRACTION`` of every label goes to ``"test"``, the same on every machine.
+    """
+    records = [
+        replace(r, label=NORMAL_ALIASES.get(r.label, r.label)) for r in read_defect_dataset(root)
+    ]
+    if any(r.split == "test" for r in records):
+        return read_defect_dataset(root, split=split or None)
+    if split not in ("train", "test"):
+        raise ValueError(
+            f"split: {root} has no test split, so it is split by path hash into 'train' and "
+            f"'test'; got {split!r}"
+        )
+    return [r for r in records if _hash_split(r.image, root) == split]
+
+
+#: Labels that name normal images in some datasets (BSData's images without annotation).
+NORMAL_ALIASES = {"unannotated": GOOD_LABEL}
+HASH_TEST_FRACTION = 0.3
+
+
+def _hash_split(image: Path, root: Path) -> str:
+    key = Path(image).relative_to(root).as_posix().encode()
+    share = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+    return "test" if share < HASH_TEST_FRACTION else "train"
 
 
 def carve_validation(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
