@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import defectaug
+from defectaug._argparse import HelpFormatter
 from defectaug._io import to_uint8
 from defectaug.batch import BLEND_MODES, inject_defects
 from defectaug.dataset import SyntheticDefectDataset, list_images, read_image
@@ -1063,6 +1064,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defectaug",
         description="Synthesize realistic defects with exact pixel masks.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"defectaug {defectaug.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1071,12 +1073,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="show every defect type and blend mode on the shipped sample surfaces",
         description="Write PNG grids (background | result | mask overlay) and summary.txt.",
+        formatter_class=HelpFormatter,
     )
     demo.add_argument("--out", required=True, help="output folder")
-    demo.add_argument(
-        "--size", type=int, default=192, help="side of the demo images in px (default 192)"
-    )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--size", type=int, default=192, help="side of the demo images in px")
+    demo.add_argument("--seed", type=int, default=0, help="seed of row 0 (row i uses seed + i)")
     demo.add_argument("--types", nargs="+", default=None, help="only these defect types")
     demo.add_argument(
         "--blends", nargs="+", default=None, help=f"blend modes (default: {' '.join(BLEND_MODES)})"
@@ -1098,6 +1099,7 @@ def build_parser() -> argparse.ArgumentParser:
             "<out>/<split>/<type>/<stem>.png, <out>/ground_truth/<type>/<stem>_mask.png and "
             "<out>/manifest.csv. Item i depends only on (seed, i); rerunning resumes."
         ),
+        formatter_class=HelpFormatter,
     )
     synth.add_argument(
         "--backgrounds", required=True, help="folder of defect-free images (recursive)"
@@ -1119,16 +1121,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="option for load_generator (JSON values), e.g. split=train for a dataset folder",
     )
-    synth.add_argument("--blend", choices=BLEND_MODES, default="alpha")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--blend", choices=BLEND_MODES, default="alpha", help="blend mode")
+    synth.add_argument("--seed", type=int, default=0, help="item i depends only on (seed, i)")
     synth.add_argument(
-        "--count", type=_count, default=(1, 1), help="defects per image: N or MIN-MAX"
+        "--count", type=_count, default=(1, 1), help="defects per image: N or MIN-MAX (default: 1)"
     )
     synth.add_argument(
         "--scale",
         type=_scale,
         default=(0.1, 0.3),
-        help="layer size / shorter image side: F or MIN,MAX",
+        help="layer size / shorter image side: F or MIN,MAX (default: 0.1,0.3)",
     )
     synth.add_argument(
         "--roi", choices=("none", "auto"), default="none", help="auto: only on the object"

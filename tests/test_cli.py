@@ -158,6 +158,26 @@ def test_subprocess_exit_code_and_help(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "command, shown",
+    [
+        ("synth", ["(default: procedural)", "(default: alpha)", "(default: 0.1,0.3)"]),
+        ("demo", ["(default: 192)", "(default: 0)"]),
+    ],
+)
+def test_help_shows_the_defaults(capsys, monkeypatch, command, shown):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option: no default split by wrapping
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for default in shown:
+        assert default in text, text
+    # Nothing to show for options that are off unless given; no default stated twice.
+    assert "(default: None)" not in text and "(default: False)" not in text, text
+    assert all(line.count("default") <= 1 for line in text.splitlines()), text
+
+
 def test_train_is_registered_when_the_training_cli_exists():
     commands = next(
         action for action in build_parser()._actions if action.dest == "command"

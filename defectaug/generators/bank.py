@@ -102,9 +102,10 @@ class DefectBank(DefectGenerator):
         scale: range of the random scale factor.
         rotation: range of the random small rotation, degrees (added to a random quarter turn
             when ``rot90``).
-        flip: random horizontal and vertical flips. rot90: random quarter turns.
-        brightness: range added to the content. contrast: range of the factor about the
-            defect's mean.
+        flip: random horizontal and vertical flips.
+        rot90: random quarter turns.
+        brightness: range added to the content.
+        contrast: range of the factor about the defect's mean.
         skipped_empty, skipped_small: empty masks and regions below ``min_area`` met while
             building (informational, see ``from_folder``).
 

@@ -4,13 +4,16 @@ import argparse
 import os
 import sys
 
+from defectaug._argparse import HelpFormatter
 from defectaug.training.cli import configure_train_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = configure_train_parser(
         argparse.ArgumentParser(
-            prog="python -m defectaug.training", description="Train a learned defect generator."
+            prog="python -m defectaug.training",
+            description="Train a learned defect generator.",
+            formatter_class=HelpFormatter,
         )
     )
     args = parser.parse_args(argv)

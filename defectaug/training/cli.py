@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from defectaug._argparse import HelpFormatter
 from defectaug.training import memory
 from defectaug.training.card import training_card
 from defectaug.training.checkpoint import convert_legacy_checkpoint
@@ -95,8 +96,13 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument(
         "--iters", type=_positive_int, default=TrainConfig.iterations, help="training steps"
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=TrainConfig.batch_size,
+        help="crops per step (capped at the number of training crops)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument(
         "--resume",
@@ -124,13 +130,22 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
         help="stop (and export) after this many minutes of training even if --iters is not reached",
     )
     parser.add_argument(
-        "--width", type=_positive_int, default=None, help="feature channels at full resolution"
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="feature channels at full resolution (default: the architecture's)",
     )
     parser.add_argument(
-        "--max-width", type=_positive_int, default=None, help="cap on feature channels"
+        "--max-width",
+        type=_positive_int,
+        default=None,
+        help="cap on feature channels (default: the architecture's)",
     )
     parser.add_argument(
-        "--latent-dim", type=_positive_int, default=None, help="size of the style code z"
+        "--latent-dim",
+        type=_positive_int,
+        default=None,
+        help="size of the style code z (default: the architecture's)",
     )
     parser.add_argument(
         "--lr", type=_positive_float, default=TrainConfig.lr, help="Adam learning rate"
@@ -159,7 +174,12 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
         default=16,
         help="drop defect regions smaller than this (px)",
     )
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's own choice)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_train)
     return parser
@@ -171,6 +191,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="train a learned defect generator on real defect crops",
         description="Train a learned defect generator on real defect crops.",
+        formatter_class=HelpFormatter,
     )
     return configure_train_parser(parser)
 
@@ -185,6 +206,7 @@ def add_convert_checkpoint_parser(subparsers: Any) -> argparse.ArgumentParser:
             f"tensors and containers only; anything else is refused) and write {CHECKPOINT_NAME} "
             f"+ {CHECKPOINT_TENSORS} into OUT_DIR, which `defectaug train --resume` then reads."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("old", metavar="OLD.pt", help="the old checkpoint file")
     parser.add_argument(
