@@ -288,6 +288,9 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     anomaly.learning_curves(result, out / f"{stem}_curves.png")
     shots = "all" if result["shots"] is None else result["shots"]
+    shot_counts = ", ".join(
+        f"{name} {count}" for name, count in result["shot_counts"].items() if name != GOOD_LABEL
+    )
     lines = [
         f"# Few-shot track ({result['dataset']}, k = {shots} real defect images per class)",
         "",
@@ -295,8 +298,8 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
         f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
         + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran)."),
         "",
-        f"Shots per class (seed 0): {result['shot_counts']}. `real+bank` and `real+fitted` are "
-        "built from those same shots; the other synthetic sources see no real defect.",
+        f"Shots per class: {shot_counts}. `real+bank` and `real+fitted` are built from the "
+        "seed's shots; the other synthetic sources see no real defect.",
         "",
         "Test split, all classes (mean over seeds; difference to `real` paired by seed):",
         "",
