@@ -23,13 +23,22 @@ def as_generator(seed: SeedLike, device: torch.device | str | None = None) -> to
             return seed
         derived = int(torch.randint(0, 2**62, (1,), generator=seed).item())
         return torch.Generator(device=device).manual_seed(derived)
+    return torch.Generator(device=device).manual_seed(as_seed(seed))
+
+
+def as_seed(seed: SeedLike) -> int:
+    """An int key for counter-based draws (:func:`uniform_draws`) from an int seed, a
+    ``torch.Generator`` (one 62-bit draw of it, so it advances) or ``None`` (one draw of torch's
+    global generator, so global seeding still works)."""
+    if isinstance(seed, torch.Generator):
+        return child_seed(seed)
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
+        return int(torch.randint(0, 2**62, (1,)).item())
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(
             f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}"
         )
-    return torch.Generator(device=device).manual_seed(seed)
+    return seed
 
 
 def child_seed(generator: torch.Generator) -> int:

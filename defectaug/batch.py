@@ -1,15 +1,17 @@
-"""Batched defect injection: the one implementation behind DefectInject, the dataset and the CLI.
+"""Batched defect injection and the torch renderer of a :class:`~defectaug.plan.Plan`.
 
 ``inject_defects(images [B, C, H, W], ...)`` synthesises defects for a whole batch at once on the
-batch's device — generator sampling, placement warps and compositing all run there — and returns
+batch's device — layer sampling, placement warps and compositing all run there — and returns
 the images, the exact defect masks and a per-image label. :class:`DefectInjector` is its
 ``nn.Module`` form (kornia-augmentation style) for GPU training loops: move it with ``.to("cuda")``
 and call it on batches straight from the data loader.
 
-Internally injection has two stages so the per-sample transform can share one random draw between
-several inputs: :func:`plan_defects` makes every random choice (which images, which type, where,
-how big, the generated layers) and :func:`composite_visible` composites a plan onto images and
-labels what visibly changed.
+Injection has three stages: :func:`~defectaug.plan.draw_plan` makes every random choice (which
+images, which type, where, how big, the layers' seeds); :func:`render_plan` lays the plan out on
+the images (layers sampled, or painted as relief maps and shaded with the pixels they land on,
+then warped into place); :func:`composite_visible` composites the layout and labels what visibly
+changed. :func:`plan_defects` is the first two. The compiled renderer of
+:mod:`defectaug.per_sample` reads the same plans.
 """
 
 from __future__ import annotations
@@ -17,18 +19,24 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectaug._io import check_batched_image, check_unit_range
-from defectaug._seeding import SeedLike, as_generator, child_seed, mix_seed, stream_identity
+from defectaug._io import check_batched_image, check_unit_range, to_uint8
+from defectaug._seeding import SeedLike, as_generator, as_seed, mix_seed, stream_identity
 from defectaug.generators.base import DefectGenerator
+from defectaug.generators.procedural import (
+    _ALPHA,
+    ProceduralGenerator,
+    bright_sign,
+    shade_relief,
+)
 from defectaug.layer import (
     MASK_THRESHOLD,
     MIN_VISIBLE_PIXELS,
@@ -47,14 +55,16 @@ from defectaug.placement import (
     layer_backgrounds,
     layer_geometry,
     resolve_roi,
-    sample_placements,
     warp_layer,
+    warp_relief,
 )
+from defectaug.plan import NO_DEFECT, Plan, draw_plan, paint_side
+
+if TYPE_CHECKING:
+    from defectaug.per_sample import LayerReservoir
 
 BlendMode = Literal["alpha", "poisson", "improved_poisson"]
 BLEND_MODES: tuple[str, ...] = ("alpha", "poisson", "improved_poisson")
-#: Value of ``labels`` for images that received no defect.
-NO_DEFECT = -1
 
 DEFAULT_SCALE: tuple[float, float] = (0.1, 0.3)
 DEFAULT_ROTATION: tuple[float, float] = (-180.0, 180.0)
@@ -65,7 +75,7 @@ class InjectionResult(NamedTuple):
     """What :func:`inject_defects` returns (unpacks as ``images, masks, labels``).
 
     Attributes:
-        images: ``[B, C, H, W]`` float, the images with defects.
+        images: ``[B, C, H, W]``, the images with defects, in the input's dtype.
         masks: ``[B, 1, H, W]`` bool, exactly the pixels a defect visibly changed (some channel by
             more than ``VISIBILITY``, 8/255; see :func:`settle_composite`).
         labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type, or
@@ -85,14 +95,12 @@ class CallSeeds:
     already seeds per worker). With an int seed, call ``k`` uses ``mix_seed(seed, k, worker id,
     the DataLoader's base seed, distributed rank)``: workers and ranks never repeat each other,
     each epoch draws new defects, and the whole stream is reproducible once the ``DataLoader``'s
-    own randomness is (its ``generator=`` argument or ``torch.manual_seed``). Plain ints only, so
-    the owner stays picklable.
+    own randomness is (its ``generator=`` argument or ``torch.manual_seed``). A
+    ``torch.Generator`` gives the int seed by one draw of it (:func:`~defectaug._seeding.as_seed`).
     """
 
-    def __init__(self, seed: int | None) -> None:
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"seed: expected an int or None, got {seed!r}")
-        self.seed = seed
+    def __init__(self, seed: SeedLike) -> None:
+        self.seed = None if seed is None else as_seed(seed)
         self.calls = 0
 
     def next(self) -> int | None:
@@ -158,10 +166,6 @@ def resolve_defect_types(
     return names
 
 
-#: Largest side at which layers are rendered when a generator can render at any size.
-MAX_RENDER_SIZE = 512
-
-
 @functools.cache
 def _renders_any_size(generator_type: type[DefectGenerator]) -> bool:
     return "layer_size" in inspect.signature(generator_type._generate).parameters
@@ -171,20 +175,23 @@ def render_sides(generator: DefectGenerator, placements: Placements) -> torch.Te
     """Per-defect square side to render at, or ``None`` to render at the native ``layer_size``.
 
     Generators whose ``sample`` takes a ``layer_size=`` option (the procedural one) render each
-    defect near the size it is shown at, so it stays sharp and a background patch keeps its full
-    resolution. Defects are grouped by size in steps of sqrt(2) and each group renders at its
-    largest member's size (at most ``MAX_RENDER_SIZE``): a batch needs few ``sample`` calls and
-    no layer shrinks by more than sqrt(2) when warped (a single defect renders at its own size).
+    defect near the size it is shown at, :func:`~defectaug.plan.paint_side`, so it stays sharp
+    and a background patch keeps its full resolution; the side depends on the defect alone, so
+    every renderer and every batch renders a defect alike.
     """
     if not _renders_any_size(type(generator)):
         return None
-    wanted = placements.size.double().ceil().clamp(8, MAX_RENDER_SIZE)
-    steps = torch.floor(2.0 * torch.log2(wanted)).long()
-    sides = wanted.long()
-    for step in torch.unique(steps).tolist():
-        members = steps == step
-        sides[members] = sides[members].max()
-    return sides
+    return torch.tensor([paint_side(size) for size in placements.size.tolist()], dtype=torch.int64)
+
+
+def paints_relief(generator: DefectGenerator) -> bool:
+    """Whether ``generator`` samples by ``paint`` + shade (:class:`ProceduralGenerator` and
+    subclasses that keep its ``_generate``): its layers are then rendered from relief maps,
+    shaded with the pixels they land on, by both renderers."""
+    return (
+        isinstance(generator, ProceduralGenerator)
+        and type(generator)._generate is ProceduralGenerator._generate
+    )
 
 
 def _merge_warped(parts: list[tuple[torch.Tensor, WarpedLayers]], n: int) -> WarpedLayers:
@@ -211,24 +218,34 @@ def _merge_warped(parts: list[tuple[torch.Tensor, WarpedLayers]], n: int) -> War
     return WarpedLayers(DefectLayer(content, alpha, labels, first.type_names), offsets, boxes)
 
 
-def _sample_and_warp(
-    images: torch.Tensor,
-    generator: DefectGenerator,
-    placements: Placements,
-    names: list[str],
-    layer_seed: int,
+def _side_groups(sides: list[int]) -> list[tuple[torch.Tensor, int]]:
+    """``(members, side)`` per distinct side, in increasing side."""
+    return [
+        (torch.tensor([i for i, s in enumerate(sides) if s == side], dtype=torch.int64), side)
+        for side in sorted(set(sides))
+    ]
+
+
+def _group_seed(placements: Placements) -> int:
+    """One seed for a group's layers, from its defects' own seeds (so from the plan alone)."""
+    return mix_seed(*placements.layer_seed.tolist())
+
+
+def _sampled_layers(
+    images: torch.Tensor, generator: DefectGenerator, placements: Placements, names: list[str]
 ) -> WarpedLayers:
-    """Generate one layer per placement (grouped by render size) and warp it into place."""
+    """Sample one layer per placement (grouped by render size) and warp it into place.
+
+    Layers are sampled in float32 whatever the images' dtype, so float16, float32 and float64
+    images get the same layers (a generator's draws depend on the dtype it draws in).
+    """
     sides = render_sides(generator, placements)
     if sides is None:
-        groups = [(torch.arange(len(placements)), tuple(int(v) for v in generator.layer_size))]
+        native = tuple(int(v) for v in generator.layer_size)
+        groups = [(torch.arange(len(placements)), native)]
     else:
-        groups = [
-            ((sides == side).nonzero()[:, 0], (int(side), int(side)))
-            for side in torch.unique(sides).tolist()
-        ]
+        groups = [(members, (side, side)) for members, side in _side_groups(sides.tolist())]
     wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
-    group_seeds = torch.Generator().manual_seed(layer_seed)
     parts = []
     for members, layer_size in groups:
         chosen = placements.select(members)
@@ -236,12 +253,12 @@ def _sample_and_warp(
         layer = generator.sample(
             len(chosen),
             [names[i] for i in members.tolist()],
-            generator=child_seed(group_seeds),
+            generator=_group_seed(chosen),
             device=images.device,
-            dtype=images.dtype,
+            dtype=torch.float32,
             channels=images.shape[1],
             background=(
-                layer_backgrounds(images, chosen.image_index, geometry)
+                layer_backgrounds(images.to(torch.float32), chosen.image_index, geometry)
                 if wants_background
                 else None
             ),
@@ -251,10 +268,110 @@ def _sample_and_warp(
     return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
 
 
+def _relief_layers(
+    images: torch.Tensor,
+    generator: ProceduralGenerator,
+    placements: Placements,
+    names: list[str],
+    reservoir: LayerReservoir | None,
+) -> WarpedLayers:
+    """Relief maps per placement, warped into place and shaded with the pixels under them.
+
+    The maps come from ``reservoir`` (taken in defect order, as the compiled renderer takes them)
+    or are painted per render size from the defects' seeds. Shading after the warp, with each
+    defect's sign decided by the mean tone under its box (every other pixel), is what the
+    compiled renderer does per pixel, so both give the same image for the same maps; where
+    defects of one image overlap, a later one is shaded here on the pixels before any defect,
+    there on the earlier defect.
+    """
+    device = images.device
+    sizes = placements.size.tolist()
+    sides = [paint_side(size) for size in sizes]
+    type_indices = [generator.defect_types.index(name) for name in names]
+    taken = (
+        [reservoir.take(index, side) for index, side in zip(type_indices, sides, strict=True)]
+        if reservoir is not None
+        else None
+    )
+    surface = images if images.dtype == torch.float64 else images.to(torch.float32)
+    parts = []
+    for members, side in _side_groups(sides):
+        chosen = placements.select(members)
+        geometry = layer_geometry(chosen, (side, side))
+        labels = torch.tensor([type_indices[i] for i in members.tolist()], dtype=torch.int64)
+        if taken is not None:
+            layers = [taken[i] for i in members.tolist()]
+            planes = torch.from_numpy(np.stack([layer.planes for layer in layers])).to(device)
+            scalars = torch.tensor(
+                [[layer.tint, layer.bright_draw, layer.bright_probability] for layer in layers],
+                dtype=torch.float32,
+                device=device,
+            )
+            tint, draw, probability = scalars.unbind(1)
+        else:
+            maps = generator.paint(
+                labels,
+                generator=as_generator(_group_seed(chosen), device),
+                layer_size=(side, side),
+                device=device,
+            )
+            planes, tint = maps.planes, maps.tint
+            draw, probability = maps.bright_draw, maps.bright_probability
+        warped = warp_relief(planes.to(torch.float32), geometry)
+        tone = torch.stack(
+            [
+                surface[image, :, y0:y1:2, x0:x1:2].mean()
+                for image, (x0, y0, x1, y1) in zip(
+                    chosen.image_index.tolist(), geometry.boxes.tolist(), strict=True
+                )
+            ]
+        )
+        sign = bright_sign(draw, probability, tone.to(draw.dtype))
+        under = crop_windows(surface, chosen.image_index, geometry.offsets, geometry.canvas_size)
+        content = shade_relief(warped.to(surface.dtype), under, sign, tint)
+        alpha = warped[:, _ALPHA : _ALPHA + 1].clamp(0.0, 1.0).to(content.dtype)
+        layer = DefectLayer(content, alpha, labels.to(device), generator.defect_types)
+        parts.append(
+            (members, WarpedLayers(layer, geometry.offsets.to(device), geometry.boxes.to(device)))
+        )
+    return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
+
+
 def check_blend(blend: str) -> str:
     if blend not in BLEND_MODES:
         raise ValueError(f"blend: expected one of {', '.join(BLEND_MODES)}, got {blend!r}")
     return blend
+
+
+#: The options each blend takes (``blend_options``), with their defaults: the guidance ``mode``
+#: of :func:`~defectaug.compositing.poisson_blend` and, for ``improved_poisson``, the ``band``
+#: of :func:`~defectaug.compositing.improved_poisson_blend`.
+BLEND_OPTIONS: dict[str, dict[str, Any]] = {
+    "alpha": {},
+    "poisson": {"mode": "normal"},
+    "improved_poisson": {"mode": "mixed", "band": 5},
+}
+
+
+def check_blend_options(blend: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``blend``'s options: its defaults (``BLEND_OPTIONS``) updated with ``options``, checked."""
+    defaults = BLEND_OPTIONS[check_blend(blend)]
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        accepted = ", ".join(defaults) or "none"
+        raise ValueError(
+            f"blend_options: unknown option(s) {', '.join(unknown)} for blend={blend!r}; "
+            f"accepted: {accepted}"
+        )
+    from defectaug.compositing.poisson import check_band, check_mode
+
+    merged = {**defaults, **given}
+    if "mode" in merged:
+        check_mode(merged["mode"])
+    if "band" in merged:
+        check_band(merged["band"])
+    return merged
 
 
 def check_probability(p: float) -> float:
@@ -270,7 +387,8 @@ def check_probability(p: float) -> float:
 
 @dataclass(frozen=True)
 class DefectPlan:
-    """Every random choice of one injection, ready to composite onto the images it was drawn for.
+    """A :class:`~defectaug.plan.Plan` laid out by the torch renderer (:func:`render_plan`),
+    ready to composite onto the images it was laid out on.
 
     Attributes:
         labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type (one type per
@@ -281,6 +399,7 @@ class DefectPlan:
         boxes: ``[N, 4]`` int64 ``(x0, y0, x1, y1)``, tight box of each defect's mask in the image
             (all zeros when its mask ended up empty).
         image_size: ``(H, W)`` the plan was drawn for.
+        drawn: the plan itself.
     """
 
     labels: torch.Tensor
@@ -289,6 +408,7 @@ class DefectPlan:
     warped: WarpedLayers | None
     boxes: torch.Tensor
     image_size: tuple[int, int]
+    drawn: Plan | None = field(default=None, compare=False, repr=False)
 
     @property
     def applied(self) -> torch.Tensor:
@@ -311,46 +431,70 @@ def plan_defects(
     confine: bool = True,
     seed: SeedLike = None,
 ) -> DefectPlan:
-    """Draw every random choice for defects on ``images [B, C, H, W]`` (see :func:`inject_defects`).
-
-    Small draws (which images, types, placements) come from a CPU generator; the layers are
-    sampled on the images' device from a seed drawn from it, so a plan is reproducible per device.
-    Generators that take a ``background`` (``needs_background`` or ``accepts_background``) get
-    the image patch each layer will cover, in the layer's frame (:func:`layer_backgrounds`).
-    """
-    batch, channels, height, width = images.shape
-    rng = as_generator(seed)
-    active = torch.rand(batch, generator=rng) < p
-    drawn_types = torch.randint(0, len(defect_types), (batch,), generator=rng)
-    roi_mask = resolve_roi(roi, images) if bool(active.any()) else None
-    placements = sample_placements(
-        batch,
-        (height, width),
+    """Draw every random choice for defects on ``images [B, C, H, W]`` (see :func:`inject_defects`)
+    and lay it out: :func:`~defectaug.plan.draw_plan`, then :func:`render_plan`."""
+    options = PlacementOptions.check(
         count=count,
         scale=scale,
         rotation=rotation,
         aspect=aspect,
         min_size=min_size,
-        roi=roi_mask,
-        active=active,
-        generator=rng,
+        roi=roi,
+        confine=confine,
     )
-    layer_seed = child_seed(rng)
-    labels = torch.where(placements.counts() > 0, drawn_types, NO_DEFECT)
-    if len(placements) == 0:
-        return DefectPlan(
-            labels.to(images.device),
-            tuple(defect_types),
-            placements,
-            None,
-            torch.zeros(0, 4, dtype=torch.int64, device=images.device),
-            (height, width),
+    batch, _, height, width = images.shape
+    plan = draw_plan(
+        options,
+        defect_types,
+        batch,
+        (height, width),
+        seed,
+        p=p,
+        roi=lambda: resolve_roi(roi, images),
+    )
+    return render_plan(images, plan, generator, confine=confine)
+
+
+def _check_fits(images: torch.Tensor, batch_size: int, image_size: tuple[int, int]) -> None:
+    if images.shape[0] != batch_size or tuple(images.shape[-2:]) != image_size:
+        raise ValueError(
+            f"images: the plan was drawn for {batch_size} image(s) of size "
+            f"{image_size[0]}x{image_size[1]}, got {tuple(images.shape)}"
         )
 
-    names = [defect_types[int(labels[i])] for i in placements.image_index.tolist()]
-    warped = _sample_and_warp(images, generator, placements, names, layer_seed)
-    if roi_mask is not None and confine:
-        inside = crop_windows(roi_mask, placements.image_index, warped.offsets, warped.layer.size)
+
+def render_plan(
+    images: torch.Tensor,
+    plan: Plan,
+    generator: DefectGenerator,
+    *,
+    confine: bool = True,
+    reservoir: LayerReservoir | None = None,
+) -> DefectPlan:
+    """Lay ``plan`` out on ``images [B, C, H, W]`` for the torch renderer, on their device.
+
+    Each defect's layer is placed with :func:`~defectaug.plan.layer_box`. Procedural generators
+    (:func:`paints_relief`) give relief maps, taken from ``reservoir`` when one is given (as the
+    compiled renderer does) or painted from the defects' seeds, shaded with the image pixels
+    each lands on; other generators sample layers from the defects' seeds, with the image patch
+    each layer will cover when they take a ``background`` (``needs_background`` or
+    ``accepts_background``; :func:`layer_backgrounds`). With ``confine`` and a region of interest
+    in the plan, each defect's alpha is cut to it. Layers are drawn in float32 on the images'
+    device: the layout is the same for every dtype on one device.
+    """
+    _check_fits(images, plan.batch_size, plan.image_size)
+    placements = plan.placements
+    labels = plan.labels(images.device)
+    if not plan.defects:
+        boxes = torch.zeros(0, 4, dtype=torch.int64, device=images.device)
+        return DefectPlan(labels, plan.defect_types, placements, None, boxes, plan.image_size, plan)
+    names = [plan.defect_types[plan.type_index[defect.image]] for defect in plan.defects]
+    if paints_relief(generator):
+        warped = _relief_layers(images, generator, placements, names, reservoir)
+    else:
+        warped = _sampled_layers(images, generator, placements, names)
+    if plan.roi is not None and confine:
+        inside = crop_windows(plan.roi, placements.image_index, warped.offsets, warped.layer.size)
         confined_alpha = warped.layer.alpha * inside.to(warped.layer.alpha.dtype)
         warped = WarpedLayers(
             DefectLayer(
@@ -363,9 +507,7 @@ def plan_defects(
     shift = warped.offsets[:, [1, 0, 1, 0]]
     nonempty = (tight[:, 2] > tight[:, 0])[:, None]
     boxes = torch.where(nonempty, tight + shift, torch.zeros_like(tight))
-    return DefectPlan(
-        labels.to(images.device), tuple(defect_types), placements, warped, boxes, (height, width)
-    )
+    return DefectPlan(labels, plan.defect_types, placements, warped, boxes, plan.image_size, plan)
 
 
 class VisibleComposite(NamedTuple):
@@ -412,7 +554,12 @@ def settle_composite(
     if levels is not None:
         after = torch.round(after * levels) / levels
     delta = after - before
-    mask = delta.abs().amax(1, keepdim=True) > VISIBILITY
+    change = delta.abs().amax(1, keepdim=True)
+    if levels is None:
+        mask = change > VISIBILITY
+    else:
+        # Compared in whole levels: in floats a change of exactly 8 / 255 lands on either side.
+        mask = torch.round(change * levels) > round(VISIBILITY * levels, 6)
     holes = torch.zeros_like(mask)
     holes[..., 1:-1, 1:-1] = (
         mask[..., :-2, 1:-1] & mask[..., 2:, 1:-1] & mask[..., 1:-1, :-2] & mask[..., 1:-1, 2:]
@@ -459,8 +606,10 @@ def _blend_round(
     offsets: torch.Tensor,
     size: tuple[int, int],
     blend: str,
+    options: Mapping[str, Any],
 ) -> torch.Tensor:
-    """One defect per image of ``background``, composited with ``blend`` (before settling)."""
+    """One defect per image of ``background``, composited with ``blend`` and its ``options``
+    (before settling)."""
     from defectaug import compositing
 
     alpha_blended = compositing.alpha_composite(background, content, alpha, offsets)
@@ -472,16 +621,20 @@ def _blend_round(
     # content carries the defect's shape in alpha alone (a spot's content is darkened everywhere),
     # so guiding by it would blend the defect away.
     soft = under + (content - under) * alpha
-    core = alpha >= MASK_THRESHOLD
+    # A faint layer (a thin scratch shrunk a lot) may peak below MASK_THRESHOLD and still show
+    # under alpha blending: its core is then where it reaches half its peak, else both blends
+    # would solve over nothing and erase it.
+    peak = alpha.amax(dim=(1, 2, 3), keepdim=True)
+    core = (alpha >= (0.5 * peak).clamp(max=MASK_THRESHOLD)) & (alpha > 0)
     if blend == "poisson":
         footprint = core
         for _ in range(POISSON_MARGIN):
             footprint = _dilate(footprint)
-        blended = compositing.poisson_blend(background, soft, footprint, offsets)
+        blended = compositing.poisson_blend(background, soft, footprint, offsets, **options)
     else:
         # Keep the soft composite inside the mask, not the raw content: the mask's rim sits
         # at alpha 0.5, and a full-strength rim leaves a step the band smears into a halo.
-        blended = compositing.improved_poisson_blend(background, soft, core, offsets, mode="mixed")
+        blended = compositing.improved_poisson_blend(background, soft, core, offsets, **options)
     # Keep the defect's contrast: a dark spot stays a dark spot.
     wanted = _mean_change(alpha_blended, under, core, offsets, size)
     kept = _mean_change(blended, under, core, offsets, size)
@@ -495,7 +648,11 @@ def _blend_round(
 
 
 def composite_visible(
-    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha", levels: int | None = None
+    images: torch.Tensor,
+    plan: DefectPlan,
+    blend: str = "alpha",
+    levels: int | None = None,
+    blend_options: Mapping[str, Any] | None = None,
 ) -> VisibleComposite:
     """Composite ``plan`` onto ``images [B, C, H, W]``, settle it and label what shows.
 
@@ -506,15 +663,11 @@ def composite_visible(
     solve over a rectangle around each defect, so they also ease the tone just around it, as
     seamless cloning does; where that eases the defect's own contrast below ``KEPT_CONTRAST`` of
     the alpha blend's, the alpha blend is mixed back in. ``levels=255``: see
-    :func:`settle_composite`.
+    :func:`settle_composite`. ``blend_options``: see :data:`BLEND_OPTIONS`.
     """
-    check_blend(blend)
+    options = check_blend_options(blend, blend_options)
+    _check_fits(images, plan.placements.batch_size, plan.image_size)
     batch, _, height, width = images.shape
-    if (height, width) != plan.image_size or batch != plan.placements.batch_size:
-        raise ValueError(
-            f"images: the plan was drawn for {plan.placements.batch_size} image(s) of size "
-            f"{plan.image_size[0]}x{plan.image_size[1]}, got {tuple(images.shape)}"
-        )
     device = images.device
     if plan.warped is None:
         masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
@@ -543,6 +696,7 @@ def composite_visible(
             offsets[chosen],
             layer.size,
             blend,
+            options,
         )
         changed = (blended != background).any(dim=1)
         reach_rows[chosen] = changed.any(dim=2)
@@ -598,30 +752,59 @@ def _visible_boxes(
 
 
 def composite_plan(
-    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha", levels: int | None = None
+    images: torch.Tensor,
+    plan: DefectPlan,
+    blend: str = "alpha",
+    levels: int | None = None,
+    blend_options: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Composite ``plan`` onto ``images [B, C, H, W]`` and return the new images.
 
     The images of :func:`composite_visible` (settled: see there).
     """
-    return composite_visible(images, plan, blend, levels).images
+    return composite_visible(images, plan, blend, levels, blend_options).images
 
 
 def apply_plan(
-    images: torch.Tensor, plan: DefectPlan, blend: str = "alpha"
+    images: torch.Tensor,
+    plan: DefectPlan,
+    blend: str = "alpha",
+    blend_options: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`composite_plan` plus the defect masks: ``(images, masks [B, 1, H, W] bool)``.
 
     The masks are what visibly changed (:func:`settle_composite`), not the layers' alpha.
     """
-    result = composite_visible(images, plan, blend)
+    result = composite_visible(images, plan, blend, blend_options=blend_options)
     return result.images, result.masks
 
 
 _BATCH_HINT = (
-    "scale uint8 batches by 1 / 255 (or v2.ToDtype(torch.float32, scale=True) per image) and "
-    "inject before normalising"
+    "scale [0, 255] float batches by 1 / 255 (uint8 batches are taken as they are) and inject "
+    "before normalising"
 )
+
+
+def _checked_batch(images: Any) -> tuple[torch.Tensor, int | None]:
+    """``images`` as float ``[B, C, H, W]`` in [0, 1], and 255 for a uint8 batch (its composite
+    is then measured, and returned, as 8-bit levels) or ``None``."""
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+        return check_batched_image(images.to(torch.float32) / 255.0, "images"), 255
+    images = check_batched_image(images, "images")
+    check_unit_range(images, "images", _BATCH_HINT)
+    return images, None
+
+
+def _injected(
+    images: torch.Tensor,
+    plan: DefectPlan,
+    blend: str,
+    levels: int | None,
+    blend_options: Mapping[str, Any] | None,
+) -> InjectionResult:
+    result = composite_visible(images, plan, blend, levels, blend_options)
+    out = result.images if levels is None else to_uint8(result.images)
+    return InjectionResult(out, result.masks, result.labels)
 
 
 def inject_defects(
@@ -639,11 +822,13 @@ def inject_defects(
     roi: RoiArg = None,
     confine: bool = True,
     seed: SeedLike = None,
+    blend_options: Mapping[str, Any] | None = None,
 ) -> InjectionResult:
     """Put synthetic defects on a batch of images, on the batch's device.
 
     Args:
-        images: ``[B, C, H, W]`` float in [0, 1], C = 1 or 3.
+        images: ``[B, C, H, W]``, C = 1 or 3: float in [0, 1], or uint8 (composited in float32
+            and measured as 8-bit levels: ``levels=255`` of :func:`settle_composite`).
         defect_types: type name(s) to draw from (default: all of the generator's). Each image gets
             one type, drawn uniformly, shared by all of its defects.
         generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
@@ -658,13 +843,17 @@ def inject_defects(
         roi: where defects may land: ``None`` (anywhere), a mask, a callable ``images -> mask``, or
             ``"auto"`` (foreground estimate for object images).
         confine: with an ROI, cut each defect to it (its mask never leaves the ROI).
-        seed: int or ``torch.Generator`` for a reproducible result.
+        seed: int or ``torch.Generator`` for a reproducible result. The placements depend on
+            the seed, each image's index and the options alone, not on the images' dtype or
+            device nor on ``blend`` (:func:`~defectaug.plan.draw_plan`).
+        blend_options: options of the blend (:data:`BLEND_OPTIONS`: ``mode`` of both Poisson
+            blends, ``"normal"`` or ``"mixed"``; ``band`` of ``"improved_poisson"``).
 
     Returns:
         ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
     """
-    images = check_batched_image(images, "images")
-    check_unit_range(images, "images", _BATCH_HINT)
+    images, levels = _checked_batch(images)
+    options = check_blend_options(blend, blend_options)
     defect_generator = resolve_generator(generator, device=images.device)
     types = resolve_defect_types(defect_types, defect_generator)
     plan = plan_defects(
@@ -681,8 +870,7 @@ def inject_defects(
         confine=confine,
         seed=seed,
     )
-    result = composite_visible(images, plan, check_blend(blend))
-    return InjectionResult(result.images, result.masks, result.labels)
+    return _injected(images, plan, blend, levels, options)
 
 
 class DefectInjector(nn.Module):
@@ -708,12 +896,14 @@ class DefectInjector(nn.Module):
         min_size: int = 8,
         roi: RoiArg = None,
         confine: bool = True,
-        seed: int | None = None,
+        seed: SeedLike = None,
+        blend_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.generator = resolve_generator(generator)
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.blend = check_blend(blend)
+        self.blend_options = check_blend_options(blend, blend_options)
         self.p = check_probability(p)
         self.placement = PlacementOptions.check(
             count=count,
@@ -727,8 +917,7 @@ class DefectInjector(nn.Module):
         self._seeds = CallSeeds(seed)
 
     def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
-        images = check_batched_image(images, "images")
-        check_unit_range(images, "images", _BATCH_HINT)
+        images, levels = _checked_batch(images)
         plan = plan_defects(
             images,
             self.defect_types,
@@ -737,8 +926,7 @@ class DefectInjector(nn.Module):
             seed=seed if seed is not None else self._seeds.next(),
             **self.placement.keywords(),
         )
-        result = composite_visible(images, plan, self.blend)
-        return InjectionResult(result.images, result.masks, result.labels)
+        return _injected(images, plan, self.blend, levels, self.blend_options)
 
     def extra_repr(self) -> str:
         return f"defect_types={list(self.defect_types)}, blend={self.blend!r}, p={self.p}"

@@ -1,14 +1,16 @@
-"""The per-sample path of ``DefectInject`` for the procedural generator: CPU images, few operations.
+"""The compiled CPU renderer of a :class:`~defectaug.plan.Plan`, for data-loader workers.
 
-A data-loader worker transforms one image at a time, where the cost of :func:`plan_defects` /
-:func:`composite_plan` is mostly per-operation overhead on tiny tensors. This path keeps their
-placement distributions, geometry and look, but
+A data-loader worker transforms one image at a time, where the torch renderer
+(:func:`defectaug.batch.render_plan` / :func:`~defectaug.batch.composite_plan`) spends most of
+its time in per-operation overhead on tiny tensors. This renderer reads the same plan (so the
+defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives the same look, but
 
 - paints layers ahead in chunks (:class:`LayerReservoir`): ``ProceduralGenerator.paint`` draws a
   chunk of one type at one size at once, and each layer serves ``USES_PER_LAYER`` samples (each
   with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
   relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
-  pixels they land on, so a chunk suits any image;
+  pixels they land on, so a chunk suits any image. ``DefectInject`` hands the same reservoir to
+  the torch renderer when it renders (other blends, other devices), so both use the same layers;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`), written
   straight into the output (a uint8 image stays uint8);
@@ -18,54 +20,42 @@ placement distributions, geometry and look, but
   records how much each pixel it writes changed, so settling reads the image again only where it
   restores a pixel.
 
-It handles PIL images and CPU tensors of dtype uint8, float32 or float64 that need no gradient
-(:func:`takes_fast_path`); ``DefectInject`` sends anything else through the batched planner.
+It renders alpha blending onto PIL images and CPU tensors of dtype uint8, float32 or float64 that
+need no gradient (:func:`takes_fast_path`); ``DefectInject`` sends anything else to the torch
+renderer. numba is imported on the first render, not with this module.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, NamedTuple
 
-import kornia
 import numpy as np
 import PIL.Image
 import torch
 
-from defectaug._io import UNIT_RANGE_TOLERANCE, check_unit_range, to_float_image
-from defectaug._kernels import (
-    alpha_blocks,
-    composite_tracked,
-    copy_within,
-    settle_levels,
-    sparse_mean,
-    warp_alpha,
-)
-from defectaug._seeding import as_generator, mix_seed, stream_identity, uniform_draws
+from defectaug._io import UNIT_RANGE_TOLERANCE, check_unit_range
+from defectaug._seeding import mix_seed, stream_identity
 from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
-from defectaug.placement import PlacementOptions, check_image_size, resolve_roi
+from defectaug.placement import antialias
+from defectaug.plan import Plan, layer_box, paint_side
 
-#: Largest side at which layers are painted; bigger defects are enlarged from it.
-MAX_PAINT_SIDE = 512
+
+def _kernels() -> ModuleType:
+    # numba takes half a second or more to import: only a transform that renders here pays it.
+    from defectaug import _kernels
+
+    return _kernels
+
+
 #: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
 #: of painting, small enough to keep a worker's reservoir to a few MB.
 CHUNK_PIXELS = 1 << 17
 MAX_CHUNK = 32
-
-
-def paint_side(size: float) -> int:
-    """Side at which a defect shown ``size`` px large is painted.
-
-    Sizes are grouped in steps of sqrt(2) and each group is painted at its geometric middle, so
-    a layer is resampled by at most 2 ** 0.25 (19 %) either way and a few chunk sizes serve all.
-    """
-    wanted = min(max(math.ceil(size), 8), MAX_PAINT_SIDE)
-    step = math.floor(2.0 * math.log2(wanted))
-    return max(8, min(round(2.0 ** ((step + 0.5) / 2.0)), MAX_PAINT_SIDE))
 
 
 #: Layers in the first chunk of a type and size; each later chunk doubles, up to the full length.
@@ -152,19 +142,24 @@ class LayerReservoir:
         scalars = torch.stack([maps.tint, maps.bright_draw, maps.bright_probability], 1)
         planes = maps.planes.to(torch.float32).numpy()
         return [
-            PaintedLayer(layer, alpha_blocks(layer), *values)
+            PaintedLayer(layer, *values)
             for layer, values in zip(planes, scalars.tolist(), strict=True)
         ]
 
 
-class PaintedLayer(NamedTuple):
-    """A layer of a reservoir: relief planes ``[4, s, s]``, their ``alpha_blocks``, its scalars."""
+@dataclass(frozen=True, eq=False)
+class PaintedLayer:
+    """A layer of a reservoir: relief planes ``[4, s, s]`` and its scalars."""
 
     planes: np.ndarray
-    blocks: np.ndarray
     tint: float
     bright_draw: float
     bright_probability: float
+
+    @functools.cached_property
+    def blocks(self) -> np.ndarray:
+        """``alpha_blocks`` of the planes, for the compiled renderer (once per layer)."""
+        return _kernels().alpha_blocks(self.planes)
 
     def sign(self, surface: float) -> float:
         """+1 (bright) or -1 (dark) on a surface of mean tone ``surface`` (see ``bright_sign``)."""
@@ -193,7 +188,7 @@ class PlacedDefect(NamedTuple):
 
     def alpha(self) -> np.ndarray:
         """``[height, width]`` coverage in [0, 1]."""
-        return warp_alpha(
+        return _kernels().warp_alpha(
             self.planes, self.blocks, self.box_to_layer, self.confine, self.height, self.width
         )
 
@@ -206,16 +201,18 @@ _INVISIBLE.flags.writeable = False
 
 @dataclass(frozen=True)
 class SamplePlan:
-    """Every random choice for one image: its defects (in draw order), type and size.
+    """A :class:`~defectaug.plan.Plan` for one image laid out for the compiled renderer: its
+    defects (in draw order) with their layers, type and size.
 
-    ``source`` is the image the plan was drawn for; its composite (:meth:`source_composite`)
-    decides the label mask, so mask and image always agree.
+    ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
+    decides the label mask, so mask and image always agree. ``drawn`` is the plan.
     """
 
     type_index: int
     defects: tuple[PlacedDefect, ...]
     image_size: tuple[int, int]
     source: Any = field(default=None, compare=False, repr=False)
+    drawn: Plan | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def _source_result(self) -> list[Any]:
@@ -245,81 +242,8 @@ class SamplePlan:
         return torch.from_numpy(mask)
 
 
-def _lerp(bounds: tuple[float, float], u: float) -> float:
-    return bounds[0] + (bounds[1] - bounds[0]) * u
-
-
-def _box_and_map(
-    size: float,
-    angle: float,
-    aspect: float,
-    centre: tuple[float, float],
-    side: int,
-    image: tuple[int, int],
-) -> tuple[int, int, int, int, list[list[float]], float]:
-    """``layer_geometry`` for one layer in floats: its box and the box-to-layer pixel map.
-
-    Returns ``top, left, box_h, box_w``, the ``2 x 3`` map from box pixels ``(x, y)`` to layer
-    pixels, and the smaller zoom factor.
-    """
-    height, width = image
-    zoom = size / side
-    root = math.sqrt(aspect)
-    zoom_x, zoom_y = zoom * root, zoom / root
-    radians = math.radians(angle)
-    cos, sin = math.cos(radians), math.sin(radians)
-    extent_w = (side + 1) * zoom_x * abs(cos) + (side + 1) * zoom_y * abs(sin)
-    extent_h = (side + 1) * zoom_x * abs(sin) + (side + 1) * zoom_y * abs(cos)
-    fit = min((height - 1) / extent_h, (width - 1) / extent_w, 1.0)
-    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
-    box_h = min(max(math.ceil(extent_h) + 1, 1), height)
-    box_w = min(max(math.ceil(extent_w) + 1, 1), width)
-    top = min(max(round(centre[0] - (box_h - 1) / 2), 0), height - box_h)
-    left = min(max(round(centre[1] - (box_w - 1) / 2), 0), width - box_w)
-    # Layer -> box: kornia's get_rotation_matrix2d about the layer centre, then a whole-pixel
-    # shift of the centre (an unscaled, unrotated layer is copied without resampling blur).
-    middle = (side - 1) / 2
-    a, b = cos * zoom_x, sin * zoom_y
-    c, d = -sin * zoom_x, cos * zoom_y
-    shift_x = round(left + (box_w - 1) / 2 - middle) - left
-    shift_y = round(top + (box_h - 1) / 2 - middle) - top
-    tx = middle - a * middle - b * middle + shift_x
-    ty = middle - c * middle - d * middle + shift_y
-    det = a * d - b * c
-    inverse = [
-        [d / det, -b / det, (b * ty - d * tx) / det],
-        [-c / det, a / det, (c * tx - a * ty) / det],
-    ]
-    return top, left, box_h, box_w, inverse, min(zoom_x, zoom_y)
-
-
-def _antialias(layer: PaintedLayer, zoom: float) -> tuple[np.ndarray, np.ndarray]:
-    """Planes and blocks of ``layer``, low-passed when it shrinks by more than 2x.
-
-    Without the low-pass, thin structures would alias away.
-    """
-    sigma = (1.0 / zoom - 1.0) / 2.0
-    side = layer.planes.shape[-1]
-    kernel = min(2 * math.ceil(3 * sigma) + 1, (side - 1) // 2 * 2 + 1)
-    if sigma < 0.5 or kernel < 3:
-        return layer.planes, layer.blocks
-    blurred = kornia.filters.gaussian_blur2d(
-        torch.from_numpy(layer.planes)[None],
-        (kernel, kernel),
-        (sigma, sigma),
-        border_type="constant",
-    )[0].numpy()
-    return blurred, alpha_blocks(blurred)
-
-
-def _mirrored(box_to_layer: list[list[float]], side: int) -> list[list[float]]:
-    """The same map followed by a left-right flip of the layer."""
-    x_row, y_row = box_to_layer
-    return [[-x_row[0], -x_row[1], side - 1 - x_row[2]], y_row]
-
-
 def takes_fast_path(image: Any) -> bool:
-    """Whether :func:`plan_sample` / :func:`composite_sample` handle ``image`` natively."""
+    """Whether :func:`place_sample` / :func:`composite_sample` handle ``image`` natively."""
     if isinstance(image, PIL.Image.Image):
         return True
     if not isinstance(image, torch.Tensor):
@@ -332,68 +256,51 @@ def takes_fast_path(image: Any) -> bool:
     )
 
 
-def plan_sample(
-    image: Any,
-    defect_types: tuple[str, ...],
-    reservoir: LayerReservoir,
-    options: PlacementOptions,
-    seed: int | None,
-) -> SamplePlan | None:
-    """Draw the defects for one image that :func:`takes_fast_path` (``[C, H, W]`` / ``[H, W]``).
+def place_sample(
+    plan: Plan, image: Any, reservoir: LayerReservoir, confine: bool = True
+) -> SamplePlan:
+    """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`.
 
-    Returns ``None`` when the image draws a count of 0. The draws are
-    :func:`~defectaug._seeding.uniform_draws` of ``seed`` (stream 1), plus a multinomial when there
-    is a region of interest; ``seed=None`` draws from torch's global generator.
+    Each defect takes the next layer of its type at :func:`paint_side` of its size from
+    ``reservoir`` and is placed with :func:`~defectaug.plan.layer_box`; with ``confine`` and a
+    region of interest in the plan its coverage is cut to the ROI. Its sign (dark or bright) is
+    decided by the surface's mean tone under its box (every other pixel, before any defect).
     """
     pixels = as_chw(image)
-    _, height, width = pixels.shape
-    check_image_size((height, width), options.min_size)
-    low, high = options.count
-    # Type, count, then six numbers per defect: scale, rotation, aspect, row, column, mirroring.
-    draws = uniform_draws(seed, 2 + 6 * high, stream=1)
-    type_index = min(int(draws[0] * len(defect_types)), len(defect_types) - 1)
-    count = low + min(int(draws[1] * (high - low + 1)), high - low)
-    if count == 0:
-        return None
-    per_defect = [draws[2 + 6 * k : 8 + 6 * k] for k in range(count)]
-    painted_type = reservoir.generator.defect_types.index(defect_types[type_index])
+    image_size = plan.image_size
+    if tuple(pixels.shape[-2:]) != image_size:
+        raise ValueError(
+            f"image: the plan was drawn for size {image_size}, got {tuple(pixels.shape[-2:])}"
+        )
+    type_index = plan.type_index[0]
+    painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
-    roi = None
-    if options.roi is not None:
-        floats, _ = to_float_image(pixels, "image")
-        roi_tensor = resolve_roi(options.roi, floats)[0, 0].cpu()
-        rng = None if seed is None else as_generator(mix_seed(seed, 2))
-        flat = torch.multinomial(roi_tensor.flatten().double(), count, True, generator=rng)
-        centres = [(int(i) // width, int(i) % width) for i in flat.tolist()]
-        roi = roi_tensor.numpy()
-    else:
-        centres = [(u[3] * (height - 1), u[4] * (width - 1)) for u in per_defect]
-    shorter = min(height, width)
+    roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
     defects = []
-    for u, centre in zip(per_defect, centres, strict=True):
-        size = max(_lerp(options.scale, u[0]) * shorter, options.min_size)
-        angle = _lerp(options.rotation, u[1])
-        aspect = math.exp(_lerp(options.log_aspect, u[2]))
-        side = paint_side(size)
-        top, left, box_h, box_w, box_to_layer, zoom = _box_and_map(
-            size, angle, aspect, centre, side, (height, width)
-        )
-        if u[5] < 0.5:
-            box_to_layer = _mirrored(box_to_layer, side)
+    for defect in plan.defects:
+        side = paint_side(defect.size)
+        box = layer_box(defect, (side, side), image_size)
+        top, left, box_h, box_w = box.top, box.left, box.height, box.width
         layer = reservoir.take(painted_type, side)
-        confine = _NOT_CONFINED
-        if roi is not None and options.confine:
-            confine = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
+        planes, blocks = layer.planes, layer.blocks
+        if box.zoom < 0.5:  # else antialias leaves it as it is
+            stack = torch.from_numpy(planes)[None]
+            smoothed = antialias(stack, [box.zoom], "constant")
+            if smoothed is not stack:
+                planes = smoothed[0].numpy()
+                blocks = _kernels().alpha_blocks(planes)
+        confined = _NOT_CONFINED
+        if roi is not None:
+            confined = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
         # Every other pixel is plenty to tell a dark surface from a bright one.
-        tone = sparse_mean(surface, top, left, box_h, box_w) / scale
-        planes, blocks = _antialias(layer, zoom)
+        tone = _kernels().sparse_mean(surface, top, left, box_h, box_w) / scale
         defects.append(
             PlacedDefect(
                 planes,
                 blocks,
-                np.array(box_to_layer),
-                confine,
+                np.array(box.box_to_layer()),
+                confined,
                 top,
                 left,
                 box_h,
@@ -402,7 +309,7 @@ def plan_sample(
                 layer.tint,
             )
         )
-    return SamplePlan(type_index, tuple(defects), (height, width), image)
+    return SamplePlan(type_index, tuple(defects), image_size, image, plan)
 
 
 def as_chw(image: Any) -> torch.Tensor:
@@ -455,7 +362,7 @@ def _composite(image: Any, plan: SamplePlan) -> tuple[Any, np.ndarray, tuple[int
     if fast and pixels.is_floating_point() and pixels.is_contiguous():
         # The copy and the range check in one pass (the common case: a float tensor).
         host, out = pixels, torch.empty_like(pixels)
-        if not copy_within(host.numpy(), out.numpy(), _LOWEST, _HIGHEST):
+        if not _kernels().copy_within(host.numpy(), out.numpy(), _LOWEST, _HIGHEST):
             check_unit_range(pixels, "image")  # raises: outside [0, 1] or not finite
     else:
         if pixels.is_floating_point():
@@ -503,8 +410,9 @@ def _composite_defects(
     # writes outside the boxes, so settling their union box is exact).
     level = np.zeros((height, width), dtype=np.uint8)
     row_start, row_stop, col_start, col_stop = height, 0, width, 0
+    kernels = _kernels()
     for defect in defects:
-        rows_and_cols = composite_tracked(
+        rows_and_cols = kernels.composite_tracked(
             out,
             before,
             level,
@@ -530,7 +438,7 @@ def _composite_defects(
             row_stop = max(row_stop, rows_and_cols[1])
             col_start = min(col_start, rows_and_cols[2])
             col_stop = max(col_stop, rows_and_cols[3])
-    visible = settle_levels(
+    visible = kernels.settle_levels(
         out,
         before,
         level,

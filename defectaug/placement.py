@@ -1,18 +1,20 @@
 """Where and how a defect layer lands on an image.
 
-The functional core has three steps, each drawing from an explicit ``torch.Generator``:
+The draws are the plan's (:func:`defectaug.plan.draw_plan`); this module turns them into pixels:
 
-1. :func:`sample_placements` draws, per image, how many defects it receives and, per defect, its
-   size (a fraction of the image's shorter side), rotation, aspect jitter and a centre inside a
-   region of interest (ROI).
-2. :func:`layer_geometry` turns the draws into one affine map per layer (scale, stretch, rotation
-   about the layer centre, kornia ``get_rotation_matrix2d``) and a tight canvas that holds the
-   rotated layer, so rotated corners are never cut; the layer's box is moved inside the image, so
-   a layer never lands outside it. It needs only the layer size, so it runs before the layers are
+1. :func:`sample_placements` gives the plan's placement draws as tensors: per image how many
+   defects it receives and, per defect, its size (a fraction of the image's shorter side),
+   rotation, aspect jitter and a centre inside a region of interest (ROI).
+2. :func:`layer_geometry` places each layer with :func:`defectaug.plan.layer_box` (scale,
+   stretch, rotation about the layer centre as kornia's ``get_rotation_matrix2d``; the box holds
+   the rotated layer, so corners are never cut, and lies inside the image) on a tight canvas
+   shared by a group of layers. It needs only the layer size, so it runs before the layers are
    generated: :func:`layer_backgrounds` can hand a generator the exact image patch each layer will
    cover (in the layer's frame), and the defect keeps the surface's texture.
-3. :func:`warp_layer` resamples the generated layers into their canvases (bilinear
-   ``grid_sample`` with the affine map, as kornia's ``warp_affine``; content and alpha share it).
+3. :func:`warp_layer` resamples generated layers into their canvases (bilinear ``grid_sample``
+   with the affine map, as kornia's ``warp_affine``; content and alpha share it);
+   :func:`warp_relief` does the same for procedural relief maps, as the compiled renderer reads
+   them.
 
 :func:`crop_windows` reads image-sized maps (such as the ROI) under each placed canvas, used to
 confine a defect's alpha to the ROI. ROIs (:func:`resolve_roi`): ``None`` (whole image), a mask
@@ -21,69 +23,24 @@ tensor, a callable ``images -> mask`` or ``"auto"`` for :func:`estimate_foregrou
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
 import kornia
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import get_rotation_matrix2d
 
-from defectaug._seeding import SeedLike, as_generator
+from defectaug._seeding import SeedLike
 from defectaug.layer import DefectLayer
+from defectaug.plan import Placements, PlannedDefect, check_image_size, draw_plan, layer_box
 
 RangeArg = float | tuple[float, float]
 CountArg = int | tuple[int, int]
 RoiArg = torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
-
-
-@dataclass(frozen=True)
-class Placements:
-    """Per-defect placement draws for a batch of images (all CPU tensors of length ``N``).
-
-    Attributes:
-        image_index: ``[N]`` int64, the image each defect lands on (sorted ascending).
-        rank: ``[N]`` int64, the defect's order among its image's defects (0, 1, ...).
-        size: ``[N]`` float, length in pixels of the layer's longer side on the image (before the
-            aspect stretch and rotation).
-        angle: ``[N]`` float, rotation in degrees (counter-clockwise).
-        aspect: ``[N]`` float, width/height stretch applied before rotation (1 = unchanged).
-        center: ``[N, 2]`` float, requested ``(y, x)`` centre in image pixels, inside the ROI.
-        image_size: ``(H, W)`` of the images.
-        batch_size: number of images ``B`` (images may receive no defect).
-    """
-
-    image_index: torch.Tensor
-    rank: torch.Tensor
-    size: torch.Tensor
-    angle: torch.Tensor
-    aspect: torch.Tensor
-    center: torch.Tensor
-    image_size: tuple[int, int]
-    batch_size: int
-
-    def __len__(self) -> int:
-        return int(self.image_index.numel())
-
-    def counts(self) -> torch.Tensor:
-        """Number of defects per image, ``[B]`` int64."""
-        return torch.bincount(self.image_index, minlength=self.batch_size)
-
-    def select(self, index: torch.Tensor) -> Placements:
-        """The placements at ``index`` (same images and image size)."""
-        return Placements(
-            image_index=self.image_index[index],
-            rank=self.rank[index],
-            size=self.size[index],
-            angle=self.angle[index],
-            aspect=self.aspect[index],
-            center=self.center[index],
-            image_size=self.image_size,
-            batch_size=self.batch_size,
-        )
 
 
 def as_range(
@@ -127,30 +84,6 @@ def as_count_range(count: CountArg) -> tuple[int, int]:
         # Each defect is a layer the size of its box: the count sizes an allocation.
         raise ValueError(f"count: at most {MAX_DEFECTS_PER_IMAGE} defects per image, got {count!r}")
     return pair
-
-
-def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    low, high = bounds
-    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
-
-
-def check_image_size(image_size: tuple[int, int], min_size: int) -> None:
-    """Raise when an image is too small to hold the smallest allowed defect.
-
-    A side of 1 px leaves a defect no room at all (it would be scaled to nothing), whatever
-    ``min_size`` says, so both sides must be at least 2 px.
-    """
-    height, width = image_size
-    if min(height, width) < 2:
-        raise ValueError(
-            f"image of size {height}x{width} is too small for a defect: both sides must be at "
-            "least 2 px"
-        )
-    if min(height, width) < min_size:
-        raise ValueError(
-            f"image of size {height}x{width} is smaller than the smallest allowed defect "
-            f"({min_size} px, min_size); use larger images or a smaller min_size"
-        )
 
 
 @dataclass(frozen=True)
@@ -237,6 +170,9 @@ def sample_placements(
 ) -> Placements:
     """Draw where defects go on ``batch_size`` images of ``image_size``.
 
+    The placements of :func:`~defectaug.plan.draw_plan` (the same draws), without its mirroring:
+    for placing layers as they are.
+
     Args:
         batch_size: number of images ``B``.
         image_size: ``(H, W)``.
@@ -250,46 +186,18 @@ def sample_placements(
         roi: bool ``[B, 1, H, W]``: centres are drawn uniformly among its pixels (``None``:
             the whole image).
         active: bool ``[B]``: images that receive defects (default: all).
-        generator: ``torch.Generator`` or seed for every draw.
+        generator: int seed or ``torch.Generator`` for every draw.
     """
     ranges = check_placement_ranges(count, scale, rotation, aspect, min_size)
-    check_image_size(image_size, min_size)
-    rng = as_generator(generator)
-    height, width = image_size
-
-    counts = torch.randint(ranges.count[0], ranges.count[1] + 1, (batch_size,), generator=rng)
-    if active is not None:
-        counts = torch.where(active.to("cpu", torch.bool), counts, 0)
-    image_index = torch.repeat_interleave(torch.arange(batch_size), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(image_index.numel()) - starts[image_index]
-    n = image_index.numel()
-
-    size = (_uniform(n, ranges.scale, rng) * min(height, width)).clamp(min=min_size)
-    angle = _uniform(n, ranges.rotation, rng)
-    stretch = _uniform(n, ranges.log_aspect, rng).exp()
-
-    if roi is None:
-        cells = torch.rand(n, 2, generator=rng, dtype=torch.float64)
-        center = cells * torch.tensor([height - 1, width - 1], dtype=torch.float64)
-    else:
-        weights = roi.to("cpu", torch.bool).flatten(1)[image_index].double()
-        flat = (
-            torch.multinomial(weights, 1, generator=rng)[:, 0]
-            if n
-            else torch.zeros(0, dtype=torch.int64)
-        )
-        center = torch.stack([flat // width, flat % width], dim=1).double()
-    return Placements(
-        image_index=image_index,
-        rank=rank,
-        size=size.float(),
-        angle=angle.float(),
-        aspect=stretch.float(),
-        center=center.float(),
-        image_size=(height, width),
-        batch_size=batch_size,
+    options = PlacementOptions(
+        ranges.count, ranges.scale, ranges.rotation, ranges.aspect, min_size, None, False
     )
+    check_image_size(image_size, min_size)
+    plan = draw_plan(options, ("defect",), batch_size, image_size, generator, roi=roi)
+    kept = plan.placements
+    if active is not None:
+        kept = kept.select(active.to("cpu", torch.bool)[kept.image_index])
+    return dataclasses.replace(kept, mirror=None)
 
 
 @dataclass(frozen=True)
@@ -323,54 +231,39 @@ class LayerGeometry:
 
 
 def layer_geometry(placements: Placements, layer_size: tuple[int, int]) -> LayerGeometry:
-    """Where layers of ``layer_size`` go for ``placements``.
-
-    A layer is scaled so its longer side is ``placements.size`` pixels, stretched by ``aspect``
-    (width by ``sqrt(aspect)``, height by ``1 / sqrt(aspect)``), rotated by ``angle`` about its
-    centre and centred on ``placements.center``. A layer whose rotated box would not fit in the
-    image is shrunk until it does; the box is then shifted inwards so it lies fully inside.
-    """
-    height, width = placements.image_size
-    h, w = layer_size
+    """Where layers of ``layer_size`` go for ``placements``: :func:`~defectaug.plan.layer_box`
+    of each, on one canvas that holds the largest box."""
     n = len(placements)
-    zoom = placements.size.double() / max(h, w)
-    root_aspect = placements.aspect.double().sqrt()
-    zoom_x, zoom_y = zoom * root_aspect, zoom / root_aspect
-    radians = torch.deg2rad(placements.angle.double())
-    cos, sin = radians.cos().abs(), radians.sin().abs()
-    # Bilinear sampling reads a layer over (-1, w) x (-1, h): that support, scaled and rotated,
-    # plus one pixel of slack for snapping the translation to whole pixels, is the layer's box.
-    extent_w = (w + 1) * zoom_x * cos + (h + 1) * zoom_y * sin
-    extent_h = (w + 1) * zoom_x * sin + (h + 1) * zoom_y * cos
-    fit = torch.minimum((height - 1) / extent_h, (width - 1) / extent_w).clamp(max=1.0)
-    zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
-
-    own_h = (extent_h.ceil().long() + 1).clamp(1, height)
-    own_w = (extent_w.ceil().long() + 1).clamp(1, width)
+    mirror = placements.mirror.tolist() if placements.mirror is not None else [False] * n
+    boxes = [
+        layer_box(
+            PlannedDefect(0, 0, size, angle, aspect, (centre_y, centre_x), flip, 0),
+            layer_size,
+            placements.image_size,
+        )
+        for size, angle, aspect, (centre_y, centre_x), flip in zip(
+            placements.size.tolist(),
+            placements.angle.tolist(),
+            placements.aspect.tolist(),
+            placements.center.tolist(),
+            mirror,
+            strict=True,
+        )
+    ]
+    top = torch.tensor([box.top for box in boxes], dtype=torch.int64)
+    left = torch.tensor([box.left for box in boxes], dtype=torch.int64)
+    own_h = torch.tensor([box.height for box in boxes], dtype=torch.int64)
+    own_w = torch.tensor([box.width for box in boxes], dtype=torch.int64)
     canvas_h = int(own_h.max()) if n else 1
     canvas_w = int(own_w.max()) if n else 1
     pad_top, pad_left = (canvas_h - own_h) // 2, (canvas_w - own_w) // 2
-
-    center_y, center_x = placements.center[:, 0].double(), placements.center[:, 1].double()
-    top = (center_y - (own_h - 1) / 2).round().long().clamp(min=0)
-    top = torch.minimum(top, height - own_h)
-    left = (center_x - (own_w - 1) / 2).round().long().clamp(min=0)
-    left = torch.minimum(left, width - own_w)
-
-    layer_center = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64).expand(n, 2)
-    image_center = torch.stack([left + (own_w - 1) / 2, top + (own_h - 1) / 2], 1)
-    to_image = get_rotation_matrix2d(
-        layer_center.contiguous(), placements.angle.double(), torch.stack([zoom_x, zoom_y], 1)
-    )
-    # Whole-pixel translation: an unscaled, unrotated layer is copied without resampling blur.
-    to_image[:, :, 2] += (image_center - layer_center).round()
     return LayerGeometry(
-        to_image=to_image,
+        to_image=torch.tensor([box.to_image for box in boxes], dtype=torch.float64).view(n, 2, 3),
         canvas_size=(canvas_h, canvas_w),
         offsets=torch.stack([top - pad_top, left - pad_left], 1),
         boxes=torch.stack([left, top, left + own_w, top + own_h], 1),
-        zoom=torch.minimum(zoom_x, zoom_y),
-        layer_size=(h, w),
+        zoom=torch.tensor([box.zoom for box in boxes], dtype=torch.float64),
+        layer_size=tuple(layer_size),
     )
 
 
@@ -461,22 +354,38 @@ class WarpedLayers:
     boxes: torch.Tensor
 
 
-def _antialias(layer: DefectLayer, zoom: torch.Tensor) -> DefectLayer:
-    """Low-pass layers that shrink by more than 2x, so thin structures don't alias away."""
-    sigma = ((1.0 / zoom - 1.0) / 2.0).clamp(min=0.0)
-    if float(sigma.max()) < 0.5:
-        return layer
-    h, w = layer.size
-    kernel = min(2 * math.ceil(3 * float(sigma.max())) + 1, (min(h, w) - 1) // 2 * 2 + 1)
-    if kernel < 3:
-        return layer
-    sigmas = sigma.clamp(min=1e-3).to(layer.content)[:, None].expand(-1, 2)
-    stacked = torch.cat([layer.content, layer.alpha], dim=1)
-    blurred = kornia.filters.gaussian_blur2d(
-        stacked, (kernel, kernel), sigmas, border_type="replicate"
-    )
-    channels = layer.content.shape[1]
-    return DefectLayer(blurred[:, :channels], blurred[:, channels:], layer.labels, layer.type_names)
+def antialias(stack: torch.Tensor, zoom: Sequence[float], border_type: str) -> torch.Tensor:
+    """``stack [n, P, h, w]`` with the items that shrink by more than 2x (``zoom < 0.5``)
+    low-passed, so thin structures don't alias away when warped.
+
+    Item ``i`` is blurred with sigma ``(1 / zoom[i] - 1) / 2`` and a kernel reaching 3 sigma
+    (at most the layer's shorter side); the others are returned as they are. Every renderer
+    low-passes through here, so a layer shrinks alike whichever renders it.
+    """
+    h, w = stack.shape[-2:]
+    widest = (min(h, w) - 1) // 2 * 2 + 1
+    groups: dict[int, list[tuple[int, float]]] = {}
+    for item, value in enumerate(zoom):
+        sigma = (1.0 / value - 1.0) / 2.0
+        kernel = min(2 * math.ceil(3 * sigma) + 1, widest)
+        if sigma >= 0.5 and kernel >= 3:
+            groups.setdefault(kernel, []).append((item, sigma))
+    out = stack
+    for kernel, members in groups.items():
+        sigmas = torch.tensor(
+            [[sigma, sigma] for _, sigma in members], dtype=stack.dtype, device=stack.device
+        )
+        if len(members) == len(stack):
+            return kornia.filters.gaussian_blur2d(
+                stack, (kernel, kernel), sigmas, border_type=border_type
+            )
+        index = torch.tensor([item for item, _ in members], device=stack.device)
+        if out is stack:
+            out = stack.clone()
+        out[index] = kornia.filters.gaussian_blur2d(
+            stack[index], (kernel, kernel), sigmas, border_type=border_type
+        )
+    return out
 
 
 def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
@@ -496,24 +405,40 @@ def warp_layer(layer: DefectLayer, geometry: LayerGeometry) -> WarpedLayers:
             f"layer: size {layer.size} differs from the size {geometry.layer_size} the geometry "
             "was computed for"
         )
-    device, dtype = layer.content.device, layer.content.dtype
-    smoothed = _antialias(layer, geometry.zoom.to(device=device, dtype=dtype))
+    device = layer.content.device
+    smoothed = antialias(
+        torch.cat([layer.content, layer.alpha], dim=1), geometry.zoom.tolist(), "replicate"
+    )
+    channels = layer.content.shape[1]
     # One warp for content and alpha: a 1 px ring (content replicated, alpha 0) plus border
     # sampling gives content without dark fringes and alpha exactly 0 outside the layer.
     ring = (1, 1, 1, 1)
     stacked = torch.cat(
-        [F.pad(smoothed.content, ring, mode="replicate"), F.pad(smoothed.alpha, ring)], dim=1
+        [
+            F.pad(smoothed[:, :channels], ring, mode="replicate"),
+            F.pad(smoothed[:, channels:], ring),
+        ],
+        dim=1,
     )
     padded_to_canvas = geometry.to_canvas()
     padded_to_canvas[:, :, 2] -= padded_to_canvas[:, :, :2].sum(dim=2)
     canvas_to_padded = torch.linalg.inv(_homogeneous(padded_to_canvas))[:, :2]
     warped_stack = _sample_affine(stacked, canvas_to_padded, geometry.canvas_size, "border")
     warped_stack = warped_stack.clamp(0, 1)
-    channels = layer.content.shape[1]
     warped = DefectLayer(
         warped_stack[:, :channels], warped_stack[:, channels:], layer.labels, layer.type_names
     )
     return WarpedLayers(warped, geometry.offsets.to(device), geometry.boxes.to(device))
+
+
+def warp_relief(planes: torch.Tensor, geometry: LayerGeometry) -> torch.Tensor:
+    """Relief planes ``[N, P, h, w]`` (:class:`~defectaug.generators.procedural.ReliefMaps`)
+    resampled into their canvases ``[N, P, Hc, Wc]``: low-passed as :func:`antialias` and
+    bilinear with zeros outside the layer, as the compiled renderer reads them
+    (:func:`defectaug._kernels.composite_tracked`)."""
+    smoothed = antialias(planes, geometry.zoom.tolist(), "constant")
+    canvas_to_layer = torch.linalg.inv(_homogeneous(geometry.to_canvas()))[:, :2]
+    return _sample_affine(smoothed, canvas_to_layer, geometry.canvas_size, "zeros")
 
 
 def crop_windows(

@@ -1,10 +1,14 @@
 """``DefectInject``: a torchvision v2 transform that puts synthetic defects on training samples.
 
-It draws once per call and applies that one draw to every input of the sample. With the
-procedural generator, ``blend="alpha"`` and a CPU image (PIL, or a uint8 / float32 / float64
-tensor that needs no gradient) the draw is :func:`defectaug.per_sample.plan_sample` (layers painted
-ahead in chunks, compositing under the defects only: the fast path for data-loader workers);
-otherwise it is :func:`defectaug.batch.plan_defects` on the sample's image.
+It draws once per call and applies that one draw to every input of the sample: ``make_params``
+draws the plan (:func:`defectaug.plan.draw_plan`; it depends on the seed and the options alone,
+not on the image's type, dtype or device, nor on the blend) and lays it out on the sample's first
+image, and ``transform`` renders it into each input. With the procedural generator,
+``blend="alpha"`` and a CPU image (PIL, or a uint8 / float32 / float64 tensor that needs no
+gradient) the compiled renderer does (:func:`defectaug.per_sample.place_sample`, compositing under
+the defects only: the fast path for data-loader workers); otherwise the torch renderer does
+(:func:`defectaug.batch.render_plan`). Procedural layers are painted ahead in chunks for both, so
+the defects come out where and as they are whichever renders them (up to the blend's own look).
 
 - images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
   RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape. Float
@@ -70,7 +74,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as TF
 
 from defectaug._io import check_unit_range, describe, to_float_image
-from defectaug._seeding import mix_seed, uniform_draws
+from defectaug._seeding import SeedLike, mix_seed
 from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
@@ -80,23 +84,25 @@ from defectaug.batch import (
     CallSeeds,
     DefectPlan,
     check_blend,
+    check_blend_options,
     check_probability,
     composite_plan,
     composite_visible,
-    plan_defects,
+    paints_relief,
+    render_plan,
     resolve_defect_types,
     resolve_generator,
 )
 from defectaug.generators.base import DefectGenerator
-from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.per_sample import (
     LayerReservoir,
     SamplePlan,
     composite_sample,
-    plan_sample,
+    place_sample,
     takes_fast_path,
 )
-from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg
+from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, resolve_roi
+from defectaug.plan import draw_plan
 
 LabelArg = int | Mapping[str, int] | None
 MASK_MODES = ("binary", "class")
@@ -133,6 +139,15 @@ def _attempt_seed(call_seed: int | None, attempt: int) -> int | None:
     if call_seed is None or attempt == 0:
         return call_seed
     return mix_seed(call_seed, 7, attempt)
+
+
+def _image_size(image: Any) -> tuple[int, int]:
+    """``(H, W)`` of a sample's image, without converting it."""
+    if isinstance(image, PIL.Image.Image):
+        return image.height, image.width
+    if image.ndim < 2:
+        to_float_image(image, "image")  # raises, naming the shape
+    return tuple(image.shape[-2:])
 
 
 def _levels(image: Any) -> int | None:
@@ -326,6 +341,8 @@ class DefectInject(Transform):
             numpy scalar; not a bool, not NaN).
         generator: a ``DefectGenerator``, or a name / folder / Hub id for ``load_generator``.
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
+        blend_options: the blend's options, see :data:`defectaug.batch.BLEND_OPTIONS` (``mode``
+            of both Poisson blends, ``band`` of ``"improved_poisson"``).
         count, scale, rotation, aspect, min_size, roi, confine: placement options, see
             :func:`defectaug.inject_defects`. A callable ``roi`` receives the image as
             ``[1, C, H, W]`` float.
@@ -340,18 +357,21 @@ class DefectInject(Transform):
             and a bool ``Mask`` can only take class id 1.
         labels_getter: ``"default"`` (see the module docs) or a callable ``sample -> label`` that
             returns the label object itself (it is replaced where it sits in the sample).
-        seed: ``None`` draws from torch's global generator; an int makes the stream of draws
-            reproducible: call ``k`` is seeded from ``(seed, k)`` mixed with the DataLoader worker
-            id and base seed and the distributed rank (see :class:`defectaug.batch.CallSeeds`),
-            and pre-painted layers come from chunks seeded the same way
+        seed: ``None`` draws from torch's global generator; an int (or a ``torch.Generator``,
+            which gives one by a single draw) makes the stream of draws reproducible: call ``k``
+            is seeded from ``(seed, k)`` mixed with the DataLoader worker id and base seed and
+            the distributed rank (see :class:`defectaug.batch.CallSeeds`), and pre-painted
+            layers come from chunks seeded the same way
             (:class:`defectaug.per_sample.LayerReservoir`), so workers never repeat each other
             and the same sequence of calls gives the same outputs.
 
     A draw whose defects all end up invisible is redrawn, up to ``DRAW_ATTEMPTS`` (4) draws in
-    all; then the sample is left without a defect. The first draw is the same for every dtype
-    that takes the same path (see the module docs), but a redraw happens only when that draw is
-    invisible in the output's own dtype (a uint8 or PIL image after rounding to 8 bits), so a
-    uint8 image and its float copy can end up with different draws.
+    all; then the sample is left without a defect. The first draw is the same for every image
+    type, dtype, device and blend (see the module docs), but a redraw happens only when that
+    draw is invisible in the output's own dtype and blend (a uint8 or PIL image after rounding to
+    8 bits; a faint defect a Poisson solve fades), so a uint8 image and its float copy, or two
+    blends, can then end up with different draws. Layers are taken from the reservoir in draw
+    order, so after such a redraw later calls take different layers too.
     """
 
     def __init__(
@@ -371,13 +391,15 @@ class DefectInject(Transform):
         label: LabelArg = None,
         mask_mode: str = "binary",
         labels_getter: str | Callable[[Any], Any] = "default",
-        seed: int | None = None,
+        seed: SeedLike = None,
+        blend_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.generator = resolve_generator(generator)
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.p = check_probability(p)
         self.blend = check_blend(blend)
+        self.blend_options = check_blend_options(blend, blend_options)
         self.placement = PlacementOptions.check(
             count=count,
             scale=scale,
@@ -399,12 +421,12 @@ class DefectInject(Transform):
             )
         self.labels_getter = labels_getter
         self._seeds = CallSeeds(seed)
-        # The procedural generator with alpha blending takes the per-sample path: layers painted
-        # ahead in chunks, small maths in floats, compositing under the defects only.
+        seed = self._seeds.seed
+        # Procedural layers are painted ahead in chunks, for both renderers: the compiled one
+        # (alpha blending, CPU images) and the torch one (other blends, devices, dtypes) then
+        # shade the same layers, so changing either leaves the defects where and what they are.
         self._reservoir = (
-            LayerReservoir(self.generator, seed)
-            if isinstance(self.generator, ProceduralGenerator) and self.blend == "alpha"
-            else None
+            LayerReservoir(self.generator, seed) if paints_relief(self.generator) else None
         )
 
     def _check_label(self, label: LabelArg, mask_mode: str) -> LabelArg:
@@ -461,64 +483,74 @@ class DefectInject(Transform):
 
     # --------------------------------------------------------------------------- v2 hooks
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw the sample's plan (:func:`~defectaug.plan.draw_plan`) and lay it out on its
+        first image, for the compiled renderer or the torch one; ``transform`` renders it."""
         nothing = dict(plan=None, mask=None, source=None, converted=None, out=None)
-        # "plan" is None when the sample gets no defect; "mask" is the batched planner's mask
-        # (the per-sample plan computes its own on demand, see `defect_mask`).
+        # "plan" is None when the sample gets no defect; "mask" is the torch renderer's mask
+        # (the compiled renderer's plan computes its own on demand, see `defect_mask`).
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
         if not images:
             return nothing
+        source = images[0]
         call_seed = self._seeds.next()
-        # The p draw comes first so that samples left alone cost no conversion at all.
-        if self.p < 1.0 and uniform_draws(call_seed, 1, stream=0)[0] >= self.p:
-            return nothing
+        image_size = _image_size(source)
+        converted: list[Any] = []
+
+        def float_source() -> tuple[torch.Tensor, Any]:
+            # Converted once, and only for a sample that receives a defect.
+            if not converted:
+                converted.append(to_float_image(source, "image"))
+            return converted[0]
+
+        roi = self.placement.roi
+        roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
+        fast = self._reservoir is not None and self.blend == "alpha" and takes_fast_path(source)
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
-        # times; if it stays invisible the sample gets no defect (and keeps its labels).
-        if self._reservoir is not None and takes_fast_path(images[0]):
-            source = images[0]
-            if (
-                not isinstance(source, PIL.Image.Image)
-                and source.ndim == 4
-                and source.shape[0] != 1
-            ):
-                raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
-            for attempt in range(DRAW_ATTEMPTS):
-                sample_plan = plan_sample(
-                    source,
-                    self.defect_types,
-                    self._reservoir,
-                    self.placement,
-                    _attempt_seed(call_seed, attempt),
-                )
-                if sample_plan is None:
-                    return nothing
+        # times (p is decided by the first); if it stays invisible the sample gets no defect
+        # (and keeps its labels).
+        for attempt in range(DRAW_ATTEMPTS):
+            plan = draw_plan(
+                self.placement,
+                self.defect_types,
+                1,
+                image_size,
+                _attempt_seed(call_seed, attempt),
+                p=self.p if attempt == 0 else 1.0,
+                roi=roi_source,
+            )
+            if not plan.defects:
+                return nothing
+            if fast:
+                if (
+                    not isinstance(source, PIL.Image.Image)
+                    and source.ndim == 4
+                    and source.shape[0] != 1
+                ):
+                    raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
+                sample_plan = place_sample(plan, source, self._reservoir, self.placement.confine)
                 if sample_plan.visible:
                     return dict(plan=sample_plan, mask=None, source=source, converted=None)
-            return nothing
-        converted = to_float_image(images[0], "image")
-        image = converted[0]
-        check_unit_range(image, "image")
-        if image.shape[0] != 1:
-            raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
-        levels = _levels(images[0])
-        for attempt in range(DRAW_ATTEMPTS):
-            seed = None if call_seed is None else mix_seed(_attempt_seed(call_seed, attempt), 1)
-            plan = plan_defects(
+                continue
+            image = float_source()[0]
+            check_unit_range(image, "image")
+            if image.shape[0] != 1:
+                raise ValueError(_ONE_SAMPLE.format(shape=tuple(image.shape)))
+            layout = render_plan(
                 image,
-                self.defect_types,
+                plan,
                 self.generator,
-                p=1.0,
-                seed=seed,
-                **self.placement.keywords(),
+                confine=self.placement.confine,
+                reservoir=self._reservoir,
             )
-            if not bool(plan.applied.any()):
-                return nothing
-            result = composite_visible(image, plan, self.blend, levels=levels)
+            result = composite_visible(
+                image, layout, self.blend, _levels(source), self.blend_options
+            )
             if bool((result.labels != NO_DEFECT).any()):
                 return dict(
-                    plan=plan,
+                    plan=layout,
                     mask=result.masks[0, 0],
-                    source=images[0],
-                    converted=converted,
+                    source=source,
+                    converted=float_source(),
                     out=result.images,
                     boxes=result.boxes,
                 )
@@ -545,7 +577,7 @@ class DefectInject(Transform):
                 f"image: all images of a sample must share one size; got {tuple(image.shape[-2:])} "
                 f"and {plan.image_size}"
             )
-        out = restore(composite_plan(image, plan, self.blend, levels=_levels(inpt)))
+        out = restore(composite_plan(image, plan, self.blend, _levels(inpt), self.blend_options))
         return _rewrap(out, inpt)
 
     # torchvision 0.19-0.20 named the hooks `_get_params` / `_transform`.

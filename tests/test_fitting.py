@@ -303,7 +303,10 @@ def test_large_faint_edge_class_is_a_shading_band():
     out = inject_defects(torch.full((4, 1, 96, 96), 0.4), "shade", generator, seed=0, **placement)
     for mask in out.masks[:, 0]:
         rows = torch.nonzero(mask.any(dim=1)).flatten()
-        assert int(rows.min()) <= 1, "the band should reach the top border"
+        # Within the layer's bilinear fade of the border: one layer pixel, up to 1.19 px now that
+        # every renderer renders at the middle of a defect's size step (paint_side) and may
+        # enlarge a layer by up to 2 ** 0.25 (the per-sample path always did).
+        assert int(rows.min()) <= 2, "the band should reach the top border"
 
 
 def test_old_cards_without_lean_still_read():
