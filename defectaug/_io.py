@@ -1,7 +1,18 @@
-"""Conversions at the public edge: uint8 / PIL / numpy / tensors in, ``[B, C, H, W]`` float out.
+"""Images at the public edge: every conversion of an image argument, and the checks on images.
 
-Everything inside defectaug works on float tensors in [0, 1] shaped ``[B, C, H, W]``; these helpers
-are the only place other forms are accepted, and they name the offending argument when they refuse.
+Callers pass tensors ``[H, W]``, ``[C, H, W]`` or ``[B, C, H, W]`` (uint8, or float in [0, 1]),
+numpy arrays ``[H, W]`` / ``[H, W, C]`` and PIL images in mode L or RGB:
+
+- :func:`to_float_image` makes any of them a float ``[B, C, H, W]`` tensor in [0, 1];
+- :func:`to_batched_image` makes them ``[B, C, H, W]`` but keeps uint8 as uint8 (``x`` standing
+  for ``x / 255``), for callers that convert only the pixels they read;
+- :func:`as_chw` gives the ``[C, H, W]`` view of one image the compiled renderer reads;
+- :func:`to_unit_batch` takes the ``[B, C, H, W]`` batch of :func:`~defectaug.inject_defects`.
+
+The first two also return a function that turns a result back into the caller's form.
+:func:`check_finite`, :func:`check_unit_range` and :func:`check_batched_image` check an image's
+values and form. Every refusal names the argument (argument checks of other kinds:
+:mod:`defectaug._checks`).
 """
 
 from __future__ import annotations
@@ -14,16 +25,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectaug._checks import describe
+
 Restore = Callable[[torch.Tensor], Any]
 
 
-def describe(value: Any) -> str:
-    """A short description of ``value`` for error messages: its type, shape and dtype."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"a numpy array of shape {value.shape} and dtype {value.dtype}"
-    return f"a {type(value).__name__}"
+def pil_array(image: Image.Image, name: str) -> np.ndarray:
+    """A writable ``[H, W]`` / ``[H, W, 3]`` uint8 copy of a PIL image in mode L or RGB."""
+    if image.mode not in ("L", "RGB"):
+        raise TypeError(
+            f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {image.mode!r}"
+        )
+    return np.array(image)  # a writable copy: torch.from_numpy refuses read-only buffers
 
 
 def to_float_image(
@@ -60,12 +73,7 @@ def to_batched_image(
     it is) or in float (rounded back to uint8 when the input was uint8).
     """
     if isinstance(value, Image.Image):
-        if value.mode not in ("L", "RGB"):
-            raise TypeError(
-                f"{name}: expected a PIL image in mode 'L' or 'RGB', got mode {value.mode!r}"
-            )
-        array = np.array(value)  # a writable copy: torch.from_numpy refuses read-only buffers
-        tensor, from_numpy = to_batched_image(array, name, channels=channels)
+        tensor, from_numpy = to_batched_image(pil_array(value, name), name, channels=channels)
         mode = value.mode
         return tensor, lambda out: Image.fromarray(from_numpy(out), mode=mode)
 
@@ -116,6 +124,31 @@ def to_batched_image(
         return out.to(original_dtype)
 
     return batched, restore_tensor
+
+
+def as_chw(image: Any, name: str = "image") -> torch.Tensor:
+    """A ``[C, H, W]`` tensor view of one image (a PIL image is copied to a tensor).
+
+    Tensors ``[H, W]``, ``[C, H, W]`` or ``[1, C, H, W]`` (C = 1 or 3, uint8 or float) are viewed
+    as they are, tv_tensors as plain tensors (which read their attributes without a dispatch).
+    """
+    if isinstance(image, Image.Image):
+        array = pil_array(image, name)
+        array = array[..., None] if array.ndim == 2 else array
+        return torch.from_numpy(array).permute(2, 0, 1)
+    tensor = image.as_subclass(torch.Tensor)
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    elif tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+        raise ValueError(
+            f"{name}: expected [H, W], [C, H, W] or [1, C, H, W] with C = 1 or 3, got shape "
+            f"{tuple(image.shape)}"
+        )
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        raise TypeError(f"{name}: expected a uint8 or floating-point image, got {tensor.dtype}")
+    return tensor
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -191,3 +224,18 @@ def check_batched_image(
         )
     check_finite(tensor, name)
     return tensor
+
+
+def to_unit_batch(
+    images: Any, name: str = "images", hint: str = UNIT_RANGE_HINT
+) -> tuple[torch.Tensor, int | None]:
+    """A ``[B, C, H, W]`` batch as float in [0, 1], and 255 for a uint8 batch (its composite is
+    then measured, and returned, as 8-bit levels) or ``None`` for a float one.
+
+    A float batch must already lie in [0, 1] (:func:`check_unit_range`, with ``hint``).
+    """
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+        return check_batched_image(images.to(torch.float32) / 255.0, name), 255
+    images = check_batched_image(images, name)
+    check_unit_range(images, name, hint)
+    return images, None

@@ -7,7 +7,7 @@ step is one pass over the defect's box, and the shading only visits pixels the d
 
 The resampling is :func:`torch.nn.functional.grid_sample`'s (bilinear, zeros padding,
 ``align_corners=True``) and the shading is
-:func:`defectaug.generators.procedural.shade_relief`'s; the tests compare them.
+:func:`defectaug.generators.relief.shade_relief`'s; the tests compare them.
 Functions compile on first use and are cached on disk (``cache=True``). (OpenCV's
 ``warpAffine`` is not used: its thread pool can deadlock in a forked DataLoader worker.)
 """
@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 # The plane order of ReliefMaps.planes, from the module that defines it.
-from defectaug.generators.procedural import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST
+from defectaug.generators.relief import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST
 
 _RED, _GREEN, _BLUE = RUST
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -28,15 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectaug._io import check_batched_image, check_unit_range, to_uint8
+from defectaug._checks import check_choice, check_probability
+from defectaug._io import to_uint8, to_unit_batch
 from defectaug._seeding import SeedLike, as_generator, as_seed, mix_seed, stream_identity
 from defectaug.generators.base import DefectGenerator
-from defectaug.generators.procedural import (
-    _ALPHA,
-    ProceduralGenerator,
-    bright_sign,
-    shade_relief,
-)
+from defectaug.generators.procedural import ProceduralGenerator
+from defectaug.generators.relief import _ALPHA, bright_sign, shade_relief
 from defectaug.layer import (
     MASK_THRESHOLD,
     MIN_VISIBLE_PIXELS,
@@ -338,9 +334,8 @@ def _relief_layers(
 
 
 def check_blend(blend: str) -> str:
-    if blend not in BLEND_MODES:
-        raise ValueError(f"blend: expected one of {', '.join(BLEND_MODES)}, got {blend!r}")
-    return blend
+    """``blend`` if it is one of :data:`BLEND_MODES`."""
+    return check_choice(blend, BLEND_MODES, "blend")
 
 
 #: The options each blend takes (``blend_options``), with their defaults: the guidance ``mode``
@@ -372,17 +367,6 @@ def check_blend_options(blend: str, options: Mapping[str, Any] | None) -> dict[s
     if "band" in merged:
         check_band(merged["band"])
     return merged
-
-
-def check_probability(p: float) -> float:
-    """``p`` as a float; any real number type (numpy scalars too) in [0, 1], but not a bool."""
-    # A bool is an int to Python; p=True is far more likely a slip than "always".
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p: expected a probability (a real number in [0, 1]), got {p!r}")
-    value = float(p)
-    if not 0.0 <= value <= 1.0:  # NaN fails this too
-        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -785,16 +769,6 @@ _BATCH_HINT = (
 )
 
 
-def _checked_batch(images: Any) -> tuple[torch.Tensor, int | None]:
-    """``images`` as float ``[B, C, H, W]`` in [0, 1], and 255 for a uint8 batch (its composite
-    is then measured, and returned, as 8-bit levels) or ``None``."""
-    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-        return check_batched_image(images.to(torch.float32) / 255.0, "images"), 255
-    images = check_batched_image(images, "images")
-    check_unit_range(images, "images", _BATCH_HINT)
-    return images, None
-
-
 def _injected(
     images: torch.Tensor,
     plan: DefectPlan,
@@ -852,7 +826,7 @@ def inject_defects(
     Returns:
         ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
     """
-    images, levels = _checked_batch(images)
+    images, levels = to_unit_batch(images, "images", _BATCH_HINT)
     options = check_blend_options(blend, blend_options)
     defect_generator = resolve_generator(generator, device=images.device)
     types = resolve_defect_types(defect_types, defect_generator)
@@ -917,7 +891,7 @@ class DefectInjector(nn.Module):
         self._seeds = CallSeeds(seed)
 
     def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
-        images, levels = _checked_batch(images)
+        images, levels = to_unit_batch(images, "images", _BATCH_HINT)
         plan = plan_defects(
             images,
             self.defect_types,

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from defectaug._checks import check_choice, check_int
 from defectaug._io import check_unit_range, to_float_image
 from defectaug._seeding import child_seed
 from defectaug.batch import (
@@ -158,12 +159,9 @@ class SyntheticDefectDataset(Dataset):
         to_grayscale: bool = False,
         to_rgb: bool = False,
     ) -> None:
-        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-            raise ValueError(f"length: expected a positive int, got {length!r}")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed: expected an int, got {seed!r}")
-        if target not in TARGETS:
-            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
+        check_int(length, "length", 1)
+        check_int(seed, "seed")
+        check_choice(target, TARGETS, "target")
         if to_grayscale and to_rgb:
             raise ValueError("to_grayscale, to_rgb: choose at most one conversion")
         self.placement = PlacementOptions.check(

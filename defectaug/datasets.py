@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectaug._checks import check_int
 from defectaug._io import UNIT_RANGE_TOLERANCE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -328,8 +329,7 @@ def defect_crops(
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or not image.is_floating_point():
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"image: expected a float [C, H, W] tensor, got {shape}")
-    if not isinstance(margin, int) or margin < 0:
-        raise ValueError(f"margin: expected an int >= 0, got {margin!r}")
+    check_int(margin, "margin", 0)
     binary = _as_bool_mask(mask, image)
     _, height, width = image.shape
     crops = []

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from defectaug._checks import check_int, check_number
+
 __all__ = [
     "SOURCE_REAL",
     "SOURCE_SYNTHETIC",
@@ -49,15 +51,6 @@ SOURCE_REAL = 0
 SOURCE_SYNTHETIC = 1
 
 ScheduleArg = Literal["dann", "constant"] | Callable[[float], float]
-
-
-def _check_weight_value(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number >= 0, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
-    return value
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -93,7 +86,7 @@ def gradient_reversal(x: torch.Tensor, weight: float | torch.Tensor = 1.0) -> to
             )
         weight = weight.reshape(())
     else:
-        weight = _check_weight_value(weight, "weight")
+        weight = check_number(weight, "weight", 0)
     return _ReverseGradient.apply(x, weight)
 
 
@@ -104,11 +97,11 @@ class GradientReversal(nn.Module):
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("weight", torch.tensor(_check_weight_value(weight, "weight")))
+        self.register_buffer("weight", torch.tensor(check_number(weight, "weight", 0)))
 
     def set_weight(self, weight: float) -> None:
         """Set the reversal weight in place (keeps the buffer's device and dtype)."""
-        self.weight.fill_(_check_weight_value(weight, "weight"))
+        self.weight.fill_(check_number(weight, "weight", 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gradient_reversal(x, self.weight)
@@ -120,17 +113,8 @@ class GradientReversal(nn.Module):
 def dann_schedule(progress: float, gamma: float = 10.0, max_weight: float = 1.0) -> float:
     """The DANN ramp ``max_weight * (2 / (1 + exp(-gamma * progress)) - 1)``: 0 at the start, then
     rising quickly towards ``max_weight``, so the source branch does not disturb early training."""
-    progress = _check_progress(progress)
+    progress = check_number(progress, "progress", 0, 1)
     return max_weight * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
-
-
-def _check_progress(progress: Any) -> float:
-    if isinstance(progress, bool) or not isinstance(progress, (int, float)):
-        raise TypeError(f"progress: expected a number in [0, 1], got {type(progress).__name__}")
-    progress = float(progress)
-    if not 0.0 <= progress <= 1.0:
-        raise ValueError(f"progress: expected a number in [0, 1], got {progress}")
-    return progress
 
 
 def source_loss(
@@ -234,8 +218,7 @@ class GRLSourceHead(nn.Module):
             ("hidden", hidden, 1),
             ("num_sources", num_sources, 2),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+            check_int(value, name, minimum, what=f"an int >= {minimum}")
         if depth not in (2, 3) or isinstance(depth, bool):
             raise ValueError(
                 f"depth: expected 2 (DT-GAN's ResNet-50 head) or 3 (their EfficientNet head), "
@@ -252,13 +235,8 @@ class GRLSourceHead(nn.Module):
                 f"schedule: expected 'dann', 'constant' or a callable progress -> weight, "
                 f"got {type(schedule).__name__}"
             )
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, (int, float))
-            or not (math.isfinite(gamma) and gamma > 0)
-        ):
-            raise ValueError(f"gamma: expected a finite number > 0, got {gamma!r}")
-        max_weight = _check_weight_value(max_weight, "max_weight")
+        check_number(gamma, "gamma", 0, low_open=True)
+        max_weight = check_number(max_weight, "max_weight", 0)
         if total_steps is None:
             if schedule != "constant":
                 kind = repr(schedule) if isinstance(schedule, str) else "a callable"
@@ -266,14 +244,9 @@ class GRLSourceHead(nn.Module):
                     f"total_steps: required for schedule={kind} (progress = steps / total_steps); "
                     f"pass the number of training iterations"
                 )
-        elif isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps: expected an int >= 1 or None, got {total_steps!r}")
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0 <= dropout < 1
-        ):
-            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+        else:
+            check_int(total_steps, "total_steps", 1, what="an int >= 1 or None")
+        check_number(dropout, "dropout", 0, 1, high_open=True)
 
         self.in_features = in_features
         self.hidden = hidden
@@ -318,7 +291,7 @@ class GRLSourceHead(nn.Module):
         value = self.schedule(progress)
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
-        return _check_weight_value(value, f"schedule (returned for progress {progress:.4g})")
+        return check_number(value, f"schedule (returned for progress {progress:.4g})", 0)
 
     @property
     def progress(self) -> float | None:
@@ -353,7 +326,7 @@ class GRLSourceHead(nn.Module):
         With ``total_steps`` the step counter moves to ``round(progress * total_steps)``, so later
         :meth:`step` calls continue from there.
         """
-        progress = _check_progress(progress)
+        progress = check_number(progress, "progress", 0, 1)
         if self.total_steps is not None:
             self._step_count = round(progress * self.total_steps)
             self.steps.fill_(self._step_count)

@@ -8,7 +8,7 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
 - paints layers ahead in chunks (:class:`LayerReservoir`): ``ProceduralGenerator.paint`` draws a
   chunk of one type at one size at once, and each layer serves ``USES_PER_LAYER`` samples (each
   with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
-  relief maps (:class:`~defectaug.generators.procedural.ReliefMaps`) and shaded with the very
+  relief maps (:class:`~defectaug.generators.relief.ReliefMaps`) and shaded with the very
   pixels they land on, so a chunk suits any image. ``DefectInject`` hands the same reservoir to
   the torch renderer when it renders (other blends, other devices), so both use the same layers;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
@@ -37,9 +37,10 @@ import numpy as np
 import PIL.Image
 import torch
 
-from defectaug._io import UNIT_RANGE_TOLERANCE, check_unit_range
+from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
 from defectaug._seeding import mix_seed, stream_identity
-from defectaug.generators.procedural import ProceduralGenerator, ReliefMaps
+from defectaug.generators.procedural import ProceduralGenerator
+from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement import antialias
 from defectaug.plan import Plan, layer_box, paint_side
@@ -310,31 +311,6 @@ def place_sample(
             )
         )
     return SamplePlan(type_index, tuple(defects), image_size, image, plan)
-
-
-def as_chw(image: Any) -> torch.Tensor:
-    """A ``[C, H, W]`` tensor view of an image (PIL images are copied to a tensor)."""
-    if isinstance(image, PIL.Image.Image):
-        if image.mode not in ("L", "RGB"):
-            raise TypeError(
-                f"image: expected a PIL image in mode 'L' or 'RGB', got mode {image.mode!r}"
-            )
-        array = np.array(image)
-        array = array[..., None] if array.ndim == 2 else array
-        return torch.from_numpy(array).permute(2, 0, 1)
-    tensor = image.as_subclass(torch.Tensor)
-    if tensor.ndim == 4 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    elif tensor.ndim == 2:
-        tensor = tensor[None]
-    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
-        raise ValueError(
-            f"image: expected [H, W], [C, H, W] or [1, C, H, W] with C = 1 or 3, got shape "
-            f"{tuple(image.shape)}"
-        )
-    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
-        raise TypeError(f"image: expected a uint8 or floating-point image, got {tensor.dtype}")
-    return tensor
 
 
 def composite_sample(image: Any, plan: SamplePlan) -> Any:

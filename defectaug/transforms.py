@@ -73,7 +73,8 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as TF
 
-from defectaug._io import check_unit_range, describe, to_float_image
+from defectaug._checks import check_choice, check_probability, describe, is_int
+from defectaug._io import check_unit_range, to_float_image
 from defectaug._seeding import SeedLike, mix_seed
 from defectaug.batch import (
     DEFAULT_ASPECT,
@@ -85,7 +86,6 @@ from defectaug.batch import (
     DefectPlan,
     check_blend,
     check_blend_options,
-    check_probability,
     composite_plan,
     composite_visible,
     paints_relief,
@@ -110,10 +110,6 @@ _ONE_SAMPLE = (
     "image: DefectInject transforms one sample at a time, got a batch of shape {shape}; "
     "use defectaug.inject_defects / DefectInjector for batches"
 )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_fits(value: int, dtype: torch.dtype, what: str) -> None:
@@ -409,11 +405,7 @@ class DefectInject(Transform):
             roi=roi,
             confine=confine,
         )
-        if mask_mode not in MASK_MODES:
-            raise ValueError(
-                f"mask_mode: expected one of {', '.join(MASK_MODES)}, got {mask_mode!r}"
-            )
-        self.mask_mode = mask_mode
+        self.mask_mode = check_choice(mask_mode, MASK_MODES, "mask_mode")
         self.label = self._check_label(label, mask_mode)
         if labels_getter != "default" and not callable(labels_getter):
             raise ValueError(
@@ -430,7 +422,7 @@ class DefectInject(Transform):
         )
 
     def _check_label(self, label: LabelArg, mask_mode: str) -> LabelArg:
-        if label is None or _is_int(label):
+        if label is None or is_int(label):
             return None if label is None else int(label)
         if not isinstance(label, Mapping):
             raise TypeError(f"label: expected None, an int or a dict type -> int, got {label!r}")
@@ -438,7 +430,7 @@ class DefectInject(Transform):
         if missing:
             raise ValueError(f"label: the dict has no class for defect type(s) {missing}")
         classes = {name: label[name] for name in self.defect_types}
-        wrong = {name: value for name, value in classes.items() if not _is_int(value)}
+        wrong = {name: value for name, value in classes.items() if not is_int(value)}
         if wrong:
             raise TypeError(f"label: expected int classes, got {wrong}")
         if mask_mode == "class" and any(int(value) == 0 for value in classes.values()):

@@ -492,7 +492,7 @@ def test_convert_checkpoint_refuses_a_dict_of_the_wrong_shapes(tmp_path, capsys)
 def test_device_that_is_not_there_is_one_line(tmp_path, dataset, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     line = cli_error(capsys, train_argv(dataset, tmp_path / "run", "--device", "cuda"))
-    assert "--device: 'cuda' asked for, but CUDA is not available" in line
+    assert "--device: 'cuda' asks for CUDA, but no CUDA device is available" in line
     line = cli_error(capsys, train_argv(dataset, tmp_path / "run", "--device", "gpu0"))
     assert "--device: expected cpu, cuda, cuda:N or mps, got 'gpu0'" in line
 
@@ -502,7 +502,7 @@ def test_python_m_training_also_reports_one_line(tmp_path, dataset, capsys, monk
     argv = train_argv(dataset, tmp_path / "run", "--device", "cuda")[1:]
     assert train_main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m defectaug.training: error: --device: 'cuda' asked for")
+    assert err.startswith("python -m defectaug.training: error: --device: 'cuda' asks for CUDA")
     assert len(err.strip().splitlines()) == 1
 
 

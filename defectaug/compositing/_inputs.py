@@ -3,9 +3,9 @@
 Every compositing function takes a background, a layer (foreground / source) with its matte (alpha
 or binary mask) and an offset. This module turns whatever the caller passed into batched float
 tensors on one device plus a per-item list of placements, and names the argument whenever it
-refuses. Float ``[B, C, H, W]`` tensors take a fast path: their finiteness is checked with one sum
-instead of a full boolean pass, and a float background only inside the region each blend reads
-(the blend checks it there; pixels it never reads are copied through as they are). A uint8
+refuses; images are converted by :mod:`defectaug._io`. A float layer's finiteness is checked with
+one sum instead of a full boolean pass, a float background's only inside the region each blend
+reads (the blend checks it there; pixels it never reads are copied through as they are). A uint8
 background stays uint8: the blends convert only the pixels they read, write their results back
 rounded, and return uint8, exactly what converting the whole image to float and back would give
 (OpenCV's own in/out format, at a quarter of the bytes to copy).
@@ -17,7 +17,6 @@ Tensors without data (the meta device) are refused before anything reads them.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from defectaug._io import Restore, check_finite, describe, to_batched_image, to_float_image
+from defectaug._checks import describe, is_int
+from defectaug._io import Restore, check_finite, to_batched_image, to_float_image
 
 #: A layer pixel belongs to a binary mask where the mask's float value is at least this.
 MASK_THRESHOLD = 0.5
@@ -53,27 +53,6 @@ class Composite:
     matte: torch.Tensor
     offsets: list[tuple[int, int]]
     restore: Restore
-
-
-def _float_image(value: Any, name: str) -> tuple[torch.Tensor, Restore, bool]:
-    """``[B, C, H, W]`` float view of an image; the flag says its finiteness is still unchecked."""
-    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.is_floating_point():
-        if value.shape[1] not in (1, 3):
-            raise ValueError(
-                f"{name}: expected 1 or 3 channel(s) in dimension 1, got {describe(value)}"
-            )
-        original_dtype = value.dtype
-        return value, (lambda out: out.to(original_dtype)), True
-    tensor, restore = to_float_image(value, name)
-    return tensor, restore, False
-
-
-def _background_image(value: Any) -> tuple[torch.Tensor, Restore]:
-    """``[B, C, H, W]`` view of the background, float or uint8 (see the module docstring)."""
-    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.is_floating_point():
-        tensor, restore, _ = _float_image(value, "background")
-        return tensor, restore
-    return to_batched_image(value, "background")
 
 
 def _single_channel(value: torch.Tensor, name: str) -> torch.Tensor:
@@ -185,10 +164,6 @@ def _as_alpha(value: Any, name: str) -> torch.Tensor:
     return alpha
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
 def parse_offset(
     offset: OffsetArg, batch: int, layer_size: tuple[int, int], image_size: tuple[int, int]
 ) -> list[tuple[int, int]]:
@@ -216,10 +191,10 @@ def parse_offset(
             return [(top, left) for top, left in offset.tolist()]
         raise ValueError(f"offset: expected shape [{batch}, 2] or [2], got {describe(offset)}")
     if isinstance(offset, Sequence) and not isinstance(offset, str | bytes):
-        if len(offset) == 2 and all(_is_int(v) for v in offset):
+        if len(offset) == 2 and all(is_int(v) for v in offset):
             return [(int(offset[0]), int(offset[1]))] * batch
         pairs_ok = all(
-            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) for v in p) for p in offset
+            isinstance(p, Sequence) and len(p) == 2 and all(is_int(v) for v in p) for p in offset
         )
         if pairs_ok and len(offset) == batch:
             return [(int(p[0]), int(p[1])) for p in offset]
@@ -254,10 +229,8 @@ def prepare(
         (offset, "offset"),
     ):
         _check_real_device(value, name)
-    bg, restore = _background_image(background)
-    fg, _, fast = _float_image(layer, layer_name)
-    if fast:
-        check_finite(fg, layer_name)
+    bg, restore = to_batched_image(background, "background")
+    fg, _ = to_float_image(layer, layer_name)
     if fg.device != bg.device:
         raise ValueError(
             f"{layer_name}: expected a tensor on the background's device {bg.device}, "

@@ -60,7 +60,7 @@ def improved_poisson_blend(
         bit; an empty mask returns a copy). Band values are clamped to [0, 1]. Differentiable with
         respect to ``source`` and ``background``.
     """
-    check_band(band)
+    band = check_band(band)
     check_mode(mode)
     problem = prepare_masked(background, source, mask, offset)
     out = _improved_poisson_blend(

@@ -41,9 +41,8 @@ class ImprovedPoissonBlend(nn.Module):
 
     def __init__(self, band: int = 5, mode: BlendMode = "normal") -> None:
         super().__init__()
-        check_band(band)
+        self.band = check_band(band)
         check_mode(mode)
-        self.band = band
         self.mode = mode
 
     def forward(self, background: Any, source: Any, mask: Any, offset: OffsetArg = None) -> Any:

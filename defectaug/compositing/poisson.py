@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from defectaug._checks import check_choice, check_int
 from defectaug._io import check_finite
 from defectaug.compositing._inputs import OffsetArg, prepare_masked
 from defectaug.compositing._regions import (
@@ -34,16 +35,14 @@ RECTANGLE_MARGIN = 1
 CHUNK_ELEMENTS = 1 << 20
 
 
-def check_mode(mode: Any) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode: expected one of {', '.join(map(repr, _MODES))}, got {mode!r}")
+def check_mode(mode: Any) -> str:
+    """``mode`` if it is a guidance mode (``"normal"`` or ``"mixed"``)."""
+    return check_choice(mode, _MODES, "mode")
 
 
-def check_band(band: Any) -> None:
-    if isinstance(band, bool) or not isinstance(band, int):
-        raise TypeError(f"band: expected an int >= 1 (pixels), got {type(band).__name__}")
-    if band < 1:
-        raise ValueError(f"band: expected an int >= 1 (pixels), got {band}")
+def check_band(band: Any) -> int:
+    """``band`` as the width in pixels (an int >= 1) of the improved blend's band."""
+    return check_int(band, "band", 1, what="an int >= 1 (pixels)")
 
 
 def guidance_correction(

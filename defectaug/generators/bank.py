@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defectaug._checks import check_int, check_number, check_range, check_size
 from defectaug.datasets import (
     DefectRecord,
     defect_crops,
@@ -74,8 +75,7 @@ def feather_alpha(region: torch.Tensor, feather: float) -> torch.Tensor:
     region, so the edge ramps over about ``2 * feather`` px while the binary mask stays exact.
     ``feather == 0`` gives the binary mask as float.
     """
-    if feather < 0:
-        raise ValueError(f"feather: expected a number >= 0, got {feather!r}")
+    check_number(feather, "feather", 0, finite=False)
     binary = region[0].to("cpu", torch.bool).numpy().astype(np.uint8)
     if feather == 0 or binary.all():
         return torch.from_numpy(binary.astype(np.float32))[None]
@@ -134,13 +134,13 @@ class DefectBank(DefectGenerator):
         skipped_small: int = 0,
     ) -> None:
         super().__init__()
-        self.layer_size = _size(layer_size)
+        self.layer_size = check_size(layer_size, "layer_size", 4)
         self.preserve_scale = bool(preserve_scale)
-        self.scale = _pair(scale, "scale", low=1e-3)
-        self.rotation = _pair(rotation, "rotation", low=-180.0, high=180.0)
+        self.scale = check_range(scale, "scale", 1e-3, math.inf)
+        self.rotation = check_range(rotation, "rotation", -180.0, 180.0)
         self.flip, self.rot90 = bool(flip), bool(rot90)
-        self.brightness = _pair(brightness, "brightness", low=-1.0, high=1.0)
-        self.contrast = _pair(contrast, "contrast", low=0.0)
+        self.brightness = check_range(brightness, "brightness", -1.0, 1.0)
+        self.contrast = check_range(contrast, "contrast", 0.0, math.inf)
         self.skipped_empty = int(skipped_empty)
         self.skipped_small = int(skipped_small)
         if not isinstance(crops, Mapping) or not crops:
@@ -234,12 +234,9 @@ class DefectBank(DefectGenerator):
         **options: Any,
     ) -> DefectBank:
         """Build a bank from :class:`DefectRecord` s (see :meth:`from_folder`)."""
-        if not isinstance(min_area, int) or min_area < 1:
-            raise ValueError(f"min_area: expected an int >= 1, got {min_area!r}")
-        if not isinstance(margin, int) or margin < 0:
-            raise ValueError(f"margin: expected an int >= 0, got {margin!r}")
-        if feather < 0:
-            raise ValueError(f"feather: expected a number >= 0, got {feather!r}")
+        check_int(min_area, "min_area", 1, what="an int >= 1")
+        check_int(margin, "margin", 0)
+        check_number(feather, "feather", 0, finite=False)
         masked = [r for r in records if r.mask is not None]
         crops: dict[str, list[Crop]] = {}
         empty, small = 0, 0
@@ -314,7 +311,8 @@ class DefectBank(DefectGenerator):
                 f"options: unknown sample option(s) {', '.join(sorted(options))} for DefectBank; "
                 "accepted: layer_size"
             )
-        height, width = self.layer_size if layer_size is None else _size(layer_size)
+        size = self.layer_size if layer_size is None else check_size(layer_size, "layer_size", 4)
+        height, width = size
         n = labels.shape[0]
         uniform = lambda bounds: (
             bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=generator, device=device)
@@ -419,33 +417,3 @@ class DefectBank(DefectGenerator):
         # Shrink with anti-aliasing first; bilinear warping alone would alias fine texture.
         size = (max(2, round(h * scale)), max(2, round(w * scale)))
         return F.interpolate(stacked[None], size=size, mode="bilinear", antialias=True)[0]
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 4 for v in value)
-    ):
-        raise ValueError(
-            f"layer_size: expected an int or an (h, w) pair of ints >= 4, got {value!r}"
-        )
-    return (int(value[0]), int(value[1]))
-
-
-def _pair(
-    value: Any, name: str, low: float = -math.inf, high: float = math.inf
-) -> tuple[float, float]:
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, float)) for v in value)
-        or not low <= value[0] <= value[1] <= high
-    ):
-        raise ValueError(
-            f"{name}: expected a (low, high) pair with {low} <= low <= high <= {high}, "
-            f"got {value!r}"
-        )
-    return (float(value[0]), float(value[1]))

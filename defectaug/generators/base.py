@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defectaug._checks import check_device, check_int
 from defectaug._seeding import SeedLike, as_generator
 from defectaug.layer import DefectLayer
 
@@ -76,36 +77,6 @@ def _native_reference(reference: torch.Tensor, requested: int, native: int) -> t
         content, alpha = reference[:, :requested], reference[:, requested:]
         return torch.cat([match_channels(content, native), alpha], dim=1)
     return reference  # the generator names what it expected
-
-
-def check_device(device: torch.device | str | int, name: str = "device") -> torch.device:
-    """``device`` as a ``torch.device`` that exists here, or a ``ValueError`` naming ``name``.
-
-    torch accepts ``"cuda"`` on a machine without CUDA and fails only at the first allocation,
-    with an error that names neither the argument nor the way out; this checks up front.
-    """
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
-            f"{name}: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}"
-        ) from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(
-                f"{name}: {device!r} asks for CUDA, but no CUDA device is available here "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
-                "use 'cpu'"
-            )
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(
-                f"{name}: {device!r} asks for CUDA device {resolved.index}, but there are "
-                f"{count} (0 to {count - 1})"
-            )
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name}: {device!r} asks for MPS, which is not available here; use 'cpu'")
-    return resolved
 
 
 class DefectGenerator(nn.Module):
@@ -202,8 +173,7 @@ class DefectGenerator(nn.Module):
             reference: ``[n, C, h, w]`` real defect crops to vary (reference-guided generators).
             options: generator-specific extras (documented by each generator).
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        n = check_int(n, "n", 1)
         if device is None:
             held = itertools.chain(self.parameters(), self.buffers())
             device = next((t.device for t in held), torch.device("cpu"))

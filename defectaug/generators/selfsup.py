@@ -27,7 +27,6 @@ shape, so the returned mask is the visible patch. Layers render at the size they
 
 from __future__ import annotations
 
-import numbers
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from defectaug._checks import check_int, check_number
 from defectaug._io import check_finite, check_unit_range
 from defectaug.datasets import IMAGE_SUFFIXES, load_image
 from defectaug.generators.base import DefectGenerator, match_channels
@@ -77,14 +77,6 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
-def _check_bound(value: Any, name: str, low: int, high: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected an int in [{low}, {high}], got {value!r}")
-    if not low <= int(value) <= high:
-        raise ValueError(f"{name}: expected an int in [{low}, {high}], got {value!r}")
-    return int(value)
-
-
 def _evenly_spaced(count: int, keep: int) -> list[int]:
     """``keep`` indices spread over ``range(count)``: a capped pool still spans all of it."""
     if count <= keep:
@@ -118,8 +110,8 @@ def load_image_pool(
     of different sizes are zero-padded to a common canvas; ``sizes`` holds each one's own
     ``(h, w)``. A folder mixing grey and colour files comes back in colour.
     """
-    max_pool = _check_bound(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
-    max_side = _check_bound(max_side, "max_side", 8, MAX_SIDE_LIMIT)
+    max_pool = check_int(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
+    max_side = check_int(max_side, "max_side", 8, MAX_SIDE_LIMIT)
     if isinstance(pool, torch.Tensor):
         if pool.ndim != 4 or pool.shape[1] not in (1, 3) or not pool.is_floating_point():
             raise ValueError(
@@ -185,8 +177,8 @@ def _optional_pool(
     either way, so a bad ``max_pool`` or ``max_side`` is refused even where no pool is given."""
     if source is not None:
         return load_image_pool(source, name, max_pool=max_pool, max_side=max_side)
-    _check_bound(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
-    _check_bound(max_side, "max_side", 8, MAX_SIDE_LIMIT)
+    check_int(max_pool, "max_pool", 1, MAX_POOL_LIMIT)
+    check_int(max_side, "max_side", 8, MAX_SIDE_LIMIT)
     return None, None
 
 
@@ -333,15 +325,9 @@ class _SelfSupervisedGenerator(DefectGenerator):
         self.perlin_scale = check_range(
             perlin_scale, "perlin_scale", 0, 12, integer=True, strict_order=True
         )
-        if (
-            not isinstance(perlin_threshold, numbers.Real)
-            or isinstance(perlin_threshold, bool)
-            or not 0.0 < float(perlin_threshold) < 1.0
-        ):
-            raise ValueError(
-                f"perlin_threshold: expected a number in (0, 1), got {perlin_threshold!r}"
-            )
-        self.perlin_threshold = float(perlin_threshold)
+        self.perlin_threshold = check_number(
+            perlin_threshold, "perlin_threshold", 0, 1, low_open=True, high_open=True
+        )
         # Lets .to(device) set the default device of sample(), as for the procedural generator.
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
 
@@ -504,13 +490,7 @@ class CutPasteGenerator(_SelfSupervisedGenerator):
         super().__init__(layer_size, mask_shape, perlin_scale, perlin_threshold)
         self.variant = variant
         self.shift = check_range(shift, "shift", 0.0, 1.0)
-        if (
-            not isinstance(jitter, numbers.Real)
-            or isinstance(jitter, bool)
-            or not 0.0 <= float(jitter) < 1.0
-        ):
-            raise ValueError(f"jitter: expected a number in [0, 1), got {jitter!r}")
-        self.jitter = float(jitter)
+        self.jitter = check_number(jitter, "jitter", 0, 1, high_open=True)
         self.scar_width = check_range(scar_width, "scar_width", 0.0, 1.0)
 
     def _generate(
@@ -667,7 +647,7 @@ class TextureGenerator(_SelfSupervisedGenerator):
     ) -> None:
         super().__init__(layer_size, mask_shape, perlin_scale, perlin_threshold)
         self.beta_range = check_range(beta_range, "beta_range", 0.0, 1.0)
-        self.augment = _check_bound(augment, "augment", 0, len(TEXTURE_AUGMENTATIONS))
+        self.augment = check_int(augment, "augment", 0, len(TEXTURE_AUGMENTATIONS))
         self.crop_scale = _check_crop_scale(crop_scale)
         images, sizes = _optional_pool(source, "source", max_pool, max_side)
         self.register_buffer("source", images, persistent=False)

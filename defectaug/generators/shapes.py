@@ -23,12 +23,14 @@ Shapes (``mask_shape=`` of every self-supervised generator, :data:`MASK_SHAPES`)
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from defectaug import _checks as checks
+from defectaug._checks import check_choice, check_generator, check_int, check_number, check_range
 
 MASK_SHAPES: tuple[str, ...] = ("perlin", "polygon", "ellipse", "rectangle")
 
@@ -38,68 +40,12 @@ MAX_SIDE = 4096
 
 def check_mask_shape(value: Any, name: str = "mask_shape") -> str:
     """``value`` if it is one of :data:`MASK_SHAPES`, else an error naming ``name``."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {', '.join(MASK_SHAPES)}, got {value!r}")
-    if value not in MASK_SHAPES:
-        raise ValueError(f"{name}: expected one of {', '.join(MASK_SHAPES)}, got {value!r}")
-    return value
+    return check_choice(value, MASK_SHAPES, name)
 
 
 def check_size(value: Any, name: str = "size", minimum: int = 3) -> tuple[int, int]:
     """``(h, w)`` from one int or a pair, each in ``[minimum, MAX_SIDE]``."""
-    pair = (value, value) if isinstance(value, numbers.Integral) else value
-    if (
-        not isinstance(pair, (tuple, list, torch.Size))
-        or len(pair) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
-    ):
-        raise TypeError(f"{name}: expected an int or an (h, w) pair of ints, got {value!r}")
-    h, w = int(pair[0]), int(pair[1])
-    if not (minimum <= h <= MAX_SIDE and minimum <= w <= MAX_SIDE):
-        raise ValueError(f"{name}: expected sides in [{minimum}, {MAX_SIDE}], got {value!r}")
-    return h, w
-
-
-def check_range(
-    value: Any,
-    name: str,
-    low: float,
-    high: float,
-    *,
-    integer: bool = False,
-    strict_order: bool = False,
-) -> tuple[float, float]:
-    """A ``(lo, hi)`` pair with ``low <= lo <= hi <= high`` (``lo < hi`` with ``strict_order``)."""
-    kind = numbers.Integral if integer else numbers.Real
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
-    ):
-        what = "ints" if integer else "numbers"
-        raise TypeError(f"{name}: expected a (low, high) pair of {what}, got {value!r}")
-    lo, hi = value
-    ordered = lo < hi if strict_order else lo <= hi
-    if not (low <= lo and hi <= high and ordered):  # NaN fails this too
-        relation = "<" if strict_order else "<="
-        raise ValueError(
-            f"{name}: expected {low} <= low {relation} high <= {high}, got {tuple(value)!r}"
-        )
-    return (int(lo), int(hi)) if integer else (float(lo), float(hi))
-
-
-def _check_count(n: Any) -> int:
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
-        raise TypeError(f"n: expected a positive int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
-    return int(n)
-
-
-def _check_generator(generator: Any) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-    return generator
+    return checks.check_size(value, name, minimum, MAX_SIDE)
 
 
 def _uniform(
@@ -158,12 +104,11 @@ def perlin_noise(
     on the lattice, quintic fade, and the result scaled by sqrt(2). Periods are capped so one
     spans at least ``min_period`` pixels: finer noise is pixel speckle, not a shape.
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     low, high = check_range(scale_range, "scale_range", 0, 12, integer=True, strict_order=True)
-    if not isinstance(min_period, numbers.Real) or not 1.0 <= float(min_period) <= 64.0:
-        raise ValueError(f"min_period: expected a number in [1, 64], got {min_period!r}")
+    check_number(min_period, "min_period", 1, 64)
     device = generator.device
     exponents = torch.randint(low, high, (2, n), generator=generator, device=device)
     periods = torch.stack(
@@ -226,12 +171,10 @@ def perlin_masks(
     shrinks a mask (same seed). ``min_period`` defaults to 8 px, DRAEM's finest period (32
     periods over 256 px).
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
-    if not isinstance(threshold, numbers.Real) or not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold: expected a number in (0, 1), got {threshold!r}")
-    if not isinstance(min_area, numbers.Real) or not 0.0 <= float(min_area) <= 0.5:
-        raise ValueError(f"min_area: expected a fraction in [0, 0.5], got {min_area!r}")
+    check_number(threshold, "threshold", 0, 1, low_open=True, high_open=True)
+    check_number(min_area, "min_area", 0, 0.5, what="a fraction in [0, 0.5]")
     noise = perlin_noise(n, (h, w), generator, scale_range=scale_range, min_period=min_period)
     device = noise.device
     # A round vignette (1 inside 70 % of the layer's radius, 0 from the inscribed ellipse outwards):
@@ -266,9 +209,9 @@ def polygon_masks(
     (ray / segment intersection). The centre pixel always belongs to the shape, so tiny layers
     are never empty.
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     fewest, most = check_range(vertices, "vertices", 3, 64, integer=True)
     device = generator.device
     slots = int(most)
@@ -324,9 +267,9 @@ def ellipse_masks(
     Semi-major axis 50-100 % of the largest radius that keeps the edge inside the layer, minor to
     major ratio 0.35-1, any orientation; the centre pixel always belongs to the shape.
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     device = generator.device
     reach = max(min(h, w) / 2 - 1.5, 1.0)
     major = reach * _uniform((0.5, 1.0), (n,), generator)
@@ -354,7 +297,7 @@ def rectangle_masks(
 
     The placement's scale, aspect and rotation make it a random rotated rectangle in the image.
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
     device = generator.device if generator is not None else torch.device("cpu")
     return shape_alpha(_inner(h, w, device).expand(n, 1, h, w), dtype)
@@ -374,9 +317,9 @@ def strip_masks(
     ``width`` is a fraction of the layer's shorter side (at least 2 px); ``length`` a fraction of
     the longest segment through the centre, at the strip's angle, that stays inside the layer.
     """
-    n = _check_count(n)
+    n = check_int(n, "n", 1)
     h, w = check_size(size)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     width = check_range(width, "width", 0.0, 1.0)
     length = check_range(length, "length", 0.0, 1.0)
     device = generator.device

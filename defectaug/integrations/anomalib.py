@@ -24,8 +24,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from defectaug._checks import check_probability
 from defectaug._seeding import mix_seed, stream_identity
-from defectaug.batch import DEFAULT_ASPECT, DEFAULT_ROTATION, check_probability
+from defectaug.batch import DEFAULT_ASPECT, DEFAULT_ROTATION
 from defectaug.generators.base import DefectGenerator
 from defectaug.integrations._common import Injection
 from defectaug.placement import CountArg, RangeArg, RoiArg
@@ -64,10 +65,7 @@ class DefectAnomalyGenerator(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        try:
-            self.probability = check_probability(probability)
-        except (TypeError, ValueError) as error:
-            raise type(error)(str(error).replace("p: ", "probability: ", 1)) from None
+        self.probability = check_probability(probability, "probability")
         self.injection = Injection.from_arguments(locals())
         self.generator = self.injection.generator  # a submodule: .to(device) moves it
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):

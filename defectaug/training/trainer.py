@@ -29,6 +29,7 @@ from torch.func import functional_call
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
+from defectaug import _checks as checks
 from defectaug._io import to_uint8
 from defectaug.generators.dcdgan import (
     DCDGAN,
@@ -105,30 +106,14 @@ class TrainConfig:
         return asdict(self)
 
 
+#: The device types a generator trains on.
+TRAINING_DEVICES = ("cpu", "cuda", "mps")
+
+
 def check_device(device: torch.device | str, name: str = "device") -> torch.device:
-    """``device`` as a ``torch.device`` this machine has, or a one-line ``ValueError``."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"{name}: expected cpu, cuda, cuda:N or mps, got {str(device)!r}"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
-            raise ValueError(
-                f"{name}: {str(device)!r} asked for, but CUDA is not available here (torch "
-                f"{torch.__version__}, {built}); use cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"{name}: {str(device)!r} asked for, but only {count} CUDA device(s)")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{name}: 'mps' asked for, but MPS is not available here; use cpu")
-    elif device.type != "cpu":
-        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {str(device)!r}")
-    return device
+    """``device`` as a ``torch.device`` this machine has (cpu, cuda, cuda:N or mps), or a
+    one-line ``ValueError``."""
+    return checks.check_device(device, name, kinds=TRAINING_DEVICES)
 
 
 def _rng_states(cpu_rng: torch.Generator, device_rng: torch.Generator) -> dict[str, Any]:
