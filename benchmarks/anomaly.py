@@ -555,8 +555,10 @@ def merge_results(
     if baseline == PEER_ARM:
         arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
     metrics = sorted({m for run in runs.values() for m in run["test"]["all"]}, key=_metric_order)
+    seeds = len({run["seed"] for run in runs.values()})
     result = {
         **parts[-1],
+        "budget": re.sub(r"seeds \d+", f"seeds {seeds}", parts[-1]["budget"]),
         "command": " + ".join(part["command"] for part in parts),
         "commit": ", ".join(dict.fromkeys(part["commit"] for part in parts)),
         "date": ", ".join(dict.fromkeys(part["date"] for part in parts)),
