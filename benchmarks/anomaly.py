@@ -50,7 +50,7 @@ from benchmarks.downstream_models import TinyUNet
 from benchmarks.recording import git_commit, portable_command, portable_path
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
-from defectaug.datasets import GOOD_LABEL
+from defectaug.datasets import GOOD_LABEL, DefectRecord
 from defectaug.evaluation import average_precision, bootstrap_ci, effect_verdict, roc_auc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -163,10 +163,24 @@ class Splits:
     classes: tuple[str, ...]
 
 
-def load_splits(args: argparse.Namespace) -> Splits:
+def read_records(
+    args: argparse.Namespace,
+) -> tuple[list[DefectRecord], list[DefectRecord], tuple[str, ...]]:
+    """The training and test records, and the class names of both."""
     train_records = data_lib.read_split(args.train_data, args.train_split)
     test_records = data_lib.read_split(args.test_data or args.train_data, args.test_split)
-    classes = data_lib.class_names([*train_records, *test_records])
+    return train_records, test_records, data_lib.class_names([*train_records, *test_records])
+
+
+def scored_images(data: ImageSet) -> ImageSet:
+    """The images that can be scored per pixel: good ones (all background by definition) and
+    defect images with a mask file."""
+    good = data.classes.index(GOOD_LABEL)
+    return data.subset(torch.nonzero((data.labels == good) | data.has_mask).flatten())
+
+
+def load_splits(args: argparse.Namespace) -> Splits:
+    train_records, test_records, classes = read_records(args)
     train = data_lib.load_image_set(train_records, classes, args.image_size)
     test = data_lib.load_image_set(test_records, classes, args.image_size)
     good = classes.index(GOOD_LABEL)
@@ -181,10 +195,7 @@ def load_splits(args: argparse.Namespace) -> Splits:
         classes,
         [*held_out.paths, *anomalies.paths],
     )
-    # Evaluation images without a mask file cannot be scored per pixel; good images have none
-    # by definition (all-background).
-    scored = (test.labels == good) | test.has_mask
-    return Splits(kept.images, validation, test.subset(torch.nonzero(scored).flatten()), classes)
+    return Splits(kept.images, validation, scored_images(test), classes)
 
 
 def training_views(

@@ -99,9 +99,7 @@ class Splits:
 
 
 def load_splits(args: argparse.Namespace) -> Splits:
-    train_records = data_lib.read_split(args.train_data, args.train_split)
-    test_records = data_lib.read_split(args.test_data or args.train_data, args.test_split)
-    classes = data_lib.class_names([*train_records, *test_records])
+    train_records, test_records, classes = anomaly.read_records(args)
     good = classes.index(GOOD_LABEL)
     # Defect images without a mask can neither be shots nor scored per pixel.
     usable = [r for r in train_records if r.label == GOOD_LABEL or r.mask is not None]
@@ -111,15 +109,8 @@ def load_splits(args: argparse.Namespace) -> Splits:
     pool = kept.subset(torch.nonzero(kept.labels != good).flatten())
     by_path = {str(r.image): r for r in usable}
     test = data_lib.load_image_set(test_records, classes, args.image_size)
-    scored = (test.labels == good) | test.has_mask
-    return Splits(
-        normals,
-        pool,
-        [by_path[path] for path in pool.paths],
-        validation,
-        test.subset(torch.nonzero(scored).flatten()),
-        classes,
-    )
+    records = [by_path[path] for path in pool.paths]
+    return Splits(normals, pool, records, validation, anomaly.scored_images(test), classes)
 
 
 def shot_index(pool: ImageSet, shots: int | None, seed: int) -> torch.Tensor:
