@@ -3,10 +3,17 @@
 :func:`fit_defects` measures, per class and per connected defect region of the real masks: size
 (longer box side / image shorter side), elongation (minor / major principal axis), orientation
 (principal axis angle), count per image, stroke width (distance transform on the ridge), contrast
-relative to the local background (mean inside vs a ring around it: sign, magnitude, texture as a
-std ratio), edge blur (step height over the boundary gradient, as a Gaussian sigma), and where the
-defects lie (a smoothed 16x16 histogram of normalised centroids, the distance to the image border
-and the border side they touch). Robust quantiles are stored, not means.
+against the local background (mean inside vs a ring around it: sign, relative and absolute
+magnitude, texture as a std ratio), edge blur (step height over the boundary gradient, as a
+Gaussian sigma), and where the defects lie (a smoothed 16x16 histogram of normalised centroids,
+the distance to the image border and the border side they touch). Shape and contrast are those
+of each region's visible core (the mask pixels that differ from the ring by more than
+``VISIBILITY``), as an injected defect's mask is exactly its visible change; generous masks drawn
+around a small defect fit the defect. Robust quantiles are stored, not means.
+
+Painters get the real *absolute* change over the part's surface level (see
+:func:`_relief_magnitudes`): a relative contrast measured where defects sit on darker ground than
+the rest of the part would paint them far too dark on it.
 
 :class:`FittedGenerator` turns the statistics into procedural painters (one painter type per
 class, ``class_map``, chosen by a simple rule and overridable) and placement arguments::
@@ -59,6 +66,7 @@ from defectaug.generators.procedural import (
     _Params,
     _resolve_params,
 )
+from defectaug.layer import VISIBILITY
 
 #: Quantile levels stored for every per-defect statistic.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -86,7 +94,16 @@ _QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {
     "orientation_deviation": (0.0, 90.0),
 }
 # Quantile statistics added after the first cards: a card without them reads as all zeros.
-_OPTIONAL_QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {"lean": (0.0, 90.0)}
+# ``delta``: mean change inside the defect, absolute (in [0, 1] image units); ``level``: the
+# local background level around it; ``surface``: the part's level in the defect's image (its
+# defect-free pixels' median); ``visible``: share of the mask in the visible core.
+_OPTIONAL_QUANTILE_BOUNDS: dict[str, tuple[float, float]] = {
+    "lean": (0.0, 90.0),
+    "delta": (-1.0, 1.0),
+    "level": (0.0, 1.0),
+    "surface": (0.0, 1.0),
+    "visible": (0.0, 1.0),
+}
 _SCALAR_BOUNDS: dict[str, tuple[float, float]] = {
     "n_defects": (1.0, 1e9),
     "n_images": (1.0, 1e9),
@@ -108,16 +125,20 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def _region_stats(
-    gray: np.ndarray, region: np.ndarray, defects: np.ndarray, gradient: np.ndarray
-) -> dict[str, float]:
-    """Statistics of one connected region ``region`` (bool ``[H, W]``) of image ``gray``."""
-    height, width = gray.shape
-    short = float(min(height, width))
+def _ring(region: np.ndarray, defects: np.ndarray, width_px: float) -> np.ndarray:
+    """The local background of ``region``: a ring around it, kept off every defect."""
+    ring_px = int(np.clip(round(0.25 * math.sqrt(region.sum()) + 0.5 * width_px), 3, 25))
+    grown = cv2.dilate(region.astype(np.uint8), _disk(ring_px)).astype(bool)
+    near = cv2.dilate(region.astype(np.uint8), _disk(1)).astype(bool)
+    ring = grown & ~near & ~defects
+    return ring if ring.sum() >= 4 else ~defects
+
+
+def _shape_stats(region: np.ndarray) -> dict[str, float]:
+    """Box, principal axes and stroke width of a bool ``[H, W]`` region."""
     ys, xs = np.nonzero(region)
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
-    box_h, box_w = y1 - y0 + 1, x1 - x0 + 1
-    long_px = float(max(box_h, box_w))
+    long_px = float(max(y1 - y0 + 1, x1 - x0 + 1))
     # Principal axes from the second moments; +1 so a one-pixel-wide line has width ~1, not 0.
     cov = np.cov(np.stack([ys, xs]).astype(np.float64)) if ys.size > 1 else np.zeros((2, 2))
     evals, evecs = np.linalg.eigh(cov)
@@ -136,34 +157,125 @@ def _region_stats(
     # The ridge estimate runs high on diagonal raster lines; area / major axis is exact for
     # straight strokes and only runs high on curved ones: the smaller of the two.
     width_px = max(1.0, min(ridge_width, float(region.sum()) / major))
-    # Local background: a ring around the region, kept off other defects.
-    ring_px = int(np.clip(round(0.25 * math.sqrt(region.sum()) + 0.5 * width_px), 3, 25))
-    grown = cv2.dilate(region.astype(np.uint8), _disk(ring_px)).astype(bool)
-    near = cv2.dilate(region.astype(np.uint8), _disk(1)).astype(bool)
-    ring = grown & ~near & ~defects
-    inside = gray[region]
-    if ring.sum() < 4:
-        ring = ~defects
+    return {
+        "box": (int(y0), int(y1), int(x0), int(x1)),
+        "long_px": long_px,
+        "major": major,
+        "minor": minor,
+        "angle": angle,
+        "width_px": width_px,
+    }
+
+
+#: Smallest Gaussian sigma (px) of the blur applied before deciding which mask pixels visibly
+#: differ from the ring around them (single grain pixels do not make a core).
+CORE_SIGMA = 1.0
+
+
+def _visible_core(
+    gray: np.ndarray, region: np.ndarray, level: float, sign: float, scale_px: float, min_area: int
+) -> np.ndarray | None:
+    """The part of ``region`` that visibly differs from the local background ``level``.
+
+    Pixels beyond ``VISIBILITY`` from ``level`` on the defect's side ``sign``, both themselves
+    and on ``gray`` blurred at a tenth of the defect's width ``scale_px`` (at least
+    ``CORE_SIGMA``): grain and streaks finer than the defect do not count, so a large faint
+    patch on a streaky surface is not reduced to its brightest streaks. Holes are filled (a
+    glint inside a pit is part of it) and islands under a tenth of the largest one dropped.
+    ``None`` (the whole region is measured then) when the core is under ``min_area`` pixels
+    or 5 % of the region (no visible core), or when more than a quarter as many pixels
+    visibly differ the other way (a textured or shaded area, not a defect drawn generously:
+    its one-sided part would be its brightest streaks, not the defect).
+    """
+    sigma = max(CORE_SIGMA, 0.1 * scale_px)
+    margin = int(math.ceil(3.0 * sigma)) + 1
+    ys, xs = np.nonzero(region)
+    top, left = max(int(ys.min()) - margin, 0), max(int(xs.min()) - margin, 0)
+    bottom, right = int(ys.max()) + margin + 1, int(xs.max()) + margin + 1
+    smooth = cv2.GaussianBlur(gray[top:bottom, left:right], (0, 0), sigma)
+    raw = gray[top:bottom, left:right]
+    window = region[top:bottom, left:right]
+    core = np.zeros_like(region)
+    # Both the pixel and its neighbourhood must differ: no grain, and no halo of the blur.
+    # Closed over one-pixel gaps (a streak of the surface crossing a faint patch) and filled.
+    found = window & (sign * (smooth - level) > VISIBILITY) & (sign * (raw - level) > VISIBILITY)
+    found = cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
+    core[top:bottom, left:right] = ndimage.binary_fill_holes(found & window)
+    total = int(core.sum())
+    opposite = int((window & (sign * (level - smooth) > VISIBILITY)).sum())
+    if total < max(min_area, 0.05 * float(region.sum())) or opposite > 0.25 * total:
+        return None
+    count, labels, table, _ = cv2.connectedComponentsWithStats(core.astype(np.uint8), 8)
+    if count > 2:
+        areas = table[1:, cv2.CC_STAT_AREA]
+        keep = np.flatnonzero(areas >= 0.1 * areas.max()) + 1
+        core = np.isin(labels, keep)
+    return core
+
+
+def _region_stats(
+    gray: np.ndarray,
+    region: np.ndarray,
+    defects: np.ndarray,
+    gradient: np.ndarray,
+    core: bool = True,
+    surface: float = 0.0,
+    min_area: int = 4,
+) -> dict[str, float]:
+    """Statistics of one connected region ``region`` (bool ``[H, W]``) of image ``gray``.
+
+    With ``core`` the shape and appearance are those of the region's visible core
+    (:func:`_visible_core`): real masks are often drawn generously around a defect, while the
+    masks of injected defects hold exactly the visibly changed pixels, so the visible core is
+    what a fitted defect has to reproduce. Where it lies (centre, border, side) is always the
+    whole region's.
+    """
+    height, width = gray.shape
+    short = float(min(height, width))
+    whole = _shape_stats(region)
+    ring = _ring(region, defects, whole["width_px"])
     outside = gray[ring]
-    mean_in, mean_out = float(inside.mean()), float(outside.mean())
+    mean_out = float(outside.mean())
+    measured, shape, visible = region, whole, 1.0
+    if core:
+        sign = 1.0 if float(gray[region].mean()) > mean_out else -1.0
+        visible_core = _visible_core(gray, region, mean_out, sign, whole["width_px"], min_area)
+        if visible_core is not None:
+            measured, shape = visible_core, _shape_stats(visible_core)
+            visible = float(visible_core.sum()) / float(region.sum())
+    inside = gray[measured]
+    mean_in = float(inside.mean())
+    # Relative to the local level (the painters' relief is relative to the surface tone) and
+    # absolute (``delta``): the two differ where defects sit on darker or brighter ground
+    # than the part's ``surface`` level, where a fitted defect lands.
     contrast = (mean_in - mean_out) / max(mean_out, 0.02)
     texture = float(inside.std()) / max(float(outside.std()), 1e-3)
     # Edge blur: a Gaussian-blurred step of height d has a peak gradient d / (sigma sqrt(2 pi)).
-    boundary = near & ~cv2.erode(region.astype(np.uint8), _disk(1)).astype(bool)
+    near = cv2.dilate(measured.astype(np.uint8), _disk(1)).astype(bool)
+    boundary = near & ~cv2.erode(measured.astype(np.uint8), _disk(1)).astype(bool)
     step = abs(mean_in - mean_out)
     slope = float(gradient[boundary].mean()) if boundary.any() else 0.0
     blur = step / (math.sqrt(2.0 * math.pi) * slope) if step > 0.01 and slope > 1e-6 else math.nan
+    ys, xs = np.nonzero(region)
+    y0, y1, x0, x1 = whole["box"]
     gaps = {"top": y0, "bottom": height - 1 - y1, "left": x0, "right": width - 1 - x1}
     side = min(gaps, key=gaps.get)
+    c0, c1, d0, d1 = shape["box"]
+    box_h, box_w = c1 - c0 + 1, d1 - d0 + 1
     along, across = (box_w, box_h) if side in ("top", "bottom") else (box_h, box_w)
+    long_px, width_px = shape["long_px"], shape["width_px"]
     return {
         "size": long_px / short,
-        "elongation": min(1.0, minor / major),
-        "orientation": angle,
+        "elongation": min(1.0, shape["minor"] / shape["major"]),
+        "orientation": shape["angle"],
         "width_px": width_px,
         "width_rel": min(1.0, width_px / long_px),
         "long_px": long_px,
         "contrast": contrast,
+        "delta": mean_in - mean_out,
+        "level": mean_out,
+        "surface": surface,
+        "visible": visible,
         "texture": texture,
         "blur_px": float(np.clip(blur, 0.2, 50.0)) if math.isfinite(blur) else math.nan,
         "border_px": float(gaps[side]),
@@ -177,20 +289,26 @@ def _region_stats(
 
 
 def measure_image(
-    image: torch.Tensor, mask: torch.Tensor, min_area: int = 4
+    image: torch.Tensor, mask: torch.Tensor, min_area: int = 4, core: bool = True
 ) -> list[dict[str, float]]:
-    """Per-region statistics of one image ``[C, H, W]`` and its defect mask ``[1, H, W]``."""
+    """Per-region statistics of one image ``[C, H, W]`` and its defect mask ``[1, H, W]``.
+
+    ``core``: measure each region's visible core (the mask pixels differing from the ring
+    around the region by more than ``VISIBILITY``) for shape and contrast, not the whole mask.
+    """
     gray = image.float().mean(dim=0).cpu().numpy().astype(np.float32)
     binary = (mask[0] >= 0.5 if mask.dtype != torch.bool else mask[0]).cpu().numpy()
     count, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     gradient = np.hypot(gx, gy)
+    # The part's surface level, where fitted defects land: the median of the defect-free pixels.
+    surface = float(np.median(gray[~binary])) if (~binary).any() else float(np.median(gray))
     stats = []
     for index in range(1, count):
         region = labels == index
         if region.sum() >= min_area:
-            stats.append(_region_stats(gray, region, binary, gradient))
+            stats.append(_region_stats(gray, region, binary, gradient, core, surface, min_area))
     return stats
 
 
@@ -239,6 +357,7 @@ def _summarise(regions: list[dict[str, float]], counts: list[int]) -> dict[str, 
         "n_defects": len(regions),
         "n_images": len(counts),
         **{key: _quantiles(column(key)) for key in _QUANTILE_BOUNDS if key in regions[0]},
+        **{key: _quantiles(column(key)) for key in _OPTIONAL_QUANTILE_BOUNDS if key in regions[0]},
         "count": _quantiles([float(c) for c in counts]),
         "lean": _quantiles(lean),
         "orientation": round(orientation, 4),
@@ -363,6 +482,7 @@ def fit_defects(
     split: str | None = None,
     classes: str | Sequence[str] | None = None,
     min_area: int = 4,
+    core: bool = True,
 ) -> FittedDefects:
     """Fit per-class defect statistics from real defects with masks.
 
@@ -373,6 +493,10 @@ def fit_defects(
         split: the split to read from a dataset root (fit on training data only).
         classes: class name(s) to fit (default: every label that has masks).
         min_area: connected regions smaller than this many pixels are ignored.
+        core: measure each region's visible core (mask pixels differing from the ring around
+            the region by more than ``VISIBILITY``) for size, shape and contrast: a generous
+            mask drawn around a small defect fits the defect, not the mask (an injected defect's
+            mask is exactly its visible change). ``False`` measures whole mask regions.
     """
     if not isinstance(min_area, int) or isinstance(min_area, bool) or min_area < 1:
         raise ValueError(f"min_area: expected an int >= 1, got {min_area!r}")
@@ -386,7 +510,7 @@ def fit_defects(
             name = source.defect_types[label]
             if wanted is not None and name not in wanted:
                 continue
-            regions = measure_image(content, alpha >= 0.5, min_area)
+            regions = measure_image(content, alpha >= 0.5, min_area, core)
             if not regions:
                 continue  # as for records: an empty class would reach _summarise with no region
             for region in regions:
@@ -419,7 +543,7 @@ def fit_defects(
                     f"source: mask {record.mask} is {tuple(mask.shape[-2:])} but its image is "
                     f"{tuple(image.shape[-2:])}"
                 )
-            regions = measure_image(image, mask, min_area)
+            regions = measure_image(image, mask, min_area, core)
             if regions:
                 bucket = per_class.setdefault(record.label, ([], []))
                 bucket[0].extend(regions)
@@ -434,7 +558,8 @@ def fit_defects(
     if not per_class:
         raise ValueError(f"source: no masked defect of at least {min_area} px in {description}")
     fitted = {name: _summarise(*per_class[name]) for name in sorted(per_class)}
-    return FittedDefects(fitted, description, {"min_area": min_area, "quantiles": list(QUANTILES)})
+    info = {"min_area": min_area, "quantiles": list(QUANTILES), "core": bool(core)}
+    return FittedDefects(fitted, description, info)
 
 
 # ------------------------------------------------------------------------------- mapping
@@ -496,15 +621,61 @@ def _bright_probability(share: float) -> float:
     return round(share, 4)
 
 
+def _relief_magnitudes(stats: Mapping[str, Any]) -> list[float]:
+    """Lower quartile, median and upper quartile of the relief to paint, sorted.
+
+    A painter's relief scales the surface it lands on: a dark defect takes ``relief * tone``
+    off it, a bright one adds ``relief * (1 - tone)``. Fitted defects land on the part's
+    ``surface`` level, which can differ from the local ``level`` the real ones were measured
+    against (BSData pits sit in darker wear bands: a relative contrast measured there paints
+    far too dark a pit on the bright surface). So the relief is the real *absolute* change
+    ``delta`` over the room the surface leaves (its level for dark defects, one minus it for
+    bright ones): on the part's surface a fitted defect changes the tone as much as the real
+    ones do. Where the real defects' local level leaves more room than the surface, that is
+    used instead: the relief stays within both the real relative and absolute contrasts.
+    Cards fitted before ``delta`` was stored use the relative contrast.
+    """
+    delta, surface = stats.get("delta"), stats.get("surface")
+    if not delta or not surface or surface[2] <= 0.0 or not any(delta):
+        return sorted(abs(v) for v in stats["contrast"][1:4])
+    bright = float(stats["bright_fraction"]) > 0.5
+    level = stats.get("level", surface)[2]
+    # Over the larger room of the two: a defect seen on brighter ground than the part's
+    # surface (magnetic-tile cracks) keeps its relative contrast rather than a stronger one.
+    room = max(1.0 - min(surface[2], level) if bright else max(surface[2], level), 0.05)
+    return sorted(abs(v) / room for v in delta[1:4])
+
+
+def _shade_contrast(
+    stats: Mapping[str, Any], magnitude: Sequence[float], bounds: tuple[float, float]
+) -> list[float]:
+    """Relief of a faint shading band: the real change, kept just above the visibility floor.
+
+    Real shading is often fainter than ``VISIBILITY`` over much of its (hand-drawn) mask; an
+    injected one is labelled where it visibly changes the image, so it is painted from 2 to 3
+    times the floor at the edge (or the real median and upper quartile change, when stronger)
+    on the part's surface level, fading inwards (``gradient``) to sink below the floor: faint,
+    with no hard far border, yet one coherent mask rather than scattered fragments.
+    """
+    surface = stats.get("surface", [0.0] * len(QUANTILES))[2]
+    if surface <= 0.0:  # a card without absolute statistics: the relative contrast
+        return _span(max(magnitude[0] * 1.4, 0.15), max(magnitude[2] * 1.4, 0.25), bounds)
+    bright = float(stats["bright_fraction"]) > 0.5
+    room = max(1.0 - surface if bright else surface, 0.05)
+    delta = sorted(abs(v) for v in stats["delta"][2:4])
+    low = max(delta[0], 2.0 * VISIBILITY) / room
+    high = max(delta[1], 3.0 * VISIBILITY) / room
+    return _span(low, high, bounds, 0.02)
+
+
 def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters of ``painter`` (fields of its ``*Params``) set from a class's statistics."""
     cls = PAINTER_PARAMS[painter]
     bounds = {f.name: f.metadata["bounds"] for f in cls.__dataclass_fields__.values()}
-    q_contrast = [abs(v) for v in stats["contrast"]]
-    magnitude = sorted(q_contrast[1:4])
-    # The mask-mean contrast is diluted by soft edges and, for thin strokes, by the mask being
-    # wider than the dark core: the painted core relief must be stronger than the measured mean.
-    gain = {"crack": 1.6, "scratch": 1.6, "spot": 1.3, "pit": 1.5}.get(painter, 1.4)
+    magnitude = _relief_magnitudes(stats)
+    # The mean contrast over the visible core is diluted by soft edges and, for thin strokes,
+    # by their fading rims: the painted core relief must be stronger than the measured mean.
+    gain = {"crack": 1.4, "scratch": 1.4, "spot": 1.3, "pit": 1.5}.get(painter, 1.4)
     params: dict[str, Any] = {
         "contrast": _span(magnitude[0] * gain, magnitude[2] * gain, bounds["contrast"], 0.02),
         "bright_probability": _bright_probability(stats["bright_fraction"]),
@@ -539,11 +710,16 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
         mid_aspect = math.sqrt(aspect[0] * aspect[1])
         radius = _FILL[painter] / 2.0 * math.sqrt(mid_aspect) / 1.05
         softness = min(0.9, 3.0 * blur_px / max(0.5 * long_px, 1.0))
+        # Ragged outlines: a solid ellipse is as wide (stroke width / length) as its minor /
+        # major axis; real blobs much thinner than that (BSData pits: 0.12 against 0.6) are
+        # frayed, so their outline gets more noise (up to 0.45 of the radius).
+        solidity = stats["width_rel"][2] / max(stats["elongation"][2], 1e-3)
+        ragged = min(max(1.0 - solidity, 0.0), 1.0)
         params |= {
             "aspect": aspect,
             "radius": _span(radius * 0.9, radius * 1.1, bounds["radius"]),
             "softness": _span(0.6 * softness, softness, bounds["softness"]),
-            "irregularity": _span(0.1, 0.25, bounds["irregularity"]),
+            "irregularity": _span(0.1 + 0.1 * ragged, 0.25 + 0.2 * ragged, bounds["irregularity"]),
         }
         if painter == "spot":
             params |= {"core": _span(0.0, 0.3, bounds["core"])}
@@ -561,17 +737,16 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
         params |= {
             "depth": _span(fill * min(ratio[1], 1.0), fill * min(ratio[3], 1.0), bounds["depth"]),
             "width": _span(0.85 * fill, fill, bounds["width"]),
-            "softness": _span(blur_px / layer_px, 0.03, bounds["softness"]),
-            # Masks hold the pixels a defect visibly changes (8 / 255): a fainter band than this
-            # floor would come out as scattered fragments.
-            "contrast": _span(
-                max(magnitude[0] * gain, 0.15), max(magnitude[2] * gain, 0.25), bounds["contrast"]
-            ),
-            "mottling": [0.1, 0.25],
-            # Curved, wavy inner borders rather than boxes.
-            "corner": [0.0, 0.4],
+            # Faint shading fades out over several pixels rather than ending in a hard step.
+            "softness": _span(max(blur_px / layer_px, 0.04), 0.1, bounds["softness"]),
+            "contrast": _shade_contrast(stats, magnitude, bounds["contrast"]),
+            "mottling": [0.1, 0.2],
+            # Wavy inner borders, flatter than an ellipse: bands across the part, not blobs.
+            "corner": [0.3, 0.8],
             "irregularity": [0.1, 0.25],
-            "gradient": [0.0, 0.3],
+            # Strongest at the edge, fading inwards: the far border is where it sinks below
+            # the visibility floor, as a shading does, not a cut.
+            "gradient": [0.6, 0.9],
         }
     elif painter in ANCHORED_TYPES:
         # The layer is square: the longer of (depth, extent along the edge) fills it.
@@ -581,12 +756,15 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
         width = fill * min(1.0, 1.0 / ratio)
         lean = [min(v, 75.0) for v in _inner(stats.get("lean", [0.0] * len(QUANTILES)))]
         if stats["elongation"][2] < 0.4:
-            # Slivers (thin chips) leaning like the real ones: as thick as the stroke width
-            # across the axis, tapering to a point; the painter shortens a steep one to fit.
+            # Slivers (thin chips) leaning like the real ones: needles as thick as the stroke
+            # width across the axis, narrow where they leave the edge, widest about a third of
+            # the way in and tapering to a point; the painter shortens a steep one to fit. The
+            # stroke width is a mean thickness, two thirds of such a needle's widest (a wedge,
+            # widest at the edge, would need twice it and reads as a wide triangle).
             middle = math.radians(min(stats.get("lean", [0.0] * 5)[2], 75.0))
-            width = min(1.0, max(0.1, 2.0 * stats["width_rel"][2] * fill / math.cos(middle)))
+            width = min(1.0, max(0.06, 1.5 * stats["width_rel"][2] * fill / math.cos(middle)))
             depth = fill
-            params |= {"belly": [0.0, 0.15], "neck": [0.7, 1.0], "point": [0.3, 0.8]}
+            params |= {"belly": [0.2, 0.45], "neck": [0.3, 0.6], "point": [0.6, 0.9]}
             # Thin shapes lose their faint rims to the visibility floor of the masks.
             low, high = params["contrast"]
             params["contrast"] = _span(max(low, 0.25), max(high, 0.35), bounds["contrast"])
@@ -602,6 +780,15 @@ def painter_parameters(painter: str, stats: Mapping[str, Any]) -> dict[str, Any]
     elif painter == "pit":
         params |= {"count": [1, 1], "spread": [0.0, 0.0], "radius": [0.18, 0.2]}
     return params
+
+
+def _box_share(aspect: float) -> float:
+    """Mean longer side of the upright box around an ellipse (minor / major ``aspect``) turned
+    to a uniformly random angle, as a share of its major axis."""
+    angles = np.linspace(0.0, math.pi / 2.0, 91)
+    cos, sin = np.cos(angles), np.sin(angles)
+    sides = np.maximum(np.hypot(cos, aspect * sin), np.hypot(sin, aspect * cos))
+    return float(sides.mean())
 
 
 @dataclass
@@ -661,7 +848,19 @@ def placement_arguments(
     Edge-anchored painters land on one image ``side`` (default: the one most real defects touch).
     """
     fill = _FILL[painter]
-    low, high = _inner(stats["size"])
+    if painter in ("spot", "stain"):
+        # A blob's major axis spans ``fill / 1.05`` of the layer (painter_parameters); turned
+        # to a random angle, its upright box (what ``size`` measures) is shorter.
+        bounds = PAINTER_PARAMS[painter].__dataclass_fields__["aspect"].metadata["bounds"]
+        aspect = _span(*_inner(stats["elongation"]), bounds, 0.05)
+        fill = fill / 1.05 * _box_share(math.sqrt(aspect[0] * aspect[1]))
+    # Sizes are drawn uniformly in the range: its quartiles are the real ones (its middle then
+    # lies between the real median and upper quartile). The range between the outer quantiles
+    # would put most fitted defects at twice the real median size: sizes are skewed, a few
+    # large defects stretch it.
+    q = stats["size"]
+    spread = q[3] - q[1]
+    low, high = max(q[1] - 0.5 * spread, q[0]), q[3] + 0.5 * spread
     count_q = stats["count"]
     count = (max(1, int(math.floor(count_q[1]))), max(1, int(math.ceil(count_q[3]))))
     placement: dict[str, Any] = {
@@ -850,12 +1049,16 @@ class FittedGenerator(ProceduralGenerator, PretrainedDefectGenerator):
             datasets=list(datasets),
             metrics=[],
         )
-        rows = ["| class | painter | defects | images | size (median) | contrast (median) |"]
-        rows.append("|---|---|---|---|---|---|")
+        rows = [
+            "| class | painter | defects | images | size (median) | contrast (median) "
+            "| change (median) |"
+        ]
+        rows.append("|---|---|---|---|---|---|---|")
         for name, s in self.fitted.classes.items():
             rows.append(
                 f"| {name} | {self.class_map[name]} | {int(s['n_defects'])} | "
-                f"{int(s['n_images'])} | {s['size'][2]:.3f} | {s['contrast'][2]:+.3f} |"
+                f"{int(s['n_images'])} | {s['size'][2]:.3f} | {s['contrast'][2]:+.3f} | "
+                f"{s['delta'][2]:+.3f} |"
             )
         body = [
             "# Procedural defects fitted to real defects",
@@ -864,7 +1067,9 @@ class FittedGenerator(ProceduralGenerator, PretrainedDefectGenerator):
             "",
             f"Fitted on: {self.fitted.source}. No image or pixel of the data is stored: only "
             "summary statistics (quantiles of size, shape, contrast, blur, count and a 16x16 "
-            "location prior per class) in `config.json`. `model.safetensors` is empty.",
+            "location prior per class) in `config.json`. `model.safetensors` is empty. Size, "
+            "shape and contrast are those of each mask's visible core; contrast is relative to "
+            "the local background, change is absolute (in [0, 1] image units).",
             "",
             *rows,
             "",

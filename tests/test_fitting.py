@@ -335,3 +335,149 @@ def test_leaning_chip_is_one_piece():
         )
         areas = sorted(stats[1:, cv2.CC_STAT_AREA].tolist())
         assert count >= 2 and sum(areas[:-1]) <= 0.03 * areas[-1]
+
+
+def _generous_records(folder: Path, core: float, ground: float, surface: float) -> list:
+    """Small dark discs (radius 4, tone ``core``) on a local ``ground`` patch, each inside a
+    generous square mask (25 px a side), in images whose surface is at ``surface``."""
+    rng = np.random.default_rng(2)
+    records = []
+    for index in range(6):
+        image = np.full(SIZE, surface) + rng.normal(0, 0.004, SIZE)
+        cx, cy = 60 + 6 * index, 60
+        image[cy - 30 : cy + 31, cx - 30 : cx + 31] = ground + rng.normal(0, 0.004, (61, 61))
+        disc = np.zeros(SIZE, np.uint8)
+        cv2.circle(disc, (cx, cy), 4, 1, -1)
+        image[disc > 0] = core
+        mask = np.zeros(SIZE, np.uint8)
+        mask[cy - 12 : cy + 13, cx - 12 : cx + 13] = 1
+        records.append(_write(folder, f"pit_{index}", image, mask))
+    return records
+
+
+def test_generous_mask_fits_the_visible_core(tmp_path):
+    records = _generous_records(tmp_path, core=0.2, ground=0.5, surface=0.5)
+    pit = fit_defects(records).classes["pit"]
+    # The disc (9 px across), not the 25 px mask; its contrast, not the mask's diluted mean.
+    assert pit["size"][2] == pytest.approx(9 / 120, abs=0.01)
+    assert pit["contrast"][2] == pytest.approx(-0.6, abs=0.05)
+    assert pit["delta"][2] == pytest.approx(-0.3, abs=0.02)
+    assert pit["visible"][2] == pytest.approx(math.pi * 4.5**2 / 25**2, abs=0.03)
+    whole = fit_defects(records, core=False).classes["pit"]
+    assert whole["size"][2] == pytest.approx(25 / 120, abs=0.01)
+    assert -0.2 < whole["contrast"][2] < -0.02
+    assert fit_defects(records).info["core"] is True
+
+
+def test_textured_mask_without_one_sided_core_is_measured_whole(tmp_path):
+    # Bright and dark stripes across the whole mask: no defect drawn generously, a texture.
+    image = np.full(SIZE, 0.5)
+    mask = np.zeros(SIZE, np.uint8)
+    mask[20:100, 30:130] = 1
+    for column in range(30, 130, 10):
+        image[20:100, column : column + 5] = 0.58
+        image[20:100, column + 5 : column + 10] = 0.43
+    record = _write(tmp_path, "band_0", image, mask)
+    band = fit_defects([record]).classes["band"]
+    assert band["visible"][2] == 1.0
+    assert band["size"][2] == pytest.approx(100 / 120, abs=0.02)
+
+
+def test_relief_is_the_absolute_change_on_the_part_surface(tmp_path):
+    from defectaug.fitting import painter_parameters
+
+    # The same dark disc 0.1 below its ground: on a dark ground in a bright part (as BSData
+    # pits sit in dark wear bands) and on a ground as bright as the part.
+    dark_band = fit_defects(
+        _generous_records(tmp_path / "a", core=0.15, ground=0.25, surface=0.5)
+    ).classes["pit"]
+    plain = fit_defects(
+        _generous_records(tmp_path / "b", core=0.4, ground=0.5, surface=0.5)
+    ).classes["pit"]
+    assert dark_band["delta"][2] == pytest.approx(plain["delta"][2], abs=0.01)
+    assert dark_band["contrast"][2] < 1.5 * plain["contrast"][2]  # -0.4 against -0.2
+    assert dark_band["surface"][2] == pytest.approx(0.5, abs=0.01)
+    # Painted relative to the surface it lands on: the same relief for both.
+    relief_a = painter_parameters("spot", dark_band)["contrast"]
+    relief_b = painter_parameters("spot", plain)["contrast"]
+    assert relief_a == pytest.approx(relief_b, abs=0.02)
+    assert np.mean(relief_a) == pytest.approx(1.3 * 0.1 / 0.5, abs=0.03)
+    # On the part's surface, fitted pits change it about as much as the real ones did.
+    generator = FittedGenerator(fit_defects(_generous_records(tmp_path / "c", 0.15, 0.25, 0.5)))
+    out = inject_defects(
+        torch.full((6, 1, 120, 160), 0.5),
+        "pit",
+        generator,
+        seed=0,
+        **generator.placement("pit"),
+    )
+    deltas = [s["delta"] for i in range(6) for s in measure_image(out.images[i], out.masks[i])]
+    assert np.median(deltas) == pytest.approx(-0.1, abs=0.035)
+
+
+def test_old_cards_without_absolute_statistics_paint_the_relative_contrast():
+    from defectaug.fitting import FittedDefects, painter_parameters
+
+    stats = _edge_stats(contrast=[-0.5, -0.4, -0.3, -0.2, -0.1])
+    fitted = FittedDefects.from_dict({"classes": {"chip": stats}}).classes["chip"]
+    assert fitted["delta"] == [0.0] * 5 and fitted["surface"] == [0.0] * 5
+    low, high = painter_parameters("spot", fitted)["contrast"]
+    assert (low, high) == pytest.approx((0.2 * 1.3, 0.4 * 1.3))
+
+
+def test_break_slivers_are_thin_needles():
+    from defectaug.fitting import painter_parameters
+
+    stats = _edge_stats(width_rel=[0.05, 0.08, 0.12, 0.2, 0.3])
+    params = painter_parameters("edge_chip", stats)
+    # Narrow at the edge, widest inside, pointed: not a wedge standing on the edge.
+    assert params["neck"][1] <= 0.6 and params["belly"][0] >= 0.2 and params["point"][0] >= 0.6
+    # Widest 1.5 times the mean stroke width across the (leaning) axis.
+    expected = 1.5 * 0.12 * 0.95 / math.cos(math.radians(30.0))
+    assert np.mean(params["width"]) == pytest.approx(expected * 0.975, rel=0.02)
+    generator = FittedGenerator({"classes": {"chip": stats}})
+    layer = generator.sample(16, "chip", generator=3, channels=1, layer_size=(96, 96))
+    for alpha in layer.alpha[:, 0]:
+        region = (alpha >= 0.5).numpy()
+        (measured,) = measure_image(torch.full((1, 96, 96), 0.5), torch.from_numpy(region)[None])
+        assert measured["elongation"] < 0.45
+
+
+def test_sizes_are_drawn_with_the_real_quartiles():
+    from defectaug.fitting import placement_arguments
+
+    # Skewed sizes: drawn up to the outer quantiles, a few large breaks would put most draws
+    # at twice the median; the uniform draw's quartiles are the real ones instead.
+    stats = _edge_stats(size=[0.01, 0.12, 0.18, 0.33, 1.07])
+    low, high = (0.95 * v for v in placement_arguments("edge_chip", stats)["scale"])
+    assert low + 0.25 * (high - low) == pytest.approx(0.12, abs=0.003)
+    assert low + 0.75 * (high - low) == pytest.approx(0.33, abs=0.003)
+
+
+def test_faint_shading_stays_near_the_visibility_floor():
+    from defectaug.fitting import painter_parameters
+    from defectaug.layer import VISIBILITY
+
+    faint = [-0.035, 0.001, 0.028, 0.07, 0.15]
+    stats = _edge_stats(
+        size=[0.3, 0.8, 1.0, 1.1, 2.0],
+        contrast=[-0.07, 0.0, 0.05, 0.15, 0.3],
+        bright_fraction=0.8,
+        delta=faint,
+        level=[0.3, 0.4, 0.5, 0.6, 0.7],
+        surface=[0.3, 0.4, 0.5, 0.6, 0.7],
+    )
+    params = painter_parameters("edge_shade", stats)
+    # From 2 to 3 times the floor (or the real change) over the room above the surface.
+    assert params["contrast"] == pytest.approx(
+        [2 * VISIBILITY / 0.5, 3 * VISIBILITY / 0.5], abs=1e-3
+    )
+    assert params["gradient"][0] >= 0.5 and params["softness"][0] >= 0.04
+    generator = FittedGenerator({"classes": {"shade": stats}})
+    placement = generator.placement("shade")
+    out = inject_defects(torch.full((4, 1, 96, 96), 0.5), "shade", generator, seed=0, **placement)
+    for image, mask in zip(out.images, out.masks, strict=True):
+        change = (image - 0.5)[mask >= 0.5]
+        assert change.numel() > 0
+        # Faint: a few floors at most, not a clearly brighter patch.
+        assert float(change.mean()) < 4 * VISIBILITY and float(change.max()) < 0.12
