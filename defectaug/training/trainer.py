@@ -56,8 +56,9 @@ CHECKPOINT_TENSORS = CHECKPOINT_STEM + TENSORS_SUFFIX
 RESUMABLE_CHANGES = ("iterations",)
 # Activation bytes a DCDGAN training step keeps per batch item, per float of the feature maps of
 # one generator pass plus one critic pass. Measured peak resident memory on CPU was 32-35x across
-# layer sizes 32-128, widths 4-16 and batches 8-64; 40 leaves room for allocator slack.
-_DCDGAN_BYTES_PER_FEATURE = 40
+# layer sizes 32-128, widths 4-16 and batches 8-64 on an Intel Xeon, up to 41x on an AMD EPYC
+# (allocator slack varies from run to run); 48 covers both.
+_DCDGAN_BYTES_PER_FEATURE = 48
 
 
 @dataclass
