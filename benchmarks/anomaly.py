@@ -463,6 +463,17 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def run_record(args: argparse.Namespace, command: str, commit: str) -> dict[str, str]:
+    """What a result records of its run: data, command, date, starting commit and machine."""
+    return {
+        "dataset": portable_path(args.train_data),
+        "command": command.strip(),
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "commit": commit,
+        "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
+    }
+
+
 def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
@@ -614,11 +625,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")
         # Written after every run: a long run stopped early still leaves its complete seeds.
         result = {
-            "dataset": portable_path(args.train_data),
-            "command": command.strip(),
-            "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "commit": commit,
-            "machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
+            **run_record(args, command, commit),
             "budget": ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
             + f", image {args.image_size} px",
             "arms": args.arms,

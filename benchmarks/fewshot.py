@@ -49,7 +49,7 @@ from benchmarks import anomaly
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet
 from benchmarks.downstream_models import TinyUNet
-from benchmarks.recording import git_commit, portable_command, portable_path
+from benchmarks.recording import git_commit, portable_command
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord
@@ -393,11 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")
         # Written after every run: a long run stopped early still leaves its complete seeds.
         result = {
-            "dataset": portable_path(args.train_data),
-            "command": command.strip(),
-            "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-            "commit": commit,
-            "machine": f"{anomaly.cpu_name()}, {args.threads} thread(s), torch {torch.__version__}",
+            **anomaly.run_record(args, command, commit),
             "budget": f"shots {'all' if args.shots is None else args.shots}, "
             + ", ".join(f"{k} {v}" for k, v in args.budget.__dict__.items())
             + f", synthetic_p {args.synthetic_p}, image {args.image_size} px",
