@@ -474,6 +474,15 @@ def run_record(args: argparse.Namespace, command: str, commit: str) -> dict[str,
     }
 
 
+def run_line(result: dict[str, Any]) -> str:
+    """A report's line on how its figures were made."""
+    return (
+        f"`{result['command']}` — {result['date']}, commit {result['commit']}, "
+        f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
+        + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran).")
+    )
+
+
 def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
@@ -481,9 +490,7 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     lines = [
         f"# Anomaly track ({result['dataset']}): segmenter trained on normals + synthetic only",
         "",
-        f"`{result['command']}` — {result['date']}, commit {result['commit']}, "
-        f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
-        + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran)."),
+        run_line(result),
         "",
         "Test split, all classes (mean over seeds; difference to the peer paired by seed):",
         "",

@@ -285,9 +285,7 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     lines = [
         f"# Few-shot track ({result['dataset']}, k = {shots} real defect images per class)",
         "",
-        f"`{result['command']}` — {result['date']}, commit {result['commit']}, "
-        f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
-        + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran)."),
+        anomaly.run_line(result),
         "",
         f"Shots per class: {shot_counts}. `real+bank` and `real+fitted` are built from the "
         "seed's shots; the other synthetic sources see no real defect.",
