@@ -436,16 +436,11 @@ def _check_stats(where: str, stats: Any) -> dict[str, Any]:
     if not isinstance(stats, Mapping):
         raise ValueError(f"{where}: expected a mapping of statistics, got {type(stats).__name__}")
     out: dict[str, Any] = {}
-    for key, (low, high) in _QUANTILE_BOUNDS.items():
-        values = stats.get(key)
-        if not isinstance(values, list) or len(values) != len(QUANTILES):
-            raise ValueError(f"{where}.{key}: expected a list of {len(QUANTILES)} quantiles")
-        numbers = [_number(f"{where}.{key}[{i}]", v, low, high) for i, v in enumerate(values)]
-        if any(b < a for a, b in zip(numbers, numbers[1:], strict=False)):
-            raise ValueError(f"{where}.{key}: quantiles must not decrease, got {numbers}")
-        out[key] = numbers
-    for key, (low, high) in _OPTIONAL_QUANTILE_BOUNDS.items():
-        values = stats.get(key, [0.0] * len(QUANTILES))
+    absent = [0.0] * len(QUANTILES)
+    bounds = [(key, span, None) for key, span in _QUANTILE_BOUNDS.items()]
+    bounds += [(key, span, absent) for key, span in _OPTIONAL_QUANTILE_BOUNDS.items()]
+    for key, (low, high), default in bounds:
+        values = stats.get(key, default)
         if not isinstance(values, list) or len(values) != len(QUANTILES):
             raise ValueError(f"{where}.{key}: expected a list of {len(QUANTILES)} quantiles")
         numbers = [_number(f"{where}.{key}[{i}]", v, low, high) for i, v in enumerate(values)]
