@@ -137,11 +137,12 @@ def read_split(root: Path, split: str | None) -> list[DefectRecord]:
     the source does not promise). Such a dataset is split by a hash of each image's path:
     ``HASH_TEST_FRACTION`` of every label goes to ``"test"``, the same on every machine.
     """
-    records = [
-        replace(r, label=NORMAL_ALIASES.get(r.label, r.label)) for r in read_defect_dataset(root)
-    ]
-    if any(r.split == "test" for r in records):
-        return read_defect_dataset(root, split=split or None)
+    found = read_defect_dataset(root)
+    if any(r.split == "test" for r in found):
+        if split in {r.split for r in found}:
+            return [r for r in found if r.split == split]
+        return read_defect_dataset(root, split=split or None)  # all, or the error naming splits
+    records = [replace(r, label=NORMAL_ALIASES.get(r.label, r.label)) for r in found]
     if split not in ("train", "test"):
         raise ValueError(
             f"split: {root} has no test split, so it is split by path hash into 'train' and "
