@@ -2,51 +2,72 @@
 
 Run (CPU; uses CUDA too when present)::
 
-    uv run python -m benchmarks.pipeline            # about 6-7 minutes on 2 cores
-    uv run python -m benchmarks.pipeline --quick    # a smoke run
+    uv run --group bench python -m benchmarks.pipeline           # anomalib peer rows included
+    uv run python -m benchmarks.pipeline --quick                 # a smoke run
+    uv run python -m benchmarks.pipeline --sections calls        # only the per-call table
 
-What is measured, in samples per second:
+What is measured (``--sections``, comma-separated; all by default):
 
-1. The data pipeline of a classifier at 224 px, in a ``DataLoader`` with 2 worker processes
+1. Loader groups (``target``, ``generators``, ``blends``, ``peer``), in samples per second: the
+   data pipeline of a classifier at 224 px, in a ``DataLoader`` with 2 worker processes
    (``--workers``) and batches of 32: decode a 512 x 512 JPEG (``torchvision.io.decode_jpeg``),
    ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToDtype(float32, scale=True)``. This
-   base is then run with ``DefectInject(all six procedural types)`` inserted after the flip. The
-   rows come in two groups, each measured on its own with its own base row (rows of one run
-   disturb each other, see :func:`row_groups`): the target's group is base, ``alpha, p=1`` and a
-   second copy of the base, whose ratio shows the run's spread; the other group is base,
-   ``alpha, p=0.3`` (a typical training setting) and the two Poisson blends at ``p=1``. The ratio
-   column is each row's time per sample over its group's base (see below); the target is
-   ``alpha, p=1`` <= 1.15.
-2. The peer: anomalib's ``PerlinAnomalyGenerator`` (DRAEM-style Perlin-noise anomalies, the
-   common "synthetic anomaly" augmentation) in the target's group, when anomalib is importable;
-   the row says "not installed" otherwise (it is not a defectaug dependency).
-3. The batched path, ``inject_defects`` on ready ``[64, 3, 224, 224]`` float batches in the main
+   base is then run with a defect step inserted after the flip, always at ``p=1`` unless the
+   row says otherwise. Each group is measured on its own with its own base row (rows of one run
+   disturb each other, see :func:`row_groups`):
+
+   - ``target``: base, ``DefectInject`` of the six procedural types with alpha blending, and a
+     second copy of the base, whose ratio shows the run's spread;
+   - ``generators``: base, ``DefectInject`` with a ``DefectBank`` of the magnetic-tile training
+     defects (``--bank-data``, read by ``load_generator(folder, split="train")``; the row says
+     "data not found" without it) and with the shipped learned card
+     ``dcdgan-magnetic-tile-64``, both alpha;
+   - ``blends``: base, procedural alpha at ``p=0.3`` (a typical training setting) and the two
+     Poisson blends;
+   - ``peer``: base and anomalib's ``PerlinAnomalyGenerator`` (DRAEM-style Perlin-noise
+     anomalies, the common "synthetic anomaly" augmentation) on the same images, when anomalib
+     is importable (``--group bench``); the row says "not installed" otherwise.
+
+   The ratio column is each row's time per sample over its group's base (see below), next to
+   the bar of issue #14 (:data:`LOADER_BARS`) and whether the row meets it.
+2. ``calls``: the per-call cost of issue #20, in one process with ``torch.set_num_threads(1)``,
+   on one 224 x 224 RGB float image in [0, 1] (a crop of one of the benchmark's JPEGs):
+   anomalib's ``PerlinAnomalyGenerator(probability=1.0)`` called as anomalib calls it,
+   ``generator(image) -> (augmented, mask)``, against the per-sample entry point a DataLoader
+   uses, ``DefectInject(None, p=1, generator=..., blend=...)``, for ``"cutpaste"`` and an
+   ``NSAGenerator`` whose pool is the benchmark's JPEG folder (normal surfaces), per blend.
+   Rows are timed call by call in interleaved rounds (a new random order each round) after a
+   warm-up; the figure is the median call. The speed-up is the peer's median over the row's,
+   next to the bars of :data:`CALL_BARS`.
+3. ``batched``: ``inject_defects`` on ready ``[64, 3, 224, 224]`` float batches in the main
    process (torch threads = the worker count, so the CPU budget matches), per blend mode; and on
    CUDA when a GPU is present.
 
-Within a group the loader rows are measured interleaved: ``--repeats`` rounds, each running one
+Within a loader group the rows are measured interleaved: ``--repeats`` rounds, each running one
 epoch of ``samples / repeats`` samples of every row in turn (in a new random order every round),
 so load from other jobs on the machine weighs on all rows alike. A row's samples/s is its total
 samples over its total time; its ratio is the median, over rounds, of its time per sample over the
-base row's in the same round (the min-max column shows the rounds' range): on a shared VM a round
-can hiccup (one epoch of an identical base row once took 1.69x the other's), and the median keeps
-one such round from swinging the figure. Workers persist across epochs
-(``persistent_workers=True``), as in a training run; the first epoch of every loader is warm-up
-(worker start, first-call caches, the first painted chunks) and is not timed. The header prints
+base row's in the same round (the min-max column shows the rounds' range): on a shared VM a single
+round can hiccup, and the median keeps one such round from swinging the figure. Workers persist
+across epochs (``persistent_workers=True``), as in a training run; the first epoch of every loader
+is warm-up (worker start, first-call caches, the first painted chunks) and is not timed. The
+header prints the date, the commit (marked when ``defectaug/`` or this file differ from it) and
 the machine's load average before and after. Numbers depend on the machine and its load; compare
-rows of one group, not across runs.
+rows of one group, not across runs. Figures of past runs are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +78,53 @@ from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
+from benchmarks.recording import REPO_ROOT, git_commit, portable_path
 from defectaug.assets import sample_backgrounds
 from defectaug.batch import BLEND_MODES, inject_defects
-from defectaug.generators import DEFECT_TYPES
+from defectaug.generators import DEFECT_TYPES, NSAGenerator, load_generator
 from defectaug.transforms import DefectInject
 
 SOURCE_SIZE = 512
 CROP = 224
+DEFAULT_BANK_DATA = REPO_ROOT.parent / "shared" / "data" / "magnetic_tile"
+LEARNED_CARD = "dcdgan-magnetic-tile-64"
+PEER_NAME = "anomalib PerlinAnomalyGenerator"
+LOADER_GROUPS = ("target", "generators", "blends", "peer")
+SECTIONS = (*LOADER_GROUPS, "calls", "batched")
+
+
+@dataclass(frozen=True)
+class Bar:
+    """An issue's goal for a ratio: ``ratio <= value`` (``at_most``) or ``ratio >= value``."""
+
+    value: float
+    at_most: bool = True
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.value if self.at_most else ratio >= self.value
+
+    def describe(self) -> str:
+        return f"{'<=' if self.at_most else '>='} {self.value:.2f}x"
+
+    def verdict(self, ratio: float | None) -> str:
+        """``"<= 1.10x: met"``; ``"<= 1.10x: not measured"`` without a ratio."""
+        outcome = "not measured" if ratio is None else "met" if self.met(ratio) else "not met"
+        return f"{self.describe()}: {outcome}"
+
+
+#: Issue #14's bars: time per sample over the base pipeline's, 2 workers, 224 px, p=1.
+LOADER_BARS = {
+    "procedural alpha": Bar(1.10),
+    "bank alpha": Bar(1.15),
+    "dcdgan alpha": Bar(1.15),
+    "poisson": Bar(1.3),
+    "improved_poisson": Bar(1.5),
+}
+#: Issue #20's bars: the peer's time per call over defectaug's (how many times faster), 1 thread.
+CALL_BARS = {"alpha": Bar(10.0, at_most=False), "poisson": Bar(3.0, at_most=False)}
+
+
+# ---------------------------------------------------------------------------------- inputs
 
 
 def make_jpegs(folder: Path, count: int) -> list[Path]:
@@ -102,6 +163,15 @@ class JpegImages(Dataset):
         return self.transform(image)
 
 
+def call_image(path: Path) -> torch.Tensor:
+    """The per-call section's input: the top-left 224 x 224 of one JPEG, float [3, H, W] in
+    [0, 1] (what anomalib's generator takes)."""
+    return decode_jpeg(read_file(str(path)))[:, :CROP, :CROP].float().div(255).contiguous()
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
 class PerlinPeer:
     """anomalib's ``PerlinAnomalyGenerator`` as a v2-style step on uint8 images (mask dropped)."""
 
@@ -113,7 +183,9 @@ class PerlinPeer:
         return tv_tensors.Image((augmented.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-def load_perlin_peer() -> tuple[PerlinPeer | None, str]:
+def load_perlin_generator() -> tuple[Any | None, str]:
+    """anomalib's ``PerlinAnomalyGenerator(probability=1.0)`` (no texture source folder, as
+    DRAEM's default), or ``None`` and why not."""
     for module_name in ("anomalib.data.utils.generators.perlin", "anomalib.data.utils.generators"):
         try:
             module = importlib.import_module(module_name)
@@ -121,8 +193,148 @@ def load_perlin_peer() -> tuple[PerlinPeer | None, str]:
             continue
         peer_class = getattr(module, "PerlinAnomalyGenerator", None)
         if peer_class is not None:
-            return PerlinPeer(peer_class(probability=1.0)), "ok"
+            return peer_class(probability=1.0), "ok"
     return None, "not installed"
+
+
+def load_bank(root: Path) -> tuple[Any | None, str]:
+    """A ``DefectBank`` of the training split's defects, built the way a user names a dataset
+    folder (``load_generator(folder, split="train")``), or ``None`` and why not."""
+    if not root.is_dir():
+        return None, "data not found"
+    try:
+        return load_generator(str(root), split="train"), "ok"
+    except Exception as error:  # an unreadable dataset must not sink the other rows
+        return None, f"data not readable: {type(error).__name__}"
+
+
+def load_card(name: str) -> tuple[Any | None, str]:
+    try:
+        return load_generator(name), "ok"
+    except Exception as error:  # a broken card must not sink the other rows
+        return None, f"could not be loaded: {type(error).__name__}"
+
+
+@dataclass
+class Sources:
+    """The generators the rows use; ``None`` where one is unavailable, with the reason."""
+
+    peer: Any | None = None
+    peer_status: str = "not installed"
+    bank: Any | None = None
+    bank_status: str = "data not found"
+    card: Any | None = None
+    card_status: str = "not loaded"
+
+
+def load_sources(groups: Sequence[str], bank_data: Path, with_peer: bool) -> Sources:
+    """Only what the chosen sections use is loaded (anomalib's import alone takes seconds)."""
+    sources = Sources()
+    if with_peer:
+        sources.peer, sources.peer_status = load_perlin_generator()
+    if "generators" in groups:
+        sources.bank, sources.bank_status = load_bank(bank_data)
+        sources.card, sources.card_status = load_card(LEARNED_CARD)
+    return sources
+
+
+# ---------------------------------------------------------------------------------- loader rows
+
+
+@dataclass
+class LoaderRow:
+    """One pipeline: ``step`` is inserted after the flip (``None``: the base pipeline).
+
+    ``missing`` says why the row cannot run (it is printed instead of figures); ``reported``
+    marks the peer, whose figures are reported against no bar.
+    """
+
+    name: str
+    step: Callable[[Any], Any] | None
+    bar: Bar | None = None
+    missing: str | None = None
+    reported: bool = False
+
+
+@dataclass
+class LoaderResult:
+    row: LoaderRow
+    speed: float | None = None  # samples/s over all rounds
+    ratio: float | None = None  # median over rounds of time per sample over the base's
+    lowest: float | None = None
+    highest: float | None = None
+
+
+BASE_ROW = "base pipeline (decode, crop, flip, ToDtype)"
+
+
+def _optional_row(name: str, generator: Any | None, status: str, bar: Bar) -> LoaderRow:
+    if generator is None:
+        return LoaderRow(name, None, bar, missing=status)
+    return LoaderRow(name, DefectInject(None, p=1.0, generator=generator, seed=0), bar)
+
+
+def row_groups(sources: Sources, groups: Sequence[str] = LOADER_GROUPS) -> list[list[LoaderRow]]:
+    """The loader rows, in groups measured one after the other, each with its own base row first.
+
+    Rows of one interleaved run disturb each other (identical base rows drift apart in a run
+    with several ``DefectInject`` rows; ``benchmarks/README.md`` has the figures), so each
+    group is small: the target's row runs between two base rows, and the slower rows (real and
+    learned generators, the Poisson blends, the peer) in groups of their own.
+    """
+    built: dict[str, list[LoaderRow]] = {
+        "target": [
+            LoaderRow(BASE_ROW, None),
+            LoaderRow(
+                "+ DefectInject procedural alpha, p=1",
+                DefectInject(DEFECT_TYPES, p=1.0, seed=0),
+                LOADER_BARS["procedural alpha"],
+            ),
+            # The base again, as its own loader: how far two identical rows of one run drift.
+            LoaderRow("base pipeline again (identical row: the run's spread)", None),
+        ],
+        "generators": [
+            LoaderRow(BASE_ROW, None),
+            _optional_row(
+                "+ DefectInject DefectBank (train-split defects) alpha, p=1",
+                sources.bank,
+                sources.bank_status,
+                LOADER_BARS["bank alpha"],
+            ),
+            _optional_row(
+                f"+ DefectInject {LEARNED_CARD} alpha, p=1",
+                sources.card,
+                sources.card_status,
+                LOADER_BARS["dcdgan alpha"],
+            ),
+        ],
+        "blends": [
+            LoaderRow(BASE_ROW, None),
+            LoaderRow(
+                "+ DefectInject procedural alpha, p=0.3",
+                DefectInject(DEFECT_TYPES, p=0.3, seed=0),
+            ),
+        ]
+        + [
+            LoaderRow(
+                f"+ DefectInject procedural {blend}, p=1",
+                DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0),
+                LOADER_BARS[blend],
+            )
+            for blend in BLEND_MODES
+            if blend != "alpha"
+        ],
+        "peer": [
+            LoaderRow(BASE_ROW, None),
+            LoaderRow(
+                f"+ {PEER_NAME} (peer), p=1",
+                None if sources.peer is None else PerlinPeer(sources.peer),
+                missing=None if sources.peer is not None else sources.peer_status,
+                reported=True,
+            ),
+        ],
+    }
+    return [built[name] for name in LOADER_GROUPS if name in groups]
 
 
 def pipeline(step: Callable[[Any], Any] | None) -> v2.Compose:
@@ -193,11 +405,158 @@ def interleaved_throughput(
     return speeds, rounds
 
 
-def load_average() -> str:
-    try:
-        return "/".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
+def group_results(
+    rows: list[LoaderRow], speeds: list[float], rounds: list[list[float]]
+) -> list[LoaderResult]:
+    """One result per row of a group: ``speeds`` and ``rounds`` cover the rows that ran (not
+    ``missing``), base first; a ratio is taken round by round against that base."""
+    ran = [row for row in rows if row.missing is None]
+    by_row: dict[int, LoaderResult] = {}
+    for index, (row, speed) in enumerate(zip(ran, speeds, strict=True)):
+        ratios = sorted(times[index] / times[0] for times in rounds)
+        by_row[id(row)] = LoaderResult(row, speed, statistics.median(ratios), ratios[0], ratios[-1])
+    return [by_row.get(id(row), LoaderResult(row)) for row in rows]
+
+
+def measure_groups(
+    groups: list[list[LoaderRow]],
+    paths: list[Path],
+    samples: int,
+    workers: int,
+    batch: int,
+    repeats: int,
+) -> list[LoaderResult]:
+    results: list[LoaderResult] = []
+    for rows in groups:
+        steps = [row.step for row in rows if row.missing is None]
+        speeds, rounds = interleaved_throughput(paths, steps, samples, workers, batch, repeats)
+        results += group_results(rows, speeds, rounds)
+    return results
+
+
+def bar_cell(row: LoaderRow, ratio: float | None) -> str:
+    if row.reported:
+        return "reported (peer)"
+    return "-" if row.bar is None else row.bar.verdict(ratio)
+
+
+def loader_table(results: list[LoaderResult], workers: int) -> list[str]:
+    lines = [
+        "| data loader pipeline | samples/s | ms/sample (worker) | time vs base "
+        "(median of rounds) | rounds (min-max) | bar (issue #14) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for result in results:
+        row = result.row
+        if result.speed is None:
+            bar = "-" if row.reported or row.bar is None else row.bar.verdict(None)
+            lines.append(f"| {row.name} | {row.missing} | - | - | - | {bar} |")
+            continue
+        per_sample = 1000.0 * max(1, workers) / result.speed
+        lines.append(
+            f"| {row.name} | {result.speed:.1f} | {per_sample:.2f} | {result.ratio:.2f}x "
+            f"| {result.lowest:.2f}-{result.highest:.2f}x | {bar_cell(row, result.ratio)} |"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------- per call
+
+
+@dataclass
+class CallRow:
+    """One per-call entry: ``call(image)`` on one ``[3, 224, 224]`` float image."""
+
+    name: str
+    call: Callable[[torch.Tensor], Any] | None
+    bar: Bar | None = None
+    missing: str | None = None
+    peer: bool = False
+
+
+def call_rows(peer: Any | None, peer_status: str, pool: Path) -> list[CallRow]:
+    """The peer first, then ``DefectInject`` of ``cutpaste`` and ``nsa`` per blend."""
+    rows = [
+        CallRow(
+            f"{PEER_NAME}(probability=1.0), (augmented, mask) = generator(image)",
+            peer,
+            missing=None if peer is not None else peer_status,
+            peer=True,
+        )
+    ]
+    generators: list[tuple[str, Any]] = [
+        ("cutpaste", "cutpaste"),
+        ("nsa (pool: the benchmark's JPEG folder)", NSAGenerator(pool=pool)),
+    ]
+    for label, generator in generators:
+        for blend in BLEND_MODES:
+            transform = DefectInject(None, p=1.0, generator=generator, blend=blend, seed=0)
+            rows.append(
+                CallRow(f"DefectInject {label}, {blend}, p=1", transform, CALL_BARS.get(blend))
+            )
+    return rows
+
+
+def per_call_ms(
+    calls: list[Callable[[torch.Tensor], Any]],
+    image: torch.Tensor,
+    count: int,
+    warmup: int,
+    rounds: int,
+) -> list[float]:
+    """Median milliseconds per call of each callable: ``warmup`` untimed calls each, then
+    ``rounds`` rounds of ``count / rounds`` individually timed calls of each, the callables in a
+    new random order every round."""
+    for call in calls:
+        for _ in range(warmup):
+            call(image)
+    per_round = max(1, count // max(1, rounds))
+    times: list[list[float]] = [[] for _ in calls]
+    order_generator = torch.Generator().manual_seed(0)
+    for _ in range(max(1, rounds)):
+        for index in torch.randperm(len(calls), generator=order_generator).tolist():
+            call = calls[index]
+            for _ in range(per_round):
+                started = time.perf_counter()
+                call(image)
+                times[index].append(time.perf_counter() - started)
+    return [1000.0 * statistics.median(values) for values in times]
+
+
+def call_table(rows: list[CallRow], milliseconds: list[float | None]) -> list[str]:
+    """The per-call table; ``milliseconds`` is ``None`` for rows that did not run."""
+    peer_ms = next(
+        (ms for row, ms in zip(rows, milliseconds, strict=True) if row.peer and ms is not None),
+        None,
+    )
+    lines = [
+        "| one call, 224 x 224 RGB float, 1 thread | ms per call (median) "
+        "| peer's time / this | bar (issue #20) |",
+        "|---|---:|---:|---|",
+    ]
+    for row, ms in zip(rows, milliseconds, strict=True):
+        if ms is None:
+            lines.append(f"| {row.name} | {row.missing} | - | - |")
+            continue
+        if row.peer:
+            lines.append(f"| {row.name} | {ms:.3f} | 1.00x | reported (peer) |")
+            continue
+        speedup = None if peer_ms is None else peer_ms / ms
+        speedup_text = "- (no peer)" if speedup is None else f"{speedup:.1f}x"
+        bar = "reported" if row.bar is None else row.bar.verdict(speedup)
+        lines.append(f"| {row.name} | {ms:.3f} | {speedup_text} | {bar} |")
+    return lines
+
+
+def measure_calls(
+    rows: list[CallRow], image: torch.Tensor, count: int, warmup: int, rounds: int
+) -> list[float | None]:
+    ran = [row for row in rows if row.call is not None]
+    measured = iter(per_call_ms([row.call for row in ran], image, count, warmup, rounds))
+    return [None if row.call is None else next(measured) for row in rows]
+
+
+# ---------------------------------------------------------------------------------- batched
 
 
 def batched_throughput(blend: str, device: str, samples: int, batch: int) -> float:
@@ -214,107 +573,125 @@ def batched_throughput(blend: str, device: str, samples: int, batch: int) -> flo
     return rounds * batch / (time.perf_counter() - started)
 
 
-BASE_ROW = "base pipeline (decode, crop, flip, ToDtype)"
+# ---------------------------------------------------------------------------------- main
 
 
-def row_groups(peer: Callable[[Any], Any] | None) -> list[list[tuple[str, Any]]]:
-    """The loader rows, in groups measured one after the other, each with its own base row.
-
-    Rows of one interleaved run disturb each other: in runs with several ``DefectInject`` rows,
-    two identical base rows drifted 10-12 % apart, against 1.5 % in a run of base, alpha, base.
-    So the target's row runs in a group of its own, between two base rows, and the others in a
-    second group.
-    """
-    target = [
-        (BASE_ROW, None),
-        ("+ DefectInject alpha, p=1", DefectInject(DEFECT_TYPES, p=1.0, seed=0)),
-        # The base again, as its own loader: how far two identical rows of one run drift apart.
-        ("base pipeline again (identical row: the run's spread)", None),
-    ]
-    if peer is not None:
-        target.append(("+ anomalib PerlinAnomalyGenerator (peer)", peer))
-    others = [
-        (BASE_ROW, None),
-        ("+ DefectInject alpha, p=0.3", DefectInject(DEFECT_TYPES, p=0.3, seed=0)),
-    ] + [
-        (f"+ DefectInject {blend}, p=1", DefectInject(DEFECT_TYPES, p=1.0, blend=blend, seed=0))
-        for blend in BLEND_MODES
-        if blend != "alpha"
-    ]
-    return [target, others]
+def load_average() -> str:
+    try:
+        return "/".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
-def main(argv: list[str] | None = None) -> None:
+def unmet(lines: list[str]) -> list[str]:
+    """The first cell of every table line whose bar is not met."""
+    return [line.split(" | ")[0].lstrip("| ") for line in lines if ": not met" in line]
+
+
+def parse_sections(text: str) -> list[str]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Run the chosen sections and print their tables; also returns the printed lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4096, help="timed samples per loader row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=8, help="interleaved rounds per row")
+    parser.add_argument("--calls", type=int, default=300, help="timed calls per per-call row")
+    parser.add_argument("--jpegs", type=int, default=64, help="distinct source JPEGs")
+    parser.add_argument(
+        "--sections",
+        type=parse_sections,
+        default=list(SECTIONS),
+        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument(
+        "--bank-data",
+        type=Path,
+        default=DEFAULT_BANK_DATA,
+        help="dataset folder whose train split's defects fill the DefectBank row",
+    )
     parser.add_argument("--quick", action="store_true", help="128 samples per row (smoke run)")
     args = parser.parse_args(argv)
     samples = 128 if args.quick else args.samples
     repeats = 2 if args.quick else max(1, args.repeats)
+    calls = 40 if args.quick else max(1, args.calls)
+    sections = args.sections
+    groups = [name for name in LOADER_GROUPS if name in sections]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    commit = git_commit(short=True, watched=["defectaug", "benchmarks/pipeline.py"])
     load_before = load_average()
-
-    with tempfile.TemporaryDirectory() as folder:
-        paths = make_jpegs(Path(folder), 64)
-        torch.set_num_threads(1)
-        peer, status = load_perlin_peer()
-        # (name, samples/s, median ratio to the base, lowest and highest round's ratio)
-        rows: list[tuple[str, float, float, float, float]] = []
-        for group in row_groups(peer):
-            names = [name for name, _ in group]
-            speeds, rounds = interleaved_throughput(
-                paths, [step for _, step in group], samples, args.workers, args.batch_size, repeats
-            )
-            # Ratios are taken round by round, within a group, against its own first (base) row.
-            for index, (name, speed) in enumerate(zip(names, speeds, strict=True)):
-                ratios = sorted(times[index] / times[0] for times in rounds)
-                rows.append((name, speed, statistics.median(ratios), ratios[0], ratios[-1]))
-        base = rows[0][1]
-        alpha_ratio = rows[1][2]
-
-    torch.set_num_threads(max(1, args.workers))
-    batched = []
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        for blend in BLEND_MODES:
-            speed = batched_throughput(blend, device, min(samples, 512), 64)
-            batched.append((f"inject_defects {blend}, batch 64, {device}", speed))
-
-    print(
-        f"defectaug pipeline benchmark - torch {torch.__version__}, "
-        f"Python {platform.python_version()}, "
-        f"{args.workers} loader workers, batch {args.batch_size}, {samples} timed samples per row "
-        f"in {repeats} interleaved rounds, {CROP} px from {SOURCE_SIZE} px JPEGs; load average "
-        f"(1/5/15 min) {load_before} before, {load_average()} after, {os.cpu_count()} CPUs"
-    )
-    print()
-    print(
-        "| data loader pipeline | samples/s | ms/sample (worker) | time vs base "
-        "(median of rounds) | rounds (min-max) |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for name, speed, ratio, lowest, highest in rows:
-        per_sample = 1000.0 * args.workers / speed
-        print(
-            f"| {name} | {speed:.1f} | {per_sample:.2f} | {ratio:.2f}x "
-            f"| {lowest:.2f}-{highest:.2f}x |"
-        )
-    if peer is None:
-        print(f"| + anomalib PerlinAnomalyGenerator (peer) | {status} | - | - | - |")
-    print()
     threads = max(1, args.workers)
-    print(f"| batched path (CPU torch threads: {threads}) | samples/s | vs base loader |")
-    print("|---|---:|---:|")
-    for name, speed in batched:
-        print(f"| {name} | {speed:.1f} | {speed / base:.2f}x |")
-    verdict = "met" if alpha_ratio <= 1.15 else "not met"
-    print()
-    print(
-        "target: DefectInject alpha (p=1) <= 1.15x the base time per sample: "
-        f"{alpha_ratio:.2f}x ({verdict})"
-    )
+
+    loader_lines: list[str] = []
+    call_lines: list[str] = []
+    base_speed: float | None = None
+    with tempfile.TemporaryDirectory() as folder:
+        paths = make_jpegs(Path(folder), max(1, args.jpegs))
+        torch.set_num_threads(1)
+        sources = load_sources(
+            groups, args.bank_data, with_peer="peer" in groups or "calls" in sections
+        )
+        if groups:
+            results = measure_groups(
+                row_groups(sources, groups),
+                paths,
+                samples,
+                args.workers,
+                args.batch_size,
+                repeats,
+            )
+            loader_lines = loader_table(results, args.workers)
+            base_speed = results[0].speed
+        if "calls" in sections:
+            rows = call_rows(sources.peer, sources.peer_status, Path(folder))
+            milliseconds = measure_calls(
+                rows, call_image(paths[0]), calls, warmup=max(5, calls // 10), rounds=5
+            )
+            call_lines = call_table(rows, milliseconds)
+
+    batched_lines: list[str] = []
+    if "batched" in sections:
+        torch.set_num_threads(threads)
+        batched_lines = [
+            f"| batched path (CPU torch threads: {threads}) | samples/s | vs first base loader |",
+            "|---|---:|---:|",
+        ]
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for device in devices:
+            for blend in BLEND_MODES:
+                speed = batched_throughput(blend, device, min(samples, 512), 64)
+                versus = "-" if base_speed is None else f"{speed / base_speed:.2f}x"
+                batched_lines.append(
+                    f"| inject_defects {blend}, batch 64, {device} | {speed:.1f} | {versus} |"
+                )
+
+    bank_source = portable_path(args.bank_data)
+    printed = [
+        f"defectaug pipeline benchmark - {started:%Y-%m-%d %H:%M} UTC, commit {commit}; "
+        f"torch {torch.__version__}, Python {platform.python_version()}; "
+        f"{args.workers} loader workers, batch {args.batch_size}, {samples} timed samples per "
+        f"row in {repeats} interleaved rounds; {calls} timed calls per per-call row; "
+        f"{CROP} px from {SOURCE_SIZE} px JPEGs; bank data {bank_source}; load average "
+        f"(1/5/15 min) {load_before} before, {load_average()} after, {os.cpu_count()} CPUs",
+    ]
+    for lines in (loader_lines, call_lines, batched_lines):
+        if lines:
+            printed += ["", *lines]
+    missed = unmet(loader_lines) + unmet(call_lines)
+    if loader_lines or call_lines:
+        printed += ["", "bars not met: " + ("; ".join(missed) if missed else "none")]
+    print("\n".join(printed))
+    return printed
 
 
 if __name__ == "__main__":
