@@ -198,13 +198,7 @@ def _composite_box(
             state = 0
             for channel in range(channels):
                 under = window[channel, at_row, at_col] / scale
-                # Negative relief darkens towards black, positive lightens towards white.
-                shaded = under * (1.0 + relief) if relief < 0.0 else under + (1.0 - under) * relief
-                content = shaded * texture
-                if tinted:
-                    rust = _RED if channel == 0 else (_GREEN if channel == 1 else _BLUE)
-                    content *= 1.0 - strength * (1.0 - rust)
-                content = min(max(content, 0.0), 1.0)
+                content = _shade(under, relief, texture, tinted, strength, channel)
                 value = under + cover * (content - under)
                 if rounded:
                     value = np.rint(min(max(value, 0.0), 1.0) * scale)
@@ -225,6 +219,20 @@ def _composite_box(
                 row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
                 col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
     return row_start, row_stop, col_start, col_stop
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _shade(
+    under: float, relief: float, texture: float, tinted: bool, strength: float, channel: int
+) -> float:
+    """``shade_relief`` of one channel of one pixel of tone ``under``."""
+    # Negative relief darkens towards black, positive lightens towards white.
+    shaded = under * (1.0 + relief) if relief < 0.0 else under + (1.0 - under) * relief
+    content = shaded * texture
+    if tinted:
+        rust = _RED if channel == 0 else (_GREEN if channel == 1 else _BLUE)
+        content *= 1.0 - strength * (1.0 - rust)
+    return min(max(content, 0.0), 1.0)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -331,6 +339,52 @@ def composite_tracked(
         level_left,
         threshold,
     )
+
+
+@njit(cache=True, nogil=True)
+def shade_content(
+    image: np.ndarray,
+    planes: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    alpha: np.ndarray,
+    top: int,
+    left: int,
+    sign: float,
+    tint: float,
+    scale: float,
+) -> np.ndarray:
+    """The shaded content ``[C, h, w]`` (float64) of a layer over the box ``top, left`` of
+    ``image [C, H, W]``, where its coverage ``alpha [h, w]`` (:func:`warp_alpha`) is non-zero.
+
+    The relief is shaded on ``image``'s pixels (read as ``value / scale``) as in
+    :func:`composite_relief`, but not composited: the Poisson blends of the compiled renderer
+    (:mod:`defectaug._poisson_kernels`) start from it. Content is 0 where ``alpha`` is 0.
+    """
+    channels = image.shape[0]
+    box_h, box_w = alpha.shape
+    signed_plane, fixed_plane = planes[_SIGNED], planes[_FIXED]
+    texture_plane, alpha_plane = planes[_TEXTURE], planes[_ALPHA]
+    tinted = channels == 3 and tint > 0.0
+    shape = alpha_plane.shape
+    affine = _affine(box_to_layer)
+    content = np.zeros((channels, box_h, box_w), dtype=np.float64)
+    for row in range(box_h):
+        for col in range(box_w):
+            if alpha[row, col] <= 0.0:
+                continue
+            _, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
+            taps = _taps(x, y, left_tap, top_tap, shape[0], shape[1])
+            relief = _sample(signed_plane, taps) * sign + _sample(fixed_plane, taps)
+            relief = min(max(relief, -1.0), 1.0)
+            texture = 1.0 + _sample(texture_plane, taps)
+            strength = min(tint * min(abs(relief), 1.0) * 3.0, 1.0) if tinted else 0.0
+            for channel in range(channels):
+                under = image[channel, top + row, left + col] / scale
+                content[channel, row, col] = _shade(
+                    under, relief, texture, tinted, strength, channel
+                )
+    return content
 
 
 @njit(cache=True, nogil=True)

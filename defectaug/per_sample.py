@@ -10,25 +10,37 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
   relief maps (:class:`~defectaug.generators.relief.ReliefMaps`) and shaded with the very
   pixels they land on, so a chunk suits any image. ``DefectInject`` hands the same reservoir to
-  the torch renderer when it renders (other blends, other devices), so both use the same layers;
+  the torch renderer when it renders (other devices, dtypes, generators), so both use the same
+  layers;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
-  composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`), written
-  straight into the output (a uint8 image stays uint8);
-- settles the result over the defects' boxes (:func:`defectaug._kernels.settle_levels`): the label
-  mask is what visibly changed (``VISIBILITY``), and changes farther than ``TELL_MARGIN`` px from
-  it are undone, the same rule as :func:`defectaug.batch.settle_composite`. The compositing pass
-  records how much each pixel it writes changed, so settling reads the image again only where it
-  restores a pixel.
+  alpha-composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`),
+  written straight into the output (a uint8 image stays uint8);
+- for ``blend="poisson"`` and ``"improved_poisson"`` (and their ``blend_options``) runs the torch
+  renderer's steps (``defectaug.batch._blend_round``) over each defect's own small region
+  (:mod:`defectaug._poisson_kernels`): the soft composite as source, the core and its footprint,
+  the solve over :func:`~defectaug.compositing.poisson.blend_rectangle`'s rectangle (a DST-I)
+  or over the improved blend's band (conjugate gradients), and the alpha blend mixed back in
+  where a defect kept less than ``KEPT_CONTRAST`` of its contrast. The defects are blended in
+  draw order in floats on the window they reach, and written into the output once (a uint8
+  image is rounded once, as the torch renderer rounds its float composite);
+- settles the result over the defects' reaches (:func:`defectaug._kernels.settle_levels`): the
+  label mask is what visibly changed (``VISIBILITY``), and changes farther than ``TELL_MARGIN`` px
+  from it are undone, the same rule as :func:`defectaug.batch.settle_composite`. The compositing
+  pass records how much each pixel it writes changed, so settling reads the image again only
+  where it restores a pixel.
 
-It renders alpha blending onto PIL images and CPU tensors of dtype uint8, float32 or float64 that
+It renders every blend onto PIL images and CPU tensors of dtype uint8, float32 or float64 that
 need no gradient (:func:`takes_fast_path`); ``DefectInject`` sends anything else to the torch
-renderer. numba is imported on the first render, not with this module.
+renderer. For one plan and the same layers both renderers give the same label mask, and images
+that differ by float rounding (one level of a uint8 image). numba (and, for the Poisson blends,
+scipy) is imported on the first render, not with this module.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -39,6 +51,7 @@ import torch
 
 from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
 from defectaug._seeding import mix_seed, stream_identity
+from defectaug.batch import check_blend_options
 from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
@@ -51,6 +64,13 @@ def _kernels() -> ModuleType:
     from defectaug import _kernels
 
     return _kernels
+
+
+def _poisson() -> ModuleType:
+    # As _kernels (numba), and scipy: only a transform that renders a Poisson blend here pays it.
+    from defectaug import _poisson_kernels
+
+    return _poisson_kernels
 
 
 #: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
@@ -203,7 +223,8 @@ _INVISIBLE.flags.writeable = False
 @dataclass(frozen=True)
 class SamplePlan:
     """A :class:`~defectaug.plan.Plan` for one image laid out for the compiled renderer: its
-    defects (in draw order) with their layers, type and size.
+    defects (in draw order) with their layers, type and size, and the blend to composite them
+    with (``blend``, ``blend_options``: see :func:`place_sample`).
 
     ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
     decides the label mask, so mask and image always agree. ``drawn`` is the plan.
@@ -214,6 +235,39 @@ class SamplePlan:
     image_size: tuple[int, int]
     source: Any = field(default=None, compare=False, repr=False)
     drawn: Plan | None = field(default=None, compare=False, repr=False)
+    blend: str = "alpha"
+    blend_options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @functools.cached_property
+    def regions(self) -> tuple[Any, ...] | None:
+        """Per defect, where its Poisson blend works (``_poisson_kernels.BlendRegion``; ``None``
+        for alpha blending). It depends on the layers alone: every image of the sample shares
+        it."""
+        if self.blend == "alpha" or not self.defects:
+            return None
+        poisson = _poisson()
+        boxes = [(d.top, d.left, d.height, d.width) for d in self.defects]
+        canvases = poisson.canvases(boxes, [d.planes.shape[-1] for d in self.defects])
+        return tuple(
+            poisson.blend_region(
+                defect.alpha(),
+                box,
+                canvas,
+                self.image_size,
+                self.blend,
+                self.blend_options.get("band", 0),
+            )
+            for defect, box, canvas in zip(self.defects, boxes, canvases, strict=True)
+        )
+
+    @property
+    def reach(self) -> tuple[tuple[int, int, int, int], ...]:
+        """Per defect, the window ``top, left, height, width`` holding every pixel it may
+        change: its box, and for the Poisson blends the region solved around it."""
+        regions = self.regions
+        if regions is None:
+            return tuple((d.top, d.left, d.height, d.width) for d in self.defects)
+        return tuple(region.reach for region in regions)
 
     @functools.cached_property
     def _source_result(self) -> list[Any]:
@@ -258,15 +312,23 @@ def takes_fast_path(image: Any) -> bool:
 
 
 def place_sample(
-    plan: Plan, image: Any, reservoir: LayerReservoir, confine: bool = True
+    plan: Plan,
+    image: Any,
+    reservoir: LayerReservoir,
+    confine: bool = True,
+    blend: str = "alpha",
+    blend_options: Mapping[str, Any] | None = None,
 ) -> SamplePlan:
-    """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`.
+    """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`, to
+    be composited with ``blend`` and its ``blend_options`` (see
+    :func:`defectaug.batch.composite_visible`).
 
     Each defect takes the next layer of its type at :func:`paint_side` of its size from
     ``reservoir`` and is placed with :func:`~defectaug.plan.layer_box`; with ``confine`` and a
     region of interest in the plan its coverage is cut to the ROI. Its sign (dark or bright) is
     decided by the surface's mean tone under its box (every other pixel, before any defect).
     """
+    options = check_blend_options(blend, blend_options)
     pixels = as_chw(image)
     image_size = plan.image_size
     if tuple(pixels.shape[-2:]) != image_size:
@@ -310,11 +372,12 @@ def place_sample(
                 layer.tint,
             )
         )
-    return SamplePlan(type_index, tuple(defects), image_size, image, plan)
+    return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options)
 
 
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
-    """A copy of ``image`` (same type, dtype and shape) with the plan's defects alpha-composited.
+    """A copy of ``image`` (same type, dtype and shape) with the plan's defects composited with
+    its blend.
 
     The result is settled (:func:`~defectaug._kernels.settle_levels`): pixels that changed
     invisibly farther than ``TELL_MARGIN`` px from what visibly changed are left as they were.
@@ -363,50 +426,92 @@ def _composite(image: Any, plan: SamplePlan) -> tuple[Any, np.ndarray, tuple[int
 def _composite_defects(
     out: np.ndarray, before: np.ndarray, plan: SamplePlan
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Alpha-composite the plan's shaded defects into ``out [C, H, W]`` in place and settle it.
+    """Composite the plan's shaded defects into ``out [C, H, W]`` in place, in draw order, with
+    its blend, and settle it.
 
     ``before`` holds the pixels before compositing. Returns the label mask (uint8 0/1) of the
-    union of the defects' boxes and that box's ``(top, left)``; ``_INVISIBLE`` and ``(0, 0)``
-    when less than ``MIN_VISIBLE_PIXELS`` changed visibly.
+    union of the defects' reaches (:attr:`SamplePlan.reach`) and that window's ``(top, left)``;
+    ``_INVISIBLE`` and ``(0, 0)`` when less than ``MIN_VISIBLE_PIXELS`` changed visibly.
     """
     defects = plan.defects
     if not defects:
         return _INVISIBLE, (0, 0)
     rounded = out.dtype == np.uint8
     scale, threshold = (255.0, _THRESHOLD_8BIT) if rounded else (1.0, _THRESHOLD_FLOAT)
-    if len(defects) == 1:
-        (defect,) = defects
-        top, left, height, width = defect.top, defect.left, defect.height, defect.width
+    regions = plan.regions
+    windows = plan.reach
+    if len(windows) == 1:
+        ((top, left, height, width),) = windows
     else:
-        top = min(defect.top for defect in defects)
-        left = min(defect.left for defect in defects)
-        height = max(defect.top + defect.height for defect in defects) - top
-        width = max(defect.left + defect.width for defect in defects) - left
-    # Change levels of the union box, filled as the defects are composited (compositing never
-    # writes outside the boxes, so settling their union box is exact).
+        top = min(window[0] for window in windows)
+        left = min(window[1] for window in windows)
+        height = max(window[0] + window[2] for window in windows) - top
+        width = max(window[1] + window[3] for window in windows) - left
+    # Change levels of the union window, filled as the defects are composited (compositing never
+    # writes outside the reaches, so settling their union window is exact).
     level = np.zeros((height, width), dtype=np.uint8)
     row_start, row_stop, col_start, col_stop = height, 0, width, 0
     kernels = _kernels()
-    for defect in defects:
-        rows_and_cols = kernels.composite_tracked(
-            out,
-            before,
-            level,
-            top,
-            left,
-            threshold,
-            defect.planes,
-            defect.blocks,
-            defect.box_to_layer,
-            defect.confine,
-            defect.top,
-            defect.left,
-            defect.height,
-            defect.width,
-            defect.sign,
-            defect.tint,
-            scale,
-        )
+    if regions is not None:
+        # The Poisson blends read one pixel around what they write (a solved rectangle's fixed
+        # border) and work in floats on that window only, written back once at the end: a
+        # uint8 image is rounded once, as the torch renderer rounds its float composite.
+        image_h, image_w = out.shape[1:]
+        work_top, work_left = max(top - 1, 0), max(left - 1, 0)
+        work_bottom = min(top + height + 1, image_h)
+        work_right = min(left + width + 1, image_w)
+        work = out[:, work_top:work_bottom, work_left:work_right].astype(np.float64)
+        if rounded:
+            work /= scale
+        precision = np.float64 if out.dtype == np.float64 else np.float32
+    for index, defect in enumerate(defects):
+        if regions is None:
+            rows_and_cols = kernels.composite_tracked(
+                out,
+                before,
+                level,
+                top,
+                left,
+                threshold,
+                defect.planes,
+                defect.blocks,
+                defect.box_to_layer,
+                defect.confine,
+                defect.top,
+                defect.left,
+                defect.height,
+                defect.width,
+                defect.sign,
+                defect.tint,
+                scale,
+            )
+        else:
+            region = regions[index]
+            # Shaded on the pixels before any defect, as the torch renderer shades its layers.
+            content = kernels.shade_content(
+                before,
+                defect.planes,
+                defect.blocks,
+                defect.box_to_layer,
+                region.alpha,
+                defect.top,
+                defect.left,
+                defect.sign,
+                defect.tint,
+                scale,
+            )
+            rows_and_cols = _poisson().blend_defect(
+                work,
+                (work_top, work_left),
+                (image_h, image_w),
+                (top, left, height, width),
+                content,
+                (defect.top, defect.left),
+                region,
+                plan.blend,
+                plan.blend_options,
+                precision,
+            )
         if len(defects) == 1:
             row_start, row_stop, col_start, col_stop = rows_and_cols
         else:  # the union of the parts written
@@ -414,6 +519,22 @@ def _composite_defects(
             row_stop = max(row_stop, rows_and_cols[1])
             col_start = min(col_start, rows_and_cols[2])
             col_stop = max(col_stop, rows_and_cols[3])
+    if regions is not None:
+        _poisson().store_window(
+            work,
+            (work_top, work_left),
+            out,
+            before,
+            level,
+            top,
+            left,
+            threshold,
+            scale,
+            row_start,
+            row_stop,
+            col_start,
+            col_stop,
+        )
     visible = kernels.settle_levels(
         out,
         before,

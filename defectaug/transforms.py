@@ -3,9 +3,9 @@
 It draws once per call and applies that one draw to every input of the sample: ``make_params``
 draws the plan (:func:`defectaug.plan.draw_plan`; it depends on the seed and the options alone,
 not on the image's type, dtype or device, nor on the blend) and lays it out on the sample's first
-image, and ``transform`` renders it into each input. With the procedural generator,
-``blend="alpha"`` and a CPU image (PIL, or a uint8 / float32 / float64 tensor that needs no
-gradient) the compiled renderer does (:func:`defectaug.per_sample.place_sample`, compositing under
+image, and ``transform`` renders it into each input. With the procedural generator and a CPU
+image (PIL, or a uint8 / float32 / float64 tensor that needs no gradient) the compiled renderer
+does, for every blend (:func:`defectaug.per_sample.place_sample`, compositing and solving around
 the defects only: the fast path for data-loader workers); otherwise the torch renderer does
 (:func:`defectaug.batch.render_plan`). Procedural layers are painted ahead in chunks for both, so
 the defects come out where and as they are whichever renders them (up to the blend's own look).
@@ -415,8 +415,8 @@ class DefectInject(Transform):
         self._seeds = CallSeeds(seed)
         seed = self._seeds.seed
         # Procedural layers are painted ahead in chunks, for both renderers: the compiled one
-        # (alpha blending, CPU images) and the torch one (other blends, devices, dtypes) then
-        # shade the same layers, so changing either leaves the defects where and what they are.
+        # (CPU images) and the torch one (other devices, dtypes) then shade the same layers,
+        # so changing either leaves the defects where and what they are.
         self._reservoir = (
             LayerReservoir(self.generator, seed) if paints_relief(self.generator) else None
         )
@@ -496,7 +496,7 @@ class DefectInject(Transform):
 
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
-        fast = self._reservoir is not None and self.blend == "alpha" and takes_fast_path(source)
+        fast = self._reservoir is not None and takes_fast_path(source)
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).
@@ -519,7 +519,14 @@ class DefectInject(Transform):
                     and source.shape[0] != 1
                 ):
                     raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
-                sample_plan = place_sample(plan, source, self._reservoir, self.placement.confine)
+                sample_plan = place_sample(
+                    plan,
+                    source,
+                    self._reservoir,
+                    self.placement.confine,
+                    self.blend,
+                    self.blend_options,
+                )
                 if sample_plan.visible:
                     return dict(plan=sample_plan, mask=None, source=source, converted=None)
                 continue
@@ -687,21 +694,19 @@ class DefectInject(Transform):
         plan = params["plan"]
         if isinstance(plan, SamplePlan):
             rows = []
-            for defect in plan.defects:
-                window = mask[
-                    defect.top : defect.top + defect.height,
-                    defect.left : defect.left + defect.width,
-                ]
+            # A Poisson blend can change pixels around a defect's box: its reach holds them.
+            for top, left, height, width in plan.reach:
+                window = mask[top : top + height, left : left + width]
                 ys, xs = window.nonzero(as_tuple=True)
                 if len(ys) == 0:
                     rows.append([0, 0, 0, 0])
                     continue
                 rows.append(
                     [
-                        defect.left + int(xs.min()),
-                        defect.top + int(ys.min()),
-                        defect.left + int(xs.max()) + 1,
-                        defect.top + int(ys.max()) + 1,
+                        left + int(xs.min()),
+                        top + int(ys.min()),
+                        left + int(xs.max()) + 1,
+                        top + int(ys.max()) + 1,
                     ]
                 )
             boxes = torch.tensor(rows, dtype=torch.int64).view(-1, 4)

@@ -16,8 +16,15 @@ from defectaug._kernels import (
     copy_within,
     settle_levels,
     settle_window,
+    shade_content,
     sparse_mean,
     warp_alpha,
+)
+from defectaug._poisson_kernels import (
+    _band_distance,
+    core_threshold,
+    dirichlet_solve,
+    poisson_footprint,
 )
 from defectaug.generators.procedural import shade_relief
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
@@ -296,3 +303,89 @@ def test_copy_within_copies_and_checks_the_range():
         bad = source.copy()
         bad[2, 4, 6] = value
         assert not copy_within(bad, out, -1e-3, 1.001)
+
+
+# ------------------------------------------------------------------- the Poisson blends' parts
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_shade_content_is_shade_relief_where_the_layer_covers(planes, channels, dtype):
+    box = (19, 23)
+    box_to_layer = rotation_map(0.4, 0.9, (4.0, -3.0))
+    image = _surface(channels, dtype, shape=(30, 36))
+    top, left = 5, 9
+    window = image[:, top : top + box[0], left : left + box[1]]
+    under = window / 255.0 if dtype == np.uint8 else window.astype(np.float64)
+    warped = grid_sample_box(planes, box_to_layer, box)
+    expected = shade_relief(warped[None], torch.from_numpy(under)[None], -1.0, 0.3)[0].numpy()
+    blocks = alpha_blocks(planes)
+    alpha = warp_alpha(planes, blocks, box_to_layer, NOT_CONFINED, *box)
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    content = shade_content(image, planes, blocks, box_to_layer, alpha, top, left, -1.0, 0.3, scale)
+    covered = np.broadcast_to(alpha > 0, content.shape)
+    assert covered.any() and (~covered).any()
+    np.testing.assert_allclose(content[covered], expected[covered], atol=1e-5)
+    assert (content[~covered] == 0).all()
+
+
+def test_poisson_footprint_is_the_core_dilated_within_bounds(planes):
+    from defectaug.batch import POISSON_MARGIN, _dilate
+
+    alpha = warp_alpha(
+        planes, alpha_blocks(planes), rotation_map(0.0, 1.0, (0, 0)), NOT_CONFINED, 21, 21
+    )
+    threshold = core_threshold(alpha, 0.5)
+    assert threshold == min(0.5 * alpha.max(), 0.5)
+    box_top, box_left = 4, 6
+    # Bounds cutting the grown box on two sides (a canvas edge, the image's inner pixels).
+    bounds = (5, 40, 1, 25)
+    footprint, top, left, row0, row1, col0, col1 = poisson_footprint(
+        alpha, threshold, POISSON_MARGIN, box_top, box_left, *bounds
+    )
+    core = torch.zeros(1, 1, 40, 40, dtype=torch.bool)
+    core[0, 0, box_top : box_top + 21, box_left : box_left + 21] = torch.from_numpy(
+        (alpha >= threshold) & (alpha > 0)
+    )
+    grown = core
+    for _ in range(POISSON_MARGIN):
+        grown = _dilate(grown)
+    expected = torch.zeros(40, 40, dtype=torch.bool)
+    expected[bounds[0] : bounds[1], bounds[2] : bounds[3]] = grown[0, 0][
+        bounds[0] : bounds[1], bounds[2] : bounds[3]
+    ]
+    placed = torch.zeros(40, 40, dtype=torch.bool)
+    placed[top : top + footprint.shape[0], left : left + footprint.shape[1]] = torch.from_numpy(
+        footprint.astype(bool)
+    )
+    assert torch.equal(placed, expected)
+    rows, cols = expected.any(1).nonzero()[:, 0], expected.any(0).nonzero()[:, 0]
+    assert (row0, row1, col0, col1) == (
+        int(rows[0]),
+        int(rows[-1]) + 1,
+        int(cols[0]),
+        int(cols[-1]) + 1,
+    )
+
+
+@pytest.mark.parametrize("band", [1, 3, 5])
+def test_band_distance_is_the_exact_distance_within_the_band(band):
+    from defectaug.compositing.improved import _squared_distance_within
+
+    rng = np.random.default_rng(band)
+    mask = rng.random((23, 31)) < 0.02
+    mask[11, 15] = True
+    expected = _squared_distance_within(torch.from_numpy(mask)[None], band)[0].numpy()
+    distance = _band_distance(mask.astype(np.uint8), band)
+    inside = expected <= band * band
+    np.testing.assert_array_equal(distance[inside], expected[inside])
+    assert (distance[~inside] > band * band).all()
+
+
+def test_dirichlet_solve_is_the_torch_solver():
+    from defectaug.compositing._solvers import solve_dirichlet_rectangle
+
+    rhs = np.random.default_rng(0).normal(size=(3, 17, 29))
+    expected = solve_dirichlet_rectangle(torch.from_numpy(rhs)).numpy()
+    np.testing.assert_allclose(dirichlet_solve(rhs.copy()), expected, atol=1e-12)
+    single = dirichlet_solve(rhs.astype(np.float32))
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, expected, atol=1e-4 * np.abs(expected).max())

@@ -213,36 +213,89 @@ def test_inject_defects_same_seed_same_defects_for_every_blend_and_dtype():
 
 
 # ------------------------------------------------------------------------- the two renderers
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.uint8])
-def test_compiled_and_torch_renderers_agree_on_one_plan(dtype):
-    """Alpha blending of one plan with the same layers: the compiled renderer and the torch
-    renderer give the same boxes and masks, and images within 2e-5 (float; the shading runs in
-    float64 there and float32 / the image's dtype here) or 1 level (uint8: rounding of a value
-    within float error of a half level)."""
+def _render_both(plan: Plan, image: torch.Tensor, blend: str, options=None):
+    """``plan`` rendered on ``image [C, H, W]`` by the compiled renderer and by the torch one
+    (uint8 images in float32, measured as 8-bit levels, as ``DefectInject`` renders them),
+    with the same layers: ``(compiled SamplePlan, VisibleComposite, torch image as image's
+    dtype)``."""
     generator = ProceduralGenerator()
+    rounded = image.dtype == torch.uint8
+    floats = image.float() / 255 if rounded else image
+    # Two reservoirs of one seed hand out the same layers.
+    compiled = place_sample(
+        plan, image, LayerReservoir(generator, seed=0), blend=blend, blend_options=options
+    )
+    layout = render_plan(floats[None], plan, generator, reservoir=LayerReservoir(generator, 0))
+    result = composite_visible(
+        floats[None], layout, blend, levels=255 if rounded else None, blend_options=options
+    )
+    torch_out = (result.images[0] * 255).round().to(torch.uint8) if rounded else result.images[0]
+    return compiled, layout, result, torch_out
+
+
+def _image(seed: int, dtype: torch.dtype) -> torch.Tensor:
+    surface = _surface(seed)
+    return (surface * 255).round().to(torch.uint8) if dtype == torch.uint8 else surface.to(dtype)
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.uint8])
+def test_compiled_and_torch_renderers_agree_on_one_plan(dtype, blend):
+    """One plan with the same layers: the compiled renderer and the torch renderer give the
+    same boxes and masks, and images within 2e-5 (float; the shading runs in float64 there and
+    float32 / the image's dtype here, and a Poisson solve spreads that rounding) or 1 level
+    (uint8: rounding of a value within float error of a half level), for every blend."""
     options = _options(count=1, scale=(0.1, 0.6))
     for seed in SEEDS:
-        surface = _surface(seed)
-        image = (
-            (surface * 255).round().to(torch.uint8) if dtype == torch.uint8 else surface.to(dtype)
-        )
-        floats = image.float() / 255 if dtype == torch.uint8 else image
+        image = _image(seed, dtype)
         plan = draw_plan(options, DEFECT_TYPES, 1, (HEIGHT, WIDTH), seed)
-        # Two reservoirs of one seed hand out the same layers.
-        compiled = place_sample(plan, image, LayerReservoir(generator, seed=0))
-        layout = render_plan(floats[None], plan, generator, reservoir=LayerReservoir(generator, 0))
-        result = composite_visible(
-            floats[None], layout, "alpha", levels=255 if dtype == torch.uint8 else None
-        )
+        compiled, layout, result, torch_out = _render_both(plan, image, blend)
         boxes = [[d.left, d.top, d.left + d.width, d.top + d.height] for d in compiled.defects]
         assert boxes == layout.warped.boxes.tolist()
         assert torch.equal(compiled.mask, result.masks[0, 0]), f"seed {seed}"
         out = compiled.source_composite()
         if dtype == torch.uint8:
-            torch_out = (result.images[0] * 255).round().to(torch.uint8)
             assert (out.int() - torch_out.int()).abs().max() <= 1, f"seed {seed}"
         else:
-            np.testing.assert_allclose(out.numpy(), result.images[0].numpy(), atol=2e-5)
+            np.testing.assert_allclose(out.numpy(), torch_out.numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    ("blend", "options"),
+    [
+        ("poisson", {"mode": "normal"}),
+        ("poisson", {"mode": "mixed"}),
+        ("improved_poisson", {"mode": "mixed", "band": 5}),
+        ("improved_poisson", {"mode": "normal", "band": 3}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.uint8])
+def test_compiled_poisson_blends_agree_with_torch_on_several_defects(dtype, blend, options):
+    """Up to three defects per image, overlapping or not, Poisson-blended in draw order with
+    their ``blend_options``: the compiled renderer gives the torch renderer's masks exactly and
+    its images within 2e-5 (float) or 1 level (uint8). Both shade each layer on the pixels
+    before any defect, solve each over the canvas the torch renderer warps it into, and keep a
+    uint8 composite in floats until every defect is in (rounded once)."""
+    plan_options = _options(count=(1, 3), scale=(0.1, 0.6))
+    several = 0
+    for seed in SEEDS:
+        image = _image(seed, dtype)
+        plan = draw_plan(plan_options, DEFECT_TYPES, 1, (HEIGHT, WIDTH), seed)
+        several += len(plan.defects) > 1
+        compiled, _, result, torch_out = _render_both(plan, image, blend, options)
+        assert compiled.visible == bool(result.masks.any())
+        assert torch.equal(compiled.mask, result.masks[0, 0]), f"seed {seed}"
+        out = compiled.source_composite()
+        if dtype == torch.uint8:
+            assert (out.int() - torch_out.int()).abs().max() <= 1, f"seed {seed}"
+        else:
+            np.testing.assert_allclose(out.numpy(), torch_out.numpy(), atol=2e-5)
+        # Every change lies in the defects' reaches (the windows instance boxes are read in).
+        reached = torch.zeros(HEIGHT, WIDTH, dtype=torch.bool)
+        for top, left, height, width in compiled.reach:
+            reached[top : top + height, left : left + width] = True
+        assert not ((out != image).any(0) & ~reached).any(), f"seed {seed}"
+    assert several >= 4
 
 
 # ----------------------------------------------------------------------------- one convention
@@ -294,7 +347,8 @@ def test_numba_is_imported_only_when_the_compiled_renderer_renders():
         "import sys, torch\n"
         "from defectaug import DefectInject\n"
         "image = torch.rand(3, 48, 48) * 0.5 + 0.25\n"
-        "DefectInject('spot', p=1.0, blend='poisson', seed=0)(image)\n"
+        # float16 takes the torch renderer, for every blend.
+        "DefectInject('spot', p=1.0, blend='poisson', seed=0)(image.half())\n"
         "DefectInject('spot', p=1.0, seed=0)(image.half())\n"
         "assert 'numba' not in sys.modules, 'torch renderer imported numba'\n"
         "DefectInject('spot', p=1.0, seed=0)(image)\n"

@@ -334,6 +334,35 @@ def test_images_outside_the_fast_path_take_the_batched_planner(kind):
         assert image.grad is not None
 
 
+@pytest.mark.parametrize("blend", ["poisson", "improved_poisson"])
+@pytest.mark.parametrize("kind", ["uint8", "float32", "pil"])
+def test_poisson_blends_on_cpu_images_take_the_compiled_renderer(blend, kind, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch renderer rendered")
+
+    monkeypatch.setattr("defectaug.transforms.render_plan", refuse)
+    monkeypatch.setattr("defectaug.batch.render_plan", refuse)
+    monkeypatch.setattr("defectaug.transforms.composite_visible", refuse)
+    floats = _float_image(size=(48, 56))
+    as_uint8 = (floats * 255).round().to(torch.uint8)
+    image = {
+        "uint8": as_uint8,
+        "float32": floats,
+        "pil": Image.fromarray(as_uint8.permute(1, 2, 0).numpy(), "RGB"),
+    }[kind]
+    transform = DefectInject("stain", p=1.0, blend=blend, seed=4)
+    params = transform.make_params([image])
+    plan = params["plan"]
+    assert isinstance(plan, SamplePlan) and plan.blend == blend
+    out = transform.transform(image, params)
+    assert type(out) is type(image)
+    if kind == "pil":
+        image, out = (torch.from_numpy(np.array(x)).permute(2, 0, 1) for x in (image, out))
+    assert out.dtype == image.dtype
+    mask = transform.defect_mask(params)
+    assert mask.any() and _changed(image, out)[mask].float().mean() > 0.9
+
+
 def test_per_sample_plan_applies_to_a_second_image_outside_the_fast_path():
     image = (_float_image(size=(48, 56)) * 255).round().to(torch.uint8)
     half = image.half() / 255
