@@ -6,7 +6,8 @@ microseconds of dispatch, next to a JPEG decode and a resize that take ~1.4 ms i
 step is one pass over the defect's box, and the shading only visits pixels the defect covers.
 
 The resampling is :func:`torch.nn.functional.grid_sample`'s (bilinear, zeros padding,
-``align_corners=True``) and the shading is
+``align_corners=True``; the content of a content + alpha layer with its border replicated, as
+:func:`defectaug.placement.warp_layer` reads it) and the shading is
 :func:`defectaug.generators.relief.shade_relief`'s; the tests compare them.
 Functions compile on first use and are cached on disk (``cache=True``). (OpenCV's
 ``warpAffine`` is not used: its thread pool can deadlock in a forked DataLoader worker.)
@@ -33,9 +34,14 @@ def alpha_blocks(planes: np.ndarray) -> np.ndarray:
     entry ``[(y0 + 1) >> 2, (x0 + 1) >> 2]`` is 0 when all four hold alpha <= 0, so the
     resamplers skip most of a box (a defect covers a small part of its layer) with one read.
     """
-    height, width = planes.shape[1], planes.shape[2]
+    return coverage_blocks(planes[_ALPHA])
+
+
+@njit(cache=True, nogil=True)
+def coverage_blocks(alpha: np.ndarray) -> np.ndarray:
+    """:func:`alpha_blocks` of an alpha plane ``[h, w]`` (a content + alpha layer's)."""
+    height, width = alpha.shape
     blocks = np.zeros(((height >> 2) + 1, (width >> 2) + 1), dtype=np.uint8)
-    alpha = planes[_ALPHA]
     for row in range(height):
         for col in range(width):
             if alpha[row, col] > 0.0:
@@ -339,6 +345,113 @@ def composite_tracked(
         level_left,
         threshold,
     )
+
+
+@njit(cache=True, nogil=True)
+def landing_patch(
+    image: np.ndarray, to_image: np.ndarray, height: int, width: int, scale: float
+) -> np.ndarray:
+    """The patch of ``image [C, H, W]`` (divided by ``scale``) a ``height x width`` layer lands
+    on, in the layer's frame: ``[C, height, width]`` float32, layer pixel ``(x, y)`` read at
+    image point ``to_image [2, 3] @ (x, y, 1)`` bilinearly with the border replicated, as
+    :func:`defectaug.placement.layer_backgrounds` reads it."""
+    channels, image_h, image_w = image.shape
+    a, b, c = to_image[0, 0], to_image[0, 1], to_image[0, 2]
+    d, e, f = to_image[1, 0], to_image[1, 1], to_image[1, 2]
+    patch = np.empty((channels, height, width), dtype=np.float32)
+    for row in range(height):
+        for col in range(width):
+            x = min(max(a * col + b * row + c, 0.0), image_w - 1.0)
+            y = min(max(d * col + e * row + f, 0.0), image_h - 1.0)
+            left, top = int(math.floor(x)), int(math.floor(y))
+            right, bottom = min(left + 1, image_w - 1), min(top + 1, image_h - 1)
+            fx, fy = x - left, y - top
+            for channel in range(channels):
+                upper = (1.0 - fx) * image[channel, top, left] + fx * image[channel, top, right]
+                lower = (1.0 - fx) * image[channel, bottom, left] + fx * image[
+                    channel, bottom, right
+                ]
+                patch[channel, row, col] = ((1.0 - fy) * upper + fy * lower) / scale
+    return patch
+
+
+@njit(cache=True, nogil=True)
+def composite_layer_tracked(
+    image: np.ndarray,
+    before: np.ndarray,
+    level: np.ndarray,
+    level_top: int,
+    level_left: int,
+    threshold: float,
+    content: np.ndarray,
+    alpha: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    confine: np.ndarray,
+    top: int,
+    left: int,
+    box_h: int,
+    box_w: int,
+    scale: float,
+) -> tuple:
+    """Alpha-composite a content + alpha layer (``content [C, h, w]``, ``alpha [h, w]``, in
+    [0, 1]) into the box ``top, left, box_h, box_w`` of ``image [C, H, W]``, recording what
+    changed as :func:`composite_tracked` does (same arguments and return value).
+
+    Box pixel ``(x, y, 1)`` samples the layer at ``box_to_layer @ (x, y, 1)``, bilinearly: alpha
+    with zeros outside the layer, content with its border replicated, so the layer is resampled
+    as :func:`defectaug.placement.warp_layer` resamples it (its 1 px ring, replicated content
+    and zero alpha, read with border padding); ``blocks`` is :func:`coverage_blocks` of
+    ``alpha``. A pixel becomes ``under + cover * (content - under)``, rounded when ``scale`` is
+    255 (a uint8 image).
+    """
+    channels = image.shape[0]
+    confined = confine.size > 0
+    rounded = scale != 1.0
+    shape = alpha.shape
+    height, width = shape
+    affine = _affine(box_to_layer)
+    row_start, row_stop, col_start, col_stop = level.shape[0], 0, level.shape[1], 0
+    for row in range(box_h):
+        for col in range(box_w):
+            hit, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
+            if not hit:
+                continue
+            cover = _sample(alpha, _taps(x, y, left_tap, top_tap, height, width))
+            cover = min(max(cover, 0.0), 1.0)
+            if confined:
+                cover *= confine[row, col]
+            if cover <= 0.0:
+                continue
+            fx, fy = x - left_tap, y - top_tap
+            col0, col1 = min(max(left_tap, 0), width - 1), min(max(left_tap + 1, 0), width - 1)
+            row0, row1 = min(max(top_tap, 0), height - 1), min(max(top_tap + 1, 0), height - 1)
+            at_row, at_col = top + row, left + col
+            state = 0
+            for channel in range(channels):
+                plane = content[channel]
+                upper = (1.0 - fx) * plane[row0, col0] + fx * plane[row0, col1]
+                lower = (1.0 - fx) * plane[row1, col0] + fx * plane[row1, col1]
+                shown = min(max((1.0 - fy) * upper + fy * lower, 0.0), 1.0)
+                under = image[channel, at_row, at_col] / scale
+                value = under + cover * (shown - under)
+                if rounded:
+                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
+                image[channel, at_row, at_col] = value
+                state = max(
+                    state,
+                    _change_level(
+                        image[channel, at_row, at_col],
+                        before[channel, at_row, at_col],
+                        threshold,
+                        rounded,
+                    ),
+                )
+            level_row, level_col = at_row - level_top, at_col - level_left
+            level[level_row, level_col] = state
+            row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
+            col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
+    return row_start, row_stop, col_start, col_stop
 
 
 @njit(cache=True, nogil=True)

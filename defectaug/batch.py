@@ -57,7 +57,7 @@ from defectaug.placement import (
 from defectaug.plan import NO_DEFECT, Plan, draw_plan, paint_side
 
 if TYPE_CHECKING:
-    from defectaug.per_sample import LayerReservoir
+    from defectaug.per_sample import LayerReservoir, SampledReservoir
 
 BlendMode = Literal["alpha", "poisson", "improved_poisson"]
 BLEND_MODES: tuple[str, ...] = ("alpha", "poisson", "improved_poisson")
@@ -228,38 +228,60 @@ def _group_seed(placements: Placements) -> int:
 
 
 def _sampled_layers(
-    images: torch.Tensor, generator: DefectGenerator, placements: Placements, names: list[str]
+    images: torch.Tensor,
+    generator: DefectGenerator,
+    placements: Placements,
+    names: list[str],
+    reservoir: SampledReservoir | None = None,
 ) -> WarpedLayers:
     """Sample one layer per placement (grouped by render size) and warp it into place.
 
     Layers are sampled in float32 whatever the images' dtype, so float16, float32 and float64
-    images get the same layers (a generator's draws depend on the dtype it draws in).
+    images get the same layers (a generator's draws depend on the dtype it draws in). With a
+    ``reservoir`` they are taken from it in defect order and finished for the patch each lands
+    on (``generator.land``) instead of being sampled from the defects' seeds.
     """
     sides = render_sides(generator, placements)
     if sides is None:
         native = tuple(int(v) for v in generator.layer_size)
         groups = [(torch.arange(len(placements)), native)]
+        sizes = [native] * len(placements)
     else:
         groups = [(members, (side, side)) for members, side in _side_groups(sides.tolist())]
+        sizes = [(side, side) for side in sides.tolist()]
+    channels = images.shape[1]
+    taken = (
+        [
+            reservoir.take(generator.defect_types.index(name), size, channels)
+            for name, size in zip(names, sizes, strict=True)
+        ]
+        if reservoir is not None
+        else None
+    )
     wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
     parts = []
     for members, layer_size in groups:
         chosen = placements.select(members)
         geometry = layer_geometry(chosen, layer_size)
-        layer = generator.sample(
-            len(chosen),
-            [names[i] for i in members.tolist()],
-            generator=_group_seed(chosen),
-            device=images.device,
-            dtype=torch.float32,
-            channels=images.shape[1],
-            background=(
-                layer_backgrounds(images.to(torch.float32), chosen.image_index, geometry)
-                if wants_background
-                else None
-            ),
-            **({} if sides is None else {"layer_size": layer_size}),
+        background = (
+            layer_backgrounds(images.to(torch.float32), chosen.image_index, geometry)
+            if wants_background
+            else None
         )
+        if taken is not None:
+            layer = generator.land([taken[i] for i in members.tolist()], channels, background)
+            layer = layer.to(device=images.device, dtype=torch.float32)
+        else:
+            layer = generator.sample(
+                len(chosen),
+                [names[i] for i in members.tolist()],
+                generator=_group_seed(chosen),
+                device=images.device,
+                dtype=torch.float32,
+                channels=channels,
+                background=background,
+                **({} if sides is None else {"layer_size": layer_size}),
+            )
         parts.append((members, warp_layer(layer, geometry)))
     return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
 
@@ -453,18 +475,20 @@ def render_plan(
     generator: DefectGenerator,
     *,
     confine: bool = True,
-    reservoir: LayerReservoir | None = None,
+    reservoir: LayerReservoir | SampledReservoir | None = None,
 ) -> DefectPlan:
     """Lay ``plan`` out on ``images [B, C, H, W]`` for the torch renderer, on their device.
 
     Each defect's layer is placed with :func:`~defectaug.plan.layer_box`. Procedural generators
-    (:func:`paints_relief`) give relief maps, taken from ``reservoir`` when one is given (as the
-    compiled renderer does) or painted from the defects' seeds, shaded with the image pixels
-    each lands on; other generators sample layers from the defects' seeds, with the image patch
-    each layer will cover when they take a ``background`` (``needs_background`` or
-    ``accepts_background``; :func:`layer_backgrounds`). With ``confine`` and a region of interest
-    in the plan, each defect's alpha is cut to it. Layers are drawn in float32 on the images'
-    device: the layout is the same for every dtype on one device.
+    (:func:`paints_relief`) give relief maps, taken from ``reservoir`` (a ``LayerReservoir``)
+    when one is given (as the compiled renderer does) or painted from the defects' seeds,
+    shaded with the image pixels each lands on; other generators sample layers from the
+    defects' seeds, or take them from ``reservoir`` (a ``SampledReservoir``, for generators
+    that ``samples_ahead``), with the image patch each layer will cover when they take a
+    ``background`` (``needs_background`` or ``accepts_background``; :func:`layer_backgrounds`).
+    With ``confine`` and a region of interest in the plan, each defect's alpha is cut to it.
+    Layers are drawn in float32 on the images' device: the layout is the same for every dtype
+    on one device.
     """
     _check_fits(images, plan.batch_size, plan.image_size)
     placements = plan.placements
@@ -476,7 +500,7 @@ def render_plan(
     if paints_relief(generator):
         warped = _relief_layers(images, generator, placements, names, reservoir)
     else:
-        warped = _sampled_layers(images, generator, placements, names)
+        warped = _sampled_layers(images, generator, placements, names, reservoir)
     if plan.roi is not None and confine:
         inside = crop_windows(plan.roi, placements.image_index, warped.offsets, warped.layer.size)
         confined_alpha = warped.layer.alpha * inside.to(warped.layer.alpha.dtype)

@@ -9,9 +9,12 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   chunk of one type at one size at once, and each layer serves ``USES_PER_LAYER`` samples (each
   with its own scale, rotation, aspect, mirroring, place and surface). Layers are kept as tone-free
   relief maps (:class:`~defectaug.generators.relief.ReliefMaps`) and shaded with the very
-  pixels they land on, so a chunk suits any image. ``DefectInject`` hands the same reservoir to
-  the torch renderer when it renders (other devices, dtypes, generators), so both use the same
-  layers;
+  pixels they land on, so a chunk suits any image. Generators of content + alpha layers that
+  opt in (``samples_ahead``: the bank, learned cards) get the same from
+  :class:`SampledReservoir`: one ``sample_ahead`` call per chunk, each layer finished for the
+  patch it lands on (``land``) and composited with the alpha blend. ``DefectInject`` hands the
+  same reservoir to the torch renderer when it renders (other devices, dtypes, blends), so both
+  use the same layers;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   alpha-composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`),
   written straight into the output (a uint8 image stays uint8);
@@ -29,11 +32,12 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   pass records how much each pixel it writes changed, so settling reads the image again only
   where it restores a pixel.
 
-It renders every blend onto PIL images and CPU tensors of dtype uint8, float32 or float64 that
-need no gradient (:func:`takes_fast_path`); ``DefectInject`` sends anything else to the torch
-renderer. For one plan and the same layers both renderers give the same label mask, and images
-that differ by float rounding (one level of a uint8 image). numba (and, for the Poisson blends,
-scipy) is imported on the first render, not with this module.
+It renders every blend of relief layers (the alpha blend of sampled ones) onto PIL images and
+CPU tensors of dtype uint8, float32 or float64 that need no gradient (:func:`takes_fast_path`);
+``DefectInject`` sends anything else to the torch renderer. For one plan and the same layers
+both renderers give the same label mask, and images that differ by float rounding (one level of
+a uint8 image). numba (and, for the Poisson blends, scipy) is imported on the first render, not
+with this module.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ import torch
 
 from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
 from defectaug._seeding import mix_seed, stream_identity
-from defectaug.batch import check_blend_options
-from defectaug.generators.procedural import ProceduralGenerator
+from defectaug.batch import _renders_any_size, check_blend_options, paints_relief
+from defectaug.generators.base import AheadLayer
 from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement import antialias
@@ -97,7 +101,11 @@ def chunk_length(side: int, chunk: int) -> int:
     Chunks grow geometrically: a short-lived worker (or a rare size) paints few layers it never
     uses, a long-lived one soon paints full chunks.
     """
-    full = max(FIRST_CHUNK, min(MAX_CHUNK, CHUNK_PIXELS // (side * side)))
+    return _chunk_length(side * side, chunk)
+
+
+def _chunk_length(pixels: int, chunk: int) -> int:
+    full = max(FIRST_CHUNK, min(MAX_CHUNK, CHUNK_PIXELS // pixels))
     return min(full, FIRST_CHUNK << min(chunk, 8))
 
 
@@ -112,11 +120,11 @@ class LayerReservoir:
     copy continues exactly where the original was.
     """
 
-    def __init__(self, generator: ProceduralGenerator, seed: int | None) -> None:
+    def __init__(self, generator: Any, seed: int | None) -> None:
         self.generator = generator
         self.seed = seed
-        self._positions: dict[tuple[int, int], tuple[int, int]] = {}
-        self._chunks: dict[tuple[int, int], list[PaintedLayer]] = {}
+        self._positions: dict[tuple[int, ...], tuple[int, int]] = {}
+        self._chunks: dict[tuple[int, ...], list[Any]] = {}
         self._identity: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
@@ -130,27 +138,30 @@ class LayerReservoir:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def _chunk_seed(self, type_index: int, side: int, chunk: int) -> int:
+    def _chunk_seed(self, *key_and_chunk: int) -> int:
         if self.seed is None:
             return int(torch.randint(0, 2**62, (1,)).item())
-        return mix_seed(self.seed, *self._identity, type_index, side, chunk)
+        return mix_seed(self.seed, *self._identity, *key_and_chunk)
 
     def take(self, type_index: int, side: int) -> PaintedLayer:
         """The next layer at ``side``; ``type_index`` indexes the generator's ``defect_types``."""
+        return self._take((type_index, side), side * side)
+
+    def _take(self, key: tuple[int, ...], pixels: int) -> Any:
+        """The next layer of the chunks of ``key`` (layers of ``pixels`` pixels each)."""
         with self._lock:
             identity = stream_identity()
             if identity != self._identity:
                 # A forked DataLoader worker inherits the parent's reservoir: start afresh.
                 self._identity, self._positions, self._chunks = identity, {}, {}
-            key = (type_index, side)
             chunk, position = self._positions.get(key, (0, 0))
             painted = self._chunks.get(key)
-            length = chunk_length(side, chunk)
+            length = _chunk_length(pixels, chunk)
             if position >= length * USES_PER_LAYER:
                 chunk, position, painted = chunk + 1, 0, None
-                length = chunk_length(side, chunk)
+                length = _chunk_length(pixels, chunk)
             if painted is None:
-                painted = self._paint(type_index, side, chunk)
+                painted = self._paint(*key, chunk)
                 self._chunks[key] = painted
             self._positions[key] = (chunk, position + 1)
             return painted[position % length]
@@ -166,6 +177,55 @@ class LayerReservoir:
             PaintedLayer(layer, *values)
             for layer, values in zip(planes, scalars.tolist(), strict=True)
         ]
+
+
+class SampledReservoir(LayerReservoir):
+    """Content + alpha layers sampled ahead in chunks, for generators that
+    :attr:`~defectaug.generators.base.DefectGenerator.samples_ahead` (the bank, learned cards).
+
+    One :meth:`~defectaug.generators.base.DefectGenerator.sample_ahead` call makes a chunk of
+    one type at one size (and channel count); each layer serves ``USES_PER_LAYER`` samples, each
+    with its own placement (scale, rotation, aspect, mirroring, place) and finished for the
+    patch it lands on (:meth:`~defectaug.generators.base.DefectGenerator.land`), so a sample
+    no longer pays a whole generator call. Chunks are seeded, kept per worker and pickled as
+    :class:`LayerReservoir`'s (chunk ``k`` of ``(type, h, w, channels)``).
+    """
+
+    def take(  # type: ignore[override]
+        self, type_index: int, size: tuple[int, int], channels: int
+    ) -> AheadLayer:
+        """The next layer of ``size`` ``(h, w)`` for ``channels``-channel images."""
+        height, width = size
+        native = self.generator.native_channels(channels)
+        return self._take((type_index, height, width, native), height * width)
+
+    def _paint(  # type: ignore[override]
+        self, type_index: int, height: int, width: int, channels: int, chunk: int
+    ) -> list[AheadLayer]:
+        generator = self.generator
+        renders_any_size = _renders_any_size(type(generator))
+        return generator.sample_ahead(
+            _chunk_length(height * width, chunk),
+            generator.defect_types[type_index],
+            generator=self._chunk_seed(type_index, height, width, channels, chunk),
+            channels=channels,
+            layer_size=(height, width) if renders_any_size else None,
+        )
+
+
+def reservoir_for(generator: Any, seed: int | None) -> LayerReservoir | None:
+    """The reservoir ``generator``'s layers are taken from in ``DefectInject``: relief maps
+    for the procedural generator, sampled layers for generators that sample ahead, else
+    ``None`` (every sample calls the generator, e.g. with the image itself as its source)."""
+    if paints_relief(generator):
+        return LayerReservoir(generator, seed)
+    if (
+        getattr(generator, "samples_ahead", False)
+        and not generator.needs_background
+        and not generator.needs_reference
+    ):
+        return SampledReservoir(generator, seed)
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,6 +274,23 @@ class PlacedDefect(NamedTuple):
         )
 
 
+class PlacedLayer(NamedTuple):
+    """A content + alpha layer (of a :class:`SampledReservoir`, finished for where it lands)
+    placed on an image: ``content [C, h, w]`` and ``alpha [h, w]`` are resampled into the box
+    ``top, left, height, width`` through ``box_to_layer`` when compositing (alpha blend only);
+    ``confine`` as :class:`PlacedDefect`'s."""
+
+    content: np.ndarray
+    alpha: np.ndarray
+    blocks: np.ndarray
+    box_to_layer: np.ndarray
+    confine: np.ndarray
+    top: int
+    left: int
+    height: int
+    width: int
+
+
 _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
 #: The label mask of a plan that changed nothing visibly (shared: never written).
 _INVISIBLE = np.zeros((0, 0), dtype=np.uint8)
@@ -231,7 +308,7 @@ class SamplePlan:
     """
 
     type_index: int
-    defects: tuple[PlacedDefect, ...]
+    defects: tuple[PlacedDefect | PlacedLayer, ...]
     image_size: tuple[int, int]
     source: Any = field(default=None, compare=False, repr=False)
     drawn: Plan | None = field(default=None, compare=False, repr=False)
@@ -314,7 +391,7 @@ def takes_fast_path(image: Any) -> bool:
 def place_sample(
     plan: Plan,
     image: Any,
-    reservoir: LayerReservoir,
+    reservoir: LayerReservoir | SampledReservoir,
     confine: bool = True,
     blend: str = "alpha",
     blend_options: Mapping[str, Any] | None = None,
@@ -327,6 +404,9 @@ def place_sample(
     ``reservoir`` and is placed with :func:`~defectaug.plan.layer_box`; with ``confine`` and a
     region of interest in the plan its coverage is cut to the ROI. Its sign (dark or bright) is
     decided by the surface's mean tone under its box (every other pixel, before any defect).
+    With a :class:`SampledReservoir` (``blend="alpha"`` only) each defect takes the next layer
+    of its type at the generator's render size instead, finished for the image patch it lands
+    on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it.
     """
     options = check_blend_options(blend, blend_options)
     pixels = as_chw(image)
@@ -336,10 +416,18 @@ def place_sample(
             f"image: the plan was drawn for size {image_size}, got {tuple(pixels.shape[-2:])}"
         )
     type_index = plan.type_index[0]
+    roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
+    if isinstance(reservoir, SampledReservoir):
+        if blend != "alpha":
+            raise ValueError(
+                f"blend: the compiled renderer composites sampled layers with blend='alpha' "
+                f"only, got {blend!r}; render them with defectaug.batch.render_plan"
+            )
+        placed = _place_layers(plan, pixels, reservoir, roi)
+        return SamplePlan(type_index, placed, image_size, image, plan, blend, options)
     painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
-    roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
     defects = []
     for defect in plan.defects:
         side = paint_side(defect.size)
@@ -373,6 +461,61 @@ def place_sample(
             )
         )
     return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options)
+
+
+def _place_layers(
+    plan: Plan, pixels: torch.Tensor, reservoir: SampledReservoir, roi: np.ndarray | None
+) -> tuple[PlacedLayer, ...]:
+    """Take each defect's layer from ``reservoir`` and finish it for the patch it lands on, as
+    :func:`defectaug.batch.render_plan` does (the same layers, sizes, landing patches and
+    anti-aliasing), for :func:`~defectaug._kernels.composite_layer_tracked`."""
+    generator = reservoir.generator
+    image_size = plan.image_size
+    channels = pixels.shape[0]
+    name = plan.defect_types[plan.type_index[0]]
+    layer_type = generator.defect_types.index(name)
+    if _renders_any_size(type(generator)):
+        sizes = [(paint_side(defect.size),) * 2 for defect in plan.defects]
+    else:
+        sizes = [tuple(int(v) for v in generator.layer_size)] * len(plan.defects)
+    # All layers first, in draw order, as the torch renderer takes them.
+    taken = [reservoir.take(layer_type, size, channels) for size in sizes]
+    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
+    surface = pixels.numpy()
+    scale = 255.0 if surface.dtype == np.uint8 else 1.0
+    placed = []
+    for defect, size, ahead in zip(plan.defects, sizes, taken, strict=True):
+        box = layer_box(defect, size, image_size)
+        background = None
+        if wants_background:
+            # Read as the torch renderer's layer_backgrounds reads it, in one compiled pass.
+            patch = _kernels().landing_patch(surface, np.array(box.to_image), *size, scale)
+            background = torch.from_numpy(patch)[None]
+        layer = generator.land([ahead], channels, background)
+        stack = torch.cat([layer.content, layer.alpha], 1).to("cpu", torch.float32)
+        if box.zoom < 0.5:  # else antialias leaves it as it is
+            stack = antialias(stack, [box.zoom], "replicate")
+        planes = stack[0].numpy()
+        alpha = np.ascontiguousarray(planes[channels])
+        confined = _NOT_CONFINED
+        if roi is not None:
+            confined = np.ascontiguousarray(
+                roi[box.top : box.top + box.height, box.left : box.left + box.width], np.float32
+            )
+        placed.append(
+            PlacedLayer(
+                np.ascontiguousarray(planes[:channels]),
+                alpha,
+                _kernels().coverage_blocks(alpha),
+                np.array(box.box_to_layer()),
+                confined,
+                box.top,
+                box.left,
+                box.height,
+                box.width,
+            )
+        )
+    return tuple(placed)
 
 
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
@@ -465,7 +608,26 @@ def _composite_defects(
             work /= scale
         precision = np.float64 if out.dtype == np.float64 else np.float32
     for index, defect in enumerate(defects):
-        if regions is None:
+        if isinstance(defect, PlacedLayer):
+            rows_and_cols = kernels.composite_layer_tracked(
+                out,
+                before,
+                level,
+                top,
+                left,
+                threshold,
+                defect.content,
+                defect.alpha,
+                defect.blocks,
+                defect.box_to_layer,
+                defect.confine,
+                defect.top,
+                defect.left,
+                defect.height,
+                defect.width,
+                scale,
+            )
+        elif regions is None:
             rows_and_cols = kernels.composite_tracked(
                 out,
                 before,

@@ -6,9 +6,11 @@ not on the image's type, dtype or device, nor on the blend) and lays it out on t
 image, and ``transform`` renders it into each input. With the procedural generator and a CPU
 image (PIL, or a uint8 / float32 / float64 tensor that needs no gradient) the compiled renderer
 does, for every blend (:func:`defectaug.per_sample.place_sample`, compositing and solving around
-the defects only: the fast path for data-loader workers); otherwise the torch renderer does
-(:func:`defectaug.batch.render_plan`). Procedural layers are painted ahead in chunks for both, so
-the defects come out where and as they are whichever renders them (up to the blend's own look).
+the defects only: the fast path for data-loader workers), and likewise with the bank or a
+learned card and ``blend="alpha"``; otherwise the torch renderer does
+(:func:`defectaug.batch.render_plan`). Procedural layers are painted ahead in chunks for both, and
+bank and learned layers sampled ahead in chunks, so the defects come out where and as they are
+whichever renders them (up to the blend's own look).
 
 - images (``tv_tensors.Image``, a plain tensor ``[C, H, W]`` / ``[H, W]``, a PIL image in mode L or
   RGB; uint8 or float) get the defects composited in, and keep their type, dtype and shape. Float
@@ -95,10 +97,10 @@ from defectaug.batch import (
 )
 from defectaug.generators.base import DefectGenerator
 from defectaug.per_sample import (
-    LayerReservoir,
     SamplePlan,
     composite_sample,
     place_sample,
+    reservoir_for,
     takes_fast_path,
 )
 from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, resolve_roi
@@ -358,7 +360,8 @@ class DefectInject(Transform):
             is seeded from ``(seed, k)`` mixed with the DataLoader worker id and base seed and
             the distributed rank (see :class:`defectaug.batch.CallSeeds`), and pre-painted
             layers come from chunks seeded the same way
-            (:class:`defectaug.per_sample.LayerReservoir`), so workers never repeat each other
+            (:class:`defectaug.per_sample.LayerReservoir`,
+            :class:`~defectaug.per_sample.SampledReservoir`), so workers never repeat each other
             and the same sequence of calls gives the same outputs.
 
     A draw whose defects all end up invisible is redrawn, up to ``DRAW_ATTEMPTS`` (4) draws in
@@ -416,9 +419,14 @@ class DefectInject(Transform):
         seed = self._seeds.seed
         # Procedural layers are painted ahead in chunks, for both renderers: the compiled one
         # (CPU images) and the torch one (other devices, dtypes) then shade the same layers,
-        # so changing either leaves the defects where and what they are.
-        self._reservoir = (
-            LayerReservoir(self.generator, seed) if paints_relief(self.generator) else None
+        # so changing either leaves the defects where and what they are. Bank and learned
+        # layers are sampled ahead in chunks too (a generator call per sample would dominate
+        # a worker's time), and finished for the patch each lands on.
+        self._reservoir = reservoir_for(self.generator, seed)
+        # The compiled renderer composites relief layers with every blend, and sampled layers
+        # with the alpha blend (the Poisson blends of sampled layers stay with torch).
+        self._compiled = self._reservoir is not None and (
+            paints_relief(self.generator) or self.blend == "alpha"
         )
 
     def _check_label(self, label: LabelArg, mask_mode: str) -> LabelArg:
@@ -496,7 +504,7 @@ class DefectInject(Transform):
 
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
-        fast = self._reservoir is not None and takes_fast_path(source)
+        fast = self._compiled and takes_fast_path(source)
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).

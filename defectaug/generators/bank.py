@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._checks import check_int, check_number, check_range, check_size
+from defectaug._seeding import as_generator
 from defectaug.datasets import (
     DefectRecord,
     defect_crops,
@@ -31,7 +32,7 @@ from defectaug.datasets import (
     load_mask,
     read_defect_dataset,
 )
-from defectaug.generators.base import DefectGenerator
+from defectaug.generators.base import AheadLayer, DefectGenerator, convert_layer, match_channels
 from defectaug.layer import DefectLayer
 
 Crop = tuple[torch.Tensor, torch.Tensor]
@@ -117,6 +118,7 @@ class DefectBank(DefectGenerator):
 
     #: ``background`` is optional: given, each crop is matched to where it lands (``match_tone``).
     accepts_background: ClassVar[bool] = True
+    samples_ahead: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -312,6 +314,62 @@ class DefectBank(DefectGenerator):
                 "accepted: layer_size"
             )
         size = self.layer_size if layer_size is None else check_size(layer_size, "layer_size", 4)
+        content, valid, alpha, jitter = self._warp_crops(labels, generator, device, channels, size)
+        content, alpha = self._finish(content, valid, alpha, jitter, background)
+        return DefectLayer(
+            content.to(dtype), alpha.to(dtype), labels.to(torch.int64), self.defect_types
+        )
+
+    @torch.no_grad()
+    def sample_ahead(
+        self,
+        n: int,
+        defect_type: str,
+        *,
+        generator: Any,
+        channels: int,
+        layer_size: tuple[int, int] | None = None,
+    ) -> list[AheadLayer]:
+        """Crops picked, flipped, turned and scaled ahead (the draws of ``sample``); the tone
+        match to the landing patch and the brightness / contrast jitter wait for :meth:`land`."""
+        device = self.crop_labels.device
+        rng = as_generator(generator, device)
+        label = self.type_index(defect_type)
+        labels = torch.full((check_int(n, "n", 1),), label, dtype=torch.int64, device=device)
+        size = self.layer_size if layer_size is None else check_size(layer_size, "layer_size", 4)
+        content, valid, alpha, jitter = self._warp_crops(labels, rng, device, self.channels, size)
+        return [AheadLayer(content[i], alpha[i], label, (valid[i], jitter[i])) for i in range(n)]
+
+    @torch.no_grad()
+    def land(
+        self, layers: Sequence[AheadLayer], channels: int, background: torch.Tensor | None
+    ) -> DefectLayer:
+        """Layers of :meth:`sample_ahead` matched to the patches they land on and jittered, as
+        ``sample`` with that ``background`` would give them."""
+        content = torch.stack([item.content for item in layers])
+        alpha = torch.stack([item.alpha for item in layers])
+        valid = torch.stack([item.extras[0] for item in layers])
+        jitter = torch.stack([item.extras[1] for item in layers])
+        landing = background
+        if background is not None and background.shape[1] != self.channels:
+            background = match_channels(background, self.channels)
+        content, alpha = self._finish(content, valid, alpha, jitter, background)
+        labels = torch.tensor([item.label for item in layers], dtype=torch.int64)
+        layer = DefectLayer(content, alpha, labels, self.defect_types)
+        if content.shape[1] != channels:
+            layer = convert_layer(layer, channels, landing)
+        return layer
+
+    def _warp_crops(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        device: torch.device,
+        channels: int,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pick, flip, turn and scale crops: ``content, valid, alpha, jitter [n, 2]`` (the
+        contrast and brightness drawn for each, applied by :meth:`_finish`)."""
         height, width = size
         n = labels.shape[0]
         uniform = lambda bounds: (
@@ -389,6 +447,20 @@ class DefectBank(DefectGenerator):
         content = torch.where(
             valid > 1e-3, content / valid.clamp_min(1e-3), torch.zeros_like(content)
         )
+        return content, valid, alpha, torch.stack([contrast, brightness], dim=1)
+
+    def _finish(
+        self,
+        content: torch.Tensor,
+        valid: torch.Tensor,
+        alpha: torch.Tensor,
+        jitter: torch.Tensor,
+        background: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tone match to ``background`` (when given), contrast and brightness jitter, clamp."""
+        n, height, width = content.shape[0], content.shape[-2], content.shape[-1]
+        device = content.device
+        contrast, brightness = jitter[:, 0], jitter[:, 1]
         if background is not None:
             patch = background.to(device=device, dtype=content.dtype)
             if tuple(patch.shape[-2:]) != (height, width):  # resized to the layer, as elsewhere
@@ -400,12 +472,7 @@ class DefectBank(DefectGenerator):
         mean = (content * alpha).sum(dim=(2, 3), keepdim=True) / weight
         content = (content - mean) * contrast.view(n, 1, 1, 1) + mean + brightness.view(n, 1, 1, 1)
         content = torch.where(valid > 1e-3, content, torch.zeros_like(content))
-        return DefectLayer(
-            content.clamp(0.0, 1.0).to(dtype),
-            alpha.clamp(0.0, 1.0).to(dtype),
-            labels.to(torch.int64),
-            self.defect_types,
-        )
+        return content.clamp(0.0, 1.0), alpha.clamp(0.0, 1.0)
 
     def _source(self, index: int, scale: float) -> torch.Tensor:
         """Crop ``index`` as ``[C + 2, h, w]`` (content, validity, alpha), pre-shrunk when small."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -79,6 +80,21 @@ def _native_reference(reference: torch.Tensor, requested: int, native: int) -> t
     return reference  # the generator names what it expected
 
 
+@dataclass(frozen=True, eq=False)
+class AheadLayer:
+    """One layer sampled ahead of its placement (:meth:`DefectGenerator.sample_ahead`).
+
+    ``content [C, h, w]`` and ``alpha [1, h, w]`` in the generator's native channels;
+    ``extras`` holds what the generator's :meth:`~DefectGenerator.land` needs to finish it
+    (empty for generators whose layers do not depend on where they land).
+    """
+
+    content: torch.Tensor
+    alpha: torch.Tensor
+    label: int
+    extras: tuple[torch.Tensor, ...] = ()
+
+
 class DefectGenerator(nn.Module):
     """Base class of every defect source.
 
@@ -97,6 +113,11 @@ class DefectGenerator(nn.Module):
     layer_size: tuple[int, int] = (64, 64)
     needs_background: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    #: Whether :meth:`sample_ahead` + :meth:`land` give the layers ``sample`` gives, so layers
+    #: can be sampled ahead in batches, before their placement is known (a per-worker
+    #: reservoir, :class:`defectaug.per_sample.SampledReservoir`). Opt-in: a generator whose
+    #: layers depend on the ``background`` must move that dependence into ``land``.
+    samples_ahead: ClassVar[bool] = False
 
     def resolve_channels(self, channels: int | None) -> int:
         """The channel count of a sample: the request (1 or 3), else the generator's own.
@@ -214,6 +235,51 @@ class DefectGenerator(nn.Module):
         if layer.content.shape[1] != resolved_channels:
             layer = convert_layer(layer, resolved_channels, landing)
         return layer.to(device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def sample_ahead(
+        self,
+        n: int,
+        defect_type: str,
+        *,
+        generator: SeedLike,
+        channels: int,
+        layer_size: tuple[int, int] | None = None,
+    ) -> list[AheadLayer]:
+        """``n`` layers of ``defect_type`` sampled before their placement is known, in the
+        native channels for a request of ``channels`` (float32, on the generator's device).
+
+        :meth:`land` finishes them once their landing patch is known. The default samples
+        without a background; generators that use it override both.
+        """
+        layer = self.sample(
+            n,
+            defect_type,
+            generator=generator,
+            channels=self.native_channels(channels),
+            **({} if layer_size is None else {"layer_size": layer_size}),
+        )
+        label = self.type_index(defect_type)
+        return [
+            AheadLayer(content, alpha, label)
+            for content, alpha in zip(layer.content, layer.alpha, strict=True)
+        ]
+
+    @torch.no_grad()
+    def land(
+        self, layers: Sequence[AheadLayer], channels: int, background: torch.Tensor | None
+    ) -> DefectLayer:
+        """Layers of :meth:`sample_ahead` finished for the patches ``background [n, C, h, w]``
+        they land on (``None``: unknown), with ``channels`` content channels."""
+        layer = DefectLayer(
+            torch.stack([item.content for item in layers]),
+            torch.stack([item.alpha for item in layers]),
+            torch.tensor([item.label for item in layers], dtype=torch.int64),
+            self.defect_types,
+        )
+        if layer.content.shape[1] != channels:
+            layer = convert_layer(layer, channels, background)
+        return layer
 
     def _generate(
         self,

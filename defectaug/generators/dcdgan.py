@@ -387,6 +387,8 @@ class DCDGAN(PretrainedDefectGenerator):
     #: requested for RGB images becomes a luminance change of the patch it lands on (see
     #: :func:`defectaug.generators.base.convert_layer`) instead of a grey patch.
     accepts_background: ClassVar[bool] = True
+    #: The layers do not depend on where they land, so they can be sampled ahead in batches.
+    samples_ahead: ClassVar[bool] = True
     card_defaults: ClassVar[Mapping[str, Any]] = {
         "tags": ["gan", "few-shot", "dcdgan"],
         "metrics": ["kid", "fid"],
