@@ -251,6 +251,26 @@ def _change_level(value, under, threshold: float, rounded: bool) -> int:
     return 1 if change > 0.0 else 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def store_tracked(
+    image: np.ndarray,
+    before: np.ndarray,
+    channel: int,
+    row: int,
+    col: int,
+    value: float,
+    scale: float,
+    threshold: float,
+    rounded: bool,
+) -> int:
+    """Store ``value`` (in [0, 1]; rounded to ``scale`` levels for a uint8 image) at
+    ``image[channel, row, col]``; return its change level against ``before`` there."""
+    if rounded:
+        value = np.rint(min(max(value, 0.0), 1.0) * scale)
+    image[channel, row, col] = value
+    return _change_level(image[channel, row, col], before[channel, row, col], threshold, rounded)
+
+
 @njit(cache=True, nogil=True)
 def composite_relief(
     window: np.ndarray,
@@ -435,18 +455,10 @@ def composite_layer_tracked(
                 shown = min(max((1.0 - fy) * upper + fy * lower, 0.0), 1.0)
                 under = image[channel, at_row, at_col] / scale
                 value = under + cover * (shown - under)
-                if rounded:
-                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
-                image[channel, at_row, at_col] = value
-                state = max(
-                    state,
-                    _change_level(
-                        image[channel, at_row, at_col],
-                        before[channel, at_row, at_col],
-                        threshold,
-                        rounded,
-                    ),
+                level_here = store_tracked(
+                    image, before, channel, at_row, at_col, value, scale, threshold, rounded
                 )
+                state = max(state, level_here)
             level_row, level_col = at_row - level_top, at_col - level_left
             level[level_row, level_col] = state
             row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)

@@ -36,7 +36,7 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from defectaug._kernels import _change_level
+from defectaug._kernels import store_tracked
 from defectaug.batch import KEPT_CONTRAST, POISSON_MARGIN
 from defectaug.compositing._solvers import _inverse_eigenvalues_numpy
 from defectaug.compositing.improved import _crop_window, useful_band
@@ -641,18 +641,10 @@ def store_window(
             state = 0
             for channel in range(channels):
                 value = work[channel, at_row - origin[0], at_col - origin[1]]
-                if rounded:
-                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
-                image[channel, at_row, at_col] = value
-                state = max(
-                    state,
-                    _change_level(
-                        image[channel, at_row, at_col],
-                        before[channel, at_row, at_col],
-                        change_threshold,
-                        rounded,
-                    ),
+                level_here = store_tracked(
+                    image, before, channel, at_row, at_col, value, scale, change_threshold, rounded
                 )
+                state = max(state, level_here)
             level[level_row, level_col] = state
 
 

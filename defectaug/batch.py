@@ -245,19 +245,17 @@ def _sampled_layers(
     if sides is None:
         native = tuple(int(v) for v in generator.layer_size)
         groups = [(torch.arange(len(placements)), native)]
-        sizes = [native] * len(placements)
     else:
         groups = [(members, (side, side)) for members, side in _side_groups(sides.tolist())]
-        sizes = [(side, side) for side in sides.tolist()]
     channels = images.shape[1]
-    taken = (
-        [
+    taken = None
+    if reservoir is not None:
+        # In defect order, as the compiled renderer takes them.
+        sizes = [native] * len(placements) if sides is None else [(s, s) for s in sides.tolist()]
+        taken = [
             reservoir.take(generator.defect_types.index(name), size, channels)
             for name, size in zip(names, sizes, strict=True)
         ]
-        if reservoir is not None
-        else None
-    )
     wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
     parts = []
     for members, layer_size in groups:

@@ -32,7 +32,7 @@ from defectaug.datasets import (
     load_mask,
     read_defect_dataset,
 )
-from defectaug.generators.base import AheadLayer, DefectGenerator, convert_layer, match_channels
+from defectaug.generators.base import AheadLayer, DefectGenerator, match_channels
 from defectaug.layer import DefectLayer
 
 Crop = tuple[torch.Tensor, torch.Tensor]
@@ -354,11 +354,7 @@ class DefectBank(DefectGenerator):
         if background is not None and background.shape[1] != self.channels:
             background = match_channels(background, self.channels)
         content, alpha = self._finish(content, valid, alpha, jitter, background)
-        labels = torch.tensor([item.label for item in layers], dtype=torch.int64)
-        layer = DefectLayer(content, alpha, labels, self.defect_types)
-        if content.shape[1] != channels:
-            layer = convert_layer(layer, channels, landing)
-        return layer
+        return self._landed(layers, content, alpha, channels, landing)
 
     def _warp_crops(
         self,

@@ -271,13 +271,23 @@ class DefectGenerator(nn.Module):
     ) -> DefectLayer:
         """Layers of :meth:`sample_ahead` finished for the patches ``background [n, C, h, w]``
         they land on (``None``: unknown), with ``channels`` content channels."""
-        layer = DefectLayer(
-            torch.stack([item.content for item in layers]),
-            torch.stack([item.alpha for item in layers]),
-            torch.tensor([item.label for item in layers], dtype=torch.int64),
-            self.defect_types,
-        )
-        if layer.content.shape[1] != channels:
+        content = torch.stack([item.content for item in layers])
+        alpha = torch.stack([item.alpha for item in layers])
+        return self._landed(layers, content, alpha, channels, background)
+
+    def _landed(
+        self,
+        layers: Sequence[AheadLayer],
+        content: torch.Tensor,
+        alpha: torch.Tensor,
+        channels: int,
+        background: torch.Tensor | None,
+    ) -> DefectLayer:
+        """The finished ``content`` / ``alpha`` of ``layers`` as a layer with ``channels``
+        content channels (converted for the patches ``background`` when they differ)."""
+        labels = torch.tensor([item.label for item in layers], dtype=torch.int64)
+        layer = DefectLayer(content, alpha, labels, self.defect_types)
+        if content.shape[1] != channels:
             layer = convert_layer(layer, channels, background)
         return layer
 
