@@ -21,8 +21,18 @@ Protocol (see benchmarks/README.md, section "Downstream benchmark"):
 
 Generators: ``procedural`` (with a class -> type map), ``bank`` (a ``DefectBank`` of the training
 images' own defects) and every shipped learned card (``list_generators()``) whose defect types are
-class names. Hyper-parameters are chosen with ``--validation`` (a stratified split carved from the
-training data), never on the test split.
+class names; on request also ``fitted`` (a ``FittedGenerator`` fitted on the training defects, each
+class at its fitted placement) and ``cutpaste`` (self-supervised, no real defect; every defect
+class at scale 0.3-0.8). Hyper-parameters are chosen with ``--validation`` (a stratified split
+carved from the training data), never on the test split.
+
+Few-shot mode (``--shots k``): per seed, the classifier trains on k real defect images per class
+of the training split and all its ``good`` images (``stratified_subset``, the same subset for every
+arm of the seed; a ``--validation`` split is carved first). ``bank`` and ``fitted`` are built per
+seed from those shots only, and every generator's placement sizes come from the shots' masks;
+procedural and cutpaste see no real defect; learned cards were trained outside the run (the report
+says so). Synthetic images per class are capped at the class's real count (k), so real and
+synthetic stay about 1:1 within a class. Results go to ``downstream_k<k>.*``.
 """
 
 from __future__ import annotations
@@ -49,11 +59,11 @@ from PIL import Image, ImageDraw
 
 from benchmarks import downstream_data as data_lib
 from benchmarks import recording
-from benchmarks.downstream_data import ImageSet, TraditionalAugment
+from benchmarks.downstream_data import ImageSet, TraditionalAugment, parse_shots
 from benchmarks.downstream_models import TinyUNet, lite0_classifier
 from benchmarks.recording import git_output, portable_command, portable_path
 from defectaug._seeding import mix_seed
-from defectaug.datasets import GOOD_LABEL, DefectRecord, read_defect_dataset
+from defectaug.datasets import DefectRecord, read_defect_dataset
 from defectaug.evaluation import (
     PixelCounts,
     bootstrap_ci,
@@ -65,7 +75,7 @@ from defectaug.evaluation import (
     pixel_counts,
     relative_error_reduction,
 )
-from defectaug.generators import DefectBank, ProceduralGenerator, list_generators, list_pretrained
+from defectaug.generators import ProceduralGenerator, list_generators, list_pretrained
 from defectaug.generators.base import DefectGenerator
 from defectaug.generators.registry import load_generator
 from defectaug.heads import GRLSourceHead, attach_source_head
@@ -74,6 +84,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "magnetic_tile"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 BASELINE_ARM = "traditional"
+#: Generators built from real defect records: the training split's, or (``--shots k``) each seed's
+#: shots.
+RECORD_GENERATORS = ("bank", "fitted")
+#: Generators that see no real defect at all (their placement sizes still come from real masks,
+#: except cutpaste's, which is fixed).
+NO_REAL_DEFECT_GENERATORS = ("procedural", "cutpaste")
+#: The few-shot track's cutpaste placement (``cutpaste:alpha:scale=0.3-0.8``), for every class.
+CUTPASTE_SCALE = (0.3, 0.8)
 
 
 @dataclass(frozen=True)
@@ -169,9 +187,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--val-seed", type=int, default=0)
     parser.add_argument(
+        "--shots",
+        default="all",
+        help="real defect images kept per class of the training split, per seed (all good images "
+        "are kept): a number, or 'all'",
+    )
+    parser.add_argument(
         "--generators",
         default="auto",
-        help="comma-separated generator names, or 'auto' (procedural, bank, learned cards)",
+        help="comma-separated generator names, or 'auto' (procedural, bank, learned cards); "
+        "also 'fitted' and 'cutpaste'",
     )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument(
@@ -225,6 +250,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.seg_crop % 8 or args.seg_crop > args.image_size:
         parser.error("--seg-crop: expected a multiple of 8 no larger than --image-size")
     args.test_data = args.test_data or args.train_data
+    try:
+        args.shots = parse_shots(args.shots)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -263,10 +292,26 @@ def load_splits(args: argparse.Namespace) -> Splits:
     return Splits(train, evaluation, train_records, description)
 
 
+def record_generator(name: str, records: Sequence[DefectRecord], source: str) -> DefectGenerator:
+    """A generator of :data:`RECORD_GENERATORS` learnt from the defects of ``records``."""
+    if name == "bank":
+        # Crops scaled to fill the layer: the placement scale (from the train masks) sets the size
+        # on the image, the same way for every generator.
+        return data_lib.shot_bank(records, source=source)
+    if name == "fitted":
+        return data_lib.fitted_generator(records)[0]
+    raise ValueError(f"not a generator built from records: {name!r}")
+
+
 def build_generators(
-    args: argparse.Namespace, splits: Splits
+    args: argparse.Namespace, splits: Splits, records: Sequence[DefectRecord] | None = None
 ) -> tuple[dict[str, DefectGenerator], dict[str, str]]:
-    """The generators to compare, and a note for every one that was left out."""
+    """The generators to compare, and a note for every one that was left out.
+
+    ``bank`` and ``fitted`` learn from ``records`` (default: the training split's; in few-shot
+    mode seed 0's shots, rebuilt per seed by :class:`SyntheticData`)."""
+    records = splits.train_records if records is None else records
+    source = "training split" if args.shots is None else "the seed's shots"
     classes = splits.train.classes
     cards = [name for name in list_generators() if name in set(list_pretrained())]
     wanted = (
@@ -280,15 +325,8 @@ def build_generators(
         try:
             if name == "procedural":
                 generator: DefectGenerator = ProceduralGenerator()
-            elif name == "bank":
-                # Crops scaled to fill the layer: the placement scale (from the train masks) sets
-                # the size on the image, the same way for every generator.
-                generator = DefectBank.from_records(
-                    [r for r in splits.train_records if r.label != GOOD_LABEL],
-                    preserve_scale=False,
-                    layer_size=64,
-                    source="training split",
-                )
+            elif name in RECORD_GENERATORS:
+                generator = record_generator(name, records, source)
             else:
                 generator = load_generator(name)
         except Exception as error:  # a broken card must not sink the other arms
@@ -315,48 +353,130 @@ def arms_for(generators: Sequence[str]) -> list[Arm]:
 
 # ------------------------------------------------------------------------ synthetic training data
 class SyntheticData:
-    """Per (generator, seed): the joined real + synthetic training set, built once, shared by the
-    classification and segmentation arms of that seed."""
+    """Per seed, the real training images (the seed's shots in few-shot mode); per (generator,
+    seed), the joined real + synthetic training set, built once, shared by the classification and
+    segmentation arms of that seed."""
 
     def __init__(
         self,
         splits: Splits,
         generators: dict[str, DefectGenerator],
         per_class: int,
+        shots: int | None = None,
     ) -> None:
         self.splits = splits
-        self.generators = generators
         self.per_class = per_class
-        self.scales = data_lib.defect_scale_ranges(splits.train)
+        self.shots = shots
         self.backgrounds = splits.train.images[splits.train.labels == 0]
+        self._real: dict[int, tuple[torch.Tensor, ImageSet]] = {}
+        self._scales: dict[int, dict[str, tuple[float, float]]] = {}
         self._built: dict[tuple[str | None, int], tuple[Any, torch.Tensor]] = {}
+        self.use(generators)
+
+    def use(self, generators: dict[str, DefectGenerator]) -> None:
+        """Compare ``generators`` (in few-shot mode, bank and fitted learnt from seed 0's shots,
+        as :func:`build_generators` builds them from :meth:`shot_records` ``(0)``)."""
+        self.generators = generators
+        self._learnt: dict[tuple[str, int], DefectGenerator] = {}
+        if self.shots is not None:
+            self._learnt.update(
+                ((name, 0), generators[name]) for name in RECORD_GENERATORS if name in generators
+            )
+
+    @property
+    def scales(self) -> dict[str, tuple[float, float]]:
+        """Placement size range per class (seed 0's shots in few-shot mode)."""
+        return self.placement_scales(0)
+
+    def shot_index(self, seed: int) -> torch.Tensor:
+        """Indices into ``splits.train`` of the seed's real training images."""
+        return self._real_for(seed)[0]
+
+    def real(self, seed: int) -> ImageSet:
+        """The seed's real training images: the whole training split, or its k shots per defect
+        class and every good image."""
+        return self._real_for(seed)[1]
+
+    def _real_for(self, seed: int) -> tuple[torch.Tensor, ImageSet]:
+        key = 0 if self.shots is None else seed
+        if key not in self._real:
+            train = self.splits.train
+            if self.shots is None:
+                self._real[key] = (torch.arange(len(train)), train)
+            else:
+                index = data_lib.shot_index(train, self.shots, seed)
+                self._real[key] = (index, train.subset(index))
+        return self._real[key]
+
+    def shot_records(self, seed: int) -> list[DefectRecord]:
+        """The records of the seed's real training images."""
+        by_path = {str(r.image): r for r in self.splits.train_records}
+        return [by_path[path] for path in self.real(seed).paths]
+
+    def placement_scales(self, seed: int) -> dict[str, tuple[float, float]]:
+        """Per class, the placement size range from the masks the seed's arms may see."""
+        key = 0 if self.shots is None else seed
+        if key not in self._scales:
+            self._scales[key] = data_lib.defect_scale_ranges(self.real(seed))
+        return self._scales[key]
+
+    def generator(self, name: str, seed: int) -> DefectGenerator:
+        """``name``'s generator for ``seed``: bank and fitted learn from the seed's shots."""
+        if self.shots is None or name not in RECORD_GENERATORS:
+            return self.generators[name]
+        if (name, seed) not in self._learnt:
+            self._learnt[(name, seed)] = record_generator(
+                name, self.shot_records(seed), "the seed's shots"
+            )
+        return self._learnt[(name, seed)]
+
+    def placements(self, name: str, seed: int) -> dict[str, dict[str, Any]]:
+        """Per class, the ``SyntheticDefectDataset`` placement keywords of ``name``'s images."""
+        class_map = self.class_map(name, seed)
+        if name == "fitted":
+            fitted = self.generator(name, seed)
+            return {c: fitted.placement(t) for c, t in class_map.items()}  # type: ignore[attr-defined]
+        if name == "cutpaste":
+            return {c: {"scale": CUTPASTE_SCALE} for c in class_map}
+        scales = self.placement_scales(seed)
+        return {c: {"scale": scales[c]} for c in class_map if c in scales}
 
     def class_maps(self) -> dict[str, dict[str, str]]:
-        classes = self.splits.train.classes
-        return {
-            name: data_lib.generator_class_map(name, generator, classes)
-            for name, generator in self.generators.items()
-        }
+        """Every generator's class map (seed 0's in few-shot mode)."""
+        return {name: self.class_map(name, 0) for name in self.generators}
+
+    def class_map(self, name: str, seed: int) -> dict[str, str]:
+        generator = self.generator(name, seed)
+        return data_lib.generator_class_map(name, generator, self.splits.train.classes)
+
+    def synthetic_counts(self, name: str, seed: int) -> dict[str, int]:
+        """Synthetic images per class: enough to reach the largest class, at most
+        ``per_class``, and in few-shot mode at most the class's real count (about 1:1)."""
+        real = self.real(seed)
+        counts = data_lib.synthetic_counts(real, list(self.class_map(name, seed)))
+        counts = {c: min(n, self.per_class) for c, n in counts.items()}
+        if self.shots is not None:
+            have = real.class_counts()
+            counts = {c: min(n, have[c]) for c, n in counts.items()}
+        return counts
 
     def training_set(self, generator: str | None, seed: int) -> tuple[Any, torch.Tensor]:
         key = (generator, seed)
         if key not in self._built:
             synthetic = []
+            real = self.real(seed)
             if generator is not None:
-                classes = self.splits.train.classes
-                class_map = self.class_maps()[generator]
-                counts = data_lib.synthetic_counts(self.splits.train, list(class_map))
-                counts = {c: min(n, self.per_class) for c, n in counts.items()}
                 synthetic = data_lib.synthetic_sets(
-                    self.generators[generator],
-                    class_map,
-                    counts,
+                    self.generator(generator, seed),
+                    self.class_map(generator, seed),
+                    self.synthetic_counts(generator, seed),
                     self.backgrounds,
-                    classes,
-                    self.scales,
+                    real.classes,
+                    self.placement_scales(seed),
                     seed=mix_seed(seed, sum(map(ord, generator))),
+                    placements=self.placements(generator, seed),
                 )
-            self._built[key] = data_lib.training_set(self.splits.train, synthetic)
+            self._built[key] = data_lib.training_set(real, synthetic)
         return self._built[key]
 
 
@@ -387,10 +507,11 @@ def view_pool(
     rng = torch.Generator().manual_seed(mix_seed(seed, 1))
     if not arm.augment:
         # Unaugmented views are the training images themselves: reuse their cached features.
-        index = data_lib.draw_items(context.splits.train.labels, settings.views, arm.balanced, rng)
+        real = context.synthetic.real(seed)
+        index = data_lib.draw_items(real.labels, settings.views, arm.balanced, rng)
         return dict(
-            features=context.real_features[index],
-            label=context.splits.train.labels[index],
+            features=context.real_features[context.synthetic.shot_index(seed)][index],
+            label=real.labels[index],
             source=torch.zeros(len(index), dtype=torch.long),
         )
     dataset, labels = context.synthetic.training_set(arm.generator, seed)
@@ -516,9 +637,10 @@ def train_segmenter(
     settings = args.settings
     torch.manual_seed(mix_seed(seed, 4))
     dataset, labels = synthetic.training_set(arm.generator, seed)
-    real_count = len(splits.train)
+    real = synthetic.real(seed)
+    real_count = len(real)
     has_mask = torch.ones(len(labels), dtype=torch.bool)
-    has_mask[:real_count] = splits.train.has_mask
+    has_mask[:real_count] = real.has_mask
     candidates = segmentation_items(labels, has_mask)
     rng = torch.Generator().manual_seed(mix_seed(seed, 5))
     index = candidates[
@@ -580,7 +702,7 @@ def synthetic_samples(
 ) -> torch.Tensor:
     """``count`` synthetic images of ``generator``, classes taken in turn (seed-0 training data)."""
     dataset, labels = synthetic.training_set(generator, seed)
-    real_count = len(synthetic.splits.train)
+    real_count = len(synthetic.real(seed))
     by_class = [
         torch.nonzero(labels[real_count:] == c).flatten() + real_count
         for c in torch.unique(labels[real_count:]).tolist()
@@ -711,7 +833,8 @@ def sample_grids(
     synthetic: SyntheticData, splits: Splits, out: Path, columns: int = 8
 ) -> list[str]:
     written = []
-    real = splits.train.images[splits.train.labels != 0]
+    train = synthetic.real(0)  # seed 0's shots in few-shot mode
+    real = train.images[train.labels != 0]
     pick = torch.linspace(0, len(real) - 1, 2 * columns).round().long()
     grids = {"real-train-defects": real[pick]}
     for name in synthetic.generators:
@@ -829,10 +952,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"data: train {splits.description['train_counts']}, evaluation "
         f"{splits.description['evaluation_counts']}"
     )
-    generators, skipped = build_generators(args, splits)
+    synthetic = SyntheticData(splits, {}, settings.synthetic_per_class, args.shots)
+    shot_records = None if args.shots is None else synthetic.shot_records(0)
+    generators, skipped = build_generators(args, splits, shot_records)
     for name, reason in skipped.items():
         log(f"generator {name} skipped: {reason}")
-    synthetic = SyntheticData(splits, generators, settings.synthetic_per_class)
+    synthetic.use(generators)
+    if args.shots is not None:
+        log(f"shots: k = {args.shots}, seed 0 trains on {synthetic.real(0).class_counts()}")
     arms = arms_for(list(generators))
     if args.arms != "all":
         wanted = {name.strip() for name in args.arms.split(",")}
@@ -905,6 +1032,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, results in seg_runs.items()
     }
     wall = time.time() - started
+    result_shots = shot_counts(synthetic, settings, args)
     result = dict(
         date_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         started_utc=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
@@ -924,14 +1052,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seg_crop=args.seg_crop,
         ),
         data=splits.description,
+        shots=args.shots,
+        shot_counts=result_shots,
+        synthetic_per_class_rule=synthetic_rule(args.shots, settings.synthetic_per_class),
         generators={
-            name: dict(class_map=class_maps[name], kind=type(generator).__name__)
+            name: dict(
+                class_map=class_maps[name],
+                kind=type(generator).__name__,
+                real_defects_seen=real_defects_seen(name, args.shots),
+            )
             for name, generator in generators.items()
         },
         skipped_generators=skipped,
         failed_generators=failed,
         uncommitted_library_files=uncommitted_files(),
-        placement_scales=synthetic.scales,
+        placement_scales=synthetic.scales
+        if args.shots is None
+        else {seed: synthetic.placement_scales(int(seed.split()[1])) for seed in result_shots},
         summary=summary,
         segmentation_summary=seg_summary,
         classification_runs=runs,
@@ -939,11 +1076,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         realism=realism_result,
     )
     stem = (
-        "downstream" + ("_validation" if args.validation else "") + ("_quick" if args.quick else "")
+        "downstream"
+        + ("" if args.shots is None else f"_k{args.shots}")
+        + ("_validation" if args.validation else "")
+        + ("_quick" if args.quick else "")
     )
     write_reports(result, args.out, stem, sample_grids(synthetic, splits, args.out))
     log(f"done in {wall:.0f} s -> {args.out}")
     return result
+
+
+def shot_counts(
+    synthetic: SyntheticData, settings: Settings, args: argparse.Namespace
+) -> dict[str, dict[str, int]]:
+    """Real training images per class of every seed that trained (one entry without shots)."""
+    if args.shots is None:
+        return {"all seeds": synthetic.real(0).class_counts()}
+    seeds = max(
+        0 if args.skip_classification else settings.seeds,
+        0 if args.skip_segmentation else settings.seg_seeds,
+        1,
+    )
+    return {f"seed {seed}": synthetic.real(seed).class_counts() for seed in range(seeds)}
+
+
+def synthetic_rule(shots: int | None, per_class: int) -> str:
+    """How many synthetic images each mapped class gets."""
+    rule = (
+        f"synthetic images per defect class = min(good count - real count of the class, "
+        f"{per_class} (--synthetic-per-class)"
+    )
+    if shots is None:
+        return rule + ")"
+    return (
+        rule + ", real count of the class): with k shots at most k per class, so real and "
+        "synthetic are about 1:1 within each defect class (classes are drawn equally)"
+    )
+
+
+def real_defects_seen(name: str, shots: int | None) -> str:
+    """Which real defects a generator learnt from, for the report."""
+    if name in RECORD_GENERATORS:
+        return "the whole training split" if shots is None else "only the seed's shots"
+    if name in NO_REAL_DEFECT_GENERATORS:
+        return "none"
+    return (
+        "a learned card trained outside this run (on its own training data, e.g. a full train "
+        "split)" + ("" if shots is None else ": MORE than the shots")
+    )
 
 
 def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") -> dict[str, Any]:
@@ -956,8 +1136,8 @@ def merge_results(paths: Sequence[Path], out: Path, stem: str = "downstream") ->
     parts = [json.loads(Path(path).read_text()) for path in paths]
     base = parts[0]
     for part in parts[1:]:
-        for key in ("data", "settings", "hyper_parameters", "mode"):
-            if part[key] != base[key]:
+        for key in ("data", "settings", "hyper_parameters", "mode", "shots"):
+            if part.get(key) != base.get(key):
                 raise SystemExit(f"--merge: {key} differs between {paths[0]} and another part")
     merged = dict(base)
     merged["classification_runs"], merged["segmentation_runs"] = {}, {}
@@ -1040,8 +1220,11 @@ def write_reports(result: dict[str, Any], out: Path, stem: str, grids: Sequence[
     ]
     if seg_rows:
         bar_chart(seg_rows, "Segmentation pixel F1 (mean ± std)", "", out / f"{stem}_seg_f1.png")
+    shots = result.get("shots")
     lines = [
-        f"# Downstream benchmark ({result['mode']})",
+        f"# Downstream benchmark ({result['mode']}"
+        + ("" if shots is None else f", k = {shots} real defect images per class")
+        + ")",
         "",
         f"{result['date_utc']}, commit `{result['git_commit']}`, wall time "
         f"{result['wall_time_s'] / 60:.1f} min ({result['machine']}).",
@@ -1053,6 +1236,7 @@ def write_reports(result: dict[str, Any], out: Path, stem: str, grids: Sequence[
         ],
         f"Train: {result['data']['train']} {result['data']['train_counts']}; evaluation: "
         f"{result['data']['evaluation']} {result['data']['evaluation_counts']}.",
+        *few_shot_lines(result),
         "",
         summary_table(result),
         "",
@@ -1074,6 +1258,50 @@ def write_reports(result: dict[str, Any], out: Path, stem: str, grids: Sequence[
         lines += [f"![segmentation F1 per arm]({stem}_seg_f1.png)", ""]
     lines += [f"Samples: {', '.join(grids)}", ""]
     (out / f"{stem}.md").write_text("\n".join(lines))
+
+
+def few_shot_lines(result: dict[str, Any]) -> list[str]:
+    """The report header's few-shot paragraph: shots per class, what each generator saw and the
+    synthetic share (nothing for a run on the whole training split)."""
+    shots = result.get("shots")
+    if shots is None:
+        return []
+    counts = "; ".join(
+        f"{seed}: " + ", ".join(f"{name} {n}" for name, n in per_class.items())
+        for seed, per_class in result["shot_counts"].items()
+    )
+    seen = result["generators"]
+    more = [name for name, row in seen.items() if "MORE" in row.get("real_defects_seen", "")]
+    return [
+        "",
+        f"Few-shot: every arm of a seed trains on the same k = {shots} real defect images per "
+        "class of the training split (`stratified_subset`) and all its good images; arms are "
+        f"paired by seed. Real training images per seed: {counts}.",
+        "Real defects each generator learnt from: "
+        + "; ".join(f"`{name}`: {row.get('real_defects_seen', '?')}" for name, row in seen.items())
+        + ". Placement sizes come from the seed's shots' masks"
+        + "".join(
+            f"; {name}: {note}"
+            for name, note in (
+                ("fitted", "its fitted placement"),
+                (
+                    "cutpaste",
+                    f"fixed scale {CUTPASTE_SCALE[0]}-{CUTPASTE_SCALE[1]} for every class (the "
+                    "same kind of image for every class: it can only teach defect vs good)",
+                ),
+            )
+            if name in seen
+        )
+        + ".",
+        (
+            "Generators that saw MORE real defects than the shots: "
+            + ", ".join(f"`{name}`" for name in more)
+            + "."
+            if more
+            else "No generator saw more real defects than the shots."
+        ),
+        f"Synthetic share: {result.get('synthetic_per_class_rule', '?')}.",
+    ]
 
 
 def _json_default(value: Any) -> Any:

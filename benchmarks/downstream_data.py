@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset
 
-from defectaug._seeding import child_seed
+from defectaug._seeding import child_seed, mix_seed
 from defectaug.dataset import SyntheticDefectDataset
 from defectaug.datasets import (
     GOOD_LABEL,
@@ -32,6 +32,9 @@ from defectaug.datasets import (
     load_mask,
     read_defect_dataset,
 )
+from defectaug.evaluation import stratified_subset
+from defectaug.fitting import FittedGenerator, fit_defects
+from defectaug.generators import DefectBank
 from defectaug.generators.base import DefectGenerator
 from defectaug.heads import SOURCE_REAL, SOURCE_SYNTHETIC, SourceTagged
 
@@ -44,6 +47,10 @@ MASK_AREA_THRESHOLD = 1.0 / 3.0
 #: irregular stain), uneven a large low-contrast region. ``break`` (chipped tile edges) has no
 #: procedural analogue: it gets no procedural images and is only oversampled, as in arm 2.
 PROCEDURAL_CLASS_MAP = {"blowhole": "pit", "crack": "crack", "fray": "stain", "uneven": "uneven"}
+
+#: Generators with one class-agnostic defect type that need no real defect: used for every defect
+#: class (their images differ between classes only by the placement the caller gives).
+CLASS_AGNOSTIC_GENERATORS = ("cutpaste",)
 
 
 @dataclass
@@ -248,13 +255,60 @@ def generator_class_map(
 ) -> dict[str, str]:
     """``{class: generator defect type}`` used by a generator's synthetic set.
 
-    The procedural generator uses :data:`PROCEDURAL_CLASS_MAP`; every other generator (the bank
-    and learned cards) is used for the classes that are among its own defect types.
+    The procedural generator uses :data:`PROCEDURAL_CLASS_MAP`; a class-agnostic one
+    (:data:`CLASS_AGNOSTIC_GENERATORS`) its single type for every defect class; every other
+    generator (the bank, the fitted one and learned cards) is used for the classes that are among
+    its own defect types.
     """
     types = set(generator.defect_types)
     if name == "procedural":
         return {c: t for c, t in PROCEDURAL_CLASS_MAP.items() if c in classes and t in types}
+    if name in CLASS_AGNOSTIC_GENERATORS and len(generator.defect_types) == 1:
+        return {c: generator.defect_types[0] for c in classes if c != GOOD_LABEL}
     return {c: c for c in classes if c != GOOD_LABEL and c in types}
+
+
+# ------------------------------------------------------------------------------------ few-shot
+def parse_shots(text: str) -> int | None:
+    """``--shots``: a positive number of real defect images per class, or ``"all"`` (``None``)."""
+    if text == "all":
+        return None
+    try:
+        shots = int(text)
+    except ValueError:
+        shots = 0
+    if shots < 1:
+        raise ValueError(f"--shots: expected a positive integer or 'all', got {text!r}")
+    return shots
+
+
+def shot_index(data: ImageSet, shots: int | None, seed: int) -> torch.Tensor:
+    """The seed's k shots: sorted indices of at most ``shots`` images of every defect class of
+    ``data`` and of all its ``good`` images; the same subset for every arm of the seed
+    (``stratified_subset`` with ``mix_seed(seed, 7)``). ``shots=None`` keeps everything."""
+    keep = [data.classes.index(GOOD_LABEL)] if GOOD_LABEL in data.classes else []
+    return stratified_subset(data.labels, shots, seed=mix_seed(seed, 7), keep=keep)
+
+
+def shot_bank(records: Sequence[DefectRecord], source: str = "records") -> DefectBank:
+    """A ``DefectBank`` of the defects of ``records`` (the good ones are skipped), crops scaled to
+    fill a 64-px layer: the placement ``scale`` sets their size on the image."""
+    return DefectBank.from_records(
+        [r for r in records if r.label != GOOD_LABEL],
+        preserve_scale=False,
+        layer_size=64,
+        source=source,
+    )
+
+
+def fitted_generator(
+    records: Sequence[DefectRecord],
+) -> tuple[FittedGenerator, dict[str, dict[str, Any]]]:
+    """A ``FittedGenerator`` fitted (``fit_defects``) on the defects of ``records``, and each
+    class's fitted placement (``fitted.placement(class)``: size, orientation, count, location
+    prior, edge side) as ``inject_defects`` / ``SyntheticDefectDataset`` keywords."""
+    fitted = FittedGenerator(fit_defects([r for r in records if r.label != GOOD_LABEL]))
+    return fitted, {name: fitted.placement(name) for name in fitted.defect_types}
 
 
 def synthetic_counts(data: ImageSet, mapped_classes: Sequence[str]) -> dict[str, int]:
@@ -272,15 +326,19 @@ def synthetic_sets(
     classes: Sequence[str],
     scales: Mapping[str, tuple[float, float]],
     seed: int,
+    placements: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[SyntheticDefectDataset]:
     """One ``SyntheticDefectDataset(target="dict")`` per mapped class, on ``backgrounds``
-    (normal train images ``[N, 1, S, S]``), placed at the class's real size range."""
+    (normal train images ``[N, 1, S, S]``), placed at the class's real size range, or with the
+    class's placement keywords where ``placements`` has them (a fitted generator's)."""
     rng = torch.Generator().manual_seed(seed)
     sets = []
     for class_name, defect_type in class_map.items():
         length = counts.get(class_name, 0)
         if length < 1:
             continue
+        placement = dict((placements or {}).get(class_name) or {})
+        placement.setdefault("scale", scales.get(class_name, (0.1, 0.3)))
         sets.append(
             SyntheticDefectDataset(
                 list(backgrounds),
@@ -288,7 +346,7 @@ def synthetic_sets(
                 defect_types=[defect_type],
                 length=length,
                 seed=child_seed(rng),
-                scale=scales.get(class_name, (0.1, 0.3)),
+                **placement,
                 target="dict",
                 label_map={defect_type: classes.index(class_name)},
             )

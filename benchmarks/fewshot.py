@@ -53,9 +53,7 @@ from benchmarks.recording import git_commit, portable_command
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord
-from defectaug.evaluation import PixelCounts, pixel_counts, stratified_subset
-from defectaug.fitting import FittedGenerator, fit_defects
-from defectaug.generators import DefectBank
+from defectaug.evaluation import PixelCounts, pixel_counts
 from defectaug.generators.base import DefectGenerator
 
 BASELINE_ARM = "real"
@@ -114,8 +112,9 @@ def load_splits(args: argparse.Namespace) -> Splits:
 
 
 def shot_index(pool: ImageSet, shots: int | None, seed: int) -> torch.Tensor:
-    """The seed's k shots per class: the same subset for every arm of the seed."""
-    return stratified_subset(pool.labels, shots, seed=mix_seed(seed, 7))
+    """The seed's k shots per class: the same subset for every arm of the seed (the classifier
+    of ``benchmarks.downstream --shots`` draws its shots with the same function)."""
+    return data_lib.shot_index(pool, shots, seed)
 
 
 # ------------------------------------------------------------------------------------- sources
@@ -153,14 +152,11 @@ def make_source(
     source = arm.removeprefix("real+")
     if source == "bank":
         # Crops fill a small layer; each class lands at its real size range, from the shots.
-        bank = DefectBank.from_records(shot_records, preserve_scale=False, layer_size=64)
+        bank = data_lib.shot_bank(shot_records)
         scales = data_lib.defect_scale_ranges(shots)
         return per_class_source(bank, {name: {"scale": scales[name]} for name in bank.defect_types})
     if source == "fitted":
-        fitted = FittedGenerator(fit_defects(list(shot_records)))
-        return per_class_source(
-            fitted, {name: fitted.placement(name) for name in fitted.defect_types}
-        )
+        return per_class_source(*data_lib.fitted_generator(shot_records))
     return anomaly.make_source(source)
 
 

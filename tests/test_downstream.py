@@ -339,3 +339,135 @@ def test_real_and_synthetic_items_take_the_same_preprocessing_path():
         assert mask.sum() > 20
     assert (synthetic_items["label"] == 1).all() and (synthetic_items["source"] == 1).all()
     assert (real_items["source"] == 0).all()
+
+
+# ------------------------------------------------------------------------------ few-shot mode
+def _few_shot_args(data, out, *extra):
+    return [
+        "--train-data", str(data), "--out", str(out), "--image-size", "32", "--seg-crop", "16",
+        "--seeds", "2",
+        "--views", "16", "--steps", "2", "--batch-size", "8", "--synthetic-per-class", "4",
+        "--skip-segmentation", "--skip-realism", *extra,
+    ]  # fmt: skip
+
+
+def test_shots_keep_k_defects_per_class_every_good_image_and_differ_by_seed(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    args = downstream.parse_args(_few_shot_args(data, tmp_path / "out", "--shots", "2"))
+    assert args.shots == 2
+    splits = downstream.load_splits(args)
+    synthetic = downstream.SyntheticData(splits, {}, per_class=4, shots=args.shots)
+    subsets = []
+    for seed in range(2):
+        real = synthetic.real(seed)
+        assert real.class_counts() == {"good": 6, "blowhole": 2, "crack": 2}
+        assert set(real.paths) <= set(splits.train.paths)
+        assert real.paths == [splits.train.paths[i] for i in synthetic.shot_index(seed).tolist()]
+        # Drawn again (another arm of the seed, another process): the same subset.
+        again = downstream.SyntheticData(splits, {}, per_class=4, shots=2).real(seed)
+        assert again.paths == real.paths
+        subsets.append(real.paths)
+    assert subsets[0] != subsets[1]
+    # At most the class's real count of synthetic images (1:1), and the placement sizes come
+    # from the shots' masks only.
+    synthetic.use({"procedural": downstream.ProceduralGenerator()})
+    assert synthetic.synthetic_counts("procedural", 0) == {"blowhole": 2, "crack": 2}
+    assert synthetic.placement_scales(0) == data_lib.defect_scale_ranges(synthetic.real(0))
+
+
+def test_shots_all_reproduces_the_whole_training_split(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    args = downstream.parse_args(_few_shot_args(data, tmp_path / "out"))
+    assert args.shots is None
+    splits = downstream.load_splits(args)
+    synthetic = downstream.SyntheticData(splits, {}, per_class=4)
+    for seed in range(2):
+        assert synthetic.real(seed) is splits.train
+        assert synthetic.shot_index(seed).tolist() == list(range(len(splits.train)))
+    assert data_lib.shot_index(splits.train, None, 3).tolist() == list(range(len(splits.train)))
+    assert synthetic.scales == data_lib.defect_scale_ranges(splits.train)
+    synthetic.use({"procedural": downstream.ProceduralGenerator()})
+    assert synthetic.synthetic_counts("procedural", 0) == {"blowhole": 3, "crack": 3}
+    with pytest.raises(SystemExit):
+        downstream.parse_args(_few_shot_args(data, tmp_path / "out", "--shots", "0"))
+
+
+def test_few_shot_run_pairs_arms_by_seed_and_learns_only_from_the_shots(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    out = tmp_path / "out"
+    learnt: list[tuple[str, list[str], object]] = []
+    original_training_set, original_record_generator = (
+        data_lib.training_set,
+        downstream.record_generator,
+    )
+    real_sets_seen: list[tuple[str, ...]] = []
+
+    def record_training_set(real, synthetic):
+        real_sets_seen.append(tuple(real.paths))
+        return original_training_set(real, synthetic)
+
+    def spy_record_generator(name, records, source):
+        generator = original_record_generator(name, records, source)
+        defects = sorted(str(r.image) for r in records if r.label != "good")
+        learnt.append((name, defects, generator))
+        return generator
+
+    monkeypatch.setattr(data_lib, "training_set", record_training_set)
+    monkeypatch.setattr(downstream, "record_generator", spy_record_generator)
+    args = _few_shot_args(
+        data, out, "--shots", "2", "--generators", "bank,fitted,procedural,cutpaste",
+        "--arms", "none,traditional,synthetic:bank,synthetic:fitted,synthetic:procedural,"
+        "synthetic:cutpaste",
+    )  # fmt: skip
+    result = downstream.main(args)
+
+    splits = downstream.load_splits(downstream.parse_args(args))
+    shots = downstream.SyntheticData(splits, {}, per_class=4, shots=2)
+    arms = ["none", "traditional", "synthetic:bank", "synthetic:fitted", "synthetic:procedural",
+            "synthetic:cutpaste"]  # fmt: skip
+    assert list(result["summary"]) == arms
+    assert result["shots"] == 2
+    assert result["shot_counts"] == {
+        f"seed {s}": {"good": 6, "blowhole": 2, "crack": 2} for s in range(2)
+    }
+    # Five arms per seed build a training set (none reuses the cached real features), each on
+    # the seed's shots: the same real images for every arm of a seed.
+    assert len(real_sets_seen) == 10
+    for seed in range(2):
+        assert set(real_sets_seen[5 * seed : 5 * seed + 5]) == {tuple(shots.real(seed).paths)}
+    # bank and fitted are learnt from the seed's shots only (seed 0's also at start-up).
+    for seed in range(2):
+        real = shots.real(seed)
+        defects = sorted(real.paths[i] for i in torch.nonzero(real.labels).flatten().tolist())
+        for name in ("bank", "fitted"):
+            built = [g for n, records, g in learnt if n == name and records == defects]
+            assert built, f"{name} of seed {seed} not built from its shots"
+    assert {n for n, _, _ in learnt} == {"bank", "fitted"}
+    assert len(learnt) == 4  # bank and fitted, seeds 0 and 1
+    for name, _, generator in learnt:
+        if name == "bank":
+            assert generator.counts() == {"blowhole": 2, "crack": 2}
+        else:
+            fitted = generator.fitted.classes
+            assert {c: fitted[c]["n_images"] for c in fitted} == {"blowhole": 2, "crack": 2}
+    assert result["generators"]["cutpaste"]["class_map"] == {
+        "blowhole": "cutpaste",
+        "crack": "cutpaste",
+    }
+    assert result["generators"]["bank"]["real_defects_seen"] == "only the seed's shots"
+    assert result["generators"]["procedural"]["real_defects_seen"] == "none"
+    for arm in arms[2:]:
+        run = result["classification_runs"][arm][0]
+        assert 0 < run["synthetic_share"] < 1
+    assert result["summary"]["synthetic:fitted"]["error_vs_traditional"]["seeds"] == 2
+
+    written = json.loads((out / "downstream_k2.json").read_text())
+    assert written["shots"] == 2
+    report = (out / "downstream_k2.md").read_text()
+    assert report.startswith("# Downstream benchmark (test, k = 2 real defect images per class)")
+    assert "seed 0: good 6, blowhole 2, crack 2" in report
+    assert "No generator saw more real defects than the shots." in report
+    assert "at most k per class" in report
