@@ -20,10 +20,15 @@ import math
 import numpy as np
 from numba import njit
 
+from defectaug.generators.bank import MATCH_CONTRAST
+from defectaug.generators.base import LUMA
+
 # The plane order of ReliefMaps.planes, from the module that defines it.
 from defectaug.generators.relief import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST
 
 _RED, _GREEN, _BLUE = RUST
+_LUMA_RED, _LUMA_GREEN, _LUMA_BLUE = LUMA
+_MATCH_LOW, _MATCH_HIGH = MATCH_CONTRAST
 
 
 @njit(cache=True, nogil=True)
@@ -369,18 +374,25 @@ def composite_tracked(
 
 @njit(cache=True, nogil=True)
 def landing_patch(
-    image: np.ndarray, to_image: np.ndarray, height: int, width: int, scale: float
+    image: np.ndarray,
+    to_image: np.ndarray,
+    height: int,
+    width: int,
+    scale: float,
+    region: tuple,
 ) -> np.ndarray:
     """The patch of ``image [C, H, W]`` (divided by ``scale``) a ``height x width`` layer lands
     on, in the layer's frame: ``[C, height, width]`` float32, layer pixel ``(x, y)`` read at
     image point ``to_image [2, 3] @ (x, y, 1)`` bilinearly with the border replicated, as
-    :func:`defectaug.placement.layer_backgrounds` reads it."""
+    :func:`defectaug.placement.layer_backgrounds` reads it. Only the layer pixels of
+    ``region`` (``row_start, row_stop, col_start, col_stop``) are read; the others are 0."""
     channels, image_h, image_w = image.shape
     a, b, c = to_image[0, 0], to_image[0, 1], to_image[0, 2]
     d, e, f = to_image[1, 0], to_image[1, 1], to_image[1, 2]
-    patch = np.empty((channels, height, width), dtype=np.float32)
-    for row in range(height):
-        for col in range(width):
+    row_start, row_stop, col_start, col_stop = region
+    patch = np.zeros((channels, height, width), dtype=np.float32)
+    for row in range(row_start, row_stop):
+        for col in range(col_start, col_stop):
             x = min(max(a * col + b * row + c, 0.0), image_w - 1.0)
             y = min(max(d * col + e * row + f, 0.0), image_h - 1.0)
             left, top = int(math.floor(x)), int(math.floor(y))
@@ -393,6 +405,175 @@ def landing_patch(
                 ]
                 patch[channel, row, col] = ((1.0 - fy) * upper + fy * lower) / scale
     return patch
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grey(image: np.ndarray, row: int, col: int) -> float:
+    """ITU-R 601 luminance of pixel ``row, col`` of ``image [3, h, w]`` (``LUMA``)."""
+    return (
+        _LUMA_RED * image[0, row, col]
+        + _LUMA_GREEN * image[1, row, col]
+        + _LUMA_BLUE * image[2, row, col]
+    )
+
+
+@njit(cache=True, nogil=True)
+def finish_crop(
+    content: np.ndarray,
+    valid: np.ndarray,
+    alpha: np.ndarray,
+    contrast: float,
+    brightness: float,
+    patch: np.ndarray,
+) -> np.ndarray:
+    """A bank crop (``content [C, h, w]``, ``valid [h, w]``, ``alpha [h, w]``) finished for the
+    patch it lands on, as ``DefectBank._finish`` finishes it: tone-matched to ``patch [P, h, w]``
+    (``match_tone``, the patch converted to the crop's channels: luminance, or grey
+    replicated; an empty ``patch`` skips the match), then ``contrast`` about the defect's mean
+    plus ``brightness``, 0 where the crop has no pixels, clamped to [0, 1] (float32)."""
+    channels, height, width = content.shape
+    out = np.empty((channels, height, width), dtype=np.float32)
+    out[:] = content
+    if patch.shape[0] > 0:
+        weight = np.zeros((height, width), dtype=np.float32)
+        around = 0
+        inside = 0
+        for row in range(height):
+            for col in range(width):
+                if valid[row, col] > 0.5:
+                    inside += 1
+                    if alpha[row, col] < 0.5:
+                        around += 1
+        # The surroundings (valid, outside the defect) when there are enough, else all valid.
+        enough = around >= 8
+        total = float(max(around if enough else inside, 1))
+        for row in range(height):
+            for col in range(width):
+                if valid[row, col] > 0.5 and (alpha[row, col] < 0.5 or not enough):
+                    weight[row, col] = 1.0
+        grey_patch = patch.shape[0] != channels and channels == 1
+        for channel in range(channels):
+            source = 0 if patch.shape[0] == 1 else channel
+            crop_sum, patch_sum = 0.0, 0.0
+            for row in range(height):
+                for col in range(width):
+                    if weight[row, col] > 0.0:
+                        crop_sum += out[channel, row, col]
+                        patch_sum += (
+                            _grey(patch, row, col) if grey_patch else patch[source, row, col]
+                        )
+            crop_mean, patch_mean = crop_sum / total, patch_sum / total
+            crop_spread, patch_spread = 0.0, 0.0
+            for row in range(height):
+                for col in range(width):
+                    if weight[row, col] > 0.0:
+                        crop_spread += (out[channel, row, col] - crop_mean) ** 2
+                        tone = _grey(patch, row, col) if grey_patch else patch[source, row, col]
+                        patch_spread += (tone - patch_mean) ** 2
+            crop_std = math.sqrt(crop_spread / total)
+            patch_std = math.sqrt(patch_spread / total)
+            factor = min(max(patch_std / max(crop_std, 1e-3), _MATCH_LOW), _MATCH_HIGH)
+            for row in range(height):
+                for col in range(width):
+                    out[channel, row, col] = (out[channel, row, col] - crop_mean) * factor + (
+                        patch_mean
+                    )
+    coverage = 0.0
+    for row in range(height):
+        for col in range(width):
+            coverage += alpha[row, col]
+    coverage = max(coverage, 1e-6)
+    for channel in range(channels):
+        total_tone = 0.0
+        for row in range(height):
+            for col in range(width):
+                total_tone += out[channel, row, col] * alpha[row, col]
+        mean = total_tone / coverage
+        for row in range(height):
+            for col in range(width):
+                if valid[row, col] > 1e-3:
+                    value = (out[channel, row, col] - mean) * contrast + mean + brightness
+                    out[channel, row, col] = min(max(value, 0.0), 1.0)
+                else:
+                    out[channel, row, col] = 0.0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def landed_planes(
+    content: np.ndarray, alpha: np.ndarray, patch: np.ndarray, channels: int
+) -> np.ndarray:
+    """``content [C, h, w]`` in ``channels`` channels stacked over ``alpha [h, w]``:
+    ``[channels + 1, h, w]`` float32, converted as
+    :func:`defectaug.generators.base.convert_layer` converts a layer: RGB -> grey by
+    luminance; grey -> RGB as a luminance change of the landing ``patch [3, h, w]``
+    (``clamp(patch + grey - luminance(patch), 0, 1)``), or replicated when ``patch`` has no
+    3 channels."""
+    native, height, width = content.shape
+    planes = np.empty((channels + 1, height, width), dtype=np.float32)
+    shifted = native == 1 and channels == 3 and patch.shape[0] == 3
+    for row in range(height):
+        for col in range(width):
+            if native == channels:
+                for channel in range(channels):
+                    planes[channel, row, col] = content[channel, row, col]
+            elif channels == 1:
+                planes[0, row, col] = _grey(content, row, col)
+            elif shifted:
+                change = content[0, row, col] - _grey(patch, row, col)
+                for channel in range(3):
+                    value = patch[channel, row, col] + change
+                    planes[channel, row, col] = min(max(value, 0.0), 1.0)
+            else:
+                for channel in range(channels):
+                    planes[channel, row, col] = content[0, row, col]
+            planes[channels, row, col] = alpha[row, col]
+    return planes
+
+
+@njit(cache=True, nogil=True)
+def blur_planes(planes: np.ndarray, size: int, sigma: float, replicate: bool) -> np.ndarray:
+    """``planes [P, h, w]`` low-passed by a normalised Gaussian of ``size`` (odd) taps and
+    ``sigma``, along rows then columns, each tap off the plane read as its nearest edge pixel
+    (``replicate``) or as 0: :func:`defectaug.placement.antialias`'s blur (float32)."""
+    count, height, width = planes.shape
+    reach = size // 2
+    weights = np.empty(size, dtype=np.float64)
+    for tap in range(size):
+        weights[tap] = math.exp(-((tap - reach) ** 2) / (2.0 * sigma * sigma))
+    weights /= weights.sum()
+    taps = weights.astype(np.float32)
+    out = np.zeros((count, height, width), dtype=np.float32)
+    # Padded copies of a row and of the plane filtered along rows: the inner loops then run
+    # over contiguous rows without a bounds test, which the compiler vectorises.
+    row_buffer = np.zeros(width + 2 * reach, dtype=np.float32)
+    across = np.zeros((height + 2 * reach, width), dtype=np.float32)
+    for plane in range(count):
+        source = planes[plane]
+        for row in range(height):
+            row_buffer[reach : reach + width] = source[row]
+            if replicate:
+                row_buffer[:reach] = source[row, 0]
+                row_buffer[reach + width :] = source[row, width - 1]
+            filtered = across[reach + row]
+            filtered[:] = 0.0
+            for tap in range(size):
+                weight = taps[tap]
+                for col in range(width):
+                    filtered[col] += weight * row_buffer[tap + col]
+        if replicate:
+            for row in range(reach):
+                across[row] = across[reach]
+                across[reach + height + row] = across[reach + height - 1]
+        target = out[plane]
+        for row in range(height):
+            result = target[row]
+            for tap in range(size):
+                weight = taps[tap]
+                filtered = across[row + tap]
+                for col in range(width):
+                    result[col] += weight * filtered[col]
+    return out
 
 
 @njit(cache=True, nogil=True)

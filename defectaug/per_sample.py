@@ -12,9 +12,9 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   pixels they land on, so a chunk suits any image. Generators of content + alpha layers that
   opt in (``samples_ahead``: the bank, learned cards) get the same from
   :class:`SampledReservoir`: one ``sample_ahead`` call per chunk, each layer finished for the
-  patch it lands on (``land``) and composited with the alpha blend. ``DefectInject`` hands the
-  same reservoir to the torch renderer when it renders (other devices, dtypes, blends), so both
-  use the same layers;
+  patch it lands on in compiled passes (``land_planes``, what ``land`` gives) and composited
+  with the alpha blend. ``DefectInject`` hands the same reservoir to the torch renderer when it
+  renders (other devices, dtypes, blends), so both use the same layers;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   alpha-composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`),
   written straight into the output (a uint8 image stays uint8);
@@ -56,13 +56,14 @@ import torch
 from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
 from defectaug._seeding import mix_seed, stream_identity
 from defectaug.batch import _renders_any_size, check_blend_options, paints_relief
-from defectaug.generators.base import AheadLayer
+from defectaug.generators.base import AheadLayer, Landing
 from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
-from defectaug.placement import antialias
+from defectaug.placement.warping import blur_kernel
 from defectaug.plan import Plan, layer_box, paint_side
 
 
+@functools.cache  # an import statement per call costs a microsecond, several per sample
 def _kernels() -> ModuleType:
     # numba takes half a second or more to import: only a transform that renders here pays it.
     from defectaug import _kernels
@@ -70,6 +71,7 @@ def _kernels() -> ModuleType:
     return _kernels
 
 
+@functools.cache
 def _poisson() -> ModuleType:
     # As _kernels (numba), and scipy: only a transform that renders a Poisson blend here pays it.
     from defectaug import _poisson_kernels
@@ -112,7 +114,8 @@ def _chunk_length(pixels: int, chunk: int) -> int:
 class LayerReservoir:
     """Relief maps painted ahead in chunks, one type and one side per chunk.
 
-    A chunk of ``n`` layers serves ``n * USES_PER_LAYER`` samples, cycling through its layers.
+    A chunk of ``n`` layers serves ``n * uses`` samples, cycling through its layers (``uses``:
+    the generator's ``uses_per_layer``, else ``USES_PER_LAYER``).
     With an int ``seed``, chunk ``k`` of ``(type, side)`` is painted from
     ``mix_seed(seed, worker id, loader base seed, rank, type, side, k)``, so the stream of layers
     is reproducible and workers never share layers; with ``None`` chunk seeds come from torch's
@@ -123,6 +126,7 @@ class LayerReservoir:
     def __init__(self, generator: Any, seed: int | None) -> None:
         self.generator = generator
         self.seed = seed
+        self.uses = getattr(generator, "uses_per_layer", None) or USES_PER_LAYER
         self._positions: dict[tuple[int, ...], tuple[int, int]] = {}
         self._chunks: dict[tuple[int, ...], list[Any]] = {}
         self._identity: tuple[int, int, int] | None = None
@@ -157,7 +161,7 @@ class LayerReservoir:
             chunk, position = self._positions.get(key, (0, 0))
             painted = self._chunks.get(key)
             length = _chunk_length(pixels, chunk)
-            if position >= length * USES_PER_LAYER:
+            if position >= length * self.uses:
                 chunk, position, painted = chunk + 1, 0, None
                 length = _chunk_length(pixels, chunk)
             if painted is None:
@@ -184,11 +188,12 @@ class SampledReservoir(LayerReservoir):
     :attr:`~defectaug.generators.base.DefectGenerator.samples_ahead` (the bank, learned cards).
 
     One :meth:`~defectaug.generators.base.DefectGenerator.sample_ahead` call makes a chunk of
-    one type at one size (and channel count); each layer serves ``USES_PER_LAYER`` samples, each
+    one type at one size (and channel count); each layer serves ``USES_PER_LAYER`` samples (or
+    the generator's :attr:`~defectaug.generators.base.DefectGenerator.uses_per_layer`), each
     with its own placement (scale, rotation, aspect, mirroring, place) and finished for the
-    patch it lands on (:meth:`~defectaug.generators.base.DefectGenerator.land`), so a sample
-    no longer pays a whole generator call. Chunks are seeded, kept per worker and pickled as
-    :class:`LayerReservoir`'s (chunk ``k`` of ``(type, h, w, channels)``).
+    patch it lands on (:meth:`~defectaug.generators.base.DefectGenerator.land_planes`), so a
+    sample no longer pays a whole generator call. Chunks are seeded, kept per worker and
+    pickled as :class:`LayerReservoir`'s (chunk ``k`` of ``(type, h, w, channels)``).
     """
 
     def take(  # type: ignore[override]
@@ -435,12 +440,10 @@ def place_sample(
         top, left, box_h, box_w = box.top, box.left, box.height, box.width
         layer = reservoir.take(painted_type, side)
         planes, blocks = layer.planes, layer.blocks
-        if box.zoom < 0.5:  # else antialias leaves it as it is
-            stack = torch.from_numpy(planes)[None]
-            smoothed = antialias(stack, [box.zoom], "constant")
-            if smoothed is not stack:
-                planes = smoothed[0].numpy()
-                blocks = _kernels().alpha_blocks(planes)
+        blur = blur_kernel(box.zoom, side, side)
+        if blur is not None:  # low-passed as antialias low-passes it ("constant" border)
+            planes = _kernels().blur_planes(planes, *blur, False)
+            blocks = _kernels().alpha_blocks(planes)
         confined = _NOT_CONFINED
         if roi is not None:
             confined = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
@@ -483,20 +486,18 @@ def _place_layers(
     wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
+    kernels = _kernels()
     placed = []
     for defect, size, ahead in zip(plan.defects, sizes, taken, strict=True):
         box = layer_box(defect, size, image_size)
-        background = None
+        blur = blur_kernel(box.zoom, *size)
+        landing = None
         if wants_background:
-            # Read as the torch renderer's layer_backgrounds reads it, in one compiled pass.
-            patch = _kernels().landing_patch(surface, np.array(box.to_image), *size, scale)
-            background = torch.from_numpy(patch)[None]
-        layer = generator.land([ahead], channels, background)
-        stack = torch.cat([layer.content, layer.alpha], 1).to("cpu", torch.float32)
-        if box.zoom < 0.5:  # else antialias leaves it as it is
-            stack = antialias(stack, [box.zoom], "replicate")
-        planes = stack[0].numpy()
-        alpha = np.ascontiguousarray(planes[channels])
+            landing = Landing(surface, np.array(box.to_image), scale, blur is not None)
+        planes = generator.land_planes(ahead, channels, landing)
+        if blur is not None:
+            planes = kernels.blur_planes(planes, *blur, True)
+        alpha = planes[channels]
         confined = _NOT_CONFINED
         if roi is not None:
             confined = np.ascontiguousarray(
@@ -504,9 +505,9 @@ def _place_layers(
             )
         placed.append(
             PlacedLayer(
-                np.ascontiguousarray(planes[:channels]),
+                planes[:channels],
                 alpha,
-                _kernels().coverage_blocks(alpha),
+                kernels.coverage_blocks(alpha),
                 np.array(box.box_to_layer()),
                 confined,
                 box.top,

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 
 from defectaug._kernels import (
     alpha_blocks,
+    blur_planes,
     composite_relief,
     composite_tracked,
     copy_within,
+    landing_patch,
     settle_levels,
     settle_window,
     shade_content,
@@ -28,6 +30,8 @@ from defectaug._poisson_kernels import (
 )
 from defectaug.generators.procedural import shade_relief
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
+from defectaug.placement import antialias
+from defectaug.placement.warping import blur_kernel
 
 NOT_CONFINED = np.empty((0, 0), np.float32)
 
@@ -389,3 +393,22 @@ def test_dirichlet_solve_is_the_torch_solver():
     single = dirichlet_solve(rhs.astype(np.float32))
     assert single.dtype == np.float32
     np.testing.assert_allclose(single, expected, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("border", ["replicate", "constant"])
+@pytest.mark.parametrize(("size", "zoom"), [((64, 64), 0.3), ((20, 33), 0.1), ((9, 9), 0.2)])
+def test_blur_planes_is_antialias(border, size, zoom):
+    planes = torch.rand(4, *size, generator=torch.Generator().manual_seed(5))
+    expected = antialias(planes[None], [zoom], border)[0]
+    blurred = blur_planes(planes.numpy(), *blur_kernel(zoom, *size), border == "replicate")
+    torch.testing.assert_close(torch.from_numpy(blurred), expected, rtol=0, atol=1e-6)
+
+
+def test_landing_patch_reads_only_its_region():
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8).numpy()
+    to_image = np.array([[0.8, 0.3, 5.0], [-0.2, 0.9, 7.0]])
+    whole = landing_patch(image, to_image, 24, 20, 255.0, (0, 24, 0, 20))
+    part = landing_patch(image, to_image, 24, 20, 255.0, (3, 11, 4, 19))
+    np.testing.assert_array_equal(part[:, 3:11, 4:19], whole[:, 3:11, 4:19])
+    part[:, 3:11, 4:19] = 0
+    assert not part.any()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,6 +14,7 @@ from torchvision import tv_tensors
 from defectaug import DefectInject
 from defectaug.batch import composite_visible, render_plan
 from defectaug.generators.bank import DefectBank
+from defectaug.generators.base import Landing, support_boxes
 from defectaug.generators.registry import load_generator
 from defectaug.per_sample import FIRST_CHUNK, USES_PER_LAYER, SampledReservoir, place_sample
 from defectaug.placement import PlacementOptions
@@ -201,6 +203,43 @@ def test_sampling_ahead_then_landing_gives_the_layers_sample_gives(which, channe
     assert torch.equal(landed.labels, expected.labels)
     torch.testing.assert_close(landed.content, expected.content, rtol=0, atol=1e-6)
     torch.testing.assert_close(landed.alpha, expected.alpha, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["bank", "card"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("whole", [False, True])
+def test_land_planes_is_land(which, channels, whole, bank, card):
+    # The compiled renderer's landing: the layer land gives, where compositing reads it
+    # (next to its alpha, unless low-passed: everywhere).
+    generator = bank if which == "bank" else card
+    size = (40, 40) if which == "bank" else None
+    ahead = generator.sample_ahead(4, "crack", generator=3, channels=channels, layer_size=size)
+    rng = torch.Generator().manual_seed(2)
+    surface = torch.randint(0, 256, (channels, 90, 100), dtype=torch.uint8, generator=rng)
+    to_image = np.array([[0.9, -0.4, 30.0], [0.4, 0.9, 12.0]])
+    landing = Landing(surface.numpy(), to_image, 255.0, whole)
+    for layer in ahead:
+        planes = torch.from_numpy(generator.land_planes(layer, channels, landing))
+        side = layer.alpha.shape[-1]
+        patch = torch.from_numpy(landing.patch((side, side)))
+        landed = generator.land([layer], channels, patch[None])
+        expected = torch.cat([landed.content, landed.alpha], 1)[0]
+        rows, cols = (slice(None), slice(None))
+        if not whole:
+            top, bottom, left, right = layer.region
+            rows, cols = slice(top, bottom), slice(left, right)
+            assert bool((layer.alpha[0, rows, cols] > 0).sum() == (layer.alpha > 0).sum())
+        torch.testing.assert_close(
+            planes[:, rows, cols], expected[:, rows, cols], rtol=0, atol=1e-5
+        )
+        assert torch.equal(planes[channels], expected[channels])
+
+
+def test_support_boxes_hold_the_bilinear_taps_of_the_mask():
+    mask = torch.zeros(3, 10, 12, dtype=torch.bool)
+    mask[0, 2:4, 5] = True
+    mask[1, 0, 11] = True
+    assert support_boxes(mask) == [(1, 5, 4, 7), (0, 2, 10, 12), (0, 0, 0, 0)]
 
 
 class _Tiles(Dataset):

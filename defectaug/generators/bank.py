@@ -32,7 +32,15 @@ from defectaug.datasets import (
     load_mask,
     read_defect_dataset,
 )
-from defectaug.generators.base import AheadLayer, DefectGenerator, match_channels
+from defectaug.generators.base import (
+    NO_PATCH,
+    AheadLayer,
+    DefectGenerator,
+    Landing,
+    _kernels,
+    match_channels,
+    support_boxes,
+)
 from defectaug.layer import DefectLayer
 
 Crop = tuple[torch.Tensor, torch.Tensor]
@@ -338,7 +346,14 @@ class DefectBank(DefectGenerator):
         labels = torch.full((check_int(n, "n", 1),), label, dtype=torch.int64, device=device)
         size = self.layer_size if layer_size is None else check_size(layer_size, "layer_size", 4)
         content, valid, alpha, jitter = self._warp_crops(labels, rng, device, self.channels, size)
-        return [AheadLayer(content[i], alpha[i], label, (valid[i], jitter[i])) for i in range(n)]
+        # Clamped here, once per chunk, as _finish clamps it: land_planes then takes it as it is.
+        alpha = alpha.clamp(0.0, 1.0)
+        # The tone match reads the patch under the crop, compositing next to its alpha.
+        regions = support_boxes((valid[:, 0] > 0) | (alpha[:, 0] > 0))
+        return [
+            AheadLayer(content[i], alpha[i], label, (valid[i], jitter[i]), regions[i])
+            for i in range(n)
+        ]
 
     @torch.no_grad()
     def land(
@@ -355,6 +370,18 @@ class DefectBank(DefectGenerator):
             background = match_channels(background, self.channels)
         content, alpha = self._finish(content, valid, alpha, jitter, background)
         return self._landed(layers, content, alpha, channels, landing)
+
+    def land_planes(self, layer: AheadLayer, channels: int, landing: Landing | None) -> np.ndarray:
+        """:meth:`land` of one layer in compiled passes (see
+        :meth:`~defectaug.generators.base.DefectGenerator.land_planes`)."""
+        content, alpha, valid, jitter = layer.arrays
+        kernels = _kernels()
+        patch = NO_PATCH
+        if landing is not None:
+            patch = landing.patch(tuple(content.shape[-2:]), layer.region)
+        contrast, brightness = float(jitter[0]), float(jitter[1])
+        finished = kernels.finish_crop(content, valid[0], alpha[0], contrast, brightness, patch)
+        return kernels.landed_planes(finished, alpha[0], patch, channels)
 
     def _warp_crops(
         self,

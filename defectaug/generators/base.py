@@ -6,11 +6,14 @@ Procedural generators, the real-defect bank and learned GANs all answer ``sample
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from types import ModuleType
+from typing import Any, ClassVar, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,13 +89,78 @@ class AheadLayer:
 
     ``content [C, h, w]`` and ``alpha [1, h, w]`` in the generator's native channels;
     ``extras`` holds what the generator's :meth:`~DefectGenerator.land` needs to finish it
-    (empty for generators whose layers do not depend on where they land).
+    (empty for generators whose layers do not depend on where they land). ``region`` (rows
+    and columns, half-open) holds every pixel :meth:`~DefectGenerator.land_planes` reads of
+    the landing patch: the pixels next to the alpha (those compositing reads), and the
+    pixels ``land`` measures the patch over; ``None``: all.
     """
 
     content: torch.Tensor
     alpha: torch.Tensor
     label: int
     extras: tuple[torch.Tensor, ...] = ()
+    region: tuple[int, int, int, int] | None = None
+
+    @functools.cached_property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``content``, ``alpha`` and ``extras`` as float32 CPU arrays, for
+        :meth:`DefectGenerator.land_planes` (converted once, for all the layer's uses)."""
+        tensors = (self.content, self.alpha, *self.extras)
+        return tuple(tensor.detach().to("cpu", torch.float32).numpy() for tensor in tensors)
+
+
+@functools.cache
+def _kernels() -> ModuleType:
+    # numba takes half a second or more to import: only generators landing layers for the
+    # compiled renderer pay it.
+    from defectaug import _kernels
+
+    return _kernels
+
+
+#: ``land_planes``'s stand-in for "no landing patch" (the kernels take arrays only).
+NO_PATCH = np.zeros((0, 0, 0), dtype=np.float32)
+
+
+def support_boxes(mask: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """Per item of ``mask [n, h, w]`` (bool), the box ``row_start, row_stop, col_start,
+    col_stop`` of its true pixels grown by one pixel (the bilinear taps around them), within
+    the item; an item without a true pixel gets an empty box."""
+    n, height, width = mask.shape
+    boxes = []
+    for hits, length in ((mask.any(2), height), (mask.any(1), width)):
+        index = torch.arange(length, device=mask.device)
+        first = torch.where(hits, index, length).amin(1)
+        last = torch.where(hits, index, -1).amax(1)
+        boxes += [(first - 1).clamp_min(0), (last + 2).clamp(0, length)]
+    rows_and_cols = torch.stack(boxes, 1).tolist()
+    return [(a, b, c, d) if a < b else (0, 0, 0, 0) for a, b, c, d in rows_and_cols]
+
+
+class Landing(NamedTuple):
+    """Where a layer of :meth:`DefectGenerator.sample_ahead` lands, for
+    :meth:`DefectGenerator.land_planes`: the image ``surface [C, H, W]`` (a uint8 or float
+    array whose white is ``scale``) and ``to_image [2, 3]``, the map from layer pixel to image
+    point. ``whole``: every pixel of the landed layer is read (it is low-passed), not only
+    those of its ``region``."""
+
+    surface: np.ndarray
+    to_image: np.ndarray
+    scale: float
+    whole: bool
+
+    def patch(
+        self, size: tuple[int, int], region: tuple[int, int, int, int] | None = None
+    ) -> np.ndarray:
+        """The patch ``[C, h, w]`` (float32 in [0, 1]) a layer of ``size`` lands on, as
+        :func:`defectaug.placement.layer_backgrounds` reads it, over ``region`` (the whole
+        layer when ``None`` or ``whole``; 0 elsewhere)."""
+        height, width = size
+        if region is None or self.whole:
+            region = (0, height, 0, width)
+        return _kernels().landing_patch(
+            self.surface, self.to_image, height, width, self.scale, region
+        )
 
 
 class DefectGenerator(nn.Module):
@@ -118,6 +186,10 @@ class DefectGenerator(nn.Module):
     #: reservoir, :class:`defectaug.per_sample.SampledReservoir`). Opt-in: a generator whose
     #: layers depend on the ``background`` must move that dependence into ``land``.
     samples_ahead: ClassVar[bool] = False
+    #: Samples each layer sampled ahead serves (each with its own placement and surface);
+    #: ``None``: the reservoir's ``USES_PER_LAYER``. More for generators whose layers are
+    #: costly to make.
+    uses_per_layer: ClassVar[int | None] = None
 
     def resolve_channels(self, channels: int | None) -> int:
         """The channel count of a sample: the request (1 or 3), else the generator's own.
@@ -260,9 +332,10 @@ class DefectGenerator(nn.Module):
             **({} if layer_size is None else {"layer_size": layer_size}),
         )
         label = self.type_index(defect_type)
+        regions = support_boxes(layer.alpha[:, 0] > 0)
         return [
-            AheadLayer(content, alpha, label)
-            for content, alpha in zip(layer.content, layer.alpha, strict=True)
+            AheadLayer(content, alpha, label, region=region)
+            for content, alpha, region in zip(layer.content, layer.alpha, regions, strict=True)
         ]
 
     @torch.no_grad()
@@ -274,6 +347,29 @@ class DefectGenerator(nn.Module):
         content = torch.stack([item.content for item in layers])
         alpha = torch.stack([item.alpha for item in layers])
         return self._landed(layers, content, alpha, channels, background)
+
+    def land_planes(self, layer: AheadLayer, channels: int, landing: Landing | None) -> np.ndarray:
+        """:meth:`land` of one layer for the compiled renderer (:mod:`defectaug.per_sample`):
+        its content in ``channels`` channels over its alpha, ``[channels + 1, h, w]`` float32,
+        for the patch of ``landing`` (``None``: unknown).
+
+        A sample then pays a compiled pass or two, not a dozen torch operations on small
+        tensors, and reads the patch over the layer's ``region`` only (the content outside it
+        is never read unless ``landing.whole``). A generator that overrides :meth:`land`
+        alone is landed by it, on the whole patch.
+        """
+        size = tuple(layer.alpha.shape[-2:])
+        if type(self).land is not DefectGenerator.land:
+            background = None if landing is None else torch.from_numpy(landing.patch(size))[None]
+            landed = self.land([layer], channels, background)
+            stack = torch.cat([landed.content, landed.alpha], 1)[0]
+            return stack.to("cpu", torch.float32).numpy()
+        content, alpha = layer.arrays[:2]
+        patch = NO_PATCH
+        if landing is not None and content.shape[0] == 1 and channels == 3:
+            # Only a grey layer on RGB images reads the patch (convert_layer).
+            patch = landing.patch(size, layer.region)
+        return _kernels().landed_planes(content, alpha[0], patch, channels)
 
     def _landed(
         self,

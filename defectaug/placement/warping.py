@@ -109,6 +109,14 @@ class WarpedLayers:
     boxes: torch.Tensor
 
 
+def blur_kernel(zoom: float, height: int, width: int) -> tuple[int, float] | None:
+    """``(taps, sigma)`` of the Gaussian :func:`antialias` low-passes a ``height x width``
+    layer shrinking by ``zoom`` with, or ``None`` where it leaves the layer as it is."""
+    sigma = (1.0 / zoom - 1.0) / 2.0
+    kernel = min(2 * math.ceil(3 * sigma) + 1, (min(height, width) - 1) // 2 * 2 + 1)
+    return (kernel, sigma) if sigma >= 0.5 and kernel >= 3 else None
+
+
 def antialias(stack: torch.Tensor, zoom: Sequence[float], border_type: str) -> torch.Tensor:
     """``stack [n, P, h, w]`` with the items that shrink by more than 2x (``zoom < 0.5``)
     low-passed, so thin structures don't alias away when warped.
@@ -118,13 +126,11 @@ def antialias(stack: torch.Tensor, zoom: Sequence[float], border_type: str) -> t
     low-passes through here, so a layer shrinks alike whichever renders it.
     """
     h, w = stack.shape[-2:]
-    widest = (min(h, w) - 1) // 2 * 2 + 1
     groups: dict[int, list[tuple[int, float]]] = {}
     for item, value in enumerate(zoom):
-        sigma = (1.0 / value - 1.0) / 2.0
-        kernel = min(2 * math.ceil(3 * sigma) + 1, widest)
-        if sigma >= 0.5 and kernel >= 3:
-            groups.setdefault(kernel, []).append((item, sigma))
+        blur = blur_kernel(value, h, w)
+        if blur is not None:
+            groups.setdefault(blur[0], []).append((item, blur[1]))
     out = stack
     for kernel, members in groups.items():
         sigmas = torch.tensor(
