@@ -8,6 +8,8 @@ import struct
 import torch
 from torch.utils.data import get_worker_info
 
+from defectaug._checks import is_int
+
 SeedLike = int | torch.Generator | None
 
 
@@ -26,6 +28,19 @@ def as_generator(seed: SeedLike, device: torch.device | str | None = None) -> to
     return torch.Generator(device=device).manual_seed(as_seed(seed))
 
 
+def check_seed(seed: object, name: str = "seed") -> SeedLike:
+    """``seed`` if it is an int (numpy ints too, as ``int``), a ``torch.Generator`` or ``None``;
+    else ``TypeError`` naming ``name``. Draws nothing."""
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    if not is_int(seed):
+        raise TypeError(
+            f"{name}: expected an int, a torch.Generator or None, got {seed!r} "
+            f"({type(seed).__name__})"
+        )
+    return int(seed)
+
+
 def as_seed(seed: SeedLike) -> int:
     """An int key for counter-based draws (:func:`uniform_draws`) from an int seed, a
     ``torch.Generator`` (one 62-bit draw of it, so it advances) or ``None`` (one draw of torch's
@@ -34,11 +49,7 @@ def as_seed(seed: SeedLike) -> int:
         return child_seed(seed)
     if seed is None:
         return int(torch.randint(0, 2**62, (1,)).item())
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(
-            f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}"
-        )
-    return seed
+    return check_seed(seed)
 
 
 def child_seed(generator: torch.Generator) -> int:

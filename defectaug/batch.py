@@ -29,10 +29,24 @@ from torch import nn
 
 from defectaug._checks import check_choice, check_probability
 from defectaug._io import to_uint8, to_unit_batch
-from defectaug._seeding import SeedLike, as_generator, as_seed, mix_seed, stream_identity
+from defectaug._seeding import (
+    SeedLike,
+    as_generator,
+    as_seed,
+    check_seed,
+    mix_seed,
+    stream_identity,
+)
 from defectaug.generators.base import DefectGenerator
 from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.generators.relief import _ALPHA, bright_sign, shade_relief
+from defectaug.labels import (
+    BACKGROUND,
+    check_label_map,
+    check_mask_mode,
+    class_masks,
+    remap_labels,
+)
 from defectaug.layer import (
     MASK_THRESHOLD,
     MIN_VISIBLE_PIXELS,
@@ -73,10 +87,13 @@ class InjectionResult(NamedTuple):
     Attributes:
         images: ``[B, C, H, W]``, the images with defects, in the input's dtype.
         masks: ``[B, 1, H, W]`` bool, exactly the pixels a defect visibly changed (some channel by
-            more than ``VISIBILITY``, 8/255; see :func:`settle_composite`).
-        labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type, or
-            ``NO_DEFECT`` (-1) for images left untouched, including images whose defects all
-            ended up invisible (below the visibility floor; such images come back unchanged).
+            more than ``VISIBILITY``, 8/255; see :func:`settle_composite`); with
+            ``mask_mode="class"`` int64, those pixels holding the defect's class id (index in
+            ``defect_types`` + 1, or its ``label_map`` class) and 0 elsewhere.
+        labels: ``[B]`` int64, index in ``defect_types`` of each image's defect type (or its
+            ``label_map`` class), or ``NO_DEFECT`` (-1) for images left untouched, including
+            images whose defects all ended up invisible (below the visibility floor; such images
+            come back unchanged). See :mod:`defectaug.labels`.
     """
 
     images: torch.Tensor
@@ -791,16 +808,37 @@ _BATCH_HINT = (
 )
 
 
+class _Labelling(NamedTuple):
+    """The requested types, ``label_map`` and ``mask_mode`` of an injection, checked."""
+
+    defect_types: tuple[str, ...]
+    label_map: dict[str, int] | None
+    mask_mode: str
+
+    @classmethod
+    def check(cls, defect_types: tuple[str, ...], label_map: Any, mask_mode: Any) -> _Labelling:
+        mode = check_mask_mode(mask_mode)
+        reserved = {NO_DEFECT: "the 'no defect' label"}
+        if mode == "class":
+            reserved[BACKGROUND] = "the background of class masks"
+        return cls(defect_types, check_label_map(label_map, defect_types, reserved=reserved), mode)
+
+
 def _injected(
     images: torch.Tensor,
     plan: DefectPlan,
     blend: str,
     levels: int | None,
     blend_options: Mapping[str, Any] | None,
+    labelling: _Labelling,
 ) -> InjectionResult:
     result = composite_visible(images, plan, blend, levels, blend_options)
     out = result.images if levels is None else to_uint8(result.images)
-    return InjectionResult(out, result.masks, result.labels)
+    types, label_map, mask_mode = labelling
+    masks = result.masks
+    if mask_mode == "class":
+        masks = class_masks(masks, result.labels, types, label_map)
+    return InjectionResult(out, masks, remap_labels(result.labels, types, label_map))
 
 
 def inject_defects(
@@ -808,8 +846,9 @@ def inject_defects(
     defect_types: str | Sequence[str] | None = None,
     generator: str | DefectGenerator = "procedural",
     *,
-    blend: BlendMode = "alpha",
     p: float = 1.0,
+    blend: BlendMode = "alpha",
+    blend_options: Mapping[str, Any] | None = None,
     count: CountArg = (1, 1),
     scale: RangeArg = DEFAULT_SCALE,
     rotation: RangeArg = DEFAULT_ROTATION,
@@ -818,19 +857,28 @@ def inject_defects(
     roi: RoiArg = None,
     confine: bool = True,
     seed: SeedLike = None,
-    blend_options: Mapping[str, Any] | None = None,
+    label_map: Mapping[str, int] | None = None,
+    mask_mode: str = "binary",
 ) -> InjectionResult:
     """Put synthetic defects on a batch of images, on the batch's device.
 
+    Arguments follow the entry points' one convention (as :class:`DefectInjector`,
+    :class:`~defectaug.transforms.DefectInject` and
+    :class:`~defectaug.dataset.SyntheticDefectDataset`): ``images, defect_types, generator``
+    positionally, the rest by keyword; labels and masks as :mod:`defectaug.labels` states.
+
     Args:
         images: ``[B, C, H, W]``, C = 1 or 3: float in [0, 1], or uint8 (composited in float32
-            and measured as 8-bit levels: ``levels=255`` of :func:`settle_composite`).
+            and measured as 8-bit levels: ``levels=255`` of :func:`settle_composite`; returned as
+            uint8).
         defect_types: type name(s) to draw from (default: all of the generator's). Each image gets
             one type, drawn uniformly, shared by all of its defects.
         generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
+        p: probability that an image receives defects.
         blend: ``"alpha"`` (alpha compositing), ``"poisson"`` (seamless gradient-domain blend) or
             ``"improved_poisson"`` (Poisson blend with a feathered band, less colour bleeding).
-        p: probability that an image receives defects.
+        blend_options: options of the blend (:data:`BLEND_OPTIONS`: ``mode`` of both Poisson
+            blends, ``"normal"`` or ``"mixed"``; ``band`` of ``"improved_poisson"``).
         count: defects per image, an int or an inclusive ``(min, max)`` range.
         scale: longer side of each defect layer as a fraction of the image's shorter side.
         rotation: range of rotation angles in degrees.
@@ -839,11 +887,15 @@ def inject_defects(
         roi: where defects may land: ``None`` (anywhere), a mask, a callable ``images -> mask``, or
             ``"auto"`` (foreground estimate for object images).
         confine: with an ROI, cut each defect to it (its mask never leaves the ROI).
-        seed: int or ``torch.Generator`` for a reproducible result. The placements depend on
-            the seed, each image's index and the options alone, not on the images' dtype or
-            device nor on ``blend`` (:func:`~defectaug.plan.draw_plan`).
-        blend_options: options of the blend (:data:`BLEND_OPTIONS`: ``mode`` of both Poisson
-            blends, ``"normal"`` or ``"mixed"``; ``band`` of ``"improved_poisson"``).
+        seed: int or ``torch.Generator`` (one draw of it) for a reproducible result; ``None``
+            draws from torch's global generator. The placements depend on the seed, each
+            image's index and the options alone, not on the images' dtype or device nor on
+            ``blend`` (:func:`~defectaug.plan.draw_plan`).
+        label_map: ``{type: class}``: the label (and class-mask id) of each type instead of its
+            index in ``defect_types`` (:mod:`defectaug.labels`); -1 stays "no defect", so no
+            type may map to it (nor to 0 with ``mask_mode="class"``, the background).
+        mask_mode: ``"binary"`` (bool masks) or ``"class"`` (int64 masks holding each defect's
+            class id, 0 the background).
 
     Returns:
         ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
@@ -852,6 +904,8 @@ def inject_defects(
     options = check_blend_options(blend, blend_options)
     defect_generator = resolve_generator(generator, device=images.device)
     types = resolve_defect_types(defect_types, defect_generator)
+    labelling = _Labelling.check(types, label_map, mask_mode)
+    seed = check_seed(seed)
     plan = plan_defects(
         images,
         types,
@@ -866,7 +920,7 @@ def inject_defects(
         confine=confine,
         seed=seed,
     )
-    return _injected(images, plan, blend, levels, options)
+    return _injected(images, plan, blend, levels, options, labelling)
 
 
 class DefectInjector(nn.Module):
@@ -874,8 +928,10 @@ class DefectInjector(nn.Module):
 
     The defect generator is a submodule, so ``DefectInjector(...).to("cuda")`` moves learned
     generators' weights too. ``forward(images)`` returns ``InjectionResult(images, masks, labels)``.
-    With ``seed`` set, call ``k`` is seeded from ``(seed, k)`` (plus worker / rank, see
-    :class:`CallSeeds`); ``forward(images, seed=...)`` overrides the seed for one call.
+    With ``seed`` set (an int, or a ``torch.Generator`` that gives one by a single draw), call
+    ``k`` is seeded from ``(seed, k)`` (plus worker / rank, see :class:`CallSeeds`); ``None``
+    draws from torch's global generator; ``forward(images, seed=...)`` overrides the seed for one
+    call. The arguments are :func:`inject_defects`' (``label_map``, ``mask_mode`` too).
     """
 
     def __init__(
@@ -883,8 +939,9 @@ class DefectInjector(nn.Module):
         defect_types: str | Sequence[str] | None = None,
         generator: str | DefectGenerator = "procedural",
         *,
-        blend: BlendMode = "alpha",
         p: float = 1.0,
+        blend: BlendMode = "alpha",
+        blend_options: Mapping[str, Any] | None = None,
         count: CountArg = (1, 1),
         scale: RangeArg = DEFAULT_SCALE,
         rotation: RangeArg = DEFAULT_ROTATION,
@@ -893,7 +950,8 @@ class DefectInjector(nn.Module):
         roi: RoiArg = None,
         confine: bool = True,
         seed: SeedLike = None,
-        blend_options: Mapping[str, Any] | None = None,
+        label_map: Mapping[str, int] | None = None,
+        mask_mode: str = "binary",
     ) -> None:
         super().__init__()
         self.generator = resolve_generator(generator)
@@ -911,9 +969,19 @@ class DefectInjector(nn.Module):
             confine=confine,
         )
         self._seeds = CallSeeds(seed)
+        self.labelling = _Labelling.check(self.defect_types, label_map, mask_mode)
+
+    @property
+    def label_map(self) -> dict[str, int] | None:
+        return self.labelling.label_map
+
+    @property
+    def mask_mode(self) -> str:
+        return self.labelling.mask_mode
 
     def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
         images, levels = to_unit_batch(images, "images", _BATCH_HINT)
+        seed = check_seed(seed)
         plan = plan_defects(
             images,
             self.defect_types,
@@ -922,7 +990,10 @@ class DefectInjector(nn.Module):
             seed=seed if seed is not None else self._seeds.next(),
             **self.placement.keywords(),
         )
-        return _injected(images, plan, self.blend, levels, self.blend_options)
+        return _injected(images, plan, self.blend, levels, self.blend_options, self.labelling)
 
     def extra_repr(self) -> str:
-        return f"defect_types={list(self.defect_types)}, blend={self.blend!r}, p={self.p}"
+        return (
+            f"defect_types={list(self.defect_types)}, "
+            f"generator={type(self.generator).__name__}, p={self.p}, blend={self.blend!r}"
+        )

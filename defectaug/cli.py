@@ -820,8 +820,8 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         dataset = SyntheticDefectDataset(
             backgrounds,
-            generator,
             _split_names(args.types) or None,
+            generator,
             length=args.n,
             seed=args.seed,
             blend=args.blend,
@@ -874,6 +874,10 @@ def run_synth(args: argparse.Namespace) -> int:
         settings["test_good"] = layout.test_good
     if layout.format == "coco":
         settings["coco_segmentation"] = layout.coco_segmentation
+    if layout.format == "yolo":
+        # Its label files hold class ids (each type's index in --types), so a resumed folder
+        # must keep them; folders written before they were recorded used the sorted types.
+        settings["class_ids"] = dict(dataset.class_to_idx)
     config_path = out / CONFIG_NAME
     manifest_path = out / "manifest.csv"
     shard_manifests = (
@@ -882,12 +886,15 @@ def run_synth(args: argparse.Namespace) -> int:
     earlier_run = config_path.is_file()
     if earlier_run:
         previous = _read_settings(config_path)
-        keys = set(settings) | set(_SETTING_DEFAULTS)
+        defaults = dict(_SETTING_DEFAULTS)
+        if previous.get("format") == "yolo":
+            sorted_types = sorted(previous.get("types") or [])
+            defaults["class_ids"] = {name: index for index, name in enumerate(sorted_types)}
+        keys = set(settings) | set(defaults)
         changed = sorted(
             key
             for key in keys
-            if previous.get(key, _SETTING_DEFAULTS.get(key))
-            != settings.get(key, _SETTING_DEFAULTS.get(key))
+            if previous.get(key, defaults.get(key)) != settings.get(key, defaults.get(key))
         )
         if changed:
             raise CommandError(

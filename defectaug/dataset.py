@@ -42,7 +42,8 @@ from torchvision import tv_tensors
 
 from defectaug._checks import check_choice, check_int
 from defectaug._io import check_unit_range, to_float_image
-from defectaug._seeding import child_seed
+from defectaug._legacy import legacy_positional
+from defectaug._seeding import SeedLike, as_seed, check_seed, child_seed
 from defectaug.batch import (
     DEFAULT_ASPECT,
     DEFAULT_ROTATION,
@@ -50,6 +51,7 @@ from defectaug.batch import (
     NO_DEFECT,
     BlendMode,
     check_blend,
+    check_blend_options,
     composite_visible,
     mix_seed,
     plan_defects,
@@ -58,6 +60,7 @@ from defectaug.batch import (
 )
 from defectaug.datasets import image_to_tensor, load_image
 from defectaug.generators.base import DefectGenerator
+from defectaug.labels import BACKGROUND, check_label_map, check_mask_mode, class_masks, type_label
 from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, check_image_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -96,24 +99,77 @@ _BACKGROUND_HINT = (
 )
 
 
+def _names_a_generator(value: Any) -> bool:
+    """Whether ``value`` is a generator or a name / folder ``load_generator`` would load."""
+    if isinstance(value, DefectGenerator):
+        return True
+    if not isinstance(value, str):
+        return False
+    from defectaug.generators import list_generators
+
+    return value in list_generators() or Path(value).is_dir()
+
+
+def _is_type_spec(value: Any) -> bool:
+    """Whether ``value`` can be a ``defect_types`` argument: ``None``, a name or names."""
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value)
+
+
+def _legacy_dataset_order(args: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """The old order ``(backgrounds, generator, defect_types, length, seed, blend)``: a
+    generator, or a registered generator name or folder followed by type names, in second
+    place (or more than three positionals)."""
+    legacy = ("backgrounds", "generator", "defect_types", "length", "seed", "blend")
+    if len(args) > 3:
+        return legacy
+    if len(args) < 2:
+        return None
+    second = args[1]
+    if isinstance(second, DefectGenerator):
+        return legacy
+    # A name in third place that loads a generator reads as the new order (a self-supervised
+    # generator's one type is named like it: (bg, "cutpaste", "cutpaste") is the same either way).
+    third_is_types = len(args) < 3 or (_is_type_spec(args[2]) and not _names_a_generator(args[2]))
+    if third_is_types and _names_a_generator(second):
+        return legacy
+    return None
+
+
 class SyntheticDefectDataset(Dataset):
     """Normal backgrounds with synthetic defects composited in; item ``i`` depends on ``(seed, i)``.
+
+    Arguments follow the entry points' one convention (as
+    :class:`~defectaug.transforms.DefectInject` and :func:`~defectaug.batch.inject_defects`):
+    ``backgrounds, defect_types, generator`` positionally, the rest by keyword; labels and masks
+    as :mod:`defectaug.labels` states. The old order ``(backgrounds, generator, defect_types,
+    length, seed, blend)`` (a generator, or a registered generator name or folder, in second
+    place) still works, with a ``FutureWarning``.
 
     Args:
         backgrounds: a folder of images (searched recursively), a list of image paths, or a
             ``Dataset`` (or list) whose items are an image (tensor ``[C, H, W]``, PIL image, numpy
-            array) or a tuple / list starting with one, e.g. an ``ImageFolder`` of normal parts.
-            Files are scaled by their bit depth (8 or 16 bits); float images must hold values in
-            [0, 1] (``ValueError`` otherwise). Only background 0 is read up front: call
-            :meth:`check` to validate them all, else a bad one raises (naming it) when an item
-            picks it.
-        generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
+            array; uint8 or float) or a tuple / list starting with one, e.g. an ``ImageFolder`` of
+            normal parts. Files are scaled by their bit depth (8 or 16 bits); float images must
+            hold values in [0, 1] (``ValueError`` otherwise). Only background 0 is read up front:
+            call :meth:`check` to validate them all, else a bad one raises (naming it) when an
+            item picks it.
         defect_types: types to draw from (default: all of the generator's); each item has one.
-        length: number of items.
-        seed: the dataset's seed; item ``i`` depends only on ``(seed, i)``.
+        generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
+        blend_options: the blend's options, see :data:`defectaug.batch.BLEND_OPTIONS`.
         count, scale, rotation, aspect, min_size, roi, confine: placement options, see
             :func:`defectaug.inject_defects`; ``count`` must be >= 1 (every item has a defect).
+        seed: the dataset's seed; item ``i`` depends only on ``(seed, i)``. An int, a
+            ``torch.Generator`` (one draw of it gives the int) or ``None`` (one draw of torch's
+            global generator, at construction): the int is kept as :attr:`seed`, so items stay
+            reproducible within the object and in every DataLoader worker.
+        label_map: ``{type: class}`` for labels (and class-mask ids); default: the type's index
+            in ``defect_types`` (:mod:`defectaug.labels`), as :attr:`class_to_idx` shows.
+        mask_mode: ``"binary"``: the mask is bool; ``"class"``: int64, each defect pixel holding
+            its class id (index + 1, or its ``label_map`` class; 0 is the background).
+        length: number of items.
         transform: a torchvision v2-style callable: ``transform(image)`` for ``"label"`` (the
             int label passes v2 transforms untouched, so it is not handed over),
             ``transform(image, mask)`` for ``"mask"``, ``transform(sample)`` for ``"dict"`` (image,
@@ -123,12 +179,14 @@ class SyntheticDefectDataset(Dataset):
             (``v2.ToImage()``, ``v2.ToDtype(torch.float32, scale=True)``) works on it unchanged.
         target: ``"label"`` -> ``(image, label)``; ``"mask"`` -> ``(image, mask)``; ``"dict"`` ->
             ``{"image", "mask", "label", "boxes", "defect_types"}``. ``image`` is a float
-            ``tv_tensors.Image [C, H, W]``, ``mask`` a ``tv_tensors.Mask [1, H, W]`` uint8 in
-            {0, 1}, ``boxes`` ``tv_tensors.BoundingBoxes`` (XYXY, one per visible defect) and
-            ``defect_types`` the type name of each box.
-        label_map: ``{type: class}`` for labels (default: index in the sorted ``defect_types``).
+            ``tv_tensors.Image [C, H, W]``, ``mask`` a ``tv_tensors.Mask [1, H, W]`` (bool, or
+            int64 with ``mask_mode="class"``), ``boxes`` ``tv_tensors.BoundingBoxes`` (XYXY, one
+            per visible defect) and ``defect_types`` the type name of each box.
         to_grayscale / to_rgb: convert every background to 1 / 3 channels; without them the
             backgrounds must all have the channel count of the first one.
+
+    Attributes ``classes`` (``defect_types`` in their order: ``classes[label]`` is the type of a
+    label by default) and ``class_to_idx`` (``{type: label}``) follow ``ImageFolder``.
 
     An item whose defects all end up invisible is redrawn from its next sub-seed, up to
     ``DRAW_ATTEMPTS`` (8) draws in all, then raises ``RuntimeError``. The first draw is the same
@@ -137,15 +195,19 @@ class SyntheticDefectDataset(Dataset):
     its float copy give the same item.
     """
 
+    @legacy_positional(
+        "SyntheticDefectDataset",
+        ("backgrounds", "defect_types", "generator"),
+        _legacy_dataset_order,
+    )
     def __init__(
         self,
         backgrounds: BackgroundsArg,
-        generator: str | DefectGenerator = "procedural",
         defect_types: str | Sequence[str] | None = None,
-        length: int = 1000,
-        seed: int = 0,
-        blend: BlendMode = "alpha",
+        generator: str | DefectGenerator = "procedural",
         *,
+        blend: BlendMode = "alpha",
+        blend_options: Mapping[str, Any] | None = None,
         count: CountArg = (1, 1),
         scale: RangeArg = DEFAULT_SCALE,
         rotation: RangeArg = DEFAULT_ROTATION,
@@ -153,15 +215,19 @@ class SyntheticDefectDataset(Dataset):
         min_size: int = 8,
         roi: RoiArg = None,
         confine: bool = True,
+        seed: SeedLike = 0,
+        label_map: Mapping[str, int] | None = None,
+        mask_mode: str = "binary",
+        length: int = 1000,
         transform: Callable[..., Any] | None = None,
         target: str = "label",
-        label_map: Mapping[str, int] | None = None,
         to_grayscale: bool = False,
         to_rgb: bool = False,
     ) -> None:
         check_int(length, "length", 1)
-        check_int(seed, "seed")
+        seed = as_seed(check_seed(seed))  # None / a generator: one draw, kept as an int
         check_choice(target, TARGETS, "target")
+        mask_mode = check_mask_mode(mask_mode)
         if to_grayscale and to_rgb:
             raise ValueError("to_grayscale, to_rgb: choose at most one conversion")
         self.placement = PlacementOptions.check(
@@ -182,10 +248,17 @@ class SyntheticDefectDataset(Dataset):
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.length, self.seed = length, seed
         self.blend = check_blend(blend)
+        self.blend_options = check_blend_options(blend, blend_options)
         self.transform, self.target = transform, target
         self.to_grayscale, self.to_rgb = to_grayscale, to_rgb
-        self.classes = sorted(self.defect_types)
-        self.class_to_idx = self._resolve_label_map(label_map)
+        self.mask_mode = mask_mode
+        reserved = {BACKGROUND: "the background of class masks"} if mask_mode == "class" else None
+        self.label_map = check_label_map(label_map, self.defect_types, reserved=reserved)
+        self.classes = list(self.defect_types)
+        self.class_to_idx = {
+            name: type_label(index, self.defect_types, self.label_map)
+            for index, name in enumerate(self.defect_types)
+        }
         self.channels = self.load_background(0).shape[1]
         self.generator.resolve_channels(self.channels)
 
@@ -217,14 +290,6 @@ class SyntheticDefectDataset(Dataset):
                 )
             return paths
         return backgrounds
-
-    def _resolve_label_map(self, label_map: Mapping[str, int] | None) -> dict[str, int]:
-        if label_map is None:
-            return {name: index for index, name in enumerate(self.classes)}
-        missing = [name for name in self.defect_types if name not in label_map]
-        if missing:
-            raise ValueError(f"label_map: no class for defect type(s) {missing}")
-        return {name: int(label_map[name]) for name in self.defect_types}
 
     def check(self) -> None:
         """Read every background once; raise ``ValueError`` naming the first that is unusable.
@@ -293,8 +358,9 @@ class SyntheticDefectDataset(Dataset):
     def synthesize(self, index: int) -> dict[str, Any]:
         """Item ``index`` before ``transform`` / target selection, as plain tensors.
 
-        Returns ``image [C, H, W]`` float, ``mask [1, H, W]`` bool, ``type_name``, ``label``,
-        ``boxes [K, 4]`` int64 XYXY of the visible defects, ``background_index``.
+        Returns ``image [C, H, W]`` float, ``mask [1, H, W]`` bool, ``type_name``, ``type_index``
+        (its index in ``defect_types``), ``label``, ``boxes [K, 4]`` int64 XYXY of the visible
+        defects, ``background_index``.
         """
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
             raise TypeError(f"index: expected an int, got {type(index).__name__}")
@@ -317,7 +383,7 @@ class SyntheticDefectDataset(Dataset):
                 seed=child_seed(rng),
                 **self.placement.keywords(),
             )
-            result = composite_visible(background, plan, self.blend)
+            result = composite_visible(background, plan, self.blend, None, self.blend_options)
             if int(result.labels[0]) != NO_DEFECT:
                 break
         else:
@@ -327,12 +393,14 @@ class SyntheticDefectDataset(Dataset):
                 "more than VISIBILITY); the background may be too bright or dark for the chosen "
                 "defect types"
             )
-        type_name = self.defect_types[int(result.labels[0])]
+        type_index = int(result.labels[0])
+        type_name = self.defect_types[type_index]
         visible = result.boxes[:, 2] > result.boxes[:, 0]
         return dict(
             image=result.images[0],
             mask=result.masks[0],
             type_name=type_name,
+            type_index=type_index,
             label=self.class_to_idx[type_name],
             boxes=result.boxes[visible],
             background_index=background_index,
@@ -341,7 +409,11 @@ class SyntheticDefectDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         item = self.synthesize(index)
         image = tv_tensors.Image(item["image"])
-        mask = tv_tensors.Mask(item["mask"].to(torch.uint8))
+        mask = item["mask"]
+        if self.mask_mode == "class":
+            labels = torch.tensor([item["type_index"]])
+            mask = class_masks(mask[None], labels, self.defect_types, self.label_map)[0]
+        mask = tv_tensors.Mask(mask)
         height, width = image.shape[-2:]
         if self.target == "label":
             out_image = self.transform(image) if self.transform is not None else image
@@ -362,6 +434,7 @@ class SyntheticDefectDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(backgrounds={len(self.backgrounds)}, "
-            f"generator={type(self.generator).__name__}, defect_types={list(self.defect_types)}, "
-            f"length={self.length}, seed={self.seed}, blend={self.blend!r}, target={self.target!r})"
+            f"defect_types={list(self.defect_types)}, generator={type(self.generator).__name__}, "
+            f"blend={self.blend!r}, seed={self.seed}, length={self.length}, "
+            f"target={self.target!r})"
         )

@@ -19,12 +19,13 @@ whichever renders them (up to the blend's own look).
   ``v2.ToDtype(torch.float32, scale=True)``, place ``DefectInject`` before ``v2.Normalize``);
   the defect would otherwise be shaded as if the range were [0, 1] and come out a black blob.
   Images need both sides >= 2 px (and >= ``min_size``);
-- a ``tv_tensors.Mask`` (``[H, W]`` or ``[1, H, W]``) gets the defect pixels written in: with
-  ``mask_mode="binary"`` they are set to 1 (a union with what the mask already marks), with
-  ``mask_mode="class"`` to the defect's class id (``label[type]`` when ``label`` is a dict, else
-  ``1 +`` the type's position in ``defect_types``; 0 stays background);
-- the classification label, when ``label`` is set, becomes the defect's class (an int for every
-  type, or ``label[type]`` from a dict). It is found like torchvision's ``CutMix`` /
+- a ``tv_tensors.Mask`` (``[H, W]`` or ``[1, H, W]``) gets the defect pixels written in, in the
+  Mask's own dtype: with ``mask_mode="binary"`` they are set to 1 (a union with what the mask
+  already marks), with ``mask_mode="class"`` to the defect's class id (``label_map[type]`` when a
+  ``label_map`` / dict ``label`` is given, else ``1 +`` the type's position in ``defect_types``;
+  0 stays background: the label space of :mod:`defectaug.labels`);
+- the classification label, when ``label_map`` or ``label`` is set, becomes the defect's class (an
+  int for every type, or ``label_map[type]``). It is found like torchvision's ``CutMix`` /
   ``SanitizeBoundingBoxes`` find labels (``labels_getter``), extended to the ``(image, int)``
   samples that ``ImageFolder`` yields: the second item of a tuple when it is an int or a scalar
   integer tensor, a ``"labels"``-like key of a dict (top level or second item), or the last item
@@ -75,8 +76,9 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as TF
 
-from defectaug._checks import check_choice, check_probability, describe, is_int
+from defectaug._checks import check_probability, describe, is_int, is_number
 from defectaug._io import check_unit_range, to_float_image
+from defectaug._legacy import legacy_positional
 from defectaug._seeding import SeedLike, mix_seed
 from defectaug.batch import (
     DEFAULT_ASPECT,
@@ -96,6 +98,8 @@ from defectaug.batch import (
     resolve_generator,
 )
 from defectaug.generators.base import DefectGenerator
+from defectaug.labels import MASK_MODES as MASK_MODES  # re-exported: its home was here
+from defectaug.labels import check_label_map, check_mask_mode
 from defectaug.per_sample import (
     SamplePlan,
     composite_sample,
@@ -107,7 +111,6 @@ from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, re
 from defectaug.plan import draw_plan
 
 LabelArg = int | Mapping[str, int] | None
-MASK_MODES = ("binary", "class")
 _ONE_SAMPLE = (
     "image: DefectInject transforms one sample at a time, got a batch of shape {shape}; "
     "use defectaug.inject_defects / DefectInjector for batches"
@@ -161,6 +164,14 @@ def _rewrap(out: Any, like: Any) -> Any:
 
 def _type_index(plan: DefectPlan | SamplePlan) -> int:
     return plan.type_index if isinstance(plan, SamplePlan) else int(plan.labels[0])
+
+
+def _defect_plane(params: dict[str, Any]) -> torch.Tensor | None:
+    """``[H, W]`` bool pixels of a draw of ``make_params`` (``None``: no defect)."""
+    plan = params["plan"]
+    if plan is None:
+        return None
+    return plan.mask if isinstance(plan, SamplePlan) else params["mask"]
 
 
 def _is_pure_tensor(value: Any) -> bool:
@@ -329,32 +340,35 @@ def _to_box_format(xyxy: torch.Tensor, like: tv_tensors.BoundingBoxes) -> tv_ten
     return tv_tensors.wrap(boxes.to(device=like.device, dtype=like.dtype), like=like)
 
 
+def _legacy_inject_order(args: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """The old order ``(defect_types, p, generator, blend)``: a real number in second place."""
+    if len(args) >= 2 and is_number(args[1]):
+        return ("defect_types", "p", "generator", "blend")
+    return None
+
+
 class DefectInject(Transform):
     """Composite synthetic defects onto a sample with probability ``p`` (torchvision v2 transform).
+
+    Arguments follow the entry points' one convention: ``defect_types`` and ``generator`` are
+    the only positional ones, the rest are keywords named as in
+    :func:`defectaug.inject_defects` and :class:`defectaug.dataset.SyntheticDefectDataset`, and
+    labels follow :mod:`defectaug.labels`.
+    The old order ``DefectInject(defect_types, p, generator, blend)`` (a number in second place)
+    still works, with a ``FutureWarning``.
 
     Args:
         defect_types: type name(s) to draw from (default: all of the generator's); each call picks
             one uniformly for the sample.
+        generator: a ``DefectGenerator``, or a name / folder / Hub id for ``load_generator``.
         p: probability that the sample receives defects: a real number in [0, 1] (Python or
             numpy scalar; not a bool, not NaN).
-        generator: a ``DefectGenerator``, or a name / folder / Hub id for ``load_generator``.
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
         blend_options: the blend's options, see :data:`defectaug.batch.BLEND_OPTIONS` (``mode``
             of both Poisson blends, ``band`` of ``"improved_poisson"``).
         count, scale, rotation, aspect, min_size, roi, confine: placement options, see
             :func:`defectaug.inject_defects`. A callable ``roi`` receives the image as
             ``[1, C, H, W]`` float.
-        label: ``None`` leaves classification labels alone; an int or a ``{type: class}`` dict sets
-            the image-level label of samples that received a defect (never per-box labels). It
-            also gives the class of the boxes appended to detection targets (see the module
-            docs; without it a box's class is ``1 +`` the type's position in ``defect_types``).
-            A class id that does not fit the sample's label, per-box labels or ``Mask`` dtype
-            (-3 or 256 in a uint8 ``Mask``) raises ``ValueError`` instead of wrapping around.
-        mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask``. In
-            ``"class"`` mode 0 is the background, so a ``label`` dict may not map a type to 0,
-            and a bool ``Mask`` can only take class id 1.
-        labels_getter: ``"default"`` (see the module docs) or a callable ``sample -> label`` that
-            returns the label object itself (it is replaced where it sits in the sample).
         seed: ``None`` draws from torch's global generator; an int (or a ``torch.Generator``,
             which gives one by a single draw) makes the stream of draws reproducible: call ``k``
             is seeded from ``(seed, k)`` mixed with the DataLoader worker id and base seed and
@@ -363,6 +377,21 @@ class DefectInject(Transform):
             (:class:`defectaug.per_sample.LayerReservoir`,
             :class:`~defectaug.per_sample.SampledReservoir`), so workers never repeat each other
             and the same sequence of calls gives the same outputs.
+        label_map: ``{type: class}``, as on the other entry points (:mod:`defectaug.labels`):
+            the image-level label of a sample that received a ``type`` defect becomes ``class``
+            (never per-box labels), and so do its class-mask pixels and appended boxes. The same
+            as a dict ``label``; giving both raises ``ValueError``.
+        label: ``None`` leaves classification labels alone; an int or a ``{type: class}`` dict sets
+            the image-level label of samples that received a defect (never per-box labels). It
+            also gives the class of the boxes appended to detection targets (see the module
+            docs; without it a box's class is ``1 +`` the type's position in ``defect_types``).
+            A class id that does not fit the sample's label, per-box labels or ``Mask`` dtype
+            (-3 or 256 in a uint8 ``Mask``) raises ``ValueError`` instead of wrapping around.
+        mask_mode: ``"binary"`` or ``"class"``: what is written into a ``tv_tensors.Mask`` (in
+            that Mask's own dtype). In ``"class"`` mode 0 is the background, so a ``label_map``
+            may not map a type to 0, and a bool ``Mask`` can only take class id 1.
+        labels_getter: ``"default"`` (see the module docs) or a callable ``sample -> label`` that
+            returns the label object itself (it is replaced where it sits in the sample).
 
     A draw whose defects all end up invisible is redrawn, up to ``DRAW_ATTEMPTS`` (4) draws in
     all; then the sample is left without a defect. The first draw is the same for every image
@@ -373,13 +402,15 @@ class DefectInject(Transform):
     order, so after such a redraw later calls take different layers too.
     """
 
+    @legacy_positional("DefectInject", ("defect_types", "generator"), _legacy_inject_order)
     def __init__(
         self,
         defect_types: str | Sequence[str] | None = None,
-        p: float = 0.5,
         generator: str | DefectGenerator = "procedural",
-        blend: BlendMode = "alpha",
         *,
+        p: float = 0.5,
+        blend: BlendMode = "alpha",
+        blend_options: Mapping[str, Any] | None = None,
         count: CountArg = (1, 1),
         scale: RangeArg = DEFAULT_SCALE,
         rotation: RangeArg = DEFAULT_ROTATION,
@@ -387,11 +418,11 @@ class DefectInject(Transform):
         min_size: int = 8,
         roi: RoiArg = None,
         confine: bool = True,
+        seed: SeedLike = None,
+        label_map: Mapping[str, int] | None = None,
         label: LabelArg = None,
         mask_mode: str = "binary",
         labels_getter: str | Callable[[Any], Any] = "default",
-        seed: SeedLike = None,
-        blend_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.generator = resolve_generator(generator)
@@ -408,8 +439,21 @@ class DefectInject(Transform):
             roi=roi,
             confine=confine,
         )
-        self.mask_mode = check_choice(mask_mode, MASK_MODES, "mask_mode")
-        self.label = self._check_label(label, mask_mode)
+        self.mask_mode = check_mask_mode(mask_mode)
+        if label_map is not None and label is not None:
+            raise ValueError(
+                "label, label_map: give one of them (label_map={type: class} is label's dict "
+                "form under the name the other entry points use)"
+            )
+        if label_map is not None:
+            if not isinstance(label_map, Mapping):
+                raise TypeError(
+                    f"label_map: expected None or a dict type -> int, got {label_map!r} "
+                    "(one int class for every type is label=...)"
+                )
+            self.label = self._check_label(label_map, self.mask_mode, "label_map")
+        else:
+            self.label = self._check_label(label, self.mask_mode)
         if labels_getter != "default" and not callable(labels_getter):
             raise ValueError(
                 f"labels_getter: expected 'default' or a callable, got {labels_getter!r}"
@@ -429,24 +473,19 @@ class DefectInject(Transform):
             paints_relief(self.generator) or self.blend == "alpha"
         )
 
-    def _check_label(self, label: LabelArg, mask_mode: str) -> LabelArg:
+    @property
+    def label_map(self) -> dict[str, int] | None:
+        """The ``{type: class}`` map of ``label_map`` (or a dict ``label``); ``None`` otherwise."""
+        return dict(self.label) if isinstance(self.label, Mapping) else None
+
+    def _check_label(self, label: LabelArg, mask_mode: str, name: str = "label") -> LabelArg:
         if label is None or is_int(label):
             return None if label is None else int(label)
         if not isinstance(label, Mapping):
-            raise TypeError(f"label: expected None, an int or a dict type -> int, got {label!r}")
-        missing = [name for name in self.defect_types if name not in label]
-        if missing:
-            raise ValueError(f"label: the dict has no class for defect type(s) {missing}")
-        classes = {name: label[name] for name in self.defect_types}
-        wrong = {name: value for name, value in classes.items() if not is_int(value)}
-        if wrong:
-            raise TypeError(f"label: expected int classes, got {wrong}")
-        if mask_mode == "class" and any(int(value) == 0 for value in classes.values()):
-            # 0 is the background of a class mask: the defect would vanish from the mask.
-            raise ValueError(
-                f"label: class id 0 is the background in mask_mode='class', got {classes}"
-            )
-        return {name: int(value) for name, value in classes.items()}
+            raise TypeError(f"{name}: expected None, an int or a dict type -> int, got {label!r}")
+        # 0 is the background of a class mask: the defect would vanish from the mask.
+        reserved = {0: "the background in mask_mode='class'"} if mask_mode == "class" else None
+        return check_label_map(label, self.defect_types, name, reserved=reserved)
 
     def mask_value(self, type_index: int) -> int:
         """Class id written into masks for ``defect_types[type_index]`` in ``"class"`` mode."""
@@ -637,11 +676,12 @@ class DefectInject(Transform):
     # --------------------------------------------------------------------------- helpers
     @staticmethod
     def defect_mask(params: dict[str, Any]) -> torch.Tensor | None:
-        """``[H, W]`` bool pixels a draw of :meth:`make_params` covers (``None``: no defect)."""
-        plan = params["plan"]
-        if plan is None:
-            return None
-        return plan.mask if isinstance(plan, SamplePlan) else params["mask"]
+        """``[1, H, W]`` bool pixels a draw of :meth:`make_params` covers (``None``: no defect).
+
+        The per-sample mask shape of every entry point (:mod:`defectaug.labels`).
+        """
+        plane = _defect_plane(params)
+        return None if plane is None else plane[None]
 
     def _locate_label(
         self,
@@ -698,7 +738,7 @@ class DefectInject(Transform):
         A defect's plane is the visibly changed pixels within the rectangle it changed, its box
         the tight box of that plane (exclusive ends); defects that show nowhere are left out.
         """
-        mask = self.defect_mask(params)
+        mask = _defect_plane(params)
         plan = params["plan"]
         if isinstance(plan, SamplePlan):
             rows = []
@@ -806,7 +846,7 @@ class DefectInject(Transform):
         return torch.cat([labels, new])
 
     def _write_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
-        defect = self.defect_mask(params).to(mask.device)
+        defect = _defect_plane(params).to(mask.device)
         if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] != 1):
             raise ValueError(
                 f"mask: DefectInject writes into a semantic mask [H, W] or [1, H, W], got shape "
@@ -832,7 +872,14 @@ class DefectInject(Transform):
         return tv_tensors.wrap(filled, like=mask)
 
     def extra_repr(self) -> str:
+        # In the signature's order; a dict label is shown under its consistent name, label_map.
+        labels = (
+            f"label_map={self.label!r}"
+            if isinstance(self.label, Mapping)
+            else f"label={self.label!r}"
+        )
         return (
-            f"defect_types={list(self.defect_types)}, p={self.p}, blend={self.blend!r}, "
-            f"label={self.label!r}, mask_mode={self.mask_mode!r}"
+            f"defect_types={list(self.defect_types)}, "
+            f"generator={type(self.generator).__name__}, p={self.p}, blend={self.blend!r}, "
+            f"{labels}, mask_mode={self.mask_mode!r}"
         )

@@ -81,10 +81,10 @@ def test_targets_and_labels():
     sample = as_dict[2]
     assert set(sample) == {"image", "mask", "label", "boxes", "defect_types"}
     assert isinstance(sample["mask"], tv_tensors.Mask) and sample["mask"].shape == (1, 32, 40)
-    assert sample["mask"].dtype == torch.uint8 and sample["mask"].any()
+    assert sample["mask"].dtype == torch.bool and sample["mask"].any()
     assert isinstance(sample["boxes"], tv_tensors.BoundingBoxes)
     assert len(sample["defect_types"]) == len(sample["boxes"]) >= 1
-    assert as_dict.classes == ["crack", "spot"]
+    assert as_dict.classes == ["spot", "crack"]  # the requested order (labels: index in it)
     assert sample["label"] == as_dict.classes.index(sample["defect_types"][0])
     for x0, y0, x1, y1 in sample["boxes"].tolist():
         assert sample["mask"][0, y0:y1, x0:x1].any()

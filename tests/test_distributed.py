@@ -35,7 +35,7 @@ WORKER = textwrap.dedent(
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     dataset = SyntheticDefectDataset(
-        backgrounds, "procedural", ["spot", "crack"], length=length, seed=5, target="mask"
+        backgrounds, ["spot", "crack"], "procedural", length=length, seed=5, target="mask"
     )
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=1)
     sampler.set_epoch(3)
@@ -110,7 +110,7 @@ def test_torchrun_ranks_are_disjoint_cover_the_epoch_and_reproduce(tmp_path):
     assert [entry["indices"] for entry in ranks] == sampler_indices
     # ... and the same items: what each rank read equals a single-process computation.
     dataset = SyntheticDefectDataset(
-        backgrounds, "procedural", ["spot", "crack"], length=LENGTH, seed=5, target="mask"
+        backgrounds, ["spot", "crack"], "procedural", length=LENGTH, seed=5, target="mask"
     )
     for entry in ranks:
         for index, (image_sum, mask_sum) in entry["items"].items():

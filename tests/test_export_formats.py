@@ -215,7 +215,7 @@ def test_coco_is_read_by_torchvision_and_matches_the_masks(
     extra = ["--format", "coco", "--coco-segmentation", segmentation, "--seed", "1"]
     assert _synth(normals, out, 6, *extra) == 0
     data = json.loads((out / "annotations.json").read_text())
-    assert {c["name"]: c["id"] for c in data["categories"]} == {"crack": 1, "spot": 2}
+    assert {c["name"]: c["id"] for c in data["categories"]} == {"spot": 1, "crack": 2}
     assert [image["id"] for image in data["images"]] == list(range(6))
     for annotation in data["annotations"]:
         assert set(annotation) == {
@@ -239,7 +239,7 @@ def test_coco_is_read_by_torchvision_and_matches_the_masks(
         assert 1 <= len(targets) <= int(row["n_defects"])
         union = np.zeros_like(mask)
         for target in targets:
-            assert target["category_id"] - 1 == ("crack", "spot").index(row["label"])
+            assert target["category_id"] - 1 == TYPES.index(row["label"])
             if segmentation == "rle":
                 instance = _decode_rle(target["segmentation"])
                 assert not (instance & union).any()  # instances do not overlap
@@ -265,7 +265,7 @@ def test_yolo_labels_and_data_yaml(normals, tmp_path):
     out = tmp_path / "yolo"
     assert _synth(normals, out, 6, "--format", "yolo") == 0
     config = yaml.safe_load((out / "data.yaml").read_text())
-    assert config["names"] == {0: "crack", 1: "spot"}
+    assert config["names"] == {0: "spot", 1: "crack"}  # the order of --types
     assert (out / config["train"]).is_dir() and "path" not in config
     images = sorted((out / "images").iterdir())
     labels = sorted((out / "labels").iterdir())
@@ -280,7 +280,7 @@ def test_yolo_labels_and_data_yaml(normals, tmp_path):
         canvas = np.zeros((height, width), np.uint8)
         for line in lines:
             values = line.split()
-            assert int(values[0]) == {"crack": 0, "spot": 1}[row["label"]]
+            assert int(values[0]) == {"spot": 0, "crack": 1}[row["label"]]
             coords = np.asarray(values[1:], dtype=np.float64)
             assert len(coords) >= 6 and len(coords) % 2 == 0
             assert (coords >= 0).all() and (coords <= 1).all()
@@ -290,6 +290,30 @@ def test_yolo_labels_and_data_yaml(normals, tmp_path):
     # Determinism: the same command into another folder writes the same labels.
     assert _synth(normals, tmp_path / "again", 6, "--format", "yolo") == 0
     assert _files(tmp_path / "again") == _files(out)
+
+
+def test_yolo_folder_from_before_recorded_class_ids_resumes_only_with_the_same_ids(
+    normals, tmp_path, capsys
+):
+    # Folders written before class ids followed --types numbered the sorted types; their
+    # settings file has no class_ids. Resuming one must not mix ids.
+    out = tmp_path / "yolo"
+    assert _synth(normals, out, 2, "--format", "yolo") == 0
+    config = out / "synth_config.json"
+    settings = json.loads(config.read_text())
+    assert settings["class_ids"] == {"spot": 0, "crack": 1}
+    del settings["class_ids"]
+    config.write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert _synth(normals, out, 3, "--format", "yolo") == 2  # spot, crack: not sorted
+    assert "other settings (class_ids)" in capsys.readouterr().err
+    settings["types"] = sorted(settings["types"])
+    config.write_text(json.dumps(settings))
+    sorted_types = ["--types", *sorted(TYPES)]
+    assert main(
+        ["synth", "--backgrounds", str(normals), "--out", str(out), "--n", "3", "--count", "1-2",
+         "--no-progress", "--format", "yolo", *sorted_types]
+    ) == 0  # fmt: skip
 
 
 def test_yolo_polygons_cover_the_mask(normals, tmp_path):

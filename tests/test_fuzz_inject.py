@@ -432,9 +432,11 @@ def test_synthetic_dataset_fuzz(case):
                 event("item refused, naming its file")
                 continue
             except RuntimeError as error:
-                # A tiny background can fail to show any defect in every redraw.
+                # A tiny background can fail to show any defect in every redraw (a 17 x 17 noise
+                # background with seed 1 does, at HEAD too: the derandomized cases follow this
+                # function's source, so editing it drew that case).
                 assert "invisible" in str(error), error
-                assert any(min(size) < 16 for size in case["sizes"]), error
+                assert any(min(size) < 24 for size in case["sizes"]), error
                 event("item refused, its defects invisible")
                 continue
             again_image, again_mask = dataset[index]
@@ -444,7 +446,7 @@ def test_synthetic_dataset_fuzz(case):
             background = dataset.load_background(item["background_index"])[0]
             assert isinstance(image, tv_tensors.Image) and isinstance(mask, tv_tensors.Mask)
             assert image.dtype == torch.float32 and image.shape == background.shape
-            assert mask.dtype == torch.uint8 and mask.shape == (1, *background.shape[-2:])
+            assert mask.dtype == torch.bool and mask.shape == (1, *background.shape[-2:])
             assert not torch.isnan(image).any()
             assert float(image.min()) >= 0 and float(image.max()) <= 1
             assert set(mask.unique().tolist()) <= {0, 1}

@@ -299,7 +299,7 @@ def test_per_sample_path_changes_only_the_defect_boxes_and_masks_what_it_changes
                 defect.top : defect.top + defect.height, defect.left : defect.left + defect.width
             ] = True
         assert torch.equal(out[:, ~inside], image[:, ~inside]), "pixels outside the boxes move"
-        mask = transform.defect_mask(params)
+        mask = transform.defect_mask(params)[0]  # [1, H, W] -> [H, W]
         assert not (mask & ~inside).any()
         # A thin scratch resampled small can stay below alpha 0.5 everywhere: no mask pixel.
         masked_draws += bool(mask.any())
@@ -327,7 +327,7 @@ def test_images_outside_the_fast_path_take_the_batched_planner(kind):
     out = transform.transform(image, params)
     assert (
         out.dtype == image.dtype
-        and _changed(image.detach(), out.detach())[transform.defect_mask(params)].any()
+        and _changed(image.detach(), out.detach())[transform.defect_mask(params)[0]].any()
     )
     if kind == "requires_grad":
         out.sum().backward()
@@ -359,7 +359,7 @@ def test_poisson_blends_on_cpu_images_take_the_compiled_renderer(blend, kind, mo
     if kind == "pil":
         image, out = (torch.from_numpy(np.array(x)).permute(2, 0, 1) for x in (image, out))
     assert out.dtype == image.dtype
-    mask = transform.defect_mask(params)
+    mask = transform.defect_mask(params)[0]  # [1, H, W] -> [H, W]
     assert mask.any() and _changed(image, out)[mask].float().mean() > 0.9
 
 
@@ -379,7 +379,7 @@ def test_per_sample_path_confines_defects_to_the_roi():
     transform = DefectInject("crack", p=1.0, roi=roi, scale=(0.3, 0.5), seed=3)
     for _ in range(4):
         params = transform.make_params([tv_tensors.Image(torch.full((1, 64, 64), 0.6))])
-        mask = transform.defect_mask(params)
+        mask = transform.defect_mask(params)[0]  # [1, H, W] -> [H, W]
         assert mask.any() and not (mask & ~roi).any()
 
 
