@@ -217,18 +217,19 @@ def test_seed_is_an_int_a_generator_or_none_everywhere(kind):
         return {"int": 5, "generator": torch.Generator().manual_seed(5), "none": None}[kind]
 
     images = torch.rand(4, 3, 32, 32) * 0.5 + 0.25
-    if kind == "none":
-        torch.manual_seed(0)
-    first = inject_defects(images, "spot", seed=seed())
-    first_module = DefectInjector("spot", seed=seed())(images)
-    first_transform = DefectInject("spot", p=1.0, seed=seed())(images[0])
-    first_data = SyntheticDefectDataset(list(images), "spot", length=2, seed=seed())
-    if kind == "none":
-        torch.manual_seed(0)
-    again = inject_defects(images, "spot", seed=seed())
-    again_module = DefectInjector("spot", seed=seed())(images)
-    again_transform = DefectInject("spot", p=1.0, seed=seed())(images[0])
-    again_data = SyntheticDefectDataset(list(images), "spot", length=2, seed=seed())
+
+    def run_all():
+        if kind == "none":
+            torch.manual_seed(0)
+        return (
+            inject_defects(images, "spot", seed=seed()),
+            DefectInjector("spot", seed=seed())(images),
+            DefectInject("spot", p=1.0, seed=seed())(images[0]),
+            SyntheticDefectDataset(list(images), "spot", length=2, seed=seed()),
+        )
+
+    first, first_module, first_transform, first_data = run_all()
+    again, again_module, again_transform, again_data = run_all()
     assert torch.equal(first.images, again.images)
     assert torch.equal(first_module.masks, again_module.masks)
     assert torch.equal(first_transform, again_transform)
