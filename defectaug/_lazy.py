@@ -1,9 +1,13 @@
-"""PEP 562 lazy exports: a package's public names imported from their modules on first access."""
+"""Imports deferred to first use: PEP 562 lazy exports of a package's public names, and the
+compiled kernel modules (numba takes half a second or more to import, scipy more: only code that
+renders with them pays it)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 
@@ -26,3 +30,16 @@ def lazy_exports(
         return sorted({*namespace, *table})
 
     return __getattr__, __dir__
+
+
+# Cached: an import statement per call costs a microsecond, several per rendered sample.
+@functools.cache
+def compiled_kernels() -> ModuleType:
+    """:mod:`defectaug._kernels` (numba), imported on first use."""
+    return importlib.import_module("defectaug._kernels")
+
+
+@functools.cache
+def poisson_kernels() -> ModuleType:
+    """:mod:`defectaug._poisson_kernels` (numba and scipy), imported on first use."""
+    return importlib.import_module("defectaug._poisson_kernels")

@@ -46,7 +46,6 @@ import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +53,8 @@ import PIL.Image
 import torch
 
 from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
+from defectaug._lazy import compiled_kernels as _kernels
+from defectaug._lazy import poisson_kernels as _poisson
 from defectaug._seeding import mix_seed, stream_identity
 from defectaug.batch import _renders_any_size, check_blend_options, paints_relief
 from defectaug.generators.base import AheadLayer, Landing
@@ -61,23 +62,6 @@ from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement.warping import blur_kernel
 from defectaug.plan import Plan, layer_box, paint_side
-
-
-@functools.cache  # an import statement per call costs a microsecond, several per sample
-def _kernels() -> ModuleType:
-    # numba takes half a second or more to import: only a transform that renders here pays it.
-    from defectaug import _kernels
-
-    return _kernels
-
-
-@functools.cache
-def _poisson() -> ModuleType:
-    # As _kernels (numba), and scipy: only a transform that renders a Poisson blend here pays it.
-    from defectaug import _poisson_kernels
-
-    return _poisson_kernels
-
 
 #: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
 #: of painting, small enough to keep a worker's reservoir to a few MB.

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._checks import check_int, check_number, check_range, check_size
+from defectaug._lazy import compiled_kernels as _kernels
 from defectaug._seeding import as_generator
 from defectaug.datasets import (
     DefectRecord,
@@ -37,7 +38,6 @@ from defectaug.generators.base import (
     AheadLayer,
     DefectGenerator,
     Landing,
-    _kernels,
     match_channels,
     support_boxes,
 )

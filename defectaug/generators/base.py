@@ -10,7 +10,6 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defectaug._checks import check_device, check_int
+from defectaug._lazy import compiled_kernels as _kernels
 from defectaug._seeding import SeedLike, as_generator
 from defectaug.layer import DefectLayer
 
@@ -107,15 +107,6 @@ class AheadLayer:
         :meth:`DefectGenerator.land_planes` (converted once, for all the layer's uses)."""
         tensors = (self.content, self.alpha, *self.extras)
         return tuple(tensor.detach().to("cpu", torch.float32).numpy() for tensor in tensors)
-
-
-@functools.cache
-def _kernels() -> ModuleType:
-    # numba takes half a second or more to import: only generators landing layers for the
-    # compiled renderer pay it.
-    from defectaug import _kernels
-
-    return _kernels
 
 
 #: ``land_planes``'s stand-in for "no landing patch" (the kernels take arrays only).
