@@ -20,9 +20,10 @@ Protocol (see benchmarks/README.md, section "Downstream benchmark"):
   the real defect images of the evaluation split.
 
 Generators: ``procedural`` (with a class -> type map), ``bank`` (a ``DefectBank`` of the training
-images' own defects) and every shipped learned card (``list_generators()``) whose defect types are
-class names; on request also ``fitted`` (a ``FittedGenerator`` fitted on the training defects, each
-class at its fitted placement) and ``cutpaste`` (self-supervised, no real defect; every defect
+images' own defects, each class placed by the bank's location prior: ``bank.placement(class)``)
+and every shipped learned card (``list_generators()``) whose defect types are class names; on
+request also ``fitted`` (a ``FittedGenerator`` fitted on the training defects, each class at its
+fitted placement) and ``cutpaste`` (self-supervised, no real defect; every defect
 class at scale 0.3-0.8). Hyper-parameters are chosen with ``--validation`` (a stratified split
 carved from the training data), never on the test split.
 
@@ -295,8 +296,6 @@ def load_splits(args: argparse.Namespace) -> Splits:
 def record_generator(name: str, records: Sequence[DefectRecord], source: str) -> DefectGenerator:
     """A generator of :data:`RECORD_GENERATORS` learnt from the defects of ``records``."""
     if name == "bank":
-        # Crops scaled to fill the layer: the placement scale (from the train masks) sets the size
-        # on the image, the same way for every generator.
         return data_lib.shot_bank(records, source=source)
     if name == "fitted":
         return data_lib.fitted_generator(records)[0]
@@ -433,9 +432,10 @@ class SyntheticData:
     def placements(self, name: str, seed: int) -> dict[str, dict[str, Any]]:
         """Per class, the ``SyntheticDefectDataset`` placement keywords of ``name``'s images."""
         class_map = self.class_map(name, seed)
-        if name == "fitted":
-            fitted = self.generator(name, seed)
-            return {c: fitted.placement(t) for c, t in class_map.items()}  # type: ignore[attr-defined]
+        if name in RECORD_GENERATORS:
+            # Placed as their real defects were: location prior, size, count, edge side.
+            learnt = self.generator(name, seed)
+            return {c: learnt.placement(t) for c, t in class_map.items()}  # type: ignore[attr-defined]
         if name == "cutpaste":
             return {c: {"scale": CUTPASTE_SCALE} for c in class_map}
         scales = self.placement_scales(seed)
@@ -1283,6 +1283,7 @@ def few_shot_lines(result: dict[str, Any]) -> list[str]:
         + "".join(
             f"; {name}: {note}"
             for name, note in (
+                ("bank", "its own placement (the shots' defects' location prior, size and count)"),
                 ("fitted", "its fitted placement"),
                 (
                     "cutpaste",

@@ -292,13 +292,24 @@ def shot_index(data: ImageSet, shots: int | None, seed: int) -> torch.Tensor:
 
 def shot_bank(records: Sequence[DefectRecord], source: str = "records") -> DefectBank:
     """A ``DefectBank`` of the defects of ``records`` (the good ones are skipped), crops scaled to
-    fill a 64-px layer: the placement ``scale`` sets their size on the image."""
+    fill a 64-px layer: the placement ``scale`` (``bank.placement``: the crops' own size on their
+    images) sets their size on the image."""
     return DefectBank.from_records(
         [r for r in records if r.label != GOOD_LABEL],
         preserve_scale=False,
         layer_size=64,
         source=source,
     )
+
+
+def bank_generator(
+    records: Sequence[DefectRecord], source: str = "records"
+) -> tuple[DefectBank, dict[str, dict[str, Any]]]:
+    """:func:`shot_bank` of ``records`` and each class's placement by the bank's location prior
+    (``bank.placement(class)``: where, how large and how many the real defects were, edge classes
+    on an image edge) as ``inject_defects`` / ``SyntheticDefectDataset`` keywords."""
+    bank = shot_bank(records, source)
+    return bank, {name: bank.placement(name) for name in bank.defect_types}
 
 
 def fitted_generator(

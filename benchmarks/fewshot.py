@@ -12,7 +12,8 @@ arms differ only in what happens to the normal images:
 
 - ``real`` (the baseline): nothing, they are defect-free negatives;
 - ``real+bank``: with probability ``synthetic_p``, a defect of a ``DefectBank`` built from the
-  seed's k shots (at the benchmark's image size, so crops keep their real pixel size);
+  seed's k shots, each class placed by the bank's own placement (``bank.placement(class)``:
+  the location prior, size and count of the shots' defects, edge classes on an image edge);
 - ``real+fitted``: a ``FittedGenerator`` fitted on the seed's k shots (``fit_defects``), each
   class at its fitted placement (size, orientation, count, location prior, edge side);
 - ``real+<generator>:<blend>[:scale=lo-hi]``: a generator that needs no real defects (as in the
@@ -144,17 +145,12 @@ def per_class_source(
     return synthesize
 
 
-def make_source(
-    arm: str, shots: ImageSet, shot_records: Sequence[DefectRecord]
-) -> anomaly.Synthesizer | None:
+def make_source(arm: str, shot_records: Sequence[DefectRecord]) -> anomaly.Synthesizer | None:
     if arm == BASELINE_ARM:
         return None
     source = arm.removeprefix("real+")
     if source == "bank":
-        # Crops fill a small layer; each class lands at its real size range, from the shots.
-        bank = data_lib.shot_bank(shot_records)
-        scales = data_lib.defect_scale_ranges(shots)
-        return per_class_source(bank, {name: {"scale": scales[name]} for name in bank.defect_types})
+        return per_class_source(*data_lib.bank_generator(shot_records))
     if source == "fitted":
         return per_class_source(*data_lib.fitted_generator(shot_records))
     return anomaly.make_source(source)
@@ -226,7 +222,7 @@ def train_arm(
     start = time.perf_counter()
     index = shot_index(splits.pool, shots, seed)
     shot_set = splits.pool.subset(index)
-    synthesize = make_source(arm, shot_set, [splits.pool_records[i] for i in index.tolist()])
+    synthesize = make_source(arm, [splits.pool_records[i] for i in index.tolist()])
     torch.manual_seed(seed)
     model = TinyUNet(widths=(16, 32, 64, 128))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

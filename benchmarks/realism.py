@@ -14,8 +14,9 @@ defects of each generator, placed on the training split's normal images:
 
 Generators: ``procedural`` at its defaults with the class -> type map of the downstream
 benchmark (``break`` has no type there), the fitted card ``procedural-magnetic-tile`` with its own
-placement per class, and ``bank`` (the training split's own defects pasted elsewhere). Classes with
-fewer real windows than cross-validation folds get no AUC.
+placement per class, and ``bank`` (the training split's own defects, each class placed by the
+bank's location prior: ``bank.placement(class)``, edge classes on an image edge, as the fitted
+placement puts them). Classes with fewer real windows than cross-validation folds get no AUC.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from benchmarks import downstream_data as data_lib
 from benchmarks.recording import git_commit, portable_command, portable_path
 from defectaug import inject_defects, load_generator
 from defectaug.datasets import GOOD_LABEL
-from defectaug.generators import DefectBank
 from defectaug.metrics import (
     InceptionFeatures,
     defect_windows,
@@ -94,9 +94,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     judged = data_lib.load_image_set(judged_records, classes, args.image_size)
     normals = train.images[train.labels == classes.index(GOOD_LABEL)]
     fitted = load_generator(FITTED_CARD)
-    bank = DefectBank.from_records(
-        [r for r in train_records if r.label != GOOD_LABEL], source="training split"
-    )
+    bank, bank_placements = data_lib.bank_generator(train_records, source="training split")
     extractor = InceptionFeatures()
     rows: dict[str, dict[str, Any]] = {}
     for label, name in enumerate(classes):
@@ -110,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if name in fitted.defect_types:
             sources["fitted"] = (fitted, name, fitted.placement(name))
         if name in bank.defect_types:
-            sources["bank"] = (bank, name, {})
+            sources["bank"] = (bank, name, bank_placements[name])
         real_features = extract_features(real, extractor) if len(real) >= 2 else None
         row: dict[str, Any] = {"real_windows": len(real)}
         for source, (generator, defect_type, placement) in sources.items():

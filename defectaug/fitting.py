@@ -41,7 +41,6 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import save_file
 from scipy import ndimage
@@ -67,12 +66,22 @@ from defectaug.generators.procedural import (
     _resolve_params,
 )
 from defectaug.layer import VISIBILITY
+from defectaug.location import (
+    EDGE_SHARE,
+    QUANTILES,
+    SIDES,
+    LocationRoi,
+    check_placement_request,
+    count_range,
+    edge_placement,
+    edge_tolerance,
+    location_prior,
+    quantiles,
+    region_site,
+    scale_range,
+    side_shares,
+)
 
-#: Quantile levels stored for every per-defect statistic.
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-#: Cells per side of the location prior.
-PRIOR_CELLS = 16
-SIDES = ("top", "bottom", "left", "right")
 #: Painter types a class may map to.
 PAINTERS = tuple(PAINTER_PARAMS)
 ARCHITECTURE = "defectaug-fitted-procedural"
@@ -114,13 +123,6 @@ _SCALAR_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 # ------------------------------------------------------------------------------- measuring
-def _quantiles(values: Sequence[float]) -> list[float]:
-    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if finite.size == 0:
-        return [0.0] * len(QUANTILES)
-    return [round(float(q), 6) for q in np.quantile(finite, QUANTILES)]
-
-
 def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
@@ -256,9 +258,7 @@ def _region_stats(
     step = abs(mean_in - mean_out)
     slope = float(gradient[boundary].mean()) if boundary.any() else 0.0
     blur = step / (math.sqrt(2.0 * math.pi) * slope) if step > 0.01 and slope > 1e-6 else math.nan
-    ys, xs = np.nonzero(region)
-    y0, y1, x0, x1 = whole["box"]
-    gaps = {"top": y0, "bottom": height - 1 - y1, "left": x0, "right": width - 1 - x1}
+    cy, cx, gaps = region_site(region)
     side = min(gaps, key=gaps.get)
     c0, c1, d0, d1 = shape["box"]
     box_h, box_w = c1 - c0 + 1, d1 - d0 + 1
@@ -282,8 +282,8 @@ def _region_stats(
         "border_distance": gaps[side] / short,
         "side": SIDES.index(side),
         "depth_ratio": across / along,
-        "cy": float(ys.mean()) / max(height - 1, 1),
-        "cx": float(xs.mean()) / max(width - 1, 1),
+        "cy": cy,
+        "cx": cx,
         "short": short,
     }
 
@@ -320,55 +320,33 @@ def _axial_mean(angles: Sequence[float]) -> tuple[float, list[float]]:
     return mean, [abs(float(d)) for d in deviation]
 
 
-def _location_prior(points: Sequence[tuple[float, float]]) -> list[list[float]]:
-    """A ``PRIOR_CELLS``-square histogram of normalised centroids, smoothed, with a floor."""
-    grid = np.zeros((PRIOR_CELLS, PRIOR_CELLS), dtype=np.float64)
-    for cy, cx in points:
-        row = min(int(cy * PRIOR_CELLS), PRIOR_CELLS - 1)
-        col = min(int(cx * PRIOR_CELLS), PRIOR_CELLS - 1)
-        grid[row, col] += 1.0
-    # Few defects: smooth by about one cell and keep a 10 % uniform floor, so a location next to
-    # a seen one is plausible but an unseen corner is not ruled out entirely.
-    grid = ndimage.gaussian_filter(grid, sigma=1.0, mode="nearest")
-    grid = 0.9 * grid / max(grid.sum(), 1e-12) + 0.1 / grid.size
-    grid /= grid.sum()
-    return [[round(float(v), 6) for v in row] for row in grid]
-
-
 def _summarise(regions: list[dict[str, float]], counts: list[int]) -> dict[str, Any]:
     def column(key: str) -> list[float]:
         return [r[key] for r in regions]
 
     orientation, deviation = _axial_mean(column("orientation"))
-    on_edge = [r["border_px"] <= max(2.0, 0.03 * r["short"]) for r in regions]
+    on_edge = [r["border_px"] <= edge_tolerance(r["short"]) for r in regions]
     # Lean: tilt of the principal axis from the normal of the side a region touches (0: straight
     # in from the edge, 90: lying along it), over the on-edge regions (all when none is).
-    leaning = [r for r, touching in zip(regions, on_edge, strict=True) if touching] or regions
+    edge_regions = [r for r, touching in zip(regions, on_edge, strict=True) if touching]
+    leaning = edge_regions or regions
     lean = [
         90.0 - abs(r["orientation"]) if int(r["side"]) < 2 else abs(r["orientation"])
         for r in leaning
     ]
-    sides = [0.0] * len(SIDES)
-    for region, touching in zip(regions, on_edge, strict=True):
-        if touching:
-            sides[int(region["side"])] += 1.0
-    total = sum(sides)
     return {
         "n_defects": len(regions),
         "n_images": len(counts),
-        **{key: _quantiles(column(key)) for key in _QUANTILE_BOUNDS if key in regions[0]},
-        **{key: _quantiles(column(key)) for key in _OPTIONAL_QUANTILE_BOUNDS if key in regions[0]},
-        "count": _quantiles([float(c) for c in counts]),
-        "lean": _quantiles(lean),
+        **{key: quantiles(column(key)) for key in _QUANTILE_BOUNDS if key in regions[0]},
+        **{key: quantiles(column(key)) for key in _OPTIONAL_QUANTILE_BOUNDS if key in regions[0]},
+        "count": quantiles([float(c) for c in counts]),
+        "lean": quantiles(lean),
         "orientation": round(orientation, 4),
-        "orientation_deviation": _quantiles(deviation),
+        "orientation_deviation": quantiles(deviation),
         "bright_fraction": round(sum(c > 0 for c in column("contrast")) / len(regions), 6),
         "on_edge": round(sum(on_edge) / len(regions), 6),
-        "sides": {
-            name: round(v / total, 6) if total else 0.0
-            for name, v in zip(SIDES, sides, strict=True)
-        },
-        "location": _location_prior([(r["cy"], r["cx"]) for r in regions]),
+        "sides": side_shares([SIDES[int(r["side"])] for r in edge_regions]),
+        "location": location_prior([(r["cy"], r["cx"]) for r in regions]),
     }
 
 
@@ -484,7 +462,8 @@ def fit_defects(
     Args:
         source: a dataset root (``read_defect_dataset`` layout; pass ``split=``), a list of
             ``DefectRecord`` (records without a mask are skipped), or a ``DefectBank`` (its crops
-            carry no image context: the location prior is then uniform and nothing is on an edge).
+            carry no image context: the location prior is then uniform and nothing is on an edge;
+            crops of the bank's edge classes are measured as stored, their border side on top).
         split: the split to read from a dataset root (fit on training data only).
         classes: class name(s) to fit (default: every label that has masks).
         min_area: connected regions smaller than this many pixels are ignored.
@@ -573,8 +552,8 @@ def choose_painter(stats: Mapping[str, Any]) -> str:
     if elongation <= 0.2 and size >= 0.1:
         return "crack" if stats["bright_fraction"] < 0.5 else "scratch"
     if size >= 0.35 and contrast < 0.12:
-        return "edge_shade" if stats["on_edge"] >= 0.5 else "uneven"
-    if stats["on_edge"] >= 0.5:
+        return "edge_shade" if stats["on_edge"] >= EDGE_SHARE else "uneven"
+    if stats["on_edge"] >= EDGE_SHARE:
         return "edge_patch" if size >= 0.35 else "edge_chip"
     if size >= 0.5:
         return "stain"
@@ -786,61 +765,13 @@ def _box_share(aspect: float) -> float:
     return float(sides.mean())
 
 
-@dataclass
-class LocationRoi:
-    """``images -> bool [1, 1, H, W]``: where defects of one class may be centred.
-
-    Built from a fitted location prior (cells at least ``threshold`` times the uniform density).
-    For edge-anchored classes (``side`` set) it is a band of ``band`` px along that image side,
-    restricted to the prior's marginal along the side: a centre in the band puts the layer's box
-    flush against the border (placement moves boxes inside the image).
-    """
-
-    prior: list[list[float]]
-    side: str | None = None
-    band: int = 2
-    threshold: float = 0.5
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        grid = torch.tensor(self.prior, dtype=torch.float32)
-        if self.side is None:
-            density = grid
-        else:
-            # The prior's marginal along the side, spread over the band's length.
-            axis = 1 if self.side in ("top", "bottom") else 0
-            marginal = grid.sum(dim=1 - axis)
-            density = (marginal[None, :] if axis == 1 else marginal[:, None]) / grid.shape[0]
-        # Relative to a uniform density over the cells `density` has (a marginal has one row).
-        density = density / density.sum() * density.numel()
-        keep = density >= self.threshold
-        keep = keep | (density == density.max())
-        mask = F.interpolate(keep.float()[None, None], size=(height, width), mode="nearest").bool()
-        if self.side is not None:
-            band = torch.zeros(height, width, dtype=torch.bool)
-            depth = max(1, min(self.band, height, width))
-            if self.side == "top":
-                band[:depth] = True
-            elif self.side == "bottom":
-                band[-depth:] = True
-            elif self.side == "left":
-                band[:, :depth] = True
-            else:
-                band[:, -depth:] = True
-            mask = mask & band
-        return mask.to(images.device)
-
-
-# Rotation (degrees, counter-clockwise) that turns an anchored painter's top side to face a side.
-_SIDE_ROTATION = {"top": 0.0, "bottom": 180.0, "left": 90.0, "right": -90.0}
-
-
 def placement_arguments(
     painter: str, stats: Mapping[str, Any], side: str | None = None
 ) -> dict[str, Any]:
     """Keyword arguments for ``inject_defects`` / ``DefectInject`` for one fitted class.
 
-    Edge-anchored painters land on one image ``side`` (default: the one most real defects touch).
+    Edge-anchored painters land on one image ``side`` (default: the one most real defects touch);
+    the others ignore it.
     """
     fill = _FILL[painter]
     if painter in ("spot", "stain"):
@@ -849,34 +780,15 @@ def placement_arguments(
         bounds = PAINTER_PARAMS[painter].__dataclass_fields__["aspect"].metadata["bounds"]
         aspect = _span(*_inner(stats["elongation"]), bounds, 0.05)
         fill = fill / 1.05 * _box_share(math.sqrt(aspect[0] * aspect[1]))
-    # Sizes are drawn uniformly in the range: its quartiles are the real ones (its middle then
-    # lies between the real median and upper quartile). The range between the outer quantiles
-    # would put most fitted defects at twice the real median size: sizes are skewed, a few
-    # large defects stretch it.
-    q = stats["size"]
-    spread = q[3] - q[1]
-    low, high = max(q[1] - 0.5 * spread, q[0]), q[3] + 0.5 * spread
-    count_q = stats["count"]
-    count = (max(1, int(math.floor(count_q[1]))), max(1, int(math.ceil(count_q[3]))))
     placement: dict[str, Any] = {
-        "scale": (round(max(low / fill, 0.01), 4), round(max(high / fill, 0.012), 4)),
-        "count": count,
+        "scale": scale_range(stats["size"], fill),
+        "count": count_range(stats["count"]),
         "aspect": 1.0,
         # Never cut a defect to the ROI: the ROI only says where centres go.
         "confine": False,
     }
     if painter in ANCHORED_TYPES:
-        # An edge layer larger than the image cannot sit flush against its border.
-        low_s, high_s = placement["scale"]
-        placement["scale"] = (round(min(low_s, 1.0), 4), round(min(high_s, 1.0), 4))
-        if side is None:
-            side = max(SIDES, key=lambda s: stats["sides"][s])
-        elif side not in SIDES:
-            raise ValueError(f"side: expected one of {', '.join(SIDES)}, got {side!r}")
-        angle = _SIDE_ROTATION[side]
-        placement["rotation"] = (angle, angle)
-        placement["roi"] = LocationRoi(stats["location"], side=side)
-        return placement
+        return edge_placement(placement, stats["location"], stats["sides"], side)
     if painter in ("crack", "scratch", "uneven"):
         spread = max(5.0, _inner(stats["orientation_deviation"])[1])
         angle = stats["orientation"]
@@ -983,14 +895,14 @@ class FittedGenerator(ProceduralGenerator, PretrainedDefectGenerator):
         centre is drawn near. To cover several sides, split the batch by :meth:`side_shares`
         and call once per side.
         """
-        self.type_index(class_name)
+        check_placement_request(class_name, self.defect_types, side)
         return placement_arguments(
             self.class_map[class_name], self.fitted.classes[class_name], side
         )
 
     def side_shares(self, class_name: str) -> dict[str, float]:
         """Share of the real on-edge defects of ``class_name`` touching each image side."""
-        self.type_index(class_name)
+        check_placement_request(class_name, self.defect_types)
         return dict(self.fitted.classes[class_name]["sides"])
 
     def get_config(self) -> dict[str, Any]:

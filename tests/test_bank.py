@@ -1,4 +1,5 @@
-"""DefectBank: building from folders, feathered alphas, geometric/photometric sampling, errors."""
+"""DefectBank: building from folders, feathered alphas, geometric/photometric sampling, errors,
+placement by the location prior of the real defects (edge classes against an image side)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_datasets import fixture_masks, write_manifest, write_mvtec
 
-from defectaug.datasets import read_defect_dataset
-from defectaug.generators.bank import DefectBank, feather_alpha
+from defectaug.datasets import DefectRecord, read_defect_dataset
+from defectaug.generators.bank import CropSite, DefectBank, feather_alpha
+from defectaug.location import SIDES
 
 
 @pytest.fixture
@@ -250,3 +253,222 @@ def test_shared_bsdata_bank(shared_data):
     assert bank.channels == 3 and bank.defect_types == ("pitting",)
     layer = bank.sample(4, generator=0)
     assert layer.content.shape[1] == 3 and bool(layer.mask().flatten(1).any(1).all())
+
+
+# ------------------------------------------------------------------ placement (issue #13)
+PLACE_SIZE = (48, 64)  # (H, W) of the placement fixture's images
+
+
+def _write_record(folder, name: str, image: np.ndarray, mask: np.ndarray) -> DefectRecord:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{name}.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}_mask.png")
+    label = name.split("_")[0]
+    return DefectRecord(folder / f"{name}.png", label, folder / f"{name}_mask.png", "train")
+
+
+@pytest.fixture(scope="module")
+def placed_records(tmp_path_factory) -> list[DefectRecord]:
+    """``chip``: a dark half-disc on the left border, rows 16-31 (widest at the border);
+    ``spot``: two dark discs either side of the centre of every image."""
+    folder = tmp_path_factory.mktemp("placed")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: PLACE_SIZE[0], : PLACE_SIZE[1]]
+    records = []
+    for index in range(6):
+        image = 0.6 + rng.normal(0.0, 0.01, PLACE_SIZE)
+        row = 16 + 3 * index
+        mask = ((yy - row) / 6.0) ** 2 + (xx / 10.0) ** 2 <= 1.0
+        image[mask] = 0.2
+        records.append(_write_record(folder, f"chip_{index}", image, mask))
+        image = 0.6 + rng.normal(0.0, 0.01, PLACE_SIZE)
+        mask = np.zeros(PLACE_SIZE, bool)
+        for dx in (-7, 7):
+            mask |= (yy - 24 + index % 2) ** 2 + (xx - 32 - dx) ** 2 <= 9
+        image[mask] = 0.25
+        records.append(_write_record(folder, f"spot_{index}", image, mask))
+    return records
+
+
+@pytest.fixture(scope="module")
+def placed_bank(placed_records) -> DefectBank:
+    return DefectBank.from_records(placed_records, preserve_scale=False, layer_size=32)
+
+
+def _gap(mask: torch.Tensor, side: str) -> int:
+    """Pixels between a bool ``[H, W]`` mask and image ``side``."""
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    height, width = mask.shape
+    return {
+        "top": int(rows[0]),
+        "bottom": height - 1 - int(rows[-1]),
+        "left": int(cols[0]),
+        "right": width - 1 - int(cols[-1]),
+    }[side]
+
+
+def test_placement_follows_where_the_real_defects_were(placed_bank, placed_records):
+    from defectaug.fitting import fit_defects
+
+    assert placed_bank.edge_types == {"chip"}
+    assert placed_bank.side_shares("chip") == {"top": 0.0, "bottom": 0.0, "left": 1.0, "right": 0.0}
+    assert placed_bank.side_shares("spot") == dict.fromkeys(SIDES, 0.0)
+    # The fitted generator's own rules, on the same real defects.
+    fitted = fit_defects(placed_records).classes
+    for name in ("chip", "spot"):
+        assert placed_bank.side_shares(name) == fitted[name]["sides"]
+    spot = placed_bank.placement("spot")
+    assert spot["roi"].prior == fitted["spot"]["location"] and spot["roi"].side is None
+    assert spot["count"] == (2, 2) and spot["rotation"] == (0.0, 0.0)
+    assert spot["aspect"] == 1.0 and spot["confine"] is False
+    # Each spot's crop: a 7-px disc and 8 px of context a side, over the 48-px shorter side.
+    assert spot["scale"] == (round(23 / 48, 4), round(23 / 48, 4))
+    roi = spot["roi"](torch.zeros(1, 1, *PLACE_SIZE))[0, 0]
+    for dx in (-7, 7):
+        assert bool(roi[24, 32 + dx]) and bool(roi[25, 32 + dx])
+    assert not bool(roi[:8].any() or roi[-8:].any() or roi[:, :12].any() or roi[:, -12:].any())
+
+    chip = placed_bank.placement("chip")
+    assert chip["rotation"] == (90.0, 90.0) and chip["roi"].side == "left"
+    band = chip["roi"](torch.zeros(1, 1, *PLACE_SIZE))[0, 0]
+    # A band along the left border, over the rows the chips were seen on, nowhere else.
+    assert not bool(band[:, 2:].any())
+    assert bool(band[16:32, :2].all())
+    assert not bool(band[:9].any() or band[-9:].any())
+
+
+def test_edge_crops_are_stored_with_their_border_side_on_top(placed_bank):
+    for content, alpha, label in zip(
+        placed_bank._contents, placed_bank._alphas, placed_bank.crop_labels.tolist(), strict=True
+    ):
+        region = alpha[0] >= 0.5
+        rows = torch.nonzero(region.any(dim=1)).flatten()
+        if placed_bank.defect_types[label] == "chip":
+            # Turned from the left border to the top: widest at the top row, 8 px of context
+            # below and on either side, none above.
+            assert int(rows[0]) == 0 and content.shape[-2:] == (19, 29)
+            widths = region.sum(dim=1)
+            assert int(widths[0]) == int(widths.max())
+        else:
+            assert int(rows[0]) == 8
+
+
+@pytest.mark.parametrize("side", ["top", "bottom", "left", "right"])
+def test_edge_class_lands_against_the_requested_side(placed_bank, side):
+    from defectaug import inject_defects
+    from defectaug.location import edge_tolerance
+
+    images = torch.full((8, 1, 96, 96), 0.6)
+    placement = placed_bank.placement("chip", side)
+    out = inject_defects(images, "chip", placed_bank, seed=3, **placement)
+    turns = {"top": 0, "right": 1, "bottom": 2, "left": 3}[side]
+    for mask in out.masks[:, 0]:
+        assert bool(mask.any())
+        assert _gap(mask, side) <= edge_tolerance(96), f"the chip left the {side} border"
+        # Turned so the side it touches is on top: the chip is widest at the border.
+        upright = torch.rot90(mask, turns)
+        widths = upright.sum(dim=1)
+        rows = torch.nonzero(widths).flatten()
+        assert int(widths[rows[0]]) >= int(widths[rows[-1]]) + 4
+    # The per-sample renderer (DefectInject) places it the same way.
+    from torchvision import tv_tensors
+
+    from defectaug import DefectInject
+
+    inject = DefectInject("chip", p=1.0, generator=placed_bank, seed=5, **placement)
+    for index in range(4):
+        _, mask, _ = inject(
+            images[index], tv_tensors.Mask(torch.zeros(1, 96, 96, dtype=torch.uint8)), 0
+        )
+        assert _gap(mask[0].bool(), side) <= edge_tolerance(96)
+
+
+def test_edge_crops_are_neither_turned_nor_flipped_off_their_border():
+    content = torch.rand(1, 10, 14, generator=torch.Generator().manual_seed(0))
+    alpha = torch.zeros(1, 10, 14)
+    alpha[:, :, :5] = 1.0  # the region touches the crop's (and the image's) left side
+    site = CropSite(centre=(0.5, 0.05), extent=0.3, side="left", touches=("left",), image=0)
+    bank = _plain_bank(
+        {"chip": [(content, alpha)]},
+        layer_size=(20, 20),
+        sites={"chip": [site]},
+        rot90=True,
+        flip=True,
+        rotation=(-30.0, 30.0),
+    )
+    upright = torch.rot90(content, 3, dims=(1, 2))  # left side on top: 14 x 10
+    allowed = [upright, upright.flip(-1)]
+    layers = bank.sample(12, generator=0)
+    seen = set()
+    for item, layer_alpha in zip(layers.content, layers.alpha, strict=True):
+        # Drawn against the layer's top row, centred across it, never turned or flipped upside down.
+        assert bool((layer_alpha[0, 0] >= 0.5).any()) and not bool(layer_alpha[0, 14:].any())
+        window = item[:, :14, 5:15]
+        matches = [i for i, v in enumerate(allowed) if torch.allclose(window, v, atol=1e-5)]
+        assert matches, "an edge crop was turned or flipped off its border"
+        seen.add(matches[0])
+    assert seen == {0, 1}
+    # The same crop in a class that is not on an edge is turned freely.
+    free = CropSite(centre=(0.5, 0.5), extent=0.3, side="left", touches=(), image=0)
+    loose = _plain_bank(
+        {"chip": [(content, alpha)]}, layer_size=(20, 20), sites={"chip": [free]}, rot90=True
+    )
+    assert loose.edge_types == frozenset()
+    assert torch.equal(loose._contents[0], content)
+
+
+def test_non_edge_class_ignores_side(placed_bank):
+    plain = placed_bank.placement("spot")
+    for side in ("top", "bottom", "left", "right"):
+        assert placed_bank.placement("spot", side) == plain
+
+
+def test_placement_bad_arguments(placed_bank):
+    expected = "class_name: expected one of chip, spot, got 'dent'"
+    with pytest.raises(ValueError, match=expected):
+        placed_bank.placement("dent")
+    with pytest.raises(ValueError, match=expected):
+        placed_bank.side_shares("dent")
+    for name in ("chip", "spot"):
+        with pytest.raises(
+            ValueError, match="side: expected None or one of top, bottom, left, right, got 'up'"
+        ):
+            placed_bank.placement(name, side="up")
+    crops = {"x": [(torch.rand(1, 4, 4), torch.ones(1, 4, 4))]}
+    with pytest.raises(ValueError, match="sites: this bank was built without its crops' sites"):
+        DefectBank(crops).placement("x")
+    with pytest.raises(ValueError, match="sites: expected a mapping with the defect types"):
+        DefectBank(crops, sites={"y": []})
+    with pytest.raises(ValueError, match=r"sites\['x'\]: expected one CropSite per crop \(1\)"):
+        DefectBank(crops, sites={"x": []})
+
+
+def test_edge_crops_take_the_tone_of_where_they_land(placed_bank):
+    from defectaug import inject_defects
+
+    placement = placed_bank.placement("chip", "top")
+    for level in (0.15, 0.85):
+        images = torch.full((4, 1, 96, 96), level)
+        out = inject_defects(images, "chip", placed_bank, seed=1, **placement)
+        for item in range(4):
+            mask = out.masks[item : item + 1].float()
+            ring = F.max_pool2d(mask, 7, 1, 3)[0, 0] > 0
+            ring &= ~out.masks[item, 0]
+            # The crops' surroundings (0.6 in the bank) land at the image's tone.
+            assert abs(float(out.images[item, 0][ring].mean()) - level) < 0.03
+
+
+def test_placement_survives_pickling_and_moving(placed_bank):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(placed_bank))
+    assert copy.placement("chip", "right") == placed_bank.placement("chip", "right")
+    assert copy.sites == placed_bank.sites and copy.edge_types == placed_bank.edge_types
+    moved = copy.to(torch.float64)
+    assert moved.crop_anchored.dtype == torch.bool
+    first = placed_bank.sample(4, "chip", generator=2)
+    again = moved.sample(4, "chip", generator=2)
+    assert torch.allclose(first.alpha, again.alpha, atol=1e-5)

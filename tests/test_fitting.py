@@ -97,8 +97,12 @@ def test_class_map_and_placement(fitted):
     disc_roi = generator.placement("disc")["roi"](torch.zeros(1, 1, 64, 64))
     # The prior keeps the upper right, where the discs were.
     assert bool(disc_roi[0, 0, 16, 48]) and not bool(disc_roi[0, 0, 56, 8])
-    with pytest.raises(KeyError, match="defect_type"):
+    with pytest.raises(ValueError, match="class_name: expected one of disc, line, got 'nope'"):
         generator.placement("nope")
+    with pytest.raises(ValueError, match="class_name: expected one of disc, line"):
+        generator.side_shares("nope")
+    with pytest.raises(ValueError, match="side: expected None or one of top, bottom, left, right"):
+        generator.placement("disc", side="middle")
     with pytest.raises(ValueError, match="class_map"):
         FittedGenerator(fitted, class_map={"disc": "laser"})
 

@@ -8,6 +8,13 @@ quarter turn, small rotation, scale and brightness/contrast change, all drawn fr
 :func:`defectaug.inject_defects` passes it), the crop is first matched to it: its surroundings
 (the context around the defect, alpha < 0.5) take the landing patch's mean and standard deviation
 (the factor kept within ``MATCH_CONTRAST``), so a crop from a bright part lands dark on a dark part.
+
+Built from annotated images, the bank also knows where each crop's region lay (:class:`CropSite`)
+and :meth:`DefectBank.placement` places a class as its real defects were: where (the location
+prior), how large and how many, by the rules of the fitted generator (:mod:`defectaug.location`).
+Crops of edge classes (most regions on an image border) are stored turned so their border side is
+on top, drawn against the layer's top and never turned or flipped off it: their placement puts
+that side against an image side.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -29,6 +38,7 @@ from defectaug._seeding import as_generator
 from defectaug.datasets import (
     DefectRecord,
     defect_crops,
+    defect_regions,
     load_image,
     load_mask,
     read_defect_dataset,
@@ -42,8 +52,61 @@ from defectaug.generators.base import (
     support_boxes,
 )
 from defectaug.layer import DefectLayer
+from defectaug.location import (
+    EDGE_SHARE,
+    SIDES,
+    LocationRoi,
+    check_placement_request,
+    count_range,
+    edge_placement,
+    edge_tolerance,
+    location_prior,
+    quantiles,
+    region_site,
+    scale_range,
+    side_shares,
+)
 
 Crop = tuple[torch.Tensor, torch.Tensor]
+
+#: Counter-clockwise quarter turns (``torch.rot90``) that bring an image side to the top: the
+#: inverse of ``SIDE_ROTATION``, which turns the top to that side when the layer is placed.
+_TURNS_TO_TOP = {"top": 0, "right": 1, "bottom": 2, "left": 3}
+
+
+@dataclass(frozen=True)
+class CropSite:
+    """Where a crop's defect region lay in its source image.
+
+    Attributes:
+        centre: the region's centroid ``(row, column)``, normalised to [0, 1] by the image size.
+        extent: the crop's longer side over the image's shorter side.
+        side: the image side nearest to the region's box.
+        touches: the image sides the region's box lies within ``edge_tolerance`` of (empty: the
+            region is not on an edge).
+        image: the number of the source image (regions of one image share it).
+    """
+
+    centre: tuple[float, float]
+    extent: float
+    side: str
+    touches: tuple[str, ...]
+    image: int
+
+    @classmethod
+    def of_region(cls, region: torch.Tensor, crop_size: Sequence[int], image: int) -> CropSite:
+        """The site of a bool ``[1, H, W]`` region whose crop is ``crop_size`` ``(h, w)``."""
+        cy, cx, gaps = region_site(region[0].cpu().numpy())
+        short = min(region.shape[-2:])
+        reach = edge_tolerance(short)
+        return cls(
+            centre=(cy, cx),
+            extent=max(crop_size) / short,
+            side=min(gaps, key=gaps.get),
+            touches=tuple(side for side in SIDES if gaps[side] <= reach),
+            image=image,
+        )
+
 
 #: Range of the contrast factor that matches a crop's surroundings to its landing patch.
 MATCH_CONTRAST = (0.5, 2.0)
@@ -117,6 +180,11 @@ class DefectBank(DefectGenerator):
         contrast: range of the factor about the defect's mean.
         skipped_empty, skipped_small: empty masks and regions below ``min_area`` met while
             building (informational, see ``from_folder``).
+        sites: per defect type, the :class:`CropSite` of each crop in ``crops`` (as
+            ``from_folder`` builds them): needed by :meth:`placement`. Crops of an edge class
+            (at least ``EDGE_SHARE`` of its regions on an edge) are turned so the side nearest
+            their region is on top and are drawn against the layer's top, without quarter
+            turns, small rotations or upside-down flips.
 
     ``channels`` is the crops' channel count (1 for grayscale datasets, 3 for RGB). Requests for
     the other count are served by conversion (see :class:`DefectGenerator`): a grey bank on RGB
@@ -142,6 +210,7 @@ class DefectBank(DefectGenerator):
         contrast: tuple[float, float] = (0.85, 1.15),
         skipped_empty: int = 0,
         skipped_small: int = 0,
+        sites: Mapping[str, Sequence[CropSite]] | None = None,
     ) -> None:
         super().__init__()
         self.layer_size = check_size(layer_size, "layer_size", 4)
@@ -158,6 +227,8 @@ class DefectBank(DefectGenerator):
                 "crops: expected a non-empty mapping {defect type: [(content, alpha), ...]}"
             )
         names = tuple(sorted(crops))
+        ordered_sites = self._check_sites(sites, crops, names)
+        edge_types = set()
         contents: list[torch.Tensor] = []
         alphas: list[torch.Tensor] = []
         labels: list[int] = []
@@ -165,6 +236,10 @@ class DefectBank(DefectGenerator):
         for index, name in enumerate(names):
             if not crops[name]:
                 raise ValueError(f"crops: defect type {name!r} has no crops")
+            if ordered_sites is not None:
+                on_edge = sum(bool(site.touches) for site in ordered_sites[name])
+                if on_edge >= EDGE_SHARE * len(crops[name]):
+                    edge_types.add(name)
             for number, (content, alpha) in enumerate(crops[name]):
                 where = f"crops[{name!r}][{number}]"
                 if (
@@ -179,6 +254,10 @@ class DefectBank(DefectGenerator):
                         f"{tuple(content.shape)}, got {tuple(alpha.shape)}"
                     )
                 channel_counts.add(content.shape[0])
+                if name in edge_types:
+                    turns = _TURNS_TO_TOP[ordered_sites[name][number].side]
+                    content = torch.rot90(content, turns, dims=(1, 2))
+                    alpha = torch.rot90(alpha, turns, dims=(1, 2))
                 contents.append(content.detach().float().contiguous())
                 alphas.append(alpha.detach().float().clamp(0.0, 1.0).contiguous())
                 labels.append(index)
@@ -187,10 +266,22 @@ class DefectBank(DefectGenerator):
                 f"crops: all crops must have one channel count, got {sorted(channel_counts)}"
             )
         self.defect_types = names
+        #: Defect types whose crops are anchored on the layer's top (see ``sites``).
+        self.edge_types = frozenset(edge_types)
         self.channels = channel_counts.pop()
         self._contents, self._alphas = contents, alphas
+        self.sites = (
+            None
+            if ordered_sites is None
+            else tuple(site for name in names for site in ordered_sites[name])
+        )
         self.register_buffer(
             "crop_labels", torch.tensor(labels, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "crop_anchored",
+            torch.tensor([names[label] in self.edge_types for label in labels]),
+            persistent=False,
         )
         self.register_buffer(
             "crop_sizes",
@@ -215,7 +306,8 @@ class DefectBank(DefectGenerator):
         """Build a bank from a dataset folder (MVTec-AD layout or ``manifest.csv``).
 
         Every connected region of at least ``min_area`` px of every mask becomes one crop with
-        ``margin`` px of context; its alpha is softened by ``feather`` (see :func:`feather_alpha`).
+        ``margin`` px of context; its alpha is softened by ``feather`` (see :func:`feather_alpha`)
+        and where it lay is kept as its :class:`CropSite` (for :meth:`placement`).
         Images without a mask (normal ones) are not used. Empty masks are skipped and counted in
         ``bank.skipped_empty`` (one warning). ``channels`` converts the images (default: the
         first image's own). ``options`` go to the constructor (layer_size, scale, rotation, ...).
@@ -249,8 +341,9 @@ class DefectBank(DefectGenerator):
         check_number(feather, "feather", 0, finite=False)
         masked = [r for r in records if r.mask is not None]
         crops: dict[str, list[Crop]] = {}
+        sites: dict[str, list[CropSite]] = {}
         empty, small = 0, 0
-        for record in masked:
+        for number, record in enumerate(masked):
             mask = load_mask(record.mask)
             if not bool(mask.any()):
                 empty += 1
@@ -262,13 +355,18 @@ class DefectBank(DefectGenerator):
                     f"mask: {record.mask} is {tuple(mask.shape[-2:])} but its image {record.image} "
                     f"is {tuple(image.shape[-2:])}"
                 )
-            regions = defect_crops(image, mask, margin)
-            kept = [(content, alpha) for content, alpha in regions if alpha.sum() >= min_area]
+            # defect_crops cuts the regions of defect_regions, in their order.
+            regions = list(
+                zip(defect_regions(mask), defect_crops(image, mask, margin), strict=True)
+            )
+            kept = [(region, crop) for region, crop in regions if crop[1].sum() >= min_area]
             small += len(regions) - len(kept)
-            for content, alpha in kept:
+            for region, (content, alpha) in kept:
                 crops.setdefault(record.label, []).append(
                     (content, feather_alpha(alpha >= 0.5, feather))
                 )
+                site = CropSite.of_region(region, content.shape[-2:], number)
+                sites.setdefault(record.label, []).append(site)
         if not crops:
             raise ValueError(
                 f"root: no defect region of at least {min_area} px found in {source} "
@@ -281,7 +379,7 @@ class DefectBank(DefectGenerator):
                 UserWarning,
                 stacklevel=3,
             )
-        return cls(crops, skipped_empty=empty, skipped_small=small, **options)
+        return cls(crops, skipped_empty=empty, skipped_small=small, sites=sites, **options)
 
     def __len__(self) -> int:
         return len(self._contents)
@@ -290,6 +388,78 @@ class DefectBank(DefectGenerator):
         """Number of stored crops per defect type."""
         totals = torch.bincount(self.crop_labels.cpu(), minlength=len(self.defect_types)).tolist()
         return dict(zip(self.defect_types, totals, strict=True))
+
+    @staticmethod
+    def _check_sites(
+        sites: Mapping[str, Sequence[CropSite]] | None,
+        crops: Mapping[str, Sequence[Crop]],
+        names: Sequence[str],
+    ) -> dict[str, list[CropSite]] | None:
+        if sites is None:
+            return None
+        if not isinstance(sites, Mapping) or set(sites) != set(names):
+            raise ValueError(
+                f"sites: expected a mapping with the defect types of crops ({', '.join(names)})"
+            )
+        checked = {}
+        for name in names:
+            listed = list(sites[name])
+            if len(listed) != len(crops[name]) or not all(
+                isinstance(site, CropSite) and site.side in SIDES for site in listed
+            ):
+                raise ValueError(
+                    f"sites[{name!r}]: expected one CropSite per crop ({len(crops[name])}), "
+                    f"got {len(listed)} item(s)"
+                )
+            checked[name] = listed
+        return checked
+
+    def _class_sites(self, class_name: str, side: str | None = None) -> list[CropSite]:
+        check_placement_request(class_name, self.defect_types, side)
+        if self.sites is None:
+            raise ValueError(
+                "sites: this bank was built without its crops' sites; build it with "
+                "from_folder / from_records, or pass sites= to DefectBank"
+            )
+        label = self.defect_types.index(class_name)
+        labels = self.crop_labels.tolist()
+        return [site for site, own in zip(self.sites, labels, strict=True) if own == label]
+
+    def placement(self, class_name: str, side: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``inject_defects`` / ``DefectInject`` / ``SyntheticDefectDataset``
+        that place ``class_name`` like the bank's real defects: ``scale`` (the crops' size on
+        their images, for crops that fill their layer: ``preserve_scale=False``, or images of
+        the source resolution), ``count`` (per image), ``roi`` (a :class:`LocationRoi` from
+        the location prior of the regions' centroids), ``rotation``, ``aspect=1.0`` and
+        ``confine=False``, by the fitted generator's rules (:mod:`defectaug.location`).
+
+        Edge classes land on one image ``side`` per call (default: the side most of their
+        on-edge regions touched), in a band along it, turned so their crops' border side lies
+        against it; to cover several sides, split the batch by :meth:`side_shares` and call
+        once per side. Other classes ignore ``side``: their crops keep the bank's own turns
+        and flips (``rotation=(0, 0)``).
+        """
+        sites = self._class_sites(class_name, side)
+        prior = location_prior([site.centre for site in sites])
+        per_image = Counter(site.image for site in sites)
+        placement: dict[str, Any] = {
+            "scale": scale_range(quantiles([site.extent for site in sites])),
+            "count": count_range(quantiles([float(n) for n in per_image.values()])),
+            "aspect": 1.0,
+            # The bank turns and flips its crops itself; real crops are not stretched.
+            "rotation": (0.0, 0.0),
+            "roi": LocationRoi(prior),
+            # Never cut a defect to the ROI: the ROI only says where centres go.
+            "confine": False,
+        }
+        if class_name in self.edge_types:
+            return edge_placement(placement, prior, self.side_shares(class_name), side)
+        return placement
+
+    def side_shares(self, class_name: str) -> dict[str, float]:
+        """Share of the bank's on-edge regions of ``class_name`` touching each image side (the
+        side nearest to each)."""
+        return side_shares([site.side for site in self._class_sites(class_name) if site.touches])
 
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
@@ -413,6 +583,10 @@ class DefectBank(DefectGenerator):
         if not self.flip:
             flips = torch.zeros_like(flips)
         angle = torch.deg2rad(uniform(self.rotation)) + quarter * (math.pi / 2)
+        # An edge crop's top is the part's edge: only a mirror along it keeps it there.
+        anchored = self.crop_anchored.to(device)[index]
+        angle = torch.where(anchored, torch.zeros_like(angle), angle)
+        flips[:, 1] &= ~anchored
         jitter = uniform(self.scale)
         brightness = uniform(self.brightness)
         contrast = uniform(self.contrast)
@@ -455,7 +629,10 @@ class DefectBank(DefectGenerator):
         theta_linear = linear * out_half.view(1, 1, 2) / src_half.view(1, 2, 1)
         crop_centre = torch.stack([(source_w - 1) / 2.0, (source_h - 1) / 2.0], dim=1)
         batch_centre = torch.tensor([(src_w - 1) / 2.0, (src_h - 1) / 2.0], device=device)
-        theta_shift = (crop_centre - batch_centre) / src_half
+        # Edge crops are drawn against the layer's top row instead of centred: their centre
+        # rises by half the free rows, so each output pixel reads ``linear`` times that lower.
+        rise = torch.where(anchored, (height - scale * crop_h).clamp_min(0.0) / 2.0, 0.0)
+        theta_shift = (crop_centre - batch_centre + linear[:, :, 1] * rise[:, None]) / src_half
         theta = torch.cat([theta_linear, theta_shift[:, :, None]], dim=2)
         grid = F.affine_grid(theta, [n, channels + 2, height, width], align_corners=False)
         warped = F.grid_sample(
