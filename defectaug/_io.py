@@ -7,7 +7,8 @@ numpy arrays ``[H, W]`` / ``[H, W, C]`` and PIL images in mode L or RGB:
 - :func:`to_batched_image` makes them ``[B, C, H, W]`` but keeps uint8 as uint8 (``x`` standing
   for ``x / 255``), for callers that convert only the pixels they read;
 - :func:`as_chw` gives the ``[C, H, W]`` view of one image the compiled renderer reads;
-- :func:`to_unit_batch` takes the ``[B, C, H, W]`` batch of :func:`~defectaug.inject_defects`.
+- :func:`to_unit_batch` checks the ``[B, C, H, W]`` batch of :func:`~defectaug.inject_defects`
+  (uint8 kept as it is).
 
 The first two also return a function that turns a result back into the caller's form.
 :func:`check_finite`, :func:`check_unit_range` and :func:`check_batched_image` check an image's
@@ -205,16 +206,18 @@ def check_unit_range(tensor: torch.Tensor, name: str, hint: str = UNIT_RANGE_HIN
 
 
 def check_batched_image(
-    tensor: Any, name: str, *, channels: tuple[int, ...] = (1, 3)
+    tensor: Any, name: str, *, channels: tuple[int, ...] = (1, 3), uint8: bool = False
 ) -> torch.Tensor:
-    """Validate an internal-form image: a float ``[B, C, H, W]`` tensor with finite values."""
+    """Validate an internal-form image: a float ``[B, C, H, W]`` tensor with finite values (or,
+    with ``uint8``, a uint8 one)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor [B, C, H, W], got {describe(tensor)}")
     if tensor.ndim != 4:
         raise ValueError(f"{name}: expected a 4-D tensor [B, C, H, W], got {describe(tensor)}")
-    if not tensor.is_floating_point():
+    if not (tensor.is_floating_point() or (uint8 and tensor.dtype == torch.uint8)):
+        kind = "a uint8 tensor or " if uint8 else ""
         raise TypeError(
-            f"{name}: expected a floating-point tensor with values in [0, 1], "
+            f"{name}: expected {kind}a floating-point tensor with values in [0, 1], "
             f"got {describe(tensor)}"
         )
     if tensor.shape[1] not in channels:
@@ -226,16 +229,12 @@ def check_batched_image(
     return tensor
 
 
-def to_unit_batch(
-    images: Any, name: str = "images", hint: str = UNIT_RANGE_HINT
-) -> tuple[torch.Tensor, int | None]:
-    """A ``[B, C, H, W]`` batch as float in [0, 1], and 255 for a uint8 batch (its composite is
-    then measured, and returned, as 8-bit levels) or ``None`` for a float one.
+def to_unit_batch(images: Any, name: str = "images", hint: str = UNIT_RANGE_HINT) -> torch.Tensor:
+    """A ``[B, C, H, W]`` batch checked: float in [0, 1], or uint8 kept as it is (``x`` standing
+    for ``x / 255``, for callers that convert only the pixels they composite).
 
     A float batch must already lie in [0, 1] (:func:`check_unit_range`, with ``hint``).
     """
-    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-        return check_batched_image(images.to(torch.float32) / 255.0, name), 255
-    images = check_batched_image(images, name)
+    images = check_batched_image(images, name, uint8=True)
     check_unit_range(images, name, hint)
-    return images, None
+    return images

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import struct
+from hashlib import blake2b
 
 import torch
 from torch.utils.data import get_worker_info
@@ -11,6 +11,11 @@ from torch.utils.data import get_worker_info
 from defectaug._checks import is_int
 
 SeedLike = int | torch.Generator | None
+
+# uniform_draws runs for every transformed sample: its formats are compiled once.
+_KEY = struct.Struct("<QII")
+_WORDS = struct.Struct("<8Q")
+_UNIT = 2.0**-53
 
 
 def as_generator(seed: SeedLike, device: torch.device | str | None = None) -> torch.Generator:
@@ -69,17 +74,17 @@ def uniform_draws(seed: int | None, count: int, stream: int = 0) -> list[float]:
         return torch.rand(count, dtype=torch.float64).tolist()
     draws: list[float] = []
     block = 0
+    seed &= 2**64 - 1
     while len(draws) < count:
-        key = struct.pack("<QII", seed & (2**64 - 1), stream, block)
-        digest = hashlib.blake2b(key, digest_size=64).digest()
-        draws.extend((word >> 11) * 2.0**-53 for word in struct.unpack("<8Q", digest))
+        digest = blake2b(_KEY.pack(seed, stream, block), digest_size=64).digest()
+        draws += [(word >> 11) * _UNIT for word in _WORDS.unpack(digest)]
         block += 1
     return draws[:count]
 
 
 def mix_seed(*values: int) -> int:
     """A 62-bit seed hashed from integers; stable across processes, platforms and Python runs."""
-    digest = hashlib.blake2b(repr(tuple(int(v) for v in values)).encode(), digest_size=8).digest()
+    digest = blake2b(repr(tuple(map(int, values))).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 2
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
@@ -72,6 +72,7 @@ from defectaug.plan import NO_DEFECT, Plan, draw_plan, paint_side
 
 if TYPE_CHECKING:
     from defectaug.per_sample import LayerReservoir, SampledReservoir
+    from defectaug.placement.geometry import LayerGeometry
 
 BlendMode = Literal["alpha", "poisson", "improved_poisson"]
 BLEND_MODES: tuple[str, ...] = ("alpha", "poisson", "improved_poisson")
@@ -279,9 +280,7 @@ def _sampled_layers(
         chosen = placements.select(members)
         geometry = layer_geometry(chosen, layer_size)
         background = (
-            layer_backgrounds(images.to(torch.float32), chosen.image_index, geometry)
-            if wants_background
-            else None
+            _layer_backgrounds(images, chosen.image_index, geometry) if wants_background else None
         )
         if taken is not None:
             layer = generator.land([taken[i] for i in members.tolist()], channels, background)
@@ -299,6 +298,54 @@ def _sampled_layers(
             )
         parts.append((members, warp_layer(layer, geometry)))
     return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
+
+
+#: Images a uint8 batch's landing patches are resampled from at a time: ``grid_sample`` reads
+#: whole images, so they are converted to float a few at a time, never the whole batch.
+BACKGROUND_CHUNK = 8
+
+
+def _layer_backgrounds(
+    images: torch.Tensor, image_index: torch.Tensor, geometry: LayerGeometry
+) -> torch.Tensor:
+    """:func:`~defectaug.placement.layer_backgrounds` in float32 (uint8 read as ``x / 255``)."""
+    if images.dtype != torch.uint8:
+        return layer_backgrounds(images.to(torch.float32), image_index, geometry)
+    parts = []
+    for start in range(0, len(image_index), BACKGROUND_CHUNK):
+        part = slice(start, start + BACKGROUND_CHUNK)
+        sources = _as_unit(images[image_index[part].to(images.device)])
+        chunk = replace(geometry, to_image=geometry.to_image[part])
+        parts.append(layer_backgrounds(sources, torch.arange(len(sources)), chunk))
+    return torch.cat(parts)
+
+
+def _as_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``pixels`` as float32 ``x / 255``; float ones as they are."""
+    return pixels.to(torch.float32) / 255.0 if pixels.dtype == torch.uint8 else pixels
+
+
+def _unit_windows(
+    images: torch.Tensor, image_index: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """:func:`~defectaug.placement.crop_windows` of ``images``, a uint8 batch read as ``x / 255``
+    (converted window by window)."""
+    if images.dtype != torch.uint8:
+        return crop_windows(images, image_index, offsets, size)
+    # crop_windows masks integer maps with a bitwise and, meant for bool ones.
+    _, _, height, width = images.shape
+    device = images.device
+    image_index, offsets = image_index.to(device), offsets.to(device)
+    rows = offsets[:, :1] + torch.arange(size[0], device=device)
+    cols = offsets[:, 1:] + torch.arange(size[1], device=device)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    gathered = images[
+        image_index[:, None, None],
+        :,
+        rows.clamp(0, height - 1)[:, :, None],
+        cols.clamp(0, width - 1)[:, None, :],
+    ]
+    return _as_unit(gathered.permute(0, 3, 1, 2)) * inside[:, None]
 
 
 def _relief_layers(
@@ -326,7 +373,8 @@ def _relief_layers(
         if reservoir is not None
         else None
     )
-    surface = images if images.dtype == torch.float64 else images.to(torch.float32)
+    # A uint8 batch is read where the layers land only.
+    surface = images if images.dtype in (torch.float64, torch.uint8) else images.to(torch.float32)
     parts = []
     for members, side in _side_groups(sides):
         chosen = placements.select(members)
@@ -353,15 +401,15 @@ def _relief_layers(
         warped = warp_relief(planes.to(torch.float32), geometry)
         tone = torch.stack(
             [
-                surface[image, :, y0:y1:2, x0:x1:2].mean()
+                _as_unit(surface[image, :, y0:y1:2, x0:x1:2]).mean()
                 for image, (x0, y0, x1, y1) in zip(
                     chosen.image_index.tolist(), geometry.boxes.tolist(), strict=True
                 )
             ]
         )
         sign = bright_sign(draw, probability, tone.to(draw.dtype))
-        under = crop_windows(surface, chosen.image_index, geometry.offsets, geometry.canvas_size)
-        content = shade_relief(warped.to(surface.dtype), under, sign, tint)
+        under = _unit_windows(surface, chosen.image_index, geometry.offsets, geometry.canvas_size)
+        content = shade_relief(warped.to(under.dtype), under, sign, tint)
         alpha = warped[:, _ALPHA : _ALPHA + 1].clamp(0.0, 1.0).to(content.dtype)
         layer = DefectLayer(content, alpha, labels.to(device), generator.defect_types)
         parts.append(
@@ -471,9 +519,14 @@ def plan_defects(
         (height, width),
         seed,
         p=p,
-        roi=lambda: resolve_roi(roi, images),
+        roi=lambda: resolve_roi(roi, _as_unit(images) if _reads_images(roi) else images),
     )
     return render_plan(images, plan, generator, confine=confine)
+
+
+def _reads_images(roi: RoiArg) -> bool:
+    """Whether ``roi`` is computed from the images' pixels (``"auto"`` or a callable)."""
+    return isinstance(roi, str) or callable(roi)
 
 
 def _check_fits(images: torch.Tensor, batch_size: int, image_size: tuple[int, int]) -> None:
@@ -503,7 +556,7 @@ def render_plan(
     ``background`` (``needs_background`` or ``accepts_background``; :func:`layer_backgrounds`).
     With ``confine`` and a region of interest in the plan, each defect's alpha is cut to it.
     Layers are drawn in float32 on the images' device: the layout is the same for every dtype
-    on one device.
+    on one device. uint8 images are read as ``x / 255`` where the layers land only.
     """
     _check_fits(images, plan.batch_size, plan.image_size)
     placements = plan.placements
@@ -622,6 +675,23 @@ def _mean_change(
     return total / (weight.sum(dim=(1, 2, 3)) * image.shape[1]).clamp_min(1.0)
 
 
+def _blend_masks(alpha: torch.Tensor, blend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Poisson blend's ``(core, mask it solves with)``, bool ``[n, 1, h, w]``, from the layers'
+    ``alpha``: the core for ``"improved_poisson"``, grown by ``POISSON_MARGIN`` for ``"poisson"``.
+    """
+    # A faint layer (a thin scratch shrunk a lot) may peak below MASK_THRESHOLD and still show
+    # under alpha blending: its core is then where it reaches half its peak, else both blends
+    # would solve over nothing and erase it.
+    peak = alpha.amax(dim=(1, 2, 3), keepdim=True)
+    core = (alpha >= (0.5 * peak).clamp(max=MASK_THRESHOLD)) & (alpha > 0)
+    if blend != "poisson":
+        return core, core
+    footprint = core
+    for _ in range(POISSON_MARGIN):
+        footprint = _dilate(footprint)
+    return core, footprint
+
+
 def _blend_round(
     background: torch.Tensor,
     content: torch.Tensor,
@@ -644,20 +714,13 @@ def _blend_round(
     # content carries the defect's shape in alpha alone (a spot's content is darkened everywhere),
     # so guiding by it would blend the defect away.
     soft = under + (content - under) * alpha
-    # A faint layer (a thin scratch shrunk a lot) may peak below MASK_THRESHOLD and still show
-    # under alpha blending: its core is then where it reaches half its peak, else both blends
-    # would solve over nothing and erase it.
-    peak = alpha.amax(dim=(1, 2, 3), keepdim=True)
-    core = (alpha >= (0.5 * peak).clamp(max=MASK_THRESHOLD)) & (alpha > 0)
+    core, solved = _blend_masks(alpha, blend)
     if blend == "poisson":
-        footprint = core
-        for _ in range(POISSON_MARGIN):
-            footprint = _dilate(footprint)
-        blended = compositing.poisson_blend(background, soft, footprint, offsets, **options)
+        blended = compositing.poisson_blend(background, soft, solved, offsets, **options)
     else:
         # Keep the soft composite inside the mask, not the raw content: the mask's rim sits
         # at alpha 0.5, and a full-strength rim leaves a step the band smears into a halo.
-        blended = compositing.improved_poisson_blend(background, soft, core, offsets, **options)
+        blended = compositing.improved_poisson_blend(background, soft, solved, offsets, **options)
     # Keep the defect's contrast: a dark spot stays a dark spot.
     wanted = _mean_change(alpha_blended, under, core, offsets, size)
     kept = _mean_change(blended, under, core, offsets, size)
@@ -687,9 +750,16 @@ def composite_visible(
     seamless cloning does; where that eases the defect's own contrast below ``KEPT_CONTRAST`` of
     the alpha blend's, the alpha blend is mixed back in. ``levels=255``: see
     :func:`settle_composite`. ``blend_options``: see :data:`BLEND_OPTIONS`.
+
+    uint8 ``images`` (``x`` standing for ``x / 255``) are measured at ``levels=255`` and come
+    back as uint8, converted to float only in a window around each image's defects.
     """
     options = check_blend_options(blend, blend_options)
     _check_fits(images, plan.placements.batch_size, plan.image_size)
+    if images.dtype == torch.uint8:
+        if levels not in (None, 255):
+            raise ValueError(f"levels: a uint8 batch is measured in 255 levels, got {levels!r}")
+        return _composite_regions(images, plan, blend, options)
     batch, _, height, width = images.shape
     device = images.device
     if plan.warped is None:
@@ -699,18 +769,48 @@ def composite_visible(
     layer = plan.warped.layer.to(device=device, dtype=images.dtype)
     offsets = plan.warped.offsets.to(device)
     image_index = plan.placements.image_index.to(device)
-    count = len(image_index)
-    # Per defect, the rows and columns it changed (its reach), for its box.
-    reach_rows = torch.zeros(count, height, dtype=torch.bool, device=device)
-    reach_cols = torch.zeros(count, width, dtype=torch.bool, device=device)
+    rows = torch.arange(height, device=device).expand(batch, height)
+    cols = torch.arange(width, device=device).expand(batch, width)
+    out, reach_rows, reach_cols = _blend_rounds(
+        images, plan, layer, offsets, image_index, (rows, cols), blend, options
+    )
+    out, masks = settle_composite(images, out, levels)
+    shown = masks.flatten(1).any(dim=1)
+    labels = torch.where(shown, plan.labels.to(device), NO_DEFECT)
+    boxes = _visible_boxes(masks, image_index, reach_rows, reach_cols)
+    return VisibleComposite(out, masks, labels, boxes)
+
+
+def _blend_rounds(
+    images: torch.Tensor,
+    plan: DefectPlan,
+    layer: DefectLayer,
+    offsets: torch.Tensor,
+    slots: torch.Tensor,
+    spans: tuple[torch.Tensor, torch.Tensor],
+    blend: str,
+    options: Mapping[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Composite the plan's placed ``layer`` onto ``images``, defect ``i`` at ``offsets[i]`` on
+    image ``slots[i]``, in draw order (later defects over earlier ones), before settling.
+
+    Returns the composite and, per defect, the image rows ``[N, H]`` and columns ``[N, W]`` it
+    changed (its reach, for its box), ``spans`` holding the image row and column of each row and
+    column of each of ``images``.
+    """
+    rows, cols = spans
+    height, width = plan.image_size
+    device = images.device
+    reach_rows = torch.zeros(len(slots), height, dtype=torch.bool, device=device)
+    reach_cols = torch.zeros(len(slots), width, dtype=torch.bool, device=device)
     out = images
     rank = plan.placements.rank.to(device)
     for round_rank in range(int(plan.placements.rank.max()) + 1):
         chosen = (rank == round_rank).nonzero()[:, 0]
-        targets = image_index[chosen]
+        targets = slots[chosen]
         # Each image appears at most once per round and targets are sorted, so a full round
-        # is the whole batch in order.
-        full = len(targets) == batch
+        # is all of images in order.
+        full = len(targets) == len(images)
         background = out if full else out[targets]
         blended = _blend_round(
             background,
@@ -722,10 +822,121 @@ def composite_visible(
             options,
         )
         changed = (blended != background).any(dim=1)
-        reach_rows[chosen] = changed.any(dim=2)
-        reach_cols[chosen] = changed.any(dim=1)
+        reach_rows[chosen[:, None], rows[targets]] = changed.any(dim=2)
+        reach_cols[chosen[:, None], cols[targets]] = changed.any(dim=1)
         out = blended if full else out.index_copy(0, targets, blended)
-    out, masks = settle_composite(images, out, levels)
+    return out, reach_rows, reach_cols
+
+
+def _reach(
+    alpha: torch.Tensor,
+    offsets: torch.Tensor,
+    blend: str,
+    options: Mapping[str, Any],
+    image_size: tuple[int, int],
+) -> list[tuple[int, int, int, int]]:
+    """Per placed layer, the image rows and columns ``(row0, row1, col0, col1)`` (ends excluded,
+    inside the image) its blend reads or changes: its canvas and, for the Poisson blends, the
+    region they solve in."""
+    from defectaug.compositing.improved import band_windows
+    from defectaug.compositing.poisson import solved_rectangles
+
+    height, width = image_size
+    canvas_h, canvas_w = alpha.shape[-2:]
+    corners = [(top, left) for top, left in offsets.tolist()]
+    boxes = [(top, top + canvas_h, left, left + canvas_w) for top, left in corners]
+    if blend != "alpha":
+        solved = _blend_masks(alpha, blend)[1][:, 0]
+        solves = (
+            solved_rectangles(solved, corners, image_size)
+            if blend == "poisson"
+            else band_windows(solved, corners, image_size, options["band"])
+        )
+        boxes = [
+            box if other is None else _union(box, other)
+            for box, other in zip(boxes, solves, strict=True)
+        ]
+    return [(max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)) for r0, r1, c0, c1 in boxes]
+
+
+def _union(
+    first: tuple[int, int, int, int], second: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """The box ``(row0, row1, col0, col1)`` around both boxes."""
+    return (
+        min(first[0], second[0]),
+        max(first[1], second[1]),
+        min(first[2], second[2]),
+        max(first[3], second[3]),
+    )
+
+
+def _composite_regions(
+    images: torch.Tensor, plan: DefectPlan, blend: str, options: Mapping[str, Any]
+) -> VisibleComposite:
+    """:func:`composite_visible` of a uint8 batch at ``levels=255``, in float over windows only.
+
+    Each image with defects gets one window around everything its defects' blends read or change
+    (:func:`_reach`), plus the ``TELL_MARGIN`` settling looks at; all windows take the largest
+    one's size, so each round's defects are still blended in one call, and are shifted to lie in
+    the image. The blends then compute exactly what they do on the whole image: a window's edge
+    is either the image's edge or beyond the regions they read, which are all they clip to. Every
+    pixel outside the windows is left unchanged by the rule anyway, so the result is that of the
+    whole image converted to float, bit for bit, with the input's bytes copied everywhere else.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    out = images.clone()
+    masks = torch.zeros(batch, 1, height, width, dtype=torch.bool, device=device)
+    if plan.warped is None:
+        boxes = torch.zeros(0, 4, dtype=torch.int64, device=device)
+        return VisibleComposite(out, masks, plan.labels.to(device), boxes)
+    layer = plan.warped.layer.to(device=device, dtype=torch.float32)
+    offsets = plan.warped.offsets.to(device)
+    image_index = plan.placements.image_index.to(device)
+    holders = sorted(set(image_index.tolist()))
+    regions = dict.fromkeys(holders)
+    reach = _reach(layer.alpha, offsets, blend, options, (height, width))
+    for image, box in zip(image_index.tolist(), reach, strict=True):
+        regions[image] = box if regions[image] is None else _union(regions[image], box)
+    windows = {
+        image: (
+            max(r0 - TELL_MARGIN, 0),
+            min(r1 + TELL_MARGIN, height),
+            max(c0 - TELL_MARGIN, 0),
+            min(c1 + TELL_MARGIN, width),
+        )
+        for image, (r0, r1, c0, c1) in regions.items()
+    }
+    size = (
+        max(r1 - r0 for r0, r1, _, _ in windows.values()),
+        max(c1 - c0 for _, _, c0, c1 in windows.values()),
+    )
+    corners = torch.tensor(
+        [
+            (min(windows[image][0], height - size[0]), min(windows[image][2], width - size[1]))
+            for image in holders
+        ],
+        dtype=torch.int64,
+        device=device,
+    )
+    slot_of = torch.full((batch,), -1, dtype=torch.int64, device=device)
+    slot_of[holders] = torch.arange(len(holders), device=device)
+    slots = slot_of[image_index]
+    before = _unit_windows(images, torch.tensor(holders, device=device), corners, size)
+    local = offsets - corners[slots]
+
+    rows = corners[:, :1] + torch.arange(size[0], device=device)
+    cols = corners[:, 1:] + torch.arange(size[1], device=device)
+    after, reach_rows, reach_cols = _blend_rounds(
+        before, plan, layer, local, slots, (rows, cols), blend, options
+    )
+    settled, window_masks = settle_composite(before, after, 255)
+    settled = to_uint8(settled)
+    for slot, (image, (top, left)) in enumerate(zip(holders, corners.tolist(), strict=True)):
+        window = (image, slice(None), slice(top, top + size[0]), slice(left, left + size[1]))
+        out[window] = settled[slot]
+        masks[window] = window_masks[slot]
     shown = masks.flatten(1).any(dim=1)
     labels = torch.where(shown, plan.labels.to(device), NO_DEFECT)
     boxes = _visible_boxes(masks, image_index, reach_rows, reach_cols)
@@ -828,17 +1039,15 @@ def _injected(
     images: torch.Tensor,
     plan: DefectPlan,
     blend: str,
-    levels: int | None,
     blend_options: Mapping[str, Any] | None,
     labelling: _Labelling,
 ) -> InjectionResult:
-    result = composite_visible(images, plan, blend, levels, blend_options)
-    out = result.images if levels is None else to_uint8(result.images)
+    result = composite_visible(images, plan, blend, None, blend_options)
     types, label_map, mask_mode = labelling
     masks = result.masks
     if mask_mode == "class":
         masks = class_masks(masks, result.labels, types, label_map)
-    return InjectionResult(out, masks, remap_labels(result.labels, types, label_map))
+    return InjectionResult(result.images, masks, remap_labels(result.labels, types, label_map))
 
 
 def inject_defects(
@@ -868,9 +1077,12 @@ def inject_defects(
     positionally, the rest by keyword; labels and masks as :mod:`defectaug.labels` states.
 
     Args:
-        images: ``[B, C, H, W]``, C = 1 or 3: float in [0, 1], or uint8 (composited in float32
-            and measured as 8-bit levels: ``levels=255`` of :func:`settle_composite`; returned as
-            uint8).
+        images: ``[B, C, H, W]``, C = 1 or 3: float in [0, 1], or uint8, which stays uint8: only
+            a window around each image's defects is converted to float32 (``x / 255``),
+            composited, measured as 8-bit levels (``levels=255`` of :func:`settle_composite`) and
+            rounded back; every other pixel keeps the input's byte. The result is, bit for bit,
+            that of the batch's float32 copy at 8-bit levels. A callable or ``"auto"`` ``roi``
+            is given the batch as float.
         defect_types: type name(s) to draw from (default: all of the generator's). Each image gets
             one type, drawn uniformly, shared by all of its defects.
         generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
@@ -900,7 +1112,7 @@ def inject_defects(
     Returns:
         ``InjectionResult(images, masks, labels)``: see its fields. Inputs are not modified.
     """
-    images, levels = to_unit_batch(images, "images", _BATCH_HINT)
+    images = to_unit_batch(images, "images", _BATCH_HINT)
     options = check_blend_options(blend, blend_options)
     defect_generator = resolve_generator(generator, device=images.device)
     types = resolve_defect_types(defect_types, defect_generator)
@@ -920,7 +1132,7 @@ def inject_defects(
         confine=confine,
         seed=seed,
     )
-    return _injected(images, plan, blend, levels, options, labelling)
+    return _injected(images, plan, blend, options, labelling)
 
 
 class DefectInjector(nn.Module):
@@ -980,7 +1192,7 @@ class DefectInjector(nn.Module):
         return self.labelling.mask_mode
 
     def forward(self, images: torch.Tensor, seed: SeedLike = None) -> InjectionResult:
-        images, levels = to_unit_batch(images, "images", _BATCH_HINT)
+        images = to_unit_batch(images, "images", _BATCH_HINT)
         seed = check_seed(seed)
         plan = plan_defects(
             images,
@@ -990,7 +1202,7 @@ class DefectInjector(nn.Module):
             seed=seed if seed is not None else self._seeds.next(),
             **self.placement.keywords(),
         )
-        return _injected(images, plan, self.blend, levels, self.blend_options, self.labelling)
+        return _injected(images, plan, self.blend, self.blend_options, self.labelling)
 
     def extra_repr(self) -> str:
         return (

@@ -76,9 +76,12 @@ FIRST_CHUNK = 4
 #: stains least, scratches, cracks and pits most), the rest of a sample about 0.1 ms, so painting
 #: would dominate a sample's cost if layers were not reused. Every use draws its own scale,
 #: rotation, aspect, mirroring, place and surface, and uses of one layer are a chunk (up to 32
-#: samples of its type and size) apart. 16 keeps ``DefectInject`` within 15 % of a typical
-#: decode-crop-flip pipeline (``benchmarks.pipeline``; 8 measured 1.17x there, 16 1.14x).
-USES_PER_LAYER = 16
+#: samples of its type and size) apart. A painting call also costs some 2 ms whatever its
+#: length (the stroke and pit painters run a few hundred small torch operations), and a loader
+#: worker of a few thousand samples spreads them over two dozen types and sizes, so it mostly
+#: pays first chunks: at 16 uses each of them paints a second chunk it barely uses, at 32 the
+#: first one lasts (``benchmarks.pipeline``: 8 measured 1.17x there, 16 1.14x-1.18x).
+USES_PER_LAYER = 32
 
 
 def chunk_length(side: int, chunk: int) -> int:
@@ -293,7 +296,9 @@ class SamplePlan:
     with (``blend``, ``blend_options``: see :func:`place_sample`).
 
     ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
-    decides the label mask, so mask and image always agree. ``drawn`` is the plan.
+    decides the label mask, so mask and image always agree. ``drawn`` is the plan, and
+    ``source_pixels`` the source's ``[C, H, W]`` view (``as_chw``), kept so the source's composite
+    does not convert it again.
     """
 
     type_index: int
@@ -303,6 +308,7 @@ class SamplePlan:
     drawn: Plan | None = field(default=None, compare=False, repr=False)
     blend: str = "alpha"
     blend_options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    source_pixels: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def regions(self) -> tuple[Any, ...] | None:
@@ -337,7 +343,7 @@ class SamplePlan:
 
     @functools.cached_property
     def _source_result(self) -> list[Any]:
-        out, window, rect = _composite(self.source, self)
+        out, window, rect = _composite(self.source, self, self.source_pixels)
         return [out, window, rect]
 
     def source_composite(self) -> Any:
@@ -345,7 +351,7 @@ class SamplePlan:
         result = self._source_result
         out = result[0]
         if out is None:
-            out, _, _ = _composite(self.source, self)
+            out, _, _ = _composite(self.source, self, self.source_pixels)
         result[0] = None  # handed out once: the caller owns it
         return out
 
@@ -369,9 +375,10 @@ def takes_fast_path(image: Any) -> bool:
         return True
     if not isinstance(image, torch.Tensor):
         return False
-    image = image.as_subclass(torch.Tensor)  # tv_tensors pay a dispatch per attribute read
+    if type(image) is not torch.Tensor:  # tv_tensors pay a dispatch per attribute read
+        image = image.as_subclass(torch.Tensor)
     return (
-        image.device.type == "cpu"
+        image.is_cpu
         and image.dtype in (torch.uint8, torch.float32, torch.float64)
         and not image.requires_grad
     )
@@ -397,7 +404,12 @@ def place_sample(
     of its type at the generator's render size instead, finished for the image patch it lands
     on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it.
     """
-    options = check_blend_options(blend, blend_options)
+    # The alpha blend has no options: merging and checking none would be a good part of the
+    # Python a sample costs.
+    if blend == "alpha" and not blend_options:
+        options: dict[str, Any] = {}
+    else:
+        options = check_blend_options(blend, blend_options)
     pixels = as_chw(image)
     image_size = plan.image_size
     if tuple(pixels.shape[-2:]) != image_size:
@@ -413,7 +425,7 @@ def place_sample(
                 f"only, got {blend!r}; render them with defectaug.batch.render_plan"
             )
         placed = _place_layers(plan, pixels, reservoir, roi)
-        return SamplePlan(type_index, placed, image_size, image, plan, blend, options)
+        return SamplePlan(type_index, placed, image_size, image, plan, blend, options, pixels)
     painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
@@ -447,7 +459,7 @@ def place_sample(
                 layer.tint,
             )
         )
-    return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options)
+    return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options, pixels)
 
 
 def _place_layers(
@@ -517,9 +529,13 @@ def composite_sample(image: Any, plan: SamplePlan) -> Any:
     return _composite(image, plan)[0]
 
 
-def _composite(image: Any, plan: SamplePlan) -> tuple[Any, np.ndarray, tuple[int, int]]:
-    """``composite_sample`` plus the settled mask of the defects' union box and its corner."""
-    pixels = as_chw(image)
+def _composite(
+    image: Any, plan: SamplePlan, pixels: torch.Tensor | None = None
+) -> tuple[Any, np.ndarray, tuple[int, int]]:
+    """``composite_sample`` plus the settled mask of the defects' union box and its corner
+    (``pixels``: ``as_chw(image)`` when the caller has it)."""
+    if pixels is None:
+        pixels = as_chw(image)
     if tuple(pixels.shape[-2:]) != plan.image_size:
         raise ValueError(
             f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "

@@ -185,9 +185,78 @@ def test_cuda_batch_stays_on_device():
     images = _backgrounds().cuda()
     result = injector(images)
     assert result.images.is_cuda and result.masks.is_cuda and result.labels.is_cuda
+    levels = (images * 255).round().to(torch.uint8)
     for blend in BLEND_MODES:
         out = inject_defects(images, "stain", blend=blend, seed=0)
         assert out.images.is_cuda and out.masks.any()
+        out = inject_defects(levels, "stain", blend=blend, seed=0)
+        assert out.images.is_cuda and out.images.dtype == torch.uint8 and out.masks.is_cuda
+
+
+def _uint8_batch(batch=4, channels=3, size=(48, 64), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, channels, size[0] // 8, size[1] // 8, generator=g)
+    smooth = torch.nn.functional.interpolate(low, size=size, mode="bilinear")
+    return (255 * (0.2 + 0.6 * smooth)).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_uint8_batches_are_their_float_composite_at_8_bit_levels(blend):
+    # The documented rule: a uint8 batch is composited as its float copy x / 255 and measured
+    # as 8-bit levels (levels=255), whatever part of it the composite converts.
+    from defectaug._io import to_uint8
+    from defectaug.batch import composite_visible
+
+    types = ("scratch", "spot", "stain")
+    options = dict(count=(1, 3), p=0.8, scale=(0.1, 0.6))
+    for seed in range(4):
+        images = _uint8_batch(batch=5, size=(40 + 8 * seed, 56), seed=seed)
+        before = images.clone()
+        result = inject_defects(images, types, blend=blend, seed=seed, **options)
+        assert torch.equal(images, before), "inputs must not be modified"
+        assert result.images.dtype == torch.uint8
+        unit = images.to(torch.float32) / 255
+        plan = plan_defects(unit, types, ProceduralGenerator(), seed=seed, **options)
+        expected = composite_visible(unit, plan, blend, levels=255)
+        assert torch.equal(result.images, to_uint8(expected.images)), seed
+        assert torch.equal(result.masks, expected.masks), seed
+        assert torch.equal(result.labels, expected.labels), seed
+        regions = composite_visible(images, plan, blend)
+        assert torch.equal(regions.boxes, expected.boxes), seed
+
+
+class _LargestFloat(torch.overrides.TorchFunctionMode):
+    """Records the most elements of any dense floating-point tensor a torch call returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            # Sparse tensors count their dense size.
+            dense = isinstance(value, torch.Tensor) and value.layout == torch.strided
+            if dense and value.is_floating_point():
+                self.largest = max(self.largest, value.numel())
+        return out
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_uint8_batches_are_converted_to_float_only_around_their_defects(blend):
+    images = _uint8_batch(batch=8, size=(128, 160), seed=5)
+    options = dict(scale=(0.05, 0.1), seed=3, blend=blend)
+    with _LargestFloat() as uint8_run:
+        result = inject_defects(images, ["spot", "scratch"], **options)
+    assert uint8_run.largest < images.numel() / 8, "a float copy of (nearly) the whole batch"
+    with _LargestFloat() as float_run:
+        inject_defects(images.float() / 255, ["spot", "scratch"], **options)
+    assert float_run.largest >= images.numel(), "the probe sees whole-batch float tensors"
+    assert bool(result.masks.any())
+    # Pixels farther than TELL_MARGIN from every mask are the input's own bytes.
+    near = torch.nn.functional.max_pool2d(result.masks.float(), 5, stride=1, padding=2) > 0
+    far = ~near.expand_as(images)
+    assert torch.equal(result.images[far], images[far])
 
 
 def test_mix_seed_is_pinned():

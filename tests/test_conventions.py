@@ -15,25 +15,16 @@ from defectaug import (
     SyntheticDefectDataset,
     inject_defects,
 )
-from defectaug.generators.base import DefectGenerator
 from defectaug.labels import NO_DEFECT
-from defectaug.layer import DefectLayer
+from tests._generators import SquareLayers
 
 
-class Tones(DefectGenerator):
+class Tones(SquareLayers):
     """A dark square for "dark", a bright one for "bright": the type shows in the pixels."""
 
     defect_types = ("dark", "bright")
-    channels = "any"
-    layer_size = (16, 16)
-
-    def _generate(self, labels, *, generator, device, dtype, channels, **_):
-        n = len(labels)
-        alpha = torch.zeros(n, 1, 16, 16, device=device, dtype=dtype)
-        alpha[..., 3:13, 3:13] = 1.0
-        tone = (labels.to(device=device, dtype=dtype) == 1).to(dtype).view(n, 1, 1, 1)
-        content = tone.expand(n, channels, 16, 16).clone()
-        return DefectLayer(content, alpha, labels, self.defect_types)
+    inset = 3
+    tones = (0.0, 1.0)
 
 
 ORDERS = (["dark", "bright"], ["bright", "dark"])

@@ -15,8 +15,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from defectaug import DefectInject
-from defectaug.generators.base import DefectGenerator
-from defectaug.layer import VISIBILITY, DefectLayer
+from defectaug.layer import VISIBILITY
+from tests._generators import SquareLayers
 
 HEIGHT, WIDTH = 64, 80
 
@@ -73,20 +73,12 @@ def _tight_box(mask: torch.Tensor) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-class Squares(DefectGenerator):
+class Squares(SquareLayers):
     """Dark squares: takes the batched path (not the procedural generator)."""
 
     defect_types = ("dent", "hole")
-    channels = "any"
-    layer_size = (16, 16)
-
-    def _generate(self, labels, *, generator, device, dtype, channels, **_):
-        n = len(labels)
-        alpha = torch.zeros(n, 1, 16, 16, device=device)
-        alpha[..., 4:12, 4:12] = 1.0
-        return DefectLayer(
-            torch.full((n, channels, 16, 16), 0.05, device=device), alpha, labels, self.defect_types
-        )
+    inset = 4
+    tones = (0.05, 0.05)
 
 
 PATHS = {

@@ -8,6 +8,7 @@ background is read as ``x / 255`` in the layer's float dtype and written back ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,24 @@ def mask_boxes(mask: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
     col0, col1 = extent(cols_any)
     table = torch.stack([row0, row1, col0, col1, rows_any.any(dim=1).long()], dim=1).tolist()
     return [tuple(entry[:4]) if entry[4] else None for entry in table]
+
+
+Span = Callable[[int, int], tuple[int, int]]
+
+
+def placed_boxes(
+    mask: torch.Tensor, offsets: list[tuple[int, int]], rows: Span, cols: Span
+) -> list[tuple[int, int, int, int] | None]:
+    """Per item of ``mask [B, h, w]``, ``(*rows(start, stop), *cols(start, stop))`` of its box's
+    image rows and columns (``[start, stop)``, the layer placed at ``offsets``); None if empty."""
+    placed: list[tuple[int, int, int, int] | None] = []
+    for (top, left), box in zip(offsets, mask_boxes(mask), strict=True):
+        placed.append(
+            None
+            if box is None
+            else (*rows(top + box[0], top + box[1]), *cols(left + box[2], left + box[3]))
+        )
+    return placed
 
 
 Index = tuple[int | slice, ...]

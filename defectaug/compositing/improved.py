@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from defectaug._io import check_finite
 from defectaug.compositing._inputs import OffsetArg, prepare_masked
-from defectaug.compositing._regions import Crops, clip_mask, cut_crops, mask_boxes, paste_crops
+from defectaug.compositing._regions import Crops, clip_mask, cut_crops, paste_crops, placed_boxes
 from defectaug.compositing._solvers import band_laplacian_matrix, solve_band
 from defectaug.compositing.poisson import BlendMode, check_band, check_mode, guidance_correction
 
@@ -133,14 +133,11 @@ def _improved_poisson_blend(
     out = background.clone()
     mask = clip_mask(mask, offsets, (0, height), (0, width))
     band = useful_band(band, height, width)
-    margin = band + 1
-    windows = []
-    for item, box in enumerate(mask_boxes(mask)):
-        if box is not None:
-            top, left = offsets[item]
-            rows = _crop_window(top + box[0] - margin, top + box[1] + margin, height)
-            cols = _crop_window(left + box[2] - margin, left + box[3] + margin, width)
-            windows.append((item, *rows, *cols))
+    windows = [
+        (item, *window)
+        for item, window in enumerate(_windows(mask, offsets, height, width, band))
+        if window is not None
+    ]
     for rows, cols, group in _group_windows(windows):
         # Shifted back where the group's size would reach past the ring around the image
         # (at most height + 2 rows, so the crop still fits there and holds the item's window).
@@ -151,6 +148,33 @@ def _improved_poisson_blend(
         blended = _blend_crops(background, source, mask, offsets, corners, (rows, cols), band, mode)
         paste_crops(out, blended, corners)
     return out
+
+
+def _windows(
+    clipped: torch.Tensor, offsets: list[tuple[int, int]], height: int, width: int, band: int
+) -> list[tuple[int, int, int, int] | None]:
+    """Per item ``(row0, row1, col0, col1)``: the window its band is solved in (see
+    :func:`_crop_window`), ``None`` for an empty mask; ``band`` already :func:`useful_band`."""
+    margin = band + 1
+    return placed_boxes(
+        clipped,
+        offsets,
+        lambda start, stop: _crop_window(start - margin, stop + margin, height),
+        lambda start, stop: _crop_window(start - margin, stop + margin, width),
+    )
+
+
+def band_windows(
+    mask: torch.Tensor, offsets: list[tuple[int, int]], image_size: tuple[int, int], band: int
+) -> list[tuple[int, int, int, int] | None]:
+    """Per item of ``mask [B, h, w]`` (bool, the layer's) placed at ``offsets`` in an image of
+    ``image_size``, the rows and columns ``(row0, row1, col0, col1)`` (ends excluded, reaching
+    one pixel past the image where the band meets its edge) that the item's result in
+    :func:`improved_poisson_blend` depends on and may change (a grouped crop can be larger: its
+    other pixels are pasted back as they were); ``None`` where the image is left as it is."""
+    height, width = image_size
+    clipped = clip_mask(mask, offsets, (0, height), (0, width))
+    return _windows(clipped, offsets, height, width, useful_band(band, height, width))
 
 
 def _blend_crops(

@@ -19,8 +19,8 @@ from defectaug.compositing._regions import (
     Crops,
     clip_mask,
     cut_crops,
-    mask_boxes,
     paste_crops,
+    placed_boxes,
 )
 from defectaug.compositing._solvers import dst_friendly_length, solve_dirichlet_rectangle
 
@@ -132,6 +132,42 @@ def blend_rectangle(start: int, stop: int, image_length: int) -> tuple[int, int]
     return first, length
 
 
+def _clip_to_interior(
+    mask: torch.Tensor, offsets: list[tuple[int, int]], height: int, width: int
+) -> torch.Tensor:
+    # The outermost image rows/columns are the Dirichlet border: no mask pixel may sit there.
+    return clip_mask(mask, offsets, (1, height - 1), (1, width - 1))
+
+
+def _rectangles(
+    clipped: torch.Tensor, offsets: list[tuple[int, int]], height: int, width: int
+) -> list[tuple[int, int, int, int] | None]:
+    """Per item ``(row, rows, col, cols)``: corner and size of the solved interior."""
+    return placed_boxes(
+        clipped,
+        offsets,
+        lambda start, stop: blend_rectangle(start, stop, height),
+        lambda start, stop: blend_rectangle(start, stop, width),
+    )
+
+
+def solved_rectangles(
+    mask: torch.Tensor, offsets: list[tuple[int, int]], image_size: tuple[int, int]
+) -> list[tuple[int, int, int, int] | None]:
+    """Per item of ``mask [B, h, w]`` (bool, the layer's) placed at ``offsets`` in an image of
+    ``image_size``, the image rows and columns ``(row0, row1, col0, col1)`` (ends excluded) that
+    :func:`poisson_blend` reads and may change: the solved interior and its fixed border.
+    ``None`` where the blend leaves the item's image as it is."""
+    height, width = image_size
+    if height < 3 or width < 3:
+        return [None] * mask.shape[0]
+    rectangles = _rectangles(_clip_to_interior(mask, offsets, height, width), offsets, *image_size)
+    return [
+        None if r is None else (r[0] - 1, r[0] + r[1] + 1, r[2] - 1, r[2] + r[3] + 1)
+        for r in rectangles
+    ]
+
+
 def _poisson_blend(
     background: torch.Tensor,
     source: torch.Tensor,
@@ -143,15 +179,12 @@ def _poisson_blend(
     out = background.clone()
     if height < 3 or width < 3:
         return out
-    # The outermost image rows/columns are the Dirichlet border: no mask pixel may sit there.
-    mask = clip_mask(mask, offsets, (1, height - 1), (1, width - 1))
+    mask = _clip_to_interior(mask, offsets, height, width)
     groups: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
-    for item, box in enumerate(mask_boxes(mask)):
-        if box is None:
+    for item, rectangle in enumerate(_rectangles(mask, offsets, height, width)):
+        if rectangle is None:
             continue
-        top, left = offsets[item]
-        first_row, rows = blend_rectangle(top + box[0], top + box[1], height)
-        first_col, cols = blend_rectangle(left + box[2], left + box[3], width)
+        first_row, rows, first_col, cols = rectangle
         # Corner of the interior plus its one-pixel Dirichlet border.
         groups[(rows, cols)].append((item, first_row - 1, first_col - 1))
 

@@ -392,7 +392,7 @@ class DCDGAN(PretrainedDefectGenerator):
     #: The layers do not depend on where they land, so they can be sampled ahead in batches.
     samples_ahead: ClassVar[bool] = True
     #: A layer costs a network pass, some 2 ms on one CPU thread (a bank crop's warp some
-    #: 0.05 ms): at the reservoir's default 16 uses that would outweigh the rest of a sample.
+    #: 0.05 ms): at the reservoir's default 32 uses that would outweigh the rest of a sample.
     uses_per_layer: ClassVar[int | None] = 64
     card_defaults: ClassVar[Mapping[str, Any]] = {
         "tags": ["gan", "few-shot", "dcdgan"],
@@ -498,7 +498,10 @@ class DCDGAN(PretrainedDefectGenerator):
             raise TypeError(f"DCDGAN.sample: unknown options {sorted(options)}")
         if not 0.0 <= float(alpha_floor) < 1.0:
             raise ValueError(f"alpha_floor: expected a value in [0, 1), got {alpha_floor!r}")
-        self.to(device)
+        # A per-call move and mode switch walk every submodule, a good part of a small batch's
+        # time on the reservoir's path: done only when something would change.
+        if self.generator.canvas.device != device:
+            self.to(device)
         n = labels.shape[0]
         weights = self.class_weights_for(labels, class_weights, device=device)
         if class_weights is not None:
@@ -521,9 +524,11 @@ class DCDGAN(PretrainedDefectGenerator):
         else:
             z = noise
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         content, alpha = self.generator(z, weights)
-        self.train(was_training)
+        if was_training:
+            self.train()
         alpha = ((alpha - alpha_floor) / (1.0 - alpha_floor)).clamp(0.0, 1.0)
         alpha = refine_alpha_mask(content, alpha, refine_alpha)
         return DefectLayer(
