@@ -17,11 +17,24 @@ Prints three tables and (with ``--json``) writes them to a file:
    real test-split layers (how far the classifier itself can be trusted).
 3. **Diversity**: mean pairwise Euclidean distance between the Inception-v3 pool features of
    layers shown over mid-grey, for generated layers and for the real train layers, per class.
+4. **Per class**: defect-window KID and the classifier two-sample AUC (``two_sample_auc``: a
+   small CNN, cross-validated, tells real test windows from synthetic ones at 64 px; 0.5 means it
+   cannot), for every source, on ``--per-class-windows`` synthetic windows per class.
+5. For background-aware generators with ``restore`` (Defect-GAN): **spatial control**, the share
+   of the alpha mass inside a requested region (the real test regions, as control maps), and
+   **restoration** of the real test defect windows: the share a real-trained good/defect CNN
+   calls good afterwards, and the IoU of the restoration map (>= 0.5) with the real masks.
+
+``--compare CARD`` (repeatable) measures further learned cards on the same protocol in the same
+run (same real sets, normals, seeds and classifiers). A background-aware card's layers are drawn
+for the test-normal patch they are pasted on (the patch resized to the layer size), and given the
+same patch's scale; its class-control inputs have the surface outside the alpha replaced by the
+defect's mean, as the classifier's training layers have.
 
 Layers are pasted at a realistic size: the learned generator's config holds the pixel sizes of its
 training crops per class, and each sampled layer is resized to one of them (the procedural generator
-gets the same sizes; the bank keeps its crops' own sizes). ``--update-card`` rewrites the card's
-README.md with these numbers, the training record and sample grids.
+gets the first card's sizes; the bank keeps its crops' own sizes). ``--update-card`` rewrites a
+DCDGAN card's README.md with these numbers, the training record and sample grids.
 
 Recorded paths (the results' ``card`` and ``data``, the commands in the card) are written relative
 to the repository root, the folder every documented command runs in: ``../shared/data/...``, never
@@ -44,17 +57,27 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torchvision.utils import make_grid
 
 from benchmarks.recording import portable_command, portable_path
+from defectaug._io import to_uint8
 from defectaug.compositing import alpha_composite
 from defectaug.datasets import defect_regions, load_image, load_mask, read_defect_dataset
 from defectaug.generators.bank import DefectBank
 from defectaug.generators.base import DefectGenerator
+from defectaug.generators.dcdgan import fill_outside_mask
 from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.generators.registry import load_generator
 from defectaug.layer import DefectLayer
-from defectaug.metrics import InceptionFeatures, extract_features, fid, kid, mean_pairwise_distance
-from defectaug.training.data import load_defect_crops
+from defectaug.metrics import (
+    InceptionFeatures,
+    extract_features,
+    fid,
+    kid,
+    mean_pairwise_distance,
+    two_sample_auc,
+)
+from defectaug.training.data import load_defect_crops, load_scene_crops
 from defectaug.training.trainer import layer_grid
 
 #: Magnetic-tile type -> procedural type used as its stand-in (the procedural set has no "break"
@@ -68,6 +91,9 @@ PROCEDURAL_STAND_INS = {
 }
 WINDOW_MIN = 64
 WINDOW_FACTOR = 1.5
+#: Side the two-sample classifier sees every window at.
+AUC_SIDE = 64
+AUC_FOLDS = 5
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -145,6 +171,23 @@ def synthesize(
         side = sizes[int(torch.randint(len(sizes), (1,), generator=rng))]
         side = min(side, *background.shape[-2:])
         layer_seed = seed * 100_003 + index
+        height, width = background.shape[-2:]
+        if source.needs_background and kind == "learned":
+            # The layer is drawn for the patch it covers, so place it first (h = w = side).
+            top = int(
+                torch.randint(-(side // 4), max(height - 3 * side // 4, 1), (1,), generator=rng)
+            )
+            left = int(
+                torch.randint(-(side // 4), max(width - 3 * side // 4, 1), (1,), generator=rng)
+            )
+            patch = landing_patch(background, top, left, side)
+            layer = source.sample(1, name, generator=layer_seed, background=patch[None])
+            content, alpha = resize_layer(layer, side)
+            images_windows = _composite(background, content, alpha, top, left)
+            images.append(images_windows[0])
+            if images_windows[1] is not None:
+                windows.append(images_windows[1])
+            continue
         if kind == "procedural":
             # The whole normal image as background: the procedural layer takes its surface tone.
             layer = source.sample(
@@ -161,18 +204,32 @@ def synthesize(
             content, alpha = _tight(layer)
         else:
             content, alpha = resize_layer(source.sample(1, name, generator=layer_seed), side)
-        height, width = background.shape[-2:]
         h, w = content.shape[-2:]
         top = int(torch.randint(-(h // 4), max(height - 3 * h // 4, 1), (1,), generator=rng))
         left = int(torch.randint(-(w // 4), max(width - 3 * w // 4, 1), (1,), generator=rng))
-        composite = alpha_composite(background[None], content, alpha, torch.tensor([[top, left]]))[
-            0
-        ]
-        box = _placed_box(alpha, top, left, height, width)
+        composite, window = _composite(background, content, alpha, top, left)
         images.append(composite)
-        if box is not None:
-            windows.append(window_around(composite, box))
+        if window is not None:
+            windows.append(window)
     return images, windows
+
+
+def _composite(
+    background: torch.Tensor, content: torch.Tensor, alpha: torch.Tensor, top: int, left: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The composite of one layer at ``(top, left)`` and the window around its defect (``None``
+    when nothing of it is visible)."""
+    height, width = background.shape[-2:]
+    composite = alpha_composite(background[None], content, alpha, torch.tensor([[top, left]]))[0]
+    box = _placed_box(alpha, top, left, height, width)
+    return composite, None if box is None else window_around(composite, box)
+
+
+def landing_patch(background: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
+    """The ``[C, side, side]`` patch of ``background`` a layer at ``(top, left)`` covers, the
+    image's edge repeated where the layer hangs over it."""
+    padded = F.pad(background[None], (side, side, side, side), mode="replicate")[0]
+    return padded[:, top + side : top + 2 * side, left + side : left + 2 * side]
 
 
 def _tight(layer: DefectLayer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,22 +338,154 @@ def over_grey(content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return alpha * content + (1 - alpha) * 0.5
 
 
+def card_label(card: str, generator: DefectGenerator, primary: bool) -> str:
+    """A source's name in the tables: ``<architecture> (this card)`` for ``--card``."""
+    name = "this card" if primary else Path(card).name
+    return f"{generator.architecture} ({name})"
+
+
+def resize_windows(windows: Sequence[torch.Tensor], side: int = AUC_SIDE) -> torch.Tensor:
+    """Windows of any size as one ``[N, C, side, side]`` batch (antialiased)."""
+    return torch.cat(
+        [
+            F.interpolate(
+                w[None], size=(side, side), mode="bilinear", align_corners=False, antialias=True
+            )
+            for w in windows
+        ]
+    ).clamp(0, 1)
+
+
+def auc_or_none(real: torch.Tensor, synthetic: torch.Tensor, seed: int, epochs: int) -> Any:
+    """``two_sample_auc`` with as many folds as both sides allow (at most ``AUC_FOLDS``);
+    ``None`` when a side has fewer than 2 windows."""
+    folds = min(AUC_FOLDS, len(real), len(synthetic))
+    if folds < 2:
+        return None
+    return two_sample_auc(real, synthetic, folds=folds, seed=seed, epochs=epochs)
+
+
+def background_crops(
+    normals: Sequence[torch.Tensor], sides: Sequence[int], count: int, size: int, seed: int
+) -> torch.Tensor:
+    """``count`` square crops ``[count, C, size, size]`` of random ``normals`` at random places,
+    their sides drawn from ``sides`` (the scale layers are pasted at)."""
+    rng = torch.Generator().manual_seed(seed)
+    crops = []
+    for _ in range(count):
+        image = normals[int(torch.randint(len(normals), (1,), generator=rng))]
+        side = min(sides[int(torch.randint(len(sides), (1,), generator=rng))], *image.shape[-2:])
+        top = int(torch.randint(image.shape[-2] - side + 1, (1,), generator=rng))
+        left = int(torch.randint(image.shape[-1] - side + 1, (1,), generator=rng))
+        crops.append(image[:, top : top + side, left : left + side])
+    return resize_windows(crops, size)
+
+
+def spatial_control(
+    generator: Any,
+    regions: torch.Tensor,
+    labels: torch.Tensor,
+    backgrounds: torch.Tensor,
+    types: Sequence[str],
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Per class, the share of the alpha mass inside the requested ``regions`` (the control
+    maps) and the share of the regions' area the alpha covers."""
+    layers = generator.sample(
+        len(labels),
+        [types[i] for i in labels.tolist()],
+        generator=seed,
+        background=backgrounds,
+        control=regions,
+    )
+    alpha, inside = layers.alpha, regions >= 0.5
+    mass = alpha.sum(dim=(1, 2, 3)).clamp_min(1e-6)
+    share = (alpha * inside).sum(dim=(1, 2, 3)) / mass
+    coverage = (alpha * inside).sum(dim=(1, 2, 3)) / inside.sum(dim=(1, 2, 3)).clamp_min(1)
+    result = {}
+    for index, name in enumerate([*types, "all"]):
+        members = labels == index if name != "all" else torch.ones_like(labels, dtype=torch.bool)
+        if bool(members.any()):
+            result[name] = {
+                "mass_inside": float(share[members].mean()),
+                "region_covered": float(coverage[members].mean()),
+                "n": int(members.sum()),
+            }
+    return result
+
+
+def restoration(
+    generator: Any,
+    train_scenes: Any,
+    test_scenes: Any,
+    types: Sequence[str],
+    *,
+    steps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Restore the real test defect windows; judge them by a good/defect CNN trained on the real
+    train windows and normal crops, and the restoration maps by their IoU with the real masks."""
+    normals = train_scenes.normals
+    content = torch.cat([train_scenes.content, normals])
+    labels = torch.cat([torch.ones(len(train_scenes.content)), torch.zeros(len(normals))]).long()
+    judge = train_classifier(
+        content, torch.zeros_like(content[:, :1]), labels, 2, steps=steps, seed=seed
+    )
+
+    @torch.no_grad()
+    def called_good(images: torch.Tensor) -> torch.Tensor:
+        return judge(images, torch.zeros_like(images[:, :1])).argmax(dim=1) == 0
+
+    restored, defect_map = generator.restore(test_scenes.content, generator=seed)
+    truth = test_scenes.alpha >= 0.5
+    found = defect_map >= 0.5
+    union = (truth | found).sum(dim=(1, 2, 3))
+    iou = (truth & found).sum(dim=(1, 2, 3)) / union.clamp_min(1)
+    good_before = called_good(test_scenes.content)
+    good_after = called_good(restored)
+    per_class = {}
+    for index, name in enumerate([*types, "all"]):
+        members = (
+            test_scenes.labels == index
+            if name != "all"
+            else torch.ones_like(test_scenes.labels, dtype=torch.bool)
+        )
+        if bool(members.any()):
+            per_class[name] = {
+                "called_good_before": float(good_before[members].float().mean()),
+                "called_good_after": float(good_after[members].float().mean()),
+                "map_iou": float(iou[members].mean()),
+                "n": int(members.sum()),
+            }
+    return {
+        "per_class": per_class,
+        "test_normals_called_good": float(called_good(test_scenes.normals).float().mean()),
+        "n_test_normals": len(test_scenes.normals),
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     root, types = Path(args.data), [t.strip() for t in args.types.split(",")]
-    generator = load_generator(args.card)
-    if not hasattr(generator, "config"):
-        raise SystemExit(f"--card: {args.card!r} is not a learned generator with a config")
-    native_sizes = generator.config.native_sizes
+    cards = [args.card, *(args.compare or [])]
+    generators = [load_generator(card) for card in cards]
+    for card, generator in zip(cards, generators, strict=True):
+        if not hasattr(generator, "config"):
+            raise SystemExit(f"--card: {card!r} is not a learned generator with a config")
+    native_sizes = generators[0].config.native_sizes
     extractor = InceptionFeatures(args.device)
 
     def features(images: Sequence[torch.Tensor]) -> torch.Tensor:
         return extract_features(iter(images), extractor, batch_size=args.batch_size)
 
     log = lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", file=sys.stderr)  # noqa: E731
-    test_images, test_windows, _ = real_images_and_windows(root, "test", types, args.limit)
-    train_images, train_windows, _ = real_images_and_windows(root, "train", types, args.limit)
+    test_images, test_windows, test_labels = real_images_and_windows(
+        root, "test", types, args.limit
+    )
+    train_images, train_windows, train_labels = real_images_and_windows(
+        root, "train", types, args.limit
+    )
     normal_records = read_defect_dataset(root, split="test", types=["good"])[: args.limit]
     normals = [load_image(r.image) for r in normal_records]
     log(
@@ -317,14 +506,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     real = {"images": features(test_images), "windows": features(test_windows)}
     log("real test features done")
     sets = {"real train (floor)": (train_images, train_windows)}
+    per_class_windows = {
+        "real train (floor)": {
+            name: [w for w, label in zip(train_windows, train_labels, strict=True) if label == name]
+            for name in types
+        }
+    }
     bank = DefectBank.from_folder(root, split="train", types=types, layer_size=(256, 256))
-    sources: list[tuple[str, DefectGenerator, str]] = [
-        (f"{generator.architecture} (this card)", generator, "learned"),
-        ("DefectBank copy-paste (train crops)", bank, "bank"),
-        ("procedural (stand-in types)", ProceduralGenerator(), "procedural"),
+    sources: list[tuple[str, DefectGenerator, str, dict[str, list[int]]]] = [
+        (
+            card_label(card, generator, index == 0),
+            generator,
+            "learned",
+            generator.config.native_sizes,
+        )
+        for index, (card, generator) in enumerate(zip(cards, generators, strict=True))
     ]
-    for label, source, kind in sources:
-        sets[label] = synthesize(source, kind, normals, classes, native_sizes, args.seed)
+    sources += [
+        ("DefectBank copy-paste (train crops)", bank, "bank", native_sizes),
+        ("procedural (stand-in types)", ProceduralGenerator(), "procedural", native_sizes),
+    ]
+    for label, source, kind, sizes in sources:
+        sets[label] = synthesize(source, kind, normals, classes, sizes, args.seed)
+        per_class_windows[label] = {
+            name: synthesize(
+                source, kind, normals, [name] * args.per_class_windows, sizes, args.seed + 7 + i
+            )[1]
+            for i, name in enumerate(types)
+        }
     distribution = []
     for label, (images, windows) in sets.items():
         row = {"source": label, "n_images": len(images), "n_windows": len(windows)}
@@ -342,8 +551,50 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         distribution.append(row)
         log(f"{label}: KID windows {row['kid_windows']:.4f} images {row['kid_images']:.4f}")
 
-    # Class control and diversity on 64 x 64 layers.
-    size = generator.config.layer_size
+    # Per class: window KID and the two-sample AUC against the real test windows.
+    real_by_class = {
+        name: [w for w, label in zip(test_windows, test_labels, strict=True) if label == name]
+        for name in types
+    }
+    real_class_feats = {
+        name: features(items) for name, items in real_by_class.items() if len(items) >= 2
+    }
+    per_class: dict[str, dict[str, Any]] = {}
+    for label, by_class in per_class_windows.items():
+        entry: dict[str, Any] = {}
+        for name in types:
+            synthetic, real_items = by_class[name], real_by_class[name]
+            cell: dict[str, Any] = {"n_real": len(real_items), "n_synthetic": len(synthetic)}
+            if name in real_class_feats and len(synthetic) >= 2:
+                mean, std = kid(
+                    real_class_feats[name],
+                    features(synthetic),
+                    subsets=args.kid_subsets,
+                    subset_size=args.kid_subset_size,
+                    generator=args.seed,
+                )
+                cell["kid_windows"], cell["kid_windows_std"] = mean, std
+            if synthetic and real_items:
+                cell["auc"] = auc_or_none(
+                    resize_windows(real_items),
+                    resize_windows(synthetic),
+                    args.seed,
+                    args.auc_epochs,
+                )
+            entry[name] = cell
+        windows = sets[label][1]
+        entry["all"] = {
+            "n_real": len(test_windows),
+            "n_synthetic": len(windows),
+            "auc": auc_or_none(
+                resize_windows(test_windows), resize_windows(windows), args.seed, args.auc_epochs
+            ),
+        }
+        per_class[label] = entry
+        log(f"{label}: two-sample AUC (all) {entry['all']['auc']}")
+
+    # Class control and diversity on layers of each card's size.
+    size = generators[0].config.layer_size
     train_crops = load_defect_crops(root, split="train", types=types, layer_size=size)
     test_crops = load_defect_crops(root, split="test", types=types, layer_size=size)
     classifier = train_classifier(
@@ -354,50 +605,114 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         steps=args.classifier_steps,
         seed=args.seed,
     )
-    per_class = args.per_class
-    gen_labels = torch.arange(len(types)).repeat_interleave(per_class)
-    layers = generator.sample(
-        len(gen_labels), [types[i] for i in gen_labels.tolist()], generator=args.seed + 1
-    )
+    per_class_count = args.per_class
+    gen_labels = torch.arange(len(types)).repeat_interleave(per_class_count)
     control = {
         "real test layers": per_class_accuracy(
             classifier, test_crops.content, test_crops.alpha, test_crops.labels, types
-        ),
-        "generated layers": per_class_accuracy(
-            classifier, layers.content, layers.alpha, gen_labels, types
-        ),
+        )
     }
-    log("class control done")
-    gen_feats = features(list(over_grey(layers.content, layers.alpha)))
     kept = torch.cat([members[: args.limit] for members in train_crops.by_class])
     real_labels = train_crops.labels[kept]
     real_feats = features(list(over_grey(train_crops.content[kept], train_crops.alpha[kept])))
-    diversity = {}
-    for index, name in enumerate(types):
-        real_members = real_labels == index
-        diversity[name] = {
-            "generated": mean_pairwise_distance(gen_feats[gen_labels == index]),
-            "real train": mean_pairwise_distance(real_feats[real_members]),
-            "n_real": int(real_members.sum()),
-        }
-    diversity["all"] = {
-        "generated": mean_pairwise_distance(gen_feats),
-        "real train": mean_pairwise_distance(real_feats),
-        "n_real": len(real_feats),
+    diversity: dict[str, dict[str, Any]] = {
+        name: {"real train": mean_pairwise_distance(real_feats[real_labels == index])}
+        for index, name in enumerate([*types])
     }
-    log("diversity done")
+    diversity["all"] = {"real train": mean_pairwise_distance(real_feats)}
+    for index, name in enumerate(types):
+        diversity[name]["n_real"] = int((real_labels == index).sum())
+    diversity["all"]["n_real"] = len(real_feats)
+    spatial: dict[str, Any] = {}
+    restored: dict[str, Any] = {}
+    scenes = None
+    for position, (card, generator) in enumerate(zip(cards, generators, strict=True)):
+        suffix = "" if position == 0 else f" ({Path(card).name})"
+        options: dict[str, Any] = {}
+        if generator.needs_background:
+            sides = [s for name in types for s in generator.config.native_sizes.get(name, [])]
+            options["background"] = background_crops(
+                normals, sides, len(gen_labels), generator.config.layer_size, args.seed + 3
+            )
+        layers = generator.sample(
+            len(gen_labels),
+            [types[i] for i in gen_labels.tolist()],
+            generator=args.seed + 1,
+            **options,
+        )
+        content = layers.content
+        if generator.needs_background:
+            content = fill_outside_mask(content, layers.alpha)
+        control[f"generated layers{suffix}"] = per_class_accuracy(
+            classifier, content, layers.alpha, gen_labels, types
+        )
+        gen_feats = features(list(over_grey(layers.content, layers.alpha)))
+        for index, name in enumerate(types):
+            diversity[name][f"generated{suffix}"] = mean_pairwise_distance(
+                gen_feats[gen_labels == index]
+            )
+        diversity["all"][f"generated{suffix}"] = mean_pairwise_distance(gen_feats)
+        if callable(getattr(generator, "restore", None)):
+            if scenes is None:
+                scenes = (
+                    load_scene_crops(
+                        root, split="train", types=types, layer_size=size, seed=args.seed
+                    ),
+                    load_scene_crops(
+                        root,
+                        split="test",
+                        types=types,
+                        layer_size=size,
+                        normals_per_image=1,
+                        seed=args.seed,
+                    ),
+                )
+            train_scenes, test_scenes = scenes
+            label = card_label(card, generator, position == 0)
+            spatial[label] = {
+                "real test regions": spatial_control(
+                    generator,
+                    test_crops.alpha,
+                    test_crops.labels,
+                    background_crops(
+                        normals,
+                        [s for n in types for s in generator.config.native_sizes.get(n, [])],
+                        len(test_crops.labels),
+                        size,
+                        args.seed + 5,
+                    ),
+                    types,
+                    args.seed + 2,
+                )
+            }
+            restored[label] = restoration(
+                generator,
+                train_scenes,
+                test_scenes,
+                types,
+                steps=args.classifier_steps,
+                seed=args.seed,
+            )
+            log(f"{label}: spatial control and restoration done")
+    log("class control and diversity done")
     return {
         "card": portable_path(args.card),
+        "compare": [portable_path(card) for card in args.compare or []],
         "data": portable_path(root),
         "types": types,
         "seed": args.seed,
         "synthetic_per_source": args.synthetic,
-        "generated_per_class": per_class,
+        "generated_per_class": per_class_count,
+        "per_class_windows": args.per_class_windows,
+        "auc_epochs": args.auc_epochs,
         "kid_subset_size": args.kid_subset_size,
         "kid_subsets": args.kid_subsets,
         "distribution": distribution,
+        "per_class": per_class,
         "class_control": control,
         "diversity": diversity,
+        "spatial_control": spatial,
+        "restoration": restored,
         "real_counts": {
             "test_images": len(test_images),
             "test_windows": len(test_windows),
@@ -434,10 +749,80 @@ def format_tables(result: dict[str, Any]) -> str:
         "| mean pairwise Inception-feature distance | " + " | ".join(types) + " | all |",
         "|---" * (len(types) + 2) + "|",
     ]
-    for key in ("generated", "real train"):
+    keys = [k for k in result["diversity"]["all"] if k.startswith("generated")] + ["real train"]
+    for key in keys:
         cells = [f"{result['diversity'][t][key]:.2f}" for t in [*types, "all"]]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if result.get("per_class"):
+        lines += ["", *per_class_tables(result)]
+    for label, spatial in result.get("spatial_control", {}).items():
+        cells = spatial["real test regions"]
+        lines += [
+            "",
+            f"| spatial control, {label} | " + " | ".join(types) + " | all |",
+            "|---" * (len(types) + 2) + "|",
+            "| alpha mass inside the requested region | "
+            + " | ".join(_cell(cells, t, "mass_inside", "{:.3f}") for t in [*types, "all"])
+            + " |",
+            "| requested region covered by alpha | "
+            + " | ".join(_cell(cells, t, "region_covered", "{:.3f}") for t in [*types, "all"])
+            + " |",
+        ]
+    for label, restored in result.get("restoration", {}).items():
+        cells = restored["per_class"]
+        lines += [
+            "",
+            f"| restoration, {label} | " + " | ".join(types) + " | all |",
+            "|---" * (len(types) + 2) + "|",
+        ]
+        for key, title in (
+            ("called_good_before", "real test defect windows called good"),
+            ("called_good_after", "the same, restored, called good"),
+            ("map_iou", "IoU of the restoration map (>= 0.5) with the real mask"),
+        ):
+            lines.append(
+                f"| {title} | "
+                + " | ".join(_cell(cells, t, key, "{:.2f}") for t in [*types, "all"])
+                + " |"
+            )
+        lines.append(
+            f"\nThe good/defect judge calls {restored['test_normals_called_good']:.2f} of "
+            f"{restored['n_test_normals']} real test normal crops good."
+        )
     return "\n".join(lines)
+
+
+def _cell(cells: dict[str, Any], name: str, key: str, pattern: str) -> str:
+    value = cells.get(name, {}).get(key)
+    return "-" if value is None else pattern.format(value)
+
+
+def per_class_tables(result: dict[str, Any]) -> list[str]:
+    """Per-class window KID (x1e3) and two-sample AUC, one row per source."""
+    types = result["types"]
+    counts = next(iter(result["per_class"].values()))
+    header = " | ".join(f"{t} ({counts[t]['n_real']})" for t in types)
+    lines = [
+        f"| KID windows (x1e3) per class (real test windows) | {header} |",
+        "|---" * (len(types) + 1) + "|",
+    ]
+    for label, cells in result["per_class"].items():
+        values = [
+            "-"
+            if "kid_windows" not in cells[t]
+            else f"{1e3 * cells[t]['kid_windows']:.1f} ± {1e3 * cells[t]['kid_windows_std']:.1f}"
+            for t in types
+        ]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    lines += [
+        "",
+        f"| two-sample AUC (0.5: indistinguishable) | {header} | all |",
+        "|---" * (len(types) + 2) + "|",
+    ]
+    for label, cells in result["per_class"].items():
+        values = [_cell(cells, t, "auc", "{:.2f}") for t in [*types, "all"]]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
 
 
 def write_grids(card: Path, seed: int) -> list[str]:
@@ -468,6 +853,39 @@ def write_grids(card: Path, seed: int) -> list[str]:
         card / "class_interpolation.png"
     )
     return ["samples_per_class.png", "class_interpolation.png"]
+
+
+def write_scene_grids(card: Path, root: Path, types: Sequence[str], seed: int) -> list[str]:
+    """For a background-aware card: defacements of test normal crops per class (rows: normal,
+    defaced, map) and restorations of real test defect windows (rows: real, restored, map, real
+    mask), PNG, into the card folder."""
+    generator = load_generator(str(card))
+    size = generator.config.layer_size
+    scenes = load_scene_crops(
+        root, split="test", types=types, layer_size=size, normals_per_image=1, seed=seed
+    )
+    columns = 8
+    picks = torch.randperm(len(scenes.normals), generator=torch.Generator().manual_seed(seed))
+    normals = scenes.normals[picks[:columns]]
+    rows = []
+    for name in types:
+        layer = generator.sample(columns, name, background=normals, generator=seed)
+        defaced = normals * (1 - layer.alpha) + layer.content * layer.alpha
+        rows += [normals, defaced, layer.alpha]
+    written = [_save_tiles(card / "samples_per_class.png", rows, columns)]
+    chosen = torch.cat([members[:2] for members in scenes.by_class])[:columns]
+    real = scenes.content[chosen]
+    restored, defect_map = generator.restore(real, generator=seed)
+    rows = [real, restored, defect_map, scenes.alpha[chosen]]
+    written.append(_save_tiles(card / "restoration.png", rows, len(chosen)))
+    return written
+
+
+def _save_tiles(path: Path, rows: Sequence[torch.Tensor], columns: int) -> str:
+    tiles = torch.cat([row[:columns].expand(-1, 3, -1, -1) for row in rows])
+    canvas = make_grid(tiles, nrow=columns, padding=2, pad_value=1.0)
+    Image.fromarray(to_uint8(canvas).permute(1, 2, 0).numpy()).save(path)
+    return path.name
 
 
 CARD_TEMPLATE = """---
@@ -657,9 +1075,12 @@ def measuring_command(result: dict[str, Any]) -> str:
         ("--kid-subsets", "kid_subsets", 100),
         ("--kid-subset-size", "kid_subset_size", 50),
         ("--seed", "seed", 0),
+        ("--per-class-windows", "per_class_windows", 40),
+        ("--auc-epochs", "auc_epochs", 30),
     ):
         if result.get(key, default) != default:
             parts.append(f"{flag} {result[key]}")
+    parts += [f"--compare {portable_path(card)}" for card in result.get("compare", [])]
     return " ".join(parts)
 
 
@@ -672,6 +1093,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-class", type=int, default=40, help="generated layers per class (control, diversity)"
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        help="another learned card to measure on the same protocol (repeatable)",
+    )
+    parser.add_argument(
+        "--per-class-windows",
+        type=int,
+        default=40,
+        help="synthetic windows per class and source for the per-class KID and AUC",
+    )
+    parser.add_argument("--auc-epochs", type=int, default=30, help="two-sample CNN epochs")
     parser.add_argument("--classifier-steps", type=int, default=400)
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=50)
@@ -692,14 +1125,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quality-note", help="a markdown file with the sample-quality assessment for the card"
     )
+    parser.add_argument(
+        "--scene-grids",
+        action="store_true",
+        help="background-aware card: write its defacement and restoration grids into the card",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.update_card:
+        config = json.loads((Path(args.card) / "config.json").read_text(encoding="utf-8"))
+        if config["architecture"] != "dcdgan":
+            raise SystemExit("--update-card: writes a DCDGAN card's README; write others by hand")
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
     else:
         result = measure(args)
     print(format_tables(result))
+    if args.scene_grids:
+        write_scene_grids(Path(args.card), Path(args.data), result["types"], args.seed)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     if args.update_card:

@@ -16,6 +16,10 @@
   Kubernetes job pods, ...) write disjoint files into one folder (or apart, then copied
   together), and a final run without ``--shard`` merges them, writing only what is missing,
   into exactly what one unsharded run writes.
+- ``defectaug restore IN OUT --card PATH``: repaint defective images as normal with a generator
+  that restores (a ``defectgan`` card); writes ``OUT/<name>.png`` (restored) and
+  ``OUT/<name>_map.png`` (where it repainted: a defect map) per image of ``IN`` (a
+  file or a folder, recursive).
 - ``defectaug train ...``: registered when :mod:`defectaug.training.cli` is available.
 
 Bad paths and options, unreadable inputs and failed writes (read-only folder, disk full) end with
@@ -980,6 +984,51 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ restore
+def run_restore(args: argparse.Namespace) -> int:
+    source = Path(args.input)
+    if source.is_dir():
+        paths = list_images(source)
+        if not paths:
+            raise CommandError(f"IN: no images found in {source}")
+        names = [path.relative_to(source).with_suffix("") for path in paths]
+    elif source.is_file():
+        paths, names = [source], [Path(source.stem)]
+    else:
+        raise CommandError(f"IN: no such file or folder: {source}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"OUT: not a folder: {out}")
+    from defectaug.generators import load_generator
+
+    try:
+        generator = load_generator(args.card)
+    except (FileNotFoundError, ValueError, KeyError, OSError, TypeError) as error:
+        raise CommandError(f"--card: {_message(error)}") from None
+    if not callable(getattr(generator, "restore", None)):
+        raise CommandError(
+            f"--card: {args.card} is a {type(generator).__name__}, which cannot restore images; "
+            "expected a generator with restore() (a defectgan card)"
+        )
+    for path, name in tqdm(
+        list(zip(paths, names, strict=True)), disable=args.no_progress, unit="image"
+    ):
+        image = read_image(path)
+        restored, defect_map = generator.restore(image, generator=args.seed)
+        target = out / name
+        with _writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _save_png(
+                to_uint8(restored[0]).permute(1, 2, 0).squeeze(-1).numpy(),
+                target.with_name(target.name + ".png"),
+            )
+            _save_png(
+                to_uint8(defect_map[0, 0]).numpy(), target.with_name(target.name + "_map.png")
+            )
+    print(f"restored {len(paths)} image(s) into {out}", file=sys.stderr)
+    return 0
+
+
 def _read_settings(path: Path) -> dict[str, Any]:
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
@@ -1188,6 +1237,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
+
+    restore = commands.add_parser(
+        "restore",
+        help="repaint defective images as normal with a restoring generator (defectgan)",
+        description=(
+            "Restore each image of IN (a file or a folder, recursive) with the generator's "
+            "restore(): write OUT/<name>.png (the restored image) and OUT/<name>_map.png (where "
+            "it repainted, 255 = fully)."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    restore.add_argument("input", metavar="IN", help="an image file or a folder of images")
+    restore.add_argument("out", metavar="OUT", help="output folder")
+    restore.add_argument(
+        "--card", required=True, help="generator folder, shipped card name or Hub id (defectgan)"
+    )
+    restore.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    restore.add_argument("--no-progress", action="store_true", help="no progress bar")
+    restore.set_defaults(func=run_restore)
 
     if importlib.util.find_spec("defectaug.training.cli") is not None:
         add_train_parser = getattr(

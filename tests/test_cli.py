@@ -454,3 +454,16 @@ def test_main_turns_errors_into_one_line(tmp_path, capsys, monkeypatch, error, e
     monkeypatch.setattr(cli, "run_demo", fail)
     assert main(["demo", "--out", str(tmp_path)]) == 2
     assert _one_line_error(capsys, "demo").strip().endswith(expected)
+
+
+def test_restore_refuses_a_generator_that_cannot_restore_in_one_line(tmp_path, capsys):
+    source = _backgrounds(tmp_path / "in", count=1)
+    code = main(["restore", str(source), str(tmp_path / "out"), "--card", "procedural"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith("defectaug restore: error: --card: procedural is a ProceduralGenerator")
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["restore", str(empty), str(tmp_path / "out"), "--card", "procedural"]) == 2
+    assert "IN: no images found" in capsys.readouterr().err

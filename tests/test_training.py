@@ -198,3 +198,56 @@ def test_adversarial_weight_ramps_up_over_the_warmup():
     assert (
         DCDGANTrainer(tiny_crops(), tiny_config(adversarial_weight=0.4)).adversarial_scale() == 0.4
     )
+
+
+def write_fixture_dataset_with_normals(root):
+    """``write_fixture_dataset`` plus four defect-free ('good') train images."""
+    write_fixture_dataset(root)
+    rng = np.random.default_rng(1)
+    (root / "train" / "good").mkdir(parents=True)
+    with (root / "manifest.csv").open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "label", "split", "mask"])
+        for index in range(4):
+            image = np.full((48, 56), 150, np.uint8) + rng.integers(0, 20, (48, 56), dtype=np.uint8)
+            name = f"train/good/{index}.png"
+            Image.fromarray(image).save(root / name)
+            writer.writerow({"image": name, "label": "good", "split": "train", "mask": ""})
+
+
+def test_defectgan_train_command_resumes_bit_exactly_and_exports_a_card(tmp_path):
+    from defectaug.generators.defectgan import DefectGAN
+    from defectaug.training.data import load_scene_crops
+    from defectaug.training.trainer import DefectGANTrainer
+
+    torch.set_num_threads(1)
+    write_fixture_dataset_with_normals(tmp_path / "data")
+    scenes = load_scene_crops(
+        tmp_path / "data", split="train", types=["pit", "line"], layer_size=16
+    )
+    assert scenes.counts() == {"pit": 3, "line": 3} and scenes.normals.shape == (16, 1, 16, 16)
+    assert bool((scenes.alpha.flatten(1).amax(dim=1) > 0.5).all())
+    out = tmp_path / "run"
+    argv = [
+        "--arch", "defectgan", "--data", str(tmp_path / "data"), "--types", "pit,line",
+        "--layer-size", "16", "--out", str(out), "--iters", "3", "--batch-size", "4",
+        "--width", "4", "--checkpoint-every", "2", "--sample-every", "2", "--no-progress",
+    ]  # fmt: skip
+    assert train_main(argv) == 0
+    argv[argv.index("--iters") + 1] = "6"
+    assert train_main([*argv, "--resume"]) == 0
+    resumed = load_generator(out)
+    assert isinstance(resumed, DefectGAN) and resumed.config.prior_counts == {"pit": 3, "line": 3}
+    assert (out / "samples" / "iter_000006.png").is_file()
+    unbroken = tmp_path / "unbroken"
+    assert (
+        train_main(
+            [*argv[: argv.index("--out") + 1], str(unbroken), *argv[argv.index("--out") + 2 :]]
+        )
+        == 0
+    )
+    for key, value in load_generator(unbroken).state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), f"{key} differs after resume"
+    layer = resumed.sample(2, "line", background=torch.rand(2, 1, 30, 30), generator=0)
+    assert layer.content.shape == (2, 1, 16, 16) and layer.names == ["line"] * 2
+    with pytest.raises(ValueError, match="SceneCropSet"):
+        DefectGANTrainer(tiny_crops(), tiny_config())

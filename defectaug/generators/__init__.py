@@ -3,6 +3,7 @@
 from defectaug.generators.bank import DefectBank, feather_alpha
 from defectaug.generators.base import DefectGenerator
 from defectaug.generators.dcdgan import DCDGAN, DCDGANConfig
+from defectaug.generators.defectgan import DefectGAN, DefectGANConfig
 from defectaug.generators.hub import (
     PretrainedDefectGenerator,
     list_architectures,
@@ -33,6 +34,8 @@ __all__ = [
     "DCDGAN",
     "DCDGANConfig",
     "DefectBank",
+    "DefectGAN",
+    "DefectGANConfig",
     "DefectGenerator",
     "NSAGenerator",
     "PitParams",

@@ -1,4 +1,4 @@
-"""Training loop shared by learned generators, and the DCDGAN trainer built on it.
+"""Training loop shared by learned generators, and the DCDGAN and Defect-GAN trainers on it.
 
 ``GeneratorTrainer`` owns everything that is not the model: the iteration counter, the random
 state, checkpoints that resume bit-exactly (modules, optimisers, EMA weights, every RNG state;
@@ -36,6 +36,15 @@ from defectaug.generators.dcdgan import (
     DCDGANConfig,
     DCDGANDiscriminator,
 )
+from defectaug.generators.defectgan import (
+    DefectGAN,
+    DefectGANConfig,
+    DefectGANDiscriminator,
+    DefectGANGenerator,
+    compose,
+    control_map,
+    restoration_control,
+)
 from defectaug.generators.hub import PretrainedDefectGenerator
 from defectaug.training import memory
 from defectaug.training.augment import diff_augment
@@ -47,7 +56,7 @@ from defectaug.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from defectaug.training.data import DefectCropSet
+from defectaug.training.data import DefectCropSet, SceneCropSet, load_defect_crops, load_scene_crops
 
 #: The file of a run folder that names its checkpoint (tensors are in ``CHECKPOINT_TENSORS``).
 CHECKPOINT_NAME = CHECKPOINT_STEM + JSON_SUFFIX
@@ -200,6 +209,22 @@ class GeneratorTrainer(ABC):
     def model_config(self) -> dict[str, Any] | None:
         """The resolved architecture a checkpoint must match (``None``: shapes only)."""
         return None
+
+    @staticmethod
+    def load_data(
+        root: str | Path,
+        *,
+        split: str | None,
+        types: list[str],
+        layer_size: int,
+        margin: int,
+        min_area: int,
+        seed: int,
+    ) -> DefectCropSet:
+        """The training data of this architecture from a dataset folder (``defectaug train``)."""
+        return load_defect_crops(
+            root, split=split, types=types, layer_size=layer_size, margin=margin, min_area=min_area
+        )
 
     # ---------------------------------------------------------------- batches
     def draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -736,4 +761,307 @@ class DCDGANTrainer(GeneratorTrainer):
         return layer_grid(content, alpha, rows=num_classes)
 
 
-TRAINERS: dict[str, type[GeneratorTrainer]] = {DCDGANTrainer.architecture: DCDGANTrainer}
+class DefectGANTrainer(GeneratorTrainer):
+    """Defect-GAN training (Zhang et al. 2021, Sec. 3.1) on unpaired normal and defect images.
+
+    Per step, on a class-balanced batch of real defect windows ``d`` with masks ``m`` and classes
+    ``c`` and a batch of normal crops ``n``, with ``A(m, c)`` the control map of region ``m`` for
+    class ``c`` and ``A_n`` the "normal" (restore) map:
+
+    * generator, both cycles of the paper in two batched passes: ``n -> d' = G(n, A(m, c)) ->
+      n^ = G(d', A_n)`` and ``d -> r = G(d, A_n) -> d^ = G(r, A(m, c))``. Loss ``adv(d') +
+      adv(r) + CLS_FAKE * (ce(d', c) + ce(r, normal)) + REC * (|n - n^| + |d - d^|) + SD_CYC *
+      (|s_d' - s_n^| + |s_r - s_d^|) + SD_CON * mean of the four maps + OUTSIDE * mean of the
+      four maps outside ``m`` + MASK * (|s_r - m| + |s_d^ - m|)``. The normal crops are paired
+      with the batch's real masks at random: what a defacement is asked to draw is a real
+      defect's region.
+    * discriminator: non-saturating GAN loss (the paper's log-likelihood form) on its patch
+      logits, real: ``d`` and ``n``; fake: ``d'`` and ``r``; plus ``CLS_REAL * ce`` of the real
+      images' classes (``normal`` for ``n``).
+
+    DiffAugment on every discriminator input and an EMA of the generator (the shipped weights)
+    as in :class:`DCDGANTrainer`, for the same few-shot reasons. ``TrainConfig``'s
+    ``adversarial_weight`` scales the adversarial term (1 is the paper's); its DCDGAN-specific
+    weights are not used.
+    """
+
+    architecture: ClassVar[str] = "defectgan"
+    #: The paper's lambda_cls^r, lambda_cls^f, lambda_rec, lambda_sd-cyc, lambda_sd-con.
+    CLS_REAL: ClassVar[float] = 2.0
+    CLS_FAKE: ClassVar[float] = 5.0
+    REC: ClassVar[float] = 5.0
+    SD_CYC: ClassVar[float] = 5.0
+    SD_CON: ClassVar[float] = 1.0
+    #: Not in the paper (its control maps are constant): map mass outside the requested region,
+    #: ten times the overall area term so placement wins over the shape the data suggests.
+    OUTSIDE: ClassVar[float] = 10.0
+    #: Not in the paper (it has image labels only): the maps of the real defect images (restore
+    #: ``s_r``, re-deface ``s_d^``) pulled toward their real masks. Without it every map is 0
+    #: and both cycles hold trivially (nothing painted, nothing to repaint) until the
+    #: adversarial and class terms break the tie, which a CPU budget of a few thousand steps
+    #: does not reach; at the weight of the cycle terms, the area term cannot outweigh it.
+    MASK: ClassVar[float] = 5.0
+
+    def __init__(
+        self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
+    ) -> None:
+        if not isinstance(crops, SceneCropSet):
+            raise ValueError(
+                "crops: Defect-GAN trains on a SceneCropSet (defect windows with their "
+                f"surface, and normal crops; see load_scene_crops), got {type(crops).__name__}"
+            )
+        arch = self.architecture_config(
+            config,
+            defect_types=crops.type_names,
+            channels=crops.content.shape[1],
+            layer_size=crops.content.shape[-1],
+            native_sizes=crops.native_sizes,
+            prior_counts=crops.counts(),
+        )
+        super().__init__(crops, config, device)
+        self.arch = arch
+        self.generator = DefectGANGenerator(arch).to(self.device)
+        self.discriminator = DefectGANDiscriminator(arch).to(self.device)
+        self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
+        # Fixed inputs of the sample grids: the same normals and regions at every grid.
+        grid_rng = torch.Generator().manual_seed(config.seed + 2)
+        self.grid_columns = 6
+        normals = crops.normals
+        self.grid_normals = normals[
+            torch.randint(len(normals), (self.grid_columns,), generator=grid_rng)
+        ]
+        self.grid_masks = torch.stack(
+            [
+                crops.alpha[members[torch.randint(len(members), (1,), generator=grid_rng)][0]]
+                for members in crops.by_class
+                for _ in range(self.grid_columns)
+            ]
+        )
+
+    @staticmethod
+    def architecture_config(
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...] | list[str],
+        channels: int,
+        layer_size: int,
+        native_sizes: dict[str, list[int]] | None = None,
+        prior_counts: dict[str, int] | None = None,
+    ) -> DefectGANConfig:
+        """The Defect-GAN config a run trains: the data's shape plus ``config.architecture``."""
+        return DefectGANConfig(
+            **{
+                "defect_types": tuple(defect_types),
+                "channels": channels,
+                "layer_size": layer_size,
+                "native_sizes": native_sizes or {},
+                "prior_counts": prior_counts or {},
+                **config.architecture,
+            }
+        )
+
+    @staticmethod
+    def load_data(
+        root: str | Path,
+        *,
+        split: str | None,
+        types: list[str],
+        layer_size: int,
+        margin: int,
+        min_area: int,
+        seed: int,
+    ) -> SceneCropSet:
+        # ``margin`` does not apply: windows get prepare_defect_crop's proportional border.
+        return load_scene_crops(
+            root, split=split, types=types, layer_size=layer_size, min_area=min_area, seed=seed
+        )
+
+    @classmethod
+    def memory_estimate(
+        cls,
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...],
+        channels: int,
+        layer_size: int,
+        crops_bytes: int = 0,
+    ) -> memory.MemoryEstimate:
+        arch = cls.architecture_config(
+            config, defect_types=defect_types, channels=channels, layer_size=layer_size
+        )
+        with torch.device("meta"):
+            generator, critic = DefectGANGenerator(arch), DefectGANDiscriminator(arch)
+        g_params = sum(p.numel() for p in generator.parameters())
+        d_params = sum(p.numel() for p in critic.parameters())
+        fixed = 4 * (4 * (g_params + d_params) + g_params) + crops_bytes
+        w, s = arch.width, layer_size
+        # Feature floats of one generator pass (encoder, blocks with their SPADE maps, decoder)
+        # and one critic pass per image; four generator passes and four critic passes per item.
+        generator_features = (
+            3 * w * s * s
+            + 2 * 2 * w * (s // 2) ** 2
+            + (2 + 6 * arch.blocks) * 4 * w * (s // 4) ** 2
+            + 3 * (2 * w * (s // 2) ** 2 + w * s * s)
+        )
+        critic_features = 2 * w * (s // 2) ** 2 * 2
+        per_item = _DCDGAN_BYTES_PER_FEATURE * 4 * 4 * (generator_features + critic_features)
+        return memory.MemoryEstimate(per_item=per_item, fixed=fixed)
+
+    def model_config(self) -> dict[str, Any]:
+        return self.arch.to_dict()
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "ema_generator": self.ema_generator,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    def draw_normals(self) -> torch.Tensor:
+        """A batch of normal crops, uniformly drawn and randomly flipped."""
+        normals = self.crops_on_device.normals
+        size = self.config.batch_size
+        index = torch.randint(len(normals), (size,), generator=self.cpu_rng).to(self.device)
+        flips = torch.rand(size, 2, generator=self.cpu_rng).to(self.device) < 0.5
+        picked = normals[index]
+        return _flip(picked, picked[:, :1], flips)[0]
+
+    def _discriminate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.diff_augment:
+            images, _ = diff_augment(images, images[:, :1], self.device_rng)
+        return self.discriminator(images)
+
+    def training_step(self) -> dict[str, float]:
+        real_d, masks, labels = self.draw_batch()
+        normals = self.draw_normals()
+        batch, num_classes = labels.shape[0], self.arch.num_classes
+        normal_label = torch.full_like(labels, num_classes)
+        deface = control_map(masks, labels, num_classes)
+        restore = restoration_control(batch, num_classes, self.arch.layer_size, real_d)
+        generator = self.generator
+
+        # ---- generator: both cycles, each pass batched over the two directions
+        self.discriminator.requires_grad_(False)
+        f1, s1 = generator(
+            torch.cat([normals, real_d]), torch.cat([deface, restore]), self.device_rng
+        )
+        fake_d = compose(normals, f1[:batch], s1[:batch])
+        restored = compose(real_d, f1[batch:], s1[batch:])
+        f2, s2 = generator(
+            torch.cat([fake_d, restored]), torch.cat([restore, deface]), self.device_rng
+        )
+        cycled_n = compose(fake_d, f2[:batch], s2[:batch])
+        cycled_d = compose(restored, f2[batch:], s2[batch:])
+        fakes = torch.cat([fake_d, restored])
+        fake_labels = torch.cat([labels, normal_label])
+        source, classes = self._discriminate(fakes)
+        adv = F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
+        cls_fake = F.cross_entropy(classes, fake_labels)
+        rec = F.l1_loss(cycled_n, normals) + F.l1_loss(cycled_d, real_d)
+        sd_cyc = F.l1_loss(s1[:batch], s2[:batch]) + F.l1_loss(s1[batch:], s2[batch:])
+        maps = torch.cat([s1, s2])
+        sd_con = maps.mean() * 2.0
+        outside = (maps * (1.0 - masks.repeat(4, 1, 1, 1))).mean() * 2.0
+        mask = F.l1_loss(s1[batch:], masks) + F.l1_loss(s2[batch:], masks)
+        loss_g = (
+            self.adversarial_scale() * adv
+            + self.CLS_FAKE * cls_fake
+            + self.REC * rec
+            + self.SD_CYC * sd_cyc
+            + self.SD_CON * sd_con
+            + self.OUTSIDE * outside
+            + self.MASK * mask
+        )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+
+        # ---- discriminator, on this step's fakes
+        real_source, real_classes = self._discriminate(torch.cat([real_d, normals]))
+        fake_source, _ = self._discriminate(fakes.detach())
+        d_adv = F.binary_cross_entropy_with_logits(
+            real_source, torch.ones_like(real_source)
+        ) + F.binary_cross_entropy_with_logits(fake_source, torch.zeros_like(fake_source))
+        cls_real = F.cross_entropy(real_classes, torch.cat([labels, normal_label]))
+        loss_d = d_adv + self.CLS_REAL * cls_real
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        self._update_ema()
+        with torch.no_grad():
+            inside = (s1[:batch] * masks).sum() / s1[:batch].sum().clamp_min(1e-6)
+        return {
+            "d": float(d_adv.detach()),
+            "cls_real": float(cls_real.detach()),
+            "adv": float(adv.detach()),
+            "cls_fake": float(cls_fake.detach()),
+            "rec": float(rec.detach()),
+            "sd_cyc": float(sd_cyc.detach()),
+            "sd_con": float(sd_con.detach()),
+            "outside": float(outside.detach()),
+            "mask": float(mask.detach()),
+            "inside_share": float(inside),
+            "g": float(loss_g.detach()),
+        }
+
+    def adversarial_scale(self) -> float:
+        cfg = self.config
+        if cfg.adversarial_warmup <= 0:
+            return cfg.adversarial_weight
+        return cfg.adversarial_weight * min(1.0, self.iteration / cfg.adversarial_warmup)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1.0 + self.iteration) / (10.0 + self.iteration))
+        for ema, live in zip(
+            self.ema_generator.parameters(), self.generator.parameters(), strict=True
+        ):
+            ema.lerp_(live, 1.0 - decay)
+
+    def export_generator(self) -> DefectGAN:
+        exported = DefectGAN(self.arch)
+        exported.generator.load_state_dict(self.ema_generator.state_dict())
+        exported.set_prior_masks(self.crops.alpha, self.crops.labels)
+        return exported.cpu().eval()
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """Per class a row of defacements of fixed normals, then the maps; last, restorations
+        of real defects, then their maps."""
+        num_classes, columns = self.arch.num_classes, self.grid_columns
+        normals = self.grid_normals.to(self.device).repeat(num_classes, 1, 1, 1)
+        masks = self.grid_masks.to(self.device)
+        labels = torch.arange(num_classes, device=self.device).repeat_interleave(columns)
+        rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 3)
+        self.ema_generator.eval()
+        f, s = self.ema_generator(normals, control_map(masks, labels, num_classes), rng)
+        defaced = compose(normals, f, s)
+        real = self.crops_on_device.content[
+            torch.stack([members[0] for members in self.crops_on_device.by_class])
+        ]
+        control = restoration_control(len(real), num_classes, self.arch.layer_size, real)
+        f_r, s_r = self.ema_generator(real, control, rng)
+        restored = compose(real, f_r, s_r)
+        rows = []
+        for row in range(num_classes):
+            part = slice(row * columns, (row + 1) * columns)
+            rows += [defaced[part], s[part]]
+        blank = torch.ones(max(0, columns - len(real)), *real.shape[1:], device=self.device)
+        rows += [torch.cat([restored, blank])[:columns], torch.cat([s_r, blank])[:columns]]
+        tiles = torch.cat(rows).expand(-1, 3, -1, -1).cpu()
+        canvas = make_grid(tiles, nrow=columns, padding=2, pad_value=1.0)
+        return to_uint8(canvas).permute(1, 2, 0).numpy()
+
+
+TRAINERS: dict[str, type[GeneratorTrainer]] = {
+    DCDGANTrainer.architecture: DCDGANTrainer,
+    DefectGANTrainer.architecture: DefectGANTrainer,
+}
