@@ -53,7 +53,11 @@ REQUIRED_CARD_FIELDS = ("license", "library_name", "tags", "datasets", "metrics"
 # Modules defining the architectures defectaug ships, imported on first need so that loading a
 # config never requires the caller to import them first (``import defectaug`` is lazy, so not
 # even the package import registers them).
-_BUILTIN_ARCHITECTURE_MODULES = ("defectaug.generators.dcdgan", "defectaug.fitting")
+_BUILTIN_ARCHITECTURE_MODULES = (
+    "defectaug.generators.dcdgan",
+    "defectaug.generators.defectgan",
+    "defectaug.fitting",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # A shipped card's name is one folder name: no separator, so ``root / name`` stays inside ``root``.
 _CARD_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
