@@ -31,7 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defectaug.generators.hub import PretrainedDefectGenerator, register_architecture
+from defectaug.generators.hub import (
+    PretrainedDefectGenerator,
+    lift_alpha_floor,
+    register_architecture,
+)
 from defectaug.layer import DefectLayer
 
 AlphaRefinement = Literal["threshold", "watershed"] | None
@@ -496,12 +500,7 @@ class DCDGAN(PretrainedDefectGenerator):
     ) -> DefectLayer:
         if options:
             raise TypeError(f"DCDGAN.sample: unknown options {sorted(options)}")
-        if not 0.0 <= float(alpha_floor) < 1.0:
-            raise ValueError(f"alpha_floor: expected a value in [0, 1), got {alpha_floor!r}")
-        # A per-call move and mode switch walk every submodule, a good part of a small batch's
-        # time on the reservoir's path: done only when something would change.
-        if self.generator.canvas.device != device:
-            self.to(device)
+        self._place_on(device)
         n = labels.shape[0]
         weights = self.class_weights_for(labels, class_weights, device=device)
         if class_weights is not None:
@@ -523,13 +522,9 @@ class DCDGAN(PretrainedDefectGenerator):
             z = mu + noise * torch.exp(0.5 * logvar) * float(variation)
         else:
             z = noise
-        was_training = self.training
-        if was_training:
-            self.eval()
-        content, alpha = self.generator(z, weights)
-        if was_training:
-            self.train()
-        alpha = ((alpha - alpha_floor) / (1.0 - alpha_floor)).clamp(0.0, 1.0)
+        with self._inference():
+            content, alpha = self.generator(z, weights)
+        alpha = lift_alpha_floor(alpha, alpha_floor)
         alpha = refine_alpha_mask(content, alpha, refine_alpha)
         return DefectLayer(
             content.to(dtype), alpha.to(dtype), labels.to(torch.int64), self.defect_types

@@ -36,8 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defectaug._seeding import as_generator
 from defectaug.generators.base import luminance
-from defectaug.generators.hub import PretrainedDefectGenerator, register_architecture
+from defectaug.generators.hub import (
+    PretrainedDefectGenerator,
+    lift_alpha_floor,
+    register_architecture,
+)
 from defectaug.layer import DefectLayer
 
 #: Stride of the encoder (the paper's "encodes the input image by a stride of 4").
@@ -445,22 +450,18 @@ class DefectGAN(PretrainedDefectGenerator):
             raise TypeError(f"DefectGAN.sample: unknown options {sorted(options)}")
         if reference is not None:
             raise ValueError("reference: DefectGAN takes no reference crops (give control=)")
-        if not 0.0 <= float(alpha_floor) < 1.0:
-            raise ValueError(f"alpha_floor: expected a value in [0, 1), got {alpha_floor!r}")
         if background is None:
             raise ValueError("background: DefectGAN needs the patches its layers will cover")
-        self.to(device)
+        self._place_on(device)
         images = self._resized(background, "background", device)
         if control is None:
             regions = self.default_regions(labels, generator, device)
             planes = control_map(regions, labels, self.config.num_classes)
         else:
             planes = self.resolve_control(control, labels, device)
-        was_training = self.training
-        self.eval()
-        foreground, spatial_map = self.generator(images, planes, generator)
-        self.train(was_training)
-        alpha = ((spatial_map - alpha_floor) / (1.0 - alpha_floor)).clamp(0.0, 1.0)
+        with self._inference():
+            foreground, spatial_map = self.generator(images, planes, generator)
+        alpha = lift_alpha_floor(spatial_map, alpha_floor)
         return DefectLayer(
             foreground.to(dtype), alpha.to(dtype), labels.to(torch.int64), self.defect_types
         )
@@ -477,8 +478,6 @@ class DefectGAN(PretrainedDefectGenerator):
         repainted. A grey model restores RGB images through their luminance (hue kept).
         ``generator``: seed or ``torch.Generator`` of the injected noise (default 0: repeatable).
         """
-        from defectaug._seeding import as_generator
-
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
             raise ValueError(f"images: expected a [B, C, H, W] tensor, got {shape}")
@@ -498,10 +497,10 @@ class DefectGAN(PretrainedDefectGenerator):
         control = restoration_control(
             small.shape[0], self.config.num_classes, self.config.layer_size, small
         )
-        was_training = self.training
-        self.eval()
-        foreground, spatial_map = self.generator(small, control, as_generator(generator, device))
-        self.train(was_training)
+        with self._inference():
+            foreground, spatial_map = self.generator(
+                small, control, as_generator(generator, device)
+            )
         if (height, width) != tuple(small.shape[-2:]):
             foreground = F.interpolate(
                 foreground, size=(height, width), mode="bilinear", align_corners=False

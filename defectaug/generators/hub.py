@@ -79,6 +79,26 @@ class PretrainedDefectGenerator(DefectGenerator):
     architecture: ClassVar[str] = ""
     card_defaults: ClassVar[Mapping[str, Any]] = {}
 
+    def _place_on(self, device: torch.device) -> None:
+        """Move the weights to ``device`` only when they live elsewhere: ``.to()`` walks every
+        submodule, a good part of a small batch's time on the reservoir's path."""
+        weights = next(self.parameters(), None)
+        if weights is not None and weights.device != torch.device(device):
+            self.to(device)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Any:
+        """Eval mode for one pass, the caller's mode restored after; no switch when already in
+        eval mode (loaded cards are), since a switch also walks every submodule."""
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.train()
+
     def get_config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON types only) that rebuild this generator's layout."""
         raise NotImplementedError(f"{type(self).__name__}.get_config is not implemented")
@@ -225,6 +245,17 @@ class PretrainedDefectGenerator(DefectGenerator):
             name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
         )
         return load_pretrained_folder(folder, expected_class=cls, device=device, **overrides)
+
+
+def lift_alpha_floor(alpha: torch.Tensor, alpha_floor: float) -> torch.Tensor:
+    """``alpha`` with values up to ``alpha_floor`` set to 0 and the rest stretched back to [0, 1].
+
+    A sigmoid alpha never reaches exactly 0; composited, its faint haze would draw the layer's
+    square outline.
+    """
+    if not 0.0 <= float(alpha_floor) < 1.0:
+        raise ValueError(f"alpha_floor: expected a value in [0, 1), got {alpha_floor!r}")
+    return ((alpha - alpha_floor) / (1.0 - alpha_floor)).clamp(0.0, 1.0)
 
 
 def register_architecture(cls: type[PretrainedDefectGenerator]) -> type[PretrainedDefectGenerator]:

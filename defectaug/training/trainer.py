@@ -15,7 +15,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +68,13 @@ RESUMABLE_CHANGES = ("iterations",)
 # layer sizes 32-128, widths 4-16 and batches 8-64 on an Intel Xeon, up to 41x on an AMD EPYC
 # (allocator slack varies from run to run); 48 covers both.
 _DCDGAN_BYTES_PER_FEATURE = 48
+
+
+def _adam_bytes(trained: Sequence[nn.Module], averaged: nn.Module) -> int:
+    """Float32 bytes of the weights, gradients and Adam's two moments of ``trained``, plus the
+    EMA copy of ``averaged``."""
+    weights = sum(p.numel() for network in trained for p in network.parameters())
+    return 4 * (4 * weights + sum(p.numel() for p in averaged.parameters()))
 
 
 @dataclass
@@ -617,11 +624,7 @@ class DCDGANTrainer(GeneratorTrainer):
         # Built on the meta device: exact parameter counts for any width without allocating.
         with torch.device("meta"):
             model, critic = DCDGAN(arch), DCDGANDiscriminator(arch)
-        model_params = sum(p.numel() for p in model.parameters())
-        critic_params = sum(p.numel() for p in critic.parameters())
-        ema_params = sum(p.numel() for p in model.generator.parameters())
-        # Weights, gradients and Adam's two moments for both networks, plus the EMA copy.
-        fixed = 4 * (4 * (model_params + critic_params) + ema_params) + crops_bytes
+        fixed = _adam_bytes((model, critic), model.generator) + crops_bytes
         resolutions = arch.resolutions()
         generator_features = sum(arch.width_at(r) * r * r for r in resolutions)
         critic_features = arch.width * layer_size**2 + sum(
@@ -894,9 +897,7 @@ class DefectGANTrainer(GeneratorTrainer):
         )
         with torch.device("meta"):
             generator, critic = DefectGANGenerator(arch), DefectGANDiscriminator(arch)
-        g_params = sum(p.numel() for p in generator.parameters())
-        d_params = sum(p.numel() for p in critic.parameters())
-        fixed = 4 * (4 * (g_params + d_params) + g_params) + crops_bytes
+        fixed = _adam_bytes((generator, critic), generator) + crops_bytes
         w, s = arch.width, layer_size
         # Feature floats of one generator pass (encoder, blocks with their SPADE maps, decoder)
         # and one critic pass per image; four generator passes and four critic passes per item.
