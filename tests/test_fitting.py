@@ -313,6 +313,33 @@ def test_large_faint_edge_class_is_a_shading_band():
         assert int(rows.min()) <= 2, "the band should reach the top border"
 
 
+def test_thin_classes_paint_straight_cracks_at_their_real_spread_and_contrast():
+    from defectaug.fitting import choose_painter, painter_parameters, placement_arguments
+
+    stats = _edge_stats(elongation=[0.05] * 5, size=[0.2] * 5, on_edge=0.0)
+    # No absolute statistics: the relief magnitudes are the relative contrast's quartiles.
+    stats["contrast"] = [-0.5, -0.4, -0.3, -0.2, -0.1]
+    assert choose_painter(stats) == "crack"
+    params = painter_parameters("crack", stats)
+    assert params["bend"] == pytest.approx(0.01)
+    # Painted at the measured contrast, no gain.
+    assert params["contrast"] == pytest.approx([0.2, 0.4])
+    # Uniform over 60 +- 2 x the median deviation (20 degrees).
+    assert placement_arguments("crack", stats)["rotation"] == pytest.approx((20.0, 100.0))
+    wide = painter_parameters("crack", stats | {"elongation": [0.18] * 5})
+    assert wide["bend"] > params["bend"]
+
+
+def test_large_edge_patches_get_a_soft_outline_floor():
+    from defectaug.fitting import painter_parameters
+
+    stats = _edge_stats(elongation=[0.6] * 5, long_px=[200.0] * 5, blur_px=[1.0] * 5)
+    params = painter_parameters("edge_patch", stats)
+    assert params["softness"] == pytest.approx([0.02, 0.05])
+    blurred = painter_parameters("edge_patch", stats | {"blur_px": [30.0] * 5})
+    assert blurred["softness"][0] > 0.05
+
+
 def test_old_cards_without_lean_still_read():
     from defectaug.fitting import FittedDefects
 

@@ -256,6 +256,27 @@ def test_crack_masks_stay_in_one_piece(procedural):
     assert sum(p == 1 for p in pieces) >= 18, pieces
 
 
+def _sideways_spread(mask: torch.Tensor) -> float:
+    """Standard deviation of a mask's pixels across its principal axis, in pixels."""
+    points = torch.nonzero(mask).double()
+    centred = points - points.mean(dim=0)
+    return float(torch.linalg.eigvalsh(centred.T @ centred / len(points))[0].sqrt())
+
+
+def test_crack_bend_sets_how_far_the_course_drifts():
+    fixed = {"jaggedness": (0.0, 0.0), "branches": (0, 0), "heading": (0.0, 0.0)}
+    spreads = {}
+    for bend in (0.0, 0.3):
+        generator = ProceduralGenerator(crack=fixed | {"bend": bend}, layer_size=96)
+        masks = generator.sample(8, "crack", generator=3).mask()[:, 0]
+        spreads[bend] = max(_sideways_spread(mask) for mask in masks)
+    # A straight path of a few px spreads under 1 px across its axis (the default bend
+    # reaches about 1.4 px, a bend of 0.3 about 4).
+    assert spreads[0.0] < 1.0 < 3.0 < spreads[0.3], spreads
+    with pytest.raises(ValueError, match=r"CrackParams.bend: expected a number in \[0.0, 0.5\]"):
+        ProceduralGenerator(crack={"bend": 0.9})
+
+
 def test_params_drive_the_look():
     small = ProceduralGenerator(spot=SpotParams(radius=(0.05, 0.05)))
     large = ProceduralGenerator(spot={"radius": (0.3, 0.3)})

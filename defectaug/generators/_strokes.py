@@ -205,13 +205,14 @@ def _random_walk(
     length: torch.Tensor,
     jaggedness: torch.Tensor,
     steps: int,
+    bend: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Polyline ``[n, steps + 1, 2]`` and the course heading at each vertex ``[n, steps + 1]``.
 
-    Each step deviates from a slowly drifting course by ``jaggedness`` (not cumulatively), so the
-    path zigzags like a crack instead of curling up like a thread.
+    Each step deviates from a course drifting by ``bend`` per step by ``jaggedness`` (not
+    cumulatively), so the path zigzags like a crack instead of curling up like a thread.
     """
-    course = heading[:, None] + torch.cumsum(canvas.normal(steps) * 0.08, dim=1)
+    course = heading[:, None] + torch.cumsum(canvas.normal(steps) * bend, dim=1)
     headings = course + canvas.normal(steps) * jaggedness[:, None]
     step = (length / steps)[:, None] * (0.7 + 0.6 * canvas.uniform((0.0, 1.0), steps))
     moves = torch.stack([torch.sin(headings), torch.cos(headings)], dim=2) * step[..., None]
@@ -232,6 +233,7 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
         length,
         jaggedness,
         steps,
+        p.bend,
     )
     count = canvas.integers(p.branches)
     paths, enabled = [main], [torch.ones(n, dtype=torch.bool, device=canvas.device)]
@@ -247,6 +249,7 @@ def _paint_crack(canvas: _Canvas, p: CrackParams) -> tuple[torch.Tensor, ...]:
             length * canvas.uniform(p.branch_length),
             jaggedness,
             branch_steps,
+            p.bend,
         )
         paths.append(walk)
         enabled.append(count > branch)

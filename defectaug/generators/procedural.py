@@ -169,6 +169,10 @@ class CrackParams(_Params):
     heading: Range = _range(
         (0.0, 2 * math.pi), -2 * math.pi, 2 * math.pi, "main path direction in the layer (radians)"
     )
+    bend: float = field(
+        default=0.08,
+        metadata={"bounds": (0.0, 0.5), "doc": "drift of the course per step (radians, std)"},
+    )
 
 
 @dataclass(frozen=True)
