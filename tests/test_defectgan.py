@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from defectaug import inject_defects
 from defectaug.cli import main as cli_main
+from defectaug.generators import defectgan
 from defectaug.generators.defectgan import (
     DefectGAN,
     DefectGANConfig,
@@ -160,6 +162,68 @@ def test_works_through_inject_defects():
     assert result.masks.dtype == torch.bool
     again = inject_defects(images, ["dark"], model, seed=0, p=1.0)
     assert torch.equal(result.images, again.images)
+
+
+def map_everywhere_model() -> DefectGAN:
+    """The tiny model with its map head forced high everywhere (as a padding artefact would be)."""
+    model = tiny_model()
+    with torch.no_grad():
+        model.generator.to_map.weight.mul_(0.1)
+        model.generator.to_map.bias.fill_(4.0)
+    return model
+
+
+def confined_and_raw(monkeypatch, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alphas of 4 "dark" layers for ``region`` ``[1, S, S]``, sampled as shipped and with the
+    confinement switched off (same seed, same noise)."""
+    model = map_everywhere_model()
+    background = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    confined = model.sample(4, "dark", background=background, control=region, generator=7).alpha
+    with monkeypatch.context() as patch:
+        patch.setattr(defectgan, "confine_to_control", lambda alpha, planes: alpha)
+        raw = model.sample(4, "dark", background=background, control=region, generator=7).alpha
+    assert float(raw.min()) > 0.9  # the head really does put alpha everywhere
+    return confined, raw
+
+
+def border_ring() -> torch.Tensor:
+    ring = torch.ones(SIZE, SIZE, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    return ring
+
+
+def test_sampled_alpha_is_confined_to_the_grown_control_region(monkeypatch):
+    region = torch.zeros(1, SIZE, SIZE)
+    region[:, 6:10, 5:11] = 1.0  # in the middle, 5 px from every border
+    confined, raw = confined_and_raw(monkeypatch, region)
+    inside = region[None].bool().expand_as(raw)
+    assert torch.allclose(confined[inside], raw[inside], atol=1e-6)
+    # Grown by a few pixels at most: nothing beyond S / 4 of the region, nothing on the border.
+    reach = F.max_pool2d(region[None], 2 * (SIZE // 4) + 1, stride=1, padding=SIZE // 4)
+    assert float(confined[(reach == 0).expand_as(confined)].abs().max()) < 1e-6
+    assert float(confined[..., border_ring()].abs().max()) < 1e-6
+    # The edge is soft: just outside the region the alpha is still there, then fades.
+    assert float(confined[..., 6:10, 11].min()) > 0.0
+    assert float(confined[..., 6:10, 12].max()) <= float(confined[..., 6:10, 11].min())
+
+
+def test_a_control_region_touching_the_border_keeps_its_alpha_there(monkeypatch):
+    region = torch.zeros(1, SIZE, SIZE)
+    region[:, 0:5, 5:10] = 1.0  # an edge defect: its mask runs into the top rows
+    confined, raw = confined_and_raw(monkeypatch, region)
+    assert torch.allclose(confined[..., 0:5, 5:10], raw[..., 0:5, 5:10], atol=1e-6)
+    assert float(confined[..., 0, 5:10].min()) > 0.9
+    # The rest of the border carries nothing the region did not ask for.
+    assert float(confined[..., 0, 13:].abs().max()) < 1e-6
+    assert float(confined[..., 0, :2].abs().max()) < 1e-6
+    assert float(confined[..., -1, :].abs().max()) < 1e-6
+    assert float(confined[..., :, 0].abs().max()) < 1e-6
+    assert float(confined[..., :, -1].abs().max()) < 1e-6
+    # One pixel short of the border is not touching it: the grown edge stops before the border.
+    region = region.roll(1, dims=1)
+    confined, raw = confined_and_raw(monkeypatch, region)
+    assert torch.allclose(confined[..., 1:6, 5:10], raw[..., 1:6, 5:10], atol=1e-6)
+    assert float(confined[..., 0, :].abs().max()) < 1e-6
 
 
 def test_region_constraint_drives_the_map_out_of_the_rest_of_an_untrained_model():

@@ -317,6 +317,32 @@ def ellipse_regions(
     return inside.float()[:, None]
 
 
+def confine_to_control(alpha: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """``alpha`` ``[B, 1, S, S]`` kept only near the defect planes of ``planes`` (normal last).
+
+    Why: the trained map head leaks mass along the layer's outermost rows and columns (a padding
+    artefact), which composites as thin straight lines along the layer's box. At sampling the
+    alpha is therefore multiplied by the requested region (any non-zero defect plane) grown by
+    about S / 16 pixels, with a soft edge so no hard cut appears: 1 inside the region and on the
+    first pixels around it, falling linearly to 0 a few pixels further out. On the outermost ring
+    only the part of the region that itself reaches the border counts, so an edge defect keeps
+    its alpha there and the unrequested border mass goes. Deterministic: no random draws.
+    """
+    size = alpha.shape[-1]
+    grow, soften = max(1, round(size / 16)), max(1, round(size / 32))
+    asked = (planes[:, :-1].amax(1, keepdim=True) > 0).to(alpha.dtype)
+    ring = torch.ones_like(asked)
+    ring[..., 1:-1, 1:-1] = 0.0
+
+    def window(region: torch.Tensor) -> torch.Tensor:
+        grown = F.max_pool2d(region, 2 * grow + 1, stride=1, padding=grow)
+        return F.avg_pool2d(
+            grown, 2 * soften + 1, stride=1, padding=soften, count_include_pad=False
+        )
+
+    return alpha * torch.where(ring > 0, window(asked * ring), window(asked))
+
+
 @register_architecture
 class DefectGAN(PretrainedDefectGenerator):
     """A trained Defect-GAN: defect layers painted for the surface they land on, and restoration.
@@ -461,7 +487,8 @@ class DefectGAN(PretrainedDefectGenerator):
             planes = self.resolve_control(control, labels, device)
         with self._inference():
             foreground, spatial_map = self.generator(images, planes, generator)
-        alpha = lift_alpha_floor(spatial_map, alpha_floor)
+        # Confined before the floor, so the floor still zeroes every faint value of the result.
+        alpha = lift_alpha_floor(confine_to_control(spatial_map, planes), alpha_floor)
         return DefectLayer(
             foreground.to(dtype), alpha.to(dtype), labels.to(torch.int64), self.defect_types
         )
