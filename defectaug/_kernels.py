@@ -137,7 +137,20 @@ def warp_alpha(
     ``(x, y, 1)`` to layer pixel ``(x, y)``; ``confine`` weighs the result as in
     :func:`composite_relief`, so both passes see the same coverage.
     """
-    layer_alpha = planes[_ALPHA]
+    return warp_coverage(planes[_ALPHA], blocks, box_to_layer, confine, box_h, box_w)
+
+
+@njit(cache=True, nogil=True)
+def warp_coverage(
+    layer_alpha: np.ndarray,
+    blocks: np.ndarray,
+    box_to_layer: np.ndarray,
+    confine: np.ndarray,
+    box_h: int,
+    box_w: int,
+) -> np.ndarray:
+    """:func:`warp_alpha` of an alpha plane ``[h, w]`` (``blocks``: its
+    :func:`coverage_blocks`): the coverage :func:`composite_layer_tracked` composites with."""
     shape = layer_alpha.shape
     confined = confine.size > 0
     affine = _affine(box_to_layer)
@@ -576,6 +589,24 @@ def blur_planes(planes: np.ndarray, size: int, sigma: float, replicate: bool) ->
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _content_taps(x: float, y: float, left: int, top: int, height: int, width: int) -> tuple:
+    """Bilinear taps of a content plane at layer point ``(x, y)`` (floors ``left``, ``top``),
+    its border replicated: rows, columns and fractions."""
+    col0, col1 = min(max(left, 0), width - 1), min(max(left + 1, 0), width - 1)
+    row0, row1 = min(max(top, 0), height - 1), min(max(top + 1, 0), height - 1)
+    return row0, row1, col0, col1, x - left, y - top
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _content_sample(plane: np.ndarray, taps: tuple) -> float:
+    """``plane`` read at :func:`_content_taps`, clipped to [0, 1]."""
+    row0, row1, col0, col1, fx, fy = taps
+    upper = (1.0 - fx) * plane[row0, col0] + fx * plane[row0, col1]
+    lower = (1.0 - fx) * plane[row1, col0] + fx * plane[row1, col1]
+    return min(max((1.0 - fy) * upper + fy * lower, 0.0), 1.0)
+
+
 @njit(cache=True, nogil=True)
 def composite_layer_tracked(
     image: np.ndarray,
@@ -624,16 +655,11 @@ def composite_layer_tracked(
                 cover *= confine[row, col]
             if cover <= 0.0:
                 continue
-            fx, fy = x - left_tap, y - top_tap
-            col0, col1 = min(max(left_tap, 0), width - 1), min(max(left_tap + 1, 0), width - 1)
-            row0, row1 = min(max(top_tap, 0), height - 1), min(max(top_tap + 1, 0), height - 1)
+            taps = _content_taps(x, y, left_tap, top_tap, height, width)
             at_row, at_col = top + row, left + col
             state = 0
             for channel in range(channels):
-                plane = content[channel]
-                upper = (1.0 - fx) * plane[row0, col0] + fx * plane[row0, col1]
-                lower = (1.0 - fx) * plane[row1, col0] + fx * plane[row1, col1]
-                shown = min(max((1.0 - fy) * upper + fy * lower, 0.0), 1.0)
+                shown = _content_sample(content[channel], taps)
                 under = image[channel, at_row, at_col] / scale
                 value = under + cover * (shown - under)
                 level_here = store_tracked(
@@ -645,6 +671,31 @@ def composite_layer_tracked(
             row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
             col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
     return row_start, row_stop, col_start, col_stop
+
+
+@njit(cache=True, nogil=True)
+def warp_content(
+    content: np.ndarray, blocks: np.ndarray, box_to_layer: np.ndarray, alpha: np.ndarray
+) -> np.ndarray:
+    """The content ``[C, h, w]`` of a content + alpha layer resampled into a box (float64) as
+    :func:`composite_layer_tracked` resamples it, where the box's coverage ``alpha [box_h,
+    box_w]`` (:func:`warp_coverage`) is non-zero; 0 elsewhere. ``blocks`` is
+    :func:`coverage_blocks` of the layer's alpha. The Poisson blends of the compiled renderer
+    start from it, as from :func:`shade_content`'s shaded relief."""
+    channels, height, width = content.shape
+    box_h, box_w = alpha.shape
+    shape = (height, width)
+    affine = _affine(box_to_layer)
+    out = np.zeros((channels, box_h, box_w), dtype=np.float64)
+    for row in range(box_h):
+        for col in range(box_w):
+            if alpha[row, col] <= 0.0:
+                continue
+            _, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
+            taps = _content_taps(x, y, left_tap, top_tap, height, width)
+            for channel in range(channels):
+                out[channel, row, col] = _content_sample(content[channel], taps)
+    return out
 
 
 @njit(cache=True, nogil=True)

@@ -29,7 +29,7 @@ the torch renderer's does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -680,15 +680,16 @@ _NO_FOOTPRINT = np.zeros((0, 0), dtype=np.uint8)
 
 
 def canvases(
-    boxes: Sequence[tuple[int, int, int, int]], sides: Sequence[int]
+    boxes: Sequence[tuple[int, int, int, int]], sides: Sequence[Hashable]
 ) -> list[tuple[int, int, int, int]]:
     """The torch renderer's canvas ``top, left, bottom, right`` of each box ``top, left, height,
-    width`` of one image, painted at ``sides``.
+    width`` of one image, painted at ``sides`` (or rendered at sizes ``(h, w)``: only which
+    boxes share one matters).
 
     ``layer_geometry`` centres each box on a canvas as large as the largest box of its side,
     and ``_merge_warped`` grows every canvas right and down to the largest box of all.
     """
-    largest: dict[int, tuple[int, int]] = {}
+    largest: dict[Hashable, tuple[int, int]] = {}
     for (_, _, height, width), side in zip(boxes, sides, strict=True):
         known = largest.get(side, (0, 0))
         largest[side] = (max(known[0], height), max(known[1], width))

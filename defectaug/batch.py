@@ -259,45 +259,89 @@ def _sampled_layers(
     ``reservoir`` they are taken from it in defect order and finished for the patch each lands
     on (``generator.land``) instead of being sampled from the defects' seeds.
     """
-    sides = render_sides(generator, placements)
-    if sides is None:
-        native = tuple(int(v) for v in generator.layer_size)
-        groups = [(torch.arange(len(placements)), native)]
-    else:
-        groups = [(members, (side, side)) for members, side in _side_groups(sides.tolist())]
+    groups = render_groups(generator, placements.size.tolist())
     channels = images.shape[1]
     taken = None
     if reservoir is not None:
         # In defect order, as the compiled renderer takes them.
-        sizes = [native] * len(placements) if sides is None else [(s, s) for s in sides.tolist()]
+        sizes = [None] * len(placements)
+        for members, layer_size in groups:
+            for i in members:
+                sizes[i] = layer_size
         taken = [
             reservoir.take(generator.defect_types.index(name), size, channels)
             for name, size in zip(names, sizes, strict=True)
         ]
-    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
     parts = []
     for members, layer_size in groups:
-        chosen = placements.select(members)
+        index = torch.tensor(members, dtype=torch.int64)
+        chosen = placements.select(index)
         geometry = layer_geometry(chosen, layer_size)
         background = (
-            _layer_backgrounds(images, chosen.image_index, geometry) if wants_background else None
+            _layer_backgrounds(images, chosen.image_index, geometry)
+            if wants_background(generator)
+            else None
         )
         if taken is not None:
-            layer = generator.land([taken[i] for i in members.tolist()], channels, background)
+            layer = generator.land([taken[i] for i in members], channels, background)
             layer = layer.to(device=images.device, dtype=torch.float32)
         else:
-            layer = generator.sample(
-                len(chosen),
-                [names[i] for i in members.tolist()],
-                generator=_group_seed(chosen),
-                device=images.device,
-                dtype=torch.float32,
-                channels=channels,
-                background=background,
-                **({} if sides is None else {"layer_size": layer_size}),
+            layer = sample_group(
+                generator,
+                [names[i] for i in members],
+                chosen.layer_seed.tolist(),
+                layer_size,
+                channels,
+                images.device,
+                background,
             )
-        parts.append((members, warp_layer(layer, geometry)))
+        parts.append((index, warp_layer(layer, geometry)))
     return parts[0][1] if len(parts) == 1 else _merge_warped(parts, len(placements))
+
+
+def render_groups(
+    generator: DefectGenerator, sizes: Sequence[float]
+) -> list[tuple[list[int], tuple[int, int]]]:
+    """The defects shown ``sizes`` px large grouped by the size their layers render at, as
+    every renderer groups them: ``(members, (h, w))`` per group, by increasing side (at
+    :func:`~defectaug.plan.paint_side` of each size, for generators whose ``sample`` takes a
+    ``layer_size=``), or one group at the generator's native ``layer_size``."""
+    if not _renders_any_size(type(generator)):
+        return [(list(range(len(sizes))), tuple(int(v) for v in generator.layer_size))]
+    sides = [paint_side(size) for size in sizes]
+    return [(members.tolist(), (side, side)) for members, side in _side_groups(sides)]
+
+
+def wants_background(generator: DefectGenerator) -> bool:
+    """Whether ``generator``'s layers are sampled (or landed) with the image patches they land
+    on (``needs_background`` or ``accepts_background``)."""
+    return generator.needs_background or getattr(generator, "accepts_background", False)
+
+
+def sample_group(
+    generator: DefectGenerator,
+    names: list[str],
+    seeds: list[int],
+    layer_size: tuple[int, int],
+    channels: int,
+    device: torch.device,
+    background: torch.Tensor | None,
+) -> DefectLayer:
+    """The layers of one group of :func:`render_groups` (its defects' type ``names`` and layer
+    ``seeds``), sampled as every renderer samples them: one ``sample`` call seeded from the
+    group's layer seeds, in float32 (so every image dtype gets the same layers), at
+    ``layer_size`` for generators that render at any size, with the landing patches
+    ``background [n, C, h, w]`` (or ``None``)."""
+    return generator.sample(
+        len(names),
+        names,
+        generator=mix_seed(*seeds),
+        device=device,
+        dtype=torch.float32,
+        channels=channels,
+        background=background,
+        **({"layer_size": layer_size} if _renders_any_size(type(generator)) else {}),
+    )
 
 
 #: Images a uint8 batch's landing patches are resampled from at a time: ``grid_sample`` reads

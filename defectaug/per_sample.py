@@ -14,7 +14,12 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   :class:`SampledReservoir`: one ``sample_ahead`` call per chunk, each layer finished for the
   patch it lands on in compiled passes (``land_planes``, what ``land`` gives) and composited
   with the alpha blend. ``DefectInject`` hands the same reservoir to the torch renderer when it
-  renders (other devices, dtypes, blends), so both use the same layers;
+  renders (other devices, dtypes, blends), so both use the same layers. Generators whose layers
+  are made from the image they land on (``samples_per_call``: ``cutpaste``, ``nsa``,
+  ``texture``) cannot be sampled ahead: their layers are sampled for each plan with the torch
+  renderer's own ``sample`` calls (:func:`defectaug.batch.sample_group`: the same seeds, and
+  the same landing patches, read in one compiled pass each), then placed and composited, with
+  every blend, as sampled layers are;
 - does the placement and affine maths of one image in Python floats, and resamples, shades and
   alpha-composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`),
   written straight into the output (a uint8 image stays uint8);
@@ -32,12 +37,12 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   pass records how much each pixel it writes changed, so settling reads the image again only
   where it restores a pixel.
 
-It renders every blend of relief layers (the alpha blend of sampled ones) onto PIL images and
-CPU tensors of dtype uint8, float32 or float64 that need no gradient (:func:`takes_fast_path`);
-``DefectInject`` sends anything else to the torch renderer. For one plan and the same layers
-both renderers give the same label mask, and images that differ by float rounding (one level of
-a uint8 image). numba (and, for the Poisson blends, scipy) is imported on the first render, not
-with this module.
+It renders every blend of relief layers and of layers sampled per call (the alpha blend of
+layers sampled ahead) onto PIL images and CPU tensors of dtype uint8, float32 or float64 that
+need no gradient (:func:`takes_fast_path`); ``DefectInject`` sends anything else to the torch
+renderer. For one plan and the same layers both renderers give the same label mask, and images
+that differ by float rounding (one level of a uint8 image). numba (and, for the Poisson blends,
+scipy) is imported on the first render, not with this module.
 """
 
 from __future__ import annotations
@@ -56,12 +61,19 @@ from defectaug._io import UNIT_RANGE_TOLERANCE, as_chw, check_unit_range
 from defectaug._lazy import compiled_kernels as _kernels
 from defectaug._lazy import poisson_kernels as _poisson
 from defectaug._seeding import mix_seed, stream_identity
-from defectaug.batch import _renders_any_size, check_blend_options, paints_relief
-from defectaug.generators.base import AheadLayer, Landing
+from defectaug.batch import (
+    _renders_any_size,
+    check_blend_options,
+    paints_relief,
+    render_groups,
+    sample_group,
+    wants_background,
+)
+from defectaug.generators.base import AheadLayer, DefectGenerator, Landing
 from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement.warping import blur_kernel
-from defectaug.plan import Plan, layer_box, paint_side
+from defectaug.plan import LayerBox, Plan, layer_box, paint_side
 
 #: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
 #: of painting, small enough to keep a worker's reservoir to a few MB.
@@ -208,7 +220,8 @@ class SampledReservoir(LayerReservoir):
 def reservoir_for(generator: Any, seed: int | None) -> LayerReservoir | None:
     """The reservoir ``generator``'s layers are taken from in ``DefectInject``: relief maps
     for the procedural generator, sampled layers for generators that sample ahead, else
-    ``None`` (every sample calls the generator, e.g. with the image itself as its source)."""
+    ``None`` (every sample calls the generator, e.g. with the image itself as its source:
+    :func:`place_sample` does so for generators that :func:`samples_per_call`)."""
     if paints_relief(generator):
         return LayerReservoir(generator, seed)
     if (
@@ -218,6 +231,18 @@ def reservoir_for(generator: Any, seed: int | None) -> LayerReservoir | None:
     ):
         return SampledReservoir(generator, seed)
     return None
+
+
+def samples_per_call(generator: Any) -> bool:
+    """Whether :func:`place_sample` samples ``generator``'s layers itself, for each plan, as
+    :func:`defectaug.batch.render_plan` samples them without a reservoir (the generator's
+    ``samples_per_call``: the self-supervised generators, whose layers are made from the image
+    they land on)."""
+    return (
+        bool(getattr(generator, "samples_per_call", False))
+        and not generator.needs_reference
+        and not paints_relief(generator)
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,8 +294,9 @@ class PlacedDefect(NamedTuple):
 class PlacedLayer(NamedTuple):
     """A content + alpha layer (of a :class:`SampledReservoir`, finished for where it lands)
     placed on an image: ``content [C, h, w]`` and ``alpha [h, w]`` are resampled into the box
-    ``top, left, height, width`` through ``box_to_layer`` when compositing (alpha blend only);
-    ``confine`` as :class:`PlacedDefect`'s."""
+    ``top, left, height, width`` through ``box_to_layer`` when compositing; ``confine`` as
+    :class:`PlacedDefect`'s. Layers of a :class:`SampledReservoir` are composited with the
+    alpha blend only; layers sampled for the plan (:func:`samples_per_call`) with every blend."""
 
     content: np.ndarray
     alpha: np.ndarray
@@ -281,6 +307,12 @@ class PlacedLayer(NamedTuple):
     left: int
     height: int
     width: int
+
+    def coverage(self) -> np.ndarray:
+        """``[height, width]`` coverage in [0, 1] (:meth:`PlacedDefect.alpha`'s)."""
+        return _kernels().warp_coverage(
+            self.alpha, self.blocks, self.box_to_layer, self.confine, self.height, self.width
+        )
 
 
 _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
@@ -319,10 +351,15 @@ class SamplePlan:
             return None
         poisson = _poisson()
         boxes = [(d.top, d.left, d.height, d.width) for d in self.defects]
-        canvases = poisson.canvases(boxes, [d.planes.shape[-1] for d in self.defects])
+        # The torch renderer's canvases group the layers by the size they render at.
+        sizes = [
+            d.planes.shape[-1] if isinstance(d, PlacedDefect) else d.alpha.shape
+            for d in self.defects
+        ]
+        canvases = poisson.canvases(boxes, sizes)
         return tuple(
             poisson.blend_region(
-                defect.alpha(),
+                defect.alpha() if isinstance(defect, PlacedDefect) else defect.coverage(),
                 box,
                 canvas,
                 self.image_size,
@@ -387,7 +424,7 @@ def takes_fast_path(image: Any) -> bool:
 def place_sample(
     plan: Plan,
     image: Any,
-    reservoir: LayerReservoir | SampledReservoir,
+    reservoir: LayerReservoir | SampledReservoir | DefectGenerator,
     confine: bool = True,
     blend: str = "alpha",
     blend_options: Mapping[str, Any] | None = None,
@@ -402,7 +439,9 @@ def place_sample(
     decided by the surface's mean tone under its box (every other pixel, before any defect).
     With a :class:`SampledReservoir` (``blend="alpha"`` only) each defect takes the next layer
     of its type at the generator's render size instead, finished for the image patch it lands
-    on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it.
+    on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it. With a
+    generator that :func:`samples_per_call` (every blend) the layers are sampled for the plan
+    from the image patches they land on, as ``render_plan`` samples them without a reservoir.
     """
     # The alpha blend has no options: merging and checking none would be a good part of the
     # Python a sample costs.
@@ -418,6 +457,15 @@ def place_sample(
         )
     type_index = plan.type_index[0]
     roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
+    if isinstance(reservoir, DefectGenerator):
+        if not samples_per_call(reservoir):
+            raise ValueError(
+                f"reservoir: the compiled renderer samples the layers of generators that "
+                f"samples_per_call only, got {type(reservoir).__name__}; pass its "
+                f"reservoir_for(generator, seed), or render with defectaug.batch.render_plan"
+            )
+        placed = _sample_layers(plan, pixels, reservoir, roi)
+        return SamplePlan(type_index, placed, image_size, image, plan, blend, options, pixels)
     if isinstance(reservoir, SampledReservoir):
         if blend != "alpha":
             raise ValueError(
@@ -479,40 +527,90 @@ def _place_layers(
         sizes = [tuple(int(v) for v in generator.layer_size)] * len(plan.defects)
     # All layers first, in draw order, as the torch renderer takes them.
     taken = [reservoir.take(layer_type, size, channels) for size in sizes]
-    wants_background = generator.needs_background or getattr(generator, "accepts_background", False)
+    landed = wants_background(generator)
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
-    kernels = _kernels()
     placed = []
     for defect, size, ahead in zip(plan.defects, sizes, taken, strict=True):
         box = layer_box(defect, size, image_size)
         blur = blur_kernel(box.zoom, *size)
         landing = None
-        if wants_background:
+        if landed:
             landing = Landing(surface, np.array(box.to_image), scale, blur is not None)
         planes = generator.land_planes(ahead, channels, landing)
-        if blur is not None:
-            planes = kernels.blur_planes(planes, *blur, True)
-        alpha = planes[channels]
-        confined = _NOT_CONFINED
-        if roi is not None:
-            confined = np.ascontiguousarray(
-                roi[box.top : box.top + box.height, box.left : box.left + box.width], np.float32
-            )
-        placed.append(
-            PlacedLayer(
-                planes[:channels],
-                alpha,
-                kernels.coverage_blocks(alpha),
-                np.array(box.box_to_layer()),
-                confined,
-                box.top,
-                box.left,
-                box.height,
-                box.width,
-            )
-        )
+        placed.append(_placed_layer(planes, box, blur, roi, channels))
     return tuple(placed)
+
+
+def _sample_layers(
+    plan: Plan, pixels: torch.Tensor, generator: DefectGenerator, roi: np.ndarray | None
+) -> tuple[PlacedLayer, ...]:
+    """Sample the plan's layers from ``generator`` as :func:`defectaug.batch.render_plan`
+    samples them without a reservoir (:func:`~defectaug.batch.sample_group`: one ``sample``
+    call per render size, seeded from the plan, with the patches of the image before any
+    defect that the layers land on, read as ``layer_backgrounds`` reads them), and place them
+    as :func:`_place_layers` does."""
+    image_size = plan.image_size
+    channels = pixels.shape[0]
+    defects = plan.defects
+    name = plan.defect_types[plan.type_index[0]]
+    landed = wants_background(generator)
+    surface = pixels.numpy()
+    scale = 255.0 if surface.dtype == np.uint8 else 1.0
+    placed: list[Any] = [None] * len(defects)
+    for members, size in render_groups(generator, [defect.size for defect in defects]):
+        boxes = [layer_box(defects[i], size, image_size) for i in members]
+        background = None
+        if landed:
+            patches = [
+                Landing(surface, np.array(box.to_image), scale, True).patch(size) for box in boxes
+            ]
+            background = torch.from_numpy(np.stack(patches))
+        layer = sample_group(
+            generator,
+            [name] * len(members),
+            [defects[i].layer_seed for i in members],
+            size,
+            channels,
+            pixels.device,
+            background,
+        )
+        stacks = torch.cat([layer.content, layer.alpha], 1).numpy()
+        for i, box, planes in zip(members, boxes, stacks, strict=True):
+            placed[i] = _placed_layer(planes, box, blur_kernel(box.zoom, *size), roi, channels)
+    return tuple(placed)
+
+
+def _placed_layer(
+    planes: np.ndarray,
+    box: LayerBox,
+    blur: tuple[int, float] | None,
+    roi: np.ndarray | None,
+    channels: int,
+) -> PlacedLayer:
+    """A content + alpha layer ``planes [channels + 1, h, w]`` placed on ``box``: low-passed
+    with ``blur`` (:func:`~defectaug.placement.warping.blur_kernel`) as ``warp_layer``
+    low-passes it, its coverage confined to ``roi``."""
+    kernels = _kernels()
+    if blur is not None:
+        planes = kernels.blur_planes(planes, *blur, True)
+    alpha = planes[channels]
+    confined = _NOT_CONFINED
+    if roi is not None:
+        confined = np.ascontiguousarray(
+            roi[box.top : box.top + box.height, box.left : box.left + box.width], np.float32
+        )
+    return PlacedLayer(
+        planes[:channels],
+        alpha,
+        kernels.coverage_blocks(alpha),
+        np.array(box.box_to_layer()),
+        confined,
+        box.top,
+        box.left,
+        box.height,
+        box.width,
+    )
 
 
 def composite_sample(image: Any, plan: SamplePlan) -> Any:
@@ -609,7 +707,7 @@ def _composite_defects(
             work /= scale
         precision = np.float64 if out.dtype == np.float64 else np.float32
     for index, defect in enumerate(defects):
-        if isinstance(defect, PlacedLayer):
+        if regions is None and isinstance(defect, PlacedLayer):
             rows_and_cols = kernels.composite_layer_tracked(
                 out,
                 before,
@@ -650,19 +748,24 @@ def _composite_defects(
             )
         else:
             region = regions[index]
-            # Shaded on the pixels before any defect, as the torch renderer shades its layers.
-            content = kernels.shade_content(
-                before,
-                defect.planes,
-                defect.blocks,
-                defect.box_to_layer,
-                region.alpha,
-                defect.top,
-                defect.left,
-                defect.sign,
-                defect.tint,
-                scale,
-            )
+            if isinstance(defect, PlacedLayer):
+                content = kernels.warp_content(
+                    defect.content, defect.blocks, defect.box_to_layer, region.alpha
+                )
+            else:
+                # Shaded on the pixels before any defect, as the torch renderer shades its layers.
+                content = kernels.shade_content(
+                    before,
+                    defect.planes,
+                    defect.blocks,
+                    defect.box_to_layer,
+                    region.alpha,
+                    defect.top,
+                    defect.left,
+                    defect.sign,
+                    defect.tint,
+                    scale,
+                )
             rows_and_cols = _poisson().blend_defect(
                 work,
                 (work_top, work_left),

@@ -7,7 +7,9 @@ image, and ``transform`` renders it into each input. With the procedural generat
 image (PIL, or a uint8 / float32 / float64 tensor that needs no gradient) the compiled renderer
 does, for every blend (:func:`defectaug.per_sample.place_sample`, compositing and solving around
 the defects only: the fast path for data-loader workers), and likewise with the bank or a
-learned card and ``blend="alpha"``; otherwise the torch renderer does
+learned card and ``blend="alpha"``, and with the self-supervised generators (``cutpaste``,
+``nsa``, ``texture``: their layers sampled for each sample, from the patches they land on) and
+every blend; otherwise the torch renderer does
 (:func:`defectaug.batch.render_plan`). Procedural layers are painted ahead in chunks for both, and
 bank and learned layers sampled ahead in chunks, so the defects come out where and as they are
 whichever renders them (up to the blend's own look).
@@ -101,10 +103,12 @@ from defectaug.generators.base import DefectGenerator
 from defectaug.labels import MASK_MODES as MASK_MODES  # re-exported: its home was here
 from defectaug.labels import check_label_map, check_mask_mode
 from defectaug.per_sample import (
+    LayerReservoir,
     SamplePlan,
     composite_sample,
     place_sample,
     reservoir_for,
+    samples_per_call,
     takes_fast_path,
 )
 from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, resolve_roi
@@ -467,11 +471,16 @@ class DefectInject(Transform):
         # layers are sampled ahead in chunks too (a generator call per sample would dominate
         # a worker's time), and finished for the patch each lands on.
         self._reservoir = reservoir_for(self.generator, seed)
-        # The compiled renderer composites relief layers with every blend, and sampled layers
-        # with the alpha blend (the Poisson blends of sampled layers stay with torch).
-        self._compiled = self._reservoir is not None and (
-            paints_relief(self.generator) or self.blend == "alpha"
-        )
+        # What the compiled renderer takes its layers from (None: the torch renderer renders).
+        # It composites relief layers with every blend, and sampled layers with the alpha
+        # blend (the Poisson blends of sampled layers stay with torch); the layers of the
+        # self-supervised generators are sampled for each plan (from the image they land on),
+        # as the torch renderer samples them, and composited with every blend.
+        self._compiled: LayerReservoir | DefectGenerator | None = None
+        if self._reservoir is not None and (paints_relief(self.generator) or self.blend == "alpha"):
+            self._compiled = self._reservoir
+        elif self._reservoir is None and samples_per_call(self.generator):
+            self._compiled = self.generator
 
     @property
     def label_map(self) -> dict[str, int] | None:
@@ -543,7 +552,7 @@ class DefectInject(Transform):
 
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
-        fast = self._compiled and takes_fast_path(source)
+        fast = self._compiled is not None and takes_fast_path(source)
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).
@@ -569,7 +578,7 @@ class DefectInject(Transform):
                 sample_plan = place_sample(
                     plan,
                     source,
-                    self._reservoir,
+                    self._compiled,
                     self.placement.confine,
                     self.blend,
                     self.blend_options,

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision import tv_tensors
 
-from defectaug import DefectInjector, inject_defects
-from defectaug.batch import NO_DEFECT
+from defectaug import DefectInject, DefectInjector, inject_defects
+from defectaug.batch import NO_DEFECT, composite_visible, render_plan
 from defectaug.generators import (
     MASK_SHAPES,
     CutPasteGenerator,
@@ -22,6 +23,9 @@ from defectaug.generators import (
     shapes,
 )
 from defectaug.generators.selfsup import load_image_pool
+from defectaug.per_sample import SamplePlan, place_sample
+from defectaug.placement import PlacementOptions
+from defectaug.plan import draw_plan
 
 NAMES = ("cutpaste", "nsa", "texture")
 BLENDS = ("alpha", "poisson", "improved_poisson")
@@ -354,3 +358,144 @@ def test_strip_masks_and_shape_arguments() -> None:
         shapes.ellipse_masks(1, 10**5, torch.Generator())
     with pytest.raises(ValueError, match="vertices"):
         shapes.polygon_masks(1, 16, torch.Generator(), vertices=(2, 5))
+
+
+# ---- the compiled per-sample renderer (DefectInject's fast path) -------------------------------
+
+
+def _selfsup_generator(name: str) -> CutPasteGenerator | NSAGenerator | TextureGenerator:
+    if name == "cutpaste":
+        return CutPasteGenerator()
+    if name == "nsa":
+        return NSAGenerator(pool=textured(3, 3, size=48, seed=9))
+    if name == "texture":
+        return TextureGenerator()  # DRAEM-style, the landing patches as its source
+    return NSAGenerator()  # "nsa_patches": crops of the landing patches, no pool
+
+
+def _as_kind(floats: torch.Tensor, kind: str):
+    """``floats [3, H, W]`` as a float32 / uint8 tensor or an RGB PIL image."""
+    as_uint8 = (floats * 255).round().to(torch.uint8)
+    if kind == "float32":
+        return floats
+    if kind == "uint8":
+        return as_uint8
+    return Image.fromarray(as_uint8.permute(1, 2, 0).numpy(), "RGB")
+
+
+def _pixels(image) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    return image
+
+
+def _placement(count: tuple[int, int]) -> PlacementOptions:
+    return PlacementOptions.check(
+        count=count,
+        scale=(0.15, 0.5),
+        rotation=(-180.0, 180.0),
+        aspect=(0.75, 4.0 / 3.0),
+        min_size=8,
+        roi=None,
+        confine=True,
+    )
+
+
+@pytest.mark.parametrize("kind", ["float32", "uint8", "pil"])
+@pytest.mark.parametrize("blend", BLENDS)
+@pytest.mark.parametrize("name", ["cutpaste", "nsa", "nsa_patches", "texture"])
+def test_the_compiled_and_torch_renderers_agree_on_one_plan(name, blend, kind) -> None:
+    # The same plan, the same layers (sampled from the same seeds and landing patches): the same
+    # label mask, and images one 8-bit level (float rounding) apart at most.
+    generator = _selfsup_generator(name)
+    options = _placement(count=(1, 3))
+    shown = 0
+    for seed in range(4):
+        image = _as_kind(textured(1, 3, size=64, seed=seed)[0], kind)
+        pixels = _pixels(image)
+        plan = draw_plan(options, generator.defect_types, 1, tuple(pixels.shape[-2:]), seed)
+        compiled = place_sample(plan, image, generator, blend=blend)
+        out = _pixels(compiled.source_composite())
+        floats = pixels[None].to(torch.float32)
+        rounded = pixels.dtype == torch.uint8
+        floats = floats / 255.0 if rounded else floats
+        result = composite_visible(
+            floats, render_plan(floats, plan, generator), blend, 255 if rounded else None
+        )
+        expected = result.images[0]
+        if rounded:
+            expected = torch.round(expected * 255.0).to(torch.uint8)
+        assert torch.equal(result.masks[0, 0], compiled.mask)
+        difference = (expected.double() - out.double()).abs().max().item()
+        assert difference <= (1 if rounded else 1e-5)
+        shown += int(compiled.mask.any())
+    assert shown >= 3
+
+
+@pytest.mark.parametrize("kind", ["float32", "uint8", "pil"])
+@pytest.mark.parametrize("blend", ["alpha", "poisson"])
+@pytest.mark.parametrize("name", ["cutpaste", "nsa"])
+def test_defect_inject_renders_selfsup_layers_with_the_compiled_renderer(
+    name, blend, kind, monkeypatch
+) -> None:
+    generator = _selfsup_generator(name)
+    images = [_as_kind(textured(1, 3, size=64, seed=seed)[0], kind) for seed in range(4)]
+    # Today's output: the torch renderer renders every sample.
+    reference = DefectInject(None, p=1.0, generator=generator, blend=blend, seed=3)
+    reference._compiled = None
+    expected = [
+        reference(image, tv_tensors.Mask(torch.zeros(64, 64, dtype=torch.uint8)))
+        for image in images
+    ]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch renderer rendered")
+
+    monkeypatch.setattr("defectaug.transforms.render_plan", refuse)
+    monkeypatch.setattr("defectaug.transforms.composite_visible", refuse)
+    transform = DefectInject(None, p=1.0, generator=generator, blend=blend, seed=3)
+    assert transform._compiled is generator
+    for image, (expected_out, expected_mask) in zip(images, expected, strict=True):
+        params = transform.make_params([image])
+        assert isinstance(params["plan"], SamplePlan)
+        out = transform.transform(image, params)
+        mask = transform.transform(tv_tensors.Mask(torch.zeros(64, 64, dtype=torch.uint8)), params)
+        assert type(out) is type(image)
+        assert torch.equal(mask, expected_mask) and bool(mask.any())
+        out, expected_out = _pixels(out), _pixels(expected_out)
+        assert out.dtype == expected_out.dtype
+        tolerance = 1e-5 if out.is_floating_point() else 1
+        assert (out.double() - expected_out.double()).abs().max().item() <= tolerance
+
+
+@pytest.mark.parametrize("name", ["cutpaste", "nsa"])
+def test_selfsup_inputs_outside_the_fast_path_and_bad_inputs(name) -> None:
+    generator = _selfsup_generator(name)
+    options = dict(p=1.0, generator=generator, blend="poisson", min_size=1, seed=0)
+    transform, reference = DefectInject(None, **options), DefectInject(None, **options)
+    reference._compiled = None
+    # float16 takes the torch renderer, as for every generator.
+    half = textured(1, 3, size=48)[0].half()
+    assert not isinstance(transform.make_params([half])["plan"], SamplePlan)
+    # The same errors, with the same words, whichever renderer would render.
+    bad = [
+        (textured(1, 3, size=48)[0] * 255, "expected float values in \\[0, 1\\]"),
+        (torch.full((3, 24, 24), float("nan")), "NaN or infinite"),
+        (textured(2, 3, size=48), "one sample at a time"),
+        (torch.full((3, 1, 16), 0.5), "1x16 is too small for a defect"),
+    ]
+    for image, words in bad:
+        with pytest.raises(ValueError, match=words) as compiled_error:
+            transform(image)
+        with pytest.raises(ValueError, match=words) as torch_error:
+            reference(image)
+        assert str(compiled_error.value) == str(torch_error.value)
+    # A 2 x 2 image still works.
+    out = transform(torch.full((3, 2, 2), 0.5))
+    assert out.shape == (3, 2, 2) and not torch.isnan(out).any()
+    # The compiled renderer samples only generators that sample per call: a relief generator's
+    # layers come from its reservoir, so sampling them here would not match the torch renderer.
+    image = textured(1, 3, size=48)[0]
+    plan = draw_plan(_placement(count=(1, 1)), ("spot",), 1, (48, 48), 0)
+    with pytest.raises(ValueError, match="samples_per_call only, got ProceduralGenerator"):
+        place_sample(plan, image, load_generator("procedural"))

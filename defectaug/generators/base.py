@@ -181,6 +181,12 @@ class DefectGenerator(nn.Module):
     #: ``None``: the reservoir's ``USES_PER_LAYER``. More for generators whose layers are
     #: costly to make.
     uses_per_layer: ClassVar[int | None] = None
+    #: Whether the compiled per-sample renderer (:mod:`defectaug.per_sample`) may sample this
+    #: generator's layers itself, for each plan, with the one ``sample`` call per render size
+    #: the torch renderer makes (:func:`defectaug.batch.sample_group`): for generators whose
+    #: layers are made from the image they land on (so cannot be sampled ahead) and are cheap
+    #: enough to sample for every sample (the self-supervised ones).
+    samples_per_call: ClassVar[bool] = False
 
     def resolve_channels(self, channels: int | None) -> int:
         """The channel count of a sample: the request (1 or 3), else the generator's own.

@@ -309,6 +309,9 @@ class _SelfSupervisedGenerator(DefectGenerator):
 
     channels = "any"
     default_mask_shape: ClassVar[str] = "rectangle"
+    # A layer is a few small torch operations on its landing patch: the compiled renderer of
+    # DefectInject samples it for each sample, as the torch renderer does.
+    samples_per_call: ClassVar[bool] = True
 
     def __init__(
         self,
