@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _generators import scene_set
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -48,23 +49,6 @@ def tiny_model() -> DefectGAN:
     masks = ellipse_regions(3, SIZE, torch.Generator().manual_seed(0), torch.device("cpu"))
     model.set_prior_masks(masks, torch.tensor([0, 1, 0]))
     return model.eval()
-
-
-def scene_set(count: int = 4, normals: int = 8) -> SceneCropSet:
-    """Flat grey surfaces; a "dark" defect is a dark disc, a "bright" one a bright square."""
-    rng = torch.Generator().manual_seed(0)
-    surfaces = 0.5 + 0.05 * torch.rand(count, 1, SIZE, SIZE, generator=rng)
-    masks = torch.zeros(count, 1, SIZE, SIZE)
-    labels = torch.arange(count) % 2
-    for index in range(count):
-        top, left = (int(v) for v in torch.randint(2, 8, (2,), generator=rng))
-        masks[index, :, top : top + 6, left : left + 6] = 1.0
-    value = torch.where(labels == 0, 0.1, 0.9).view(-1, 1, 1, 1)
-    content = surfaces * (1 - masks) + value * masks
-    backgrounds = 0.5 + 0.05 * torch.rand(normals, 1, SIZE, SIZE, generator=rng)
-    return SceneCropSet(
-        content, masks, labels, TYPES, {"dark": [24, 30], "bright": [20, 28]}, backgrounds
-    )
 
 
 def train_config(iterations: int, **overrides) -> TrainConfig:

@@ -4,6 +4,7 @@ from defectaug.generators.bank import DefectBank, feather_alpha
 from defectaug.generators.base import DefectGenerator
 from defectaug.generators.dcdgan import DCDGAN, DCDGANConfig
 from defectaug.generators.defectgan import DefectGAN, DefectGANConfig
+from defectaug.generators.dfmgan import DFMGAN, DFMGANConfig
 from defectaug.generators.hub import (
     PretrainedDefectGenerator,
     list_architectures,
@@ -33,6 +34,8 @@ __all__ = [
     "CutPasteGenerator",
     "DCDGAN",
     "DCDGANConfig",
+    "DFMGAN",
+    "DFMGANConfig",
     "DefectBank",
     "DefectGAN",
     "DefectGANConfig",

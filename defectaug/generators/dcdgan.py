@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defectaug.generators.hub import (
+    CardConfig,
     PretrainedDefectGenerator,
     lift_alpha_floor,
     register_architecture,
@@ -42,7 +43,7 @@ AlphaRefinement = Literal["threshold", "watershed"] | None
 
 
 @dataclass(frozen=True)
-class DCDGANConfig:
+class DCDGANConfig(CardConfig):
     """Architecture of a DCDGAN; everything needed to rebuild the modules before loading weights.
 
     Attributes:
@@ -107,19 +108,6 @@ class DCDGANConfig:
 
     def width_at(self, resolution: int) -> int:
         return min(self.max_width, self.width * (self.layer_size // resolution))
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["defect_types"] = list(self.defect_types)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DCDGANConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"config: unknown DCDGAN fields {sorted(unknown)}")
-        return cls(**values)
 
 
 def class_constant_map(class_weights: torch.Tensor, size: int) -> torch.Tensor:
@@ -388,6 +376,7 @@ class DCDGAN(PretrainedDefectGenerator):
             ``refine_alpha_mask``.
     """
 
+    config_class: ClassVar[type[CardConfig]] = DCDGANConfig
     architecture: ClassVar[str] = "dcdgan"
     #: ``background`` is optional and does not change the layer itself: given, a grey layer
     #: requested for RGB images becomes a luminance change of the patch it lands on (see
@@ -405,21 +394,9 @@ class DCDGAN(PretrainedDefectGenerator):
 
     def __init__(self, config: DCDGANConfig | Mapping[str, Any]) -> None:
         super().__init__()
-        if not isinstance(config, DCDGANConfig):
-            config = DCDGANConfig.from_dict(config)
-        self.config = config
-        self.defect_types = config.defect_types
-        self.channels = config.channels
-        self.layer_size = (config.layer_size, config.layer_size)
+        config = self.adopt_config(config)
         self.generator = DCDGANGenerator(config)
         self.encoder = DCDGANEncoder(config)
-
-    def get_config(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> DCDGAN:
-        return cls(DCDGANConfig.from_dict(config))
 
     def class_weights_for(
         self, labels: torch.Tensor, class_weights: Any, *, device: torch.device

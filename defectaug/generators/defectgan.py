@@ -29,7 +29,7 @@ Departures from the paper, each for a reason:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +39,7 @@ from torch import nn
 from defectaug._seeding import as_generator
 from defectaug.generators.base import luminance
 from defectaug.generators.hub import (
+    CardConfig,
     PretrainedDefectGenerator,
     lift_alpha_floor,
     register_architecture,
@@ -50,7 +51,7 @@ DOWNSAMPLING = 4
 
 
 @dataclass(frozen=True)
-class DefectGANConfig:
+class DefectGANConfig(CardConfig):
     """Architecture of a Defect-GAN generator; everything needed to rebuild it before loading.
 
     Attributes:
@@ -107,18 +108,6 @@ class DefectGANConfig:
     @property
     def prior_total(self) -> int:
         return sum(int(self.prior_counts.get(name, 0)) for name in self.defect_types)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["defect_types"] = list(self.defect_types)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DefectGANConfig:
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"config: unknown DefectGAN fields {sorted(unknown)}")
-        return cls(**values)
 
 
 class NoiseInjection(nn.Module):
@@ -364,6 +353,7 @@ class DefectGAN(PretrainedDefectGenerator):
     :meth:`restore` repaints defective images as normal and returns where it repainted.
     """
 
+    config_class: ClassVar[type[CardConfig]] = DefectGANConfig
     architecture: ClassVar[str] = "defectgan"
     needs_background: ClassVar[bool] = True
     card_defaults: ClassVar[Mapping[str, Any]] = {
@@ -373,25 +363,13 @@ class DefectGAN(PretrainedDefectGenerator):
 
     def __init__(self, config: DefectGANConfig | Mapping[str, Any]) -> None:
         super().__init__()
-        if not isinstance(config, DefectGANConfig):
-            config = DefectGANConfig.from_dict(config)
-        self.config = config
-        self.defect_types = config.defect_types
-        self.channels = config.channels
-        self.layer_size = (config.layer_size, config.layer_size)
+        config = self.adopt_config(config)
         self.generator = DefectGANGenerator(config)
         size = config.layer_size
         self.register_buffer(
             "prior_masks", torch.zeros(config.prior_total, 1, size, size, dtype=torch.uint8)
         )
         self.register_buffer("prior_labels", torch.zeros(config.prior_total, dtype=torch.int64))
-
-    def get_config(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> DefectGAN:
-        return cls(DefectGANConfig.from_dict(config))
 
     def set_prior_masks(self, masks: torch.Tensor, labels: torch.Tensor) -> None:
         """Store training masks ``[M, 1, S, S]`` (>= 0.5 is inside) of ``labels`` ``[M]`` as the

@@ -31,6 +31,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +57,7 @@ REQUIRED_CARD_FIELDS = ("license", "library_name", "tags", "datasets", "metrics"
 _BUILTIN_ARCHITECTURE_MODULES = (
     "defectaug.generators.dcdgan",
     "defectaug.generators.defectgan",
+    "defectaug.generators.dfmgan",
     "defectaug.fitting",
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -67,17 +69,56 @@ MAX_UNSAVED_ELEMENTS = 2**26
 _ARCHITECTURES: dict[str, type[PretrainedDefectGenerator]] = {}
 
 
+class CardConfig:
+    """Base of the frozen dataclass configs of learned cards: their ``config.json`` round trip.
+
+    A subclass is a ``@dataclass(frozen=True)`` with a ``defect_types`` tuple field, plus
+    ``channels`` and ``layer_size`` (what :meth:`PretrainedDefectGenerator.adopt_config` reads).
+    """
+
+    defect_types: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)  # type: ignore[call-overload]
+        values["defect_types"] = list(self.defect_types)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Any:
+        unknown = set(values) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        if unknown:
+            name = cls.__name__.removesuffix("Config")
+            raise ValueError(f"config: unknown {name} fields {sorted(unknown)}")
+        return cls(**values)
+
+
 class PretrainedDefectGenerator(DefectGenerator):
     """Base of learned generators saved and loaded in the Hub format.
 
     Subclasses set ``architecture`` (the name written to ``config.json``), implement
     ``get_config()`` returning the JSON-serialisable keyword arguments that rebuild the module
-    (``cls(**get_config())``), and are registered with :func:`register_architecture`.
-    ``card_defaults`` seeds the model card's front matter (license, datasets, metrics, tags).
+    (``cls(**get_config())``), and are registered with :func:`register_architecture`. Those
+    built from one :class:`CardConfig` set ``config_class`` instead and call
+    :meth:`adopt_config` first in ``__init__``: ``get_config`` / ``from_config`` then round-trip
+    it. ``card_defaults`` seeds the model card's front matter (license, datasets, metrics, tags).
     """
 
     architecture: ClassVar[str] = ""
     card_defaults: ClassVar[Mapping[str, Any]] = {}
+    config_class: ClassVar[type[CardConfig] | None] = None
+
+    def adopt_config(self, config: CardConfig | Mapping[str, Any]) -> Any:
+        """``config`` (or its dict) as ``config_class``, kept as ``self.config``; sets
+        ``defect_types``, ``channels`` and the square ``layer_size`` from it."""
+        if self.config_class is None:
+            raise TypeError(f"{type(self).__name__} has no config_class")
+        if not isinstance(config, self.config_class):
+            config = self.config_class.from_dict(config)
+        self.config = config
+        self.defect_types = tuple(config.defect_types)
+        self.channels = config.channels  # type: ignore[attr-defined]
+        self.layer_size = (config.layer_size, config.layer_size)  # type: ignore[attr-defined]
+        return config
 
     def _place_on(self, device: torch.device) -> None:
         """Move the weights to ``device`` only when they live elsewhere: ``.to()`` walks every
@@ -101,11 +142,15 @@ class PretrainedDefectGenerator(DefectGenerator):
 
     def get_config(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON types only) that rebuild this generator's layout."""
+        if self.config_class is not None:
+            return self.config.to_dict()
         raise NotImplementedError(f"{type(self).__name__}.get_config is not implemented")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PretrainedDefectGenerator:
         """Build an untrained instance from ``get_config()`` output."""
+        if cls.config_class is not None:
+            return cls(cls.config_class.from_dict(config))
         return cls(**config)
 
     # ------------------------------------------------------------------ saving

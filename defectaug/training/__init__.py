@@ -8,6 +8,7 @@ from defectaug.training.checkpoint import (
     save_checkpoint,
 )
 from defectaug.training.data import DefectCropSet, crops_from_regions, load_defect_crops
+from defectaug.training.dfmgan import DFMGANTrainer  # importing it registers "dfmgan"
 from defectaug.training.memory import MemoryEstimate, TrainingResourceError
 from defectaug.training.trainer import (
     CHECKPOINT_NAME,
@@ -26,6 +27,7 @@ __all__ = [
     "TRAINERS",
     "CheckpointError",
     "DCDGANTrainer",
+    "DFMGANTrainer",
     "DefectCropSet",
     "GeneratorTrainer",
     "MemoryEstimate",

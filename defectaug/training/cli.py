@@ -175,6 +175,19 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
         help="drop defect regions smaller than this (px)",
     )
     parser.add_argument(
+        "--stage",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="dfmgan only: 1 trains the backbone on the normal images, 2 the defect-aware "
+        "blocks on the defects (default 1)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="dfmgan --stage 2 only: the stage-1 run folder (or its checkpoint) to start from",
+    )
+    parser.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -253,6 +266,13 @@ def run_train(args: argparse.Namespace) -> int:
         architecture=architecture,
     )
     trainer_class = TRAINERS[args.arch]
+    cli_options = getattr(trainer_class, "cli_options", None)
+    if cli_options is not None:
+        options = cli_options(args)
+    elif args.stage is not None or args.backbone is not None:
+        raise ValueError(f"--stage/--backbone: only --arch dfmgan has stages, not {args.arch}")
+    else:
+        options = {}
     # Before reading any data: a layer size or width that cannot fit even one item per batch
     # is refused now (channels 1 is the smallest the data can have).
     memory.check_fits(
@@ -287,7 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         config = dataclasses.replace(config, batch_size=len(crops))
-    trainer = trainer_class(crops, config, device=device)
+    trainer = trainer_class(crops, config, device=device, **options)
     if args.resume is not None:
         trainer.resume(Path(args.resume) if args.resume else out)
         print(f"resumed at iteration {trainer.iteration}", file=sys.stderr)
@@ -317,14 +337,19 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if requested_batch != config.batch_size:
         summary["batch_size_requested"] = requested_batch
+    summary.update(options)
     generator = trainer.export_generator()
     # Data loading and export included; wall_time_s counts the training steps only.
     summary["total_wall_time_s"] = time.perf_counter() - started
-    generator.save_pretrained(out, card=training_card(generator, summary))
+    if generator is None:  # a stage that ships no generator (dfmgan stage 1: the backbone)
+        next_step = f"continue with --stage 2 --backbone {str(out)!r}"
+    else:
+        generator.save_pretrained(out, card=training_card(generator, summary))
+        next_step = f"load with defectaug.load_generator({str(out)!r})"
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(
         f"done: {summary['iterations']} iterations in {summary['wall_time_s'] / 60:.1f} min; "
-        f"load with defectaug.load_generator({str(out)!r})",
+        f"{next_step}",
         file=sys.stderr,
     )
     return 0

@@ -45,7 +45,7 @@ from defectaug.generators.defectgan import (
     control_map,
     restoration_control,
 )
-from defectaug.generators.hub import PretrainedDefectGenerator
+from defectaug.generators.hub import CardConfig, PretrainedDefectGenerator
 from defectaug.training import memory
 from defectaug.training.augment import diff_augment
 from defectaug.training.checkpoint import (
@@ -153,6 +153,32 @@ class GeneratorTrainer(ABC):
     """Loop, checkpoints, RNG and export for one learned generator on one ``DefectCropSet``."""
 
     architecture: ClassVar[str] = ""
+    #: The architecture's config dataclass (:class:`~defectaug.generators.hub.CardConfig`).
+    config_class: ClassVar[type[CardConfig]]
+
+    @classmethod
+    def architecture_config(
+        cls,
+        config: TrainConfig,
+        *,
+        defect_types: tuple[str, ...] | list[str],
+        channels: int,
+        layer_size: int,
+        native_sizes: dict[str, list[int]] | None = None,
+        **data_fields: Any,
+    ) -> Any:
+        """The config a run trains: the data's shape (and the architecture's ``data_fields``
+        taken from the data) plus ``config.architecture``."""
+        return cls.config_class(
+            **{
+                "defect_types": tuple(defect_types),
+                "channels": channels,
+                "layer_size": layer_size,
+                "native_sizes": native_sizes or {},
+                **data_fields,
+                **config.architecture,
+            }
+        )
 
     def __init__(
         self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
@@ -557,6 +583,7 @@ class DCDGANTrainer(GeneratorTrainer):
     """
 
     architecture: ClassVar[str] = "dcdgan"
+    config_class: ClassVar[type[CardConfig]] = DCDGANConfig
 
     def __init__(
         self, crops: DefectCropSet, config: TrainConfig, device: torch.device | str = "cpu"
@@ -586,26 +613,6 @@ class DCDGANTrainer(GeneratorTrainer):
         self.grid_columns = 8
         self.grid_z = torch.randn(
             arch.num_classes * self.grid_columns, arch.latent_dim, generator=grid_rng
-        )
-
-    @staticmethod
-    def architecture_config(
-        config: TrainConfig,
-        *,
-        defect_types: tuple[str, ...] | list[str],
-        channels: int,
-        layer_size: int,
-        native_sizes: dict[str, list[int]] | None = None,
-    ) -> DCDGANConfig:
-        """The DCDGAN config a run trains: the data's shape plus ``config.architecture``."""
-        return DCDGANConfig(
-            **{
-                "defect_types": tuple(defect_types),
-                "channels": channels,
-                "layer_size": layer_size,
-                "native_sizes": native_sizes or {},
-                **config.architecture,
-            }
         )
 
     @classmethod
@@ -789,6 +796,7 @@ class DefectGANTrainer(GeneratorTrainer):
     """
 
     architecture: ClassVar[str] = "defectgan"
+    config_class: ClassVar[type[CardConfig]] = DefectGANConfig
     #: The paper's lambda_cls^r, lambda_cls^f, lambda_rec, lambda_sd-cyc, lambda_sd-con.
     CLS_REAL: ClassVar[float] = 2.0
     CLS_FAKE: ClassVar[float] = 5.0
@@ -842,28 +850,6 @@ class DefectGANTrainer(GeneratorTrainer):
                 for members in crops.by_class
                 for _ in range(self.grid_columns)
             ]
-        )
-
-    @staticmethod
-    def architecture_config(
-        config: TrainConfig,
-        *,
-        defect_types: tuple[str, ...] | list[str],
-        channels: int,
-        layer_size: int,
-        native_sizes: dict[str, list[int]] | None = None,
-        prior_counts: dict[str, int] | None = None,
-    ) -> DefectGANConfig:
-        """The Defect-GAN config a run trains: the data's shape plus ``config.architecture``."""
-        return DefectGANConfig(
-            **{
-                "defect_types": tuple(defect_types),
-                "channels": channels,
-                "layer_size": layer_size,
-                "native_sizes": native_sizes or {},
-                "prior_counts": prior_counts or {},
-                **config.architecture,
-            }
         )
 
     @staticmethod
