@@ -58,14 +58,16 @@ from defectaug.batch import (
     resolve_defect_types,
     resolve_generator,
 )
+from defectaug.compositing._regions import mask_boxes
 from defectaug.datasets import image_to_tensor, load_image
 from defectaug.generators.base import DefectGenerator
 from defectaug.labels import BACKGROUND, check_label_map, check_mask_mode, class_masks, type_label
+from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
 from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, check_image_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TARGETS = ("label", "mask", "dict")
-BackgroundsArg = str | Path | Sequence[str | Path] | Dataset
+BackgroundsArg = str | Path | Sequence[str | Path] | Dataset | None
 #: Draws tried per item until its defects show (each from the item's next sub-seed). More than
 #: ``defectaug.transforms.DRAW_ATTEMPTS`` (4): an item that never shows raises, so it gets more
 #: tries. Changing either count changes seeded items, so they are kept apart.
@@ -154,7 +156,11 @@ class SyntheticDefectDataset(Dataset):
             normal parts. Files are scaled by their bit depth (8 or 16 bits); float images must
             hold values in [0, 1] (``ValueError`` otherwise). Only background 0 is read up front:
             call :meth:`check` to validate them all, else a bad one raises (naming it) when an
-            item picks it.
+            item picks it. ``None``: the generator makes whole images (one with
+            ``generate_images``, e.g. a ``dfmgan`` card), and each item is one generated
+            defective image, its mask where it visibly differs from its generated defect-free
+            twin; blend and placement options then have nothing to act on and must stay at their
+            defaults.
         defect_types: types to draw from (default: all of the generator's); each item has one.
         generator: a ``DefectGenerator`` or a name / folder / Hub id for ``load_generator``.
         blend: ``"alpha"``, ``"poisson"`` or ``"improved_poisson"``.
@@ -243,8 +249,12 @@ class SyntheticDefectDataset(Dataset):
             raise ValueError(
                 f"count: every item carries a defect, so the minimum must be >= 1, got {count!r}"
             )
-        self.backgrounds = self._resolve_backgrounds(backgrounds)
         self.generator = resolve_generator(generator)
+        if backgrounds is None:
+            self._check_whole_image_source(blend, blend_options)
+            self.backgrounds = None
+        else:
+            self.backgrounds = self._resolve_backgrounds(backgrounds)
         self.defect_types = resolve_defect_types(defect_types, self.generator)
         self.length, self.seed = length, seed
         self.blend = check_blend(blend)
@@ -259,10 +269,46 @@ class SyntheticDefectDataset(Dataset):
             name: type_label(index, self.defect_types, self.label_map)
             for index, name in enumerate(self.defect_types)
         }
-        self.channels = self.load_background(0).shape[1]
+        if self.backgrounds is None:
+            self.channels = self._convert_channels(self._generated(0, 0)[1]).shape[1]
+        else:
+            self.channels = self.load_background(0).shape[1]
         self.generator.resolve_channels(self.channels)
 
     # ----------------------------------------------------------------------- setup
+    def _check_whole_image_source(
+        self, blend: str, blend_options: Mapping[str, Any] | None
+    ) -> None:
+        """``backgrounds=None`` needs a generator of whole images and no compositing options."""
+        if not callable(getattr(self.generator, "generate_images", None)):
+            raise ValueError(
+                "backgrounds: None needs a generator that makes whole images (one with "
+                f"generate_images, e.g. a dfmgan card); {type(self.generator).__name__} makes "
+                "defect layers, so give normal backgrounds to composite them on"
+            )
+        defaults = PlacementOptions.check(
+            count=(1, 1),
+            scale=DEFAULT_SCALE,
+            rotation=DEFAULT_ROTATION,
+            aspect=DEFAULT_ASPECT,
+            min_size=8,
+            roi=None,
+            confine=True,
+        )
+        changed = [
+            name
+            for name in ("count", "scale", "rotation", "aspect", "min_size", "confine")
+            if getattr(self.placement, name) != getattr(defaults, name)
+        ]
+        changed += ["roi"] if self.placement.roi is not None else []
+        changed += ["blend"] if blend != "alpha" else []
+        changed += ["blend_options"] if blend_options else []
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)}: with backgrounds=None the generator makes whole images, "
+                "so nothing is placed or blended; leave these at their defaults"
+            )
+
     @staticmethod
     def _resolve_backgrounds(backgrounds: BackgroundsArg) -> Sequence[Any]:
         if isinstance(backgrounds, (str, os.PathLike)):
@@ -297,9 +343,10 @@ class SyntheticDefectDataset(Dataset):
         Catches what would otherwise surface only when an item happens to pick that background:
         files that are empty, truncated, not images or decompression bombs, images smaller than
         ``min_size``, a channel count that differs from background 0, float values outside
-        [0, 1]. Decodes every file, so it takes about one pass over the folder.
+        [0, 1]. Decodes every file, so it takes about one pass over the folder. Without
+        backgrounds there is nothing to read.
         """
-        for index in range(len(self.backgrounds)):
+        for index in range(len(self.backgrounds or ())):
             try:
                 self.load_background(index)
             except (ValueError, TypeError, OSError) as error:
@@ -339,10 +386,7 @@ class SyntheticDefectDataset(Dataset):
             check_image_size(tuple(image.shape[-2:]), self.placement.min_size)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-        if self.to_grayscale and image.shape[1] == 3:
-            image = kornia.color.rgb_to_grayscale(image)
-        elif self.to_rgb and image.shape[1] == 1:
-            image = image.expand(-1, 3, -1, -1)
+        image = self._convert_channels(image)
         expected = getattr(self, "channels", image.shape[1])
         if image.shape[1] != expected:
             raise ValueError(
@@ -351,16 +395,61 @@ class SyntheticDefectDataset(Dataset):
             )
         return image.float().contiguous()
 
+    def _convert_channels(self, image: torch.Tensor) -> torch.Tensor:
+        """``to_grayscale`` / ``to_rgb`` applied to ``[B, C, H, W]``."""
+        if self.to_grayscale and image.shape[1] == 3:
+            return kornia.color.rgb_to_grayscale(image)
+        if self.to_rgb and image.shape[1] == 1:
+            return image.expand(-1, 3, -1, -1)
+        return image
+
     # ----------------------------------------------------------------------- items
     def __len__(self) -> int:
         return self.length
+
+    def _generated(
+        self, type_index: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One generated ``(normal, defective, visible change)`` of type ``type_index``."""
+        normal, defective, _ = self.generator.generate_images(
+            1, self.defect_types[type_index], generator=seed, device="cpu"
+        )
+        normal, defective = normal.float(), defective.float()
+        changed = (defective - normal).abs().amax(dim=1, keepdim=True) > VISIBILITY
+        return normal, defective, changed
+
+    def _synthesize_generated(self, index: int, rng: torch.Generator) -> dict[str, Any]:
+        """Item ``index`` of a dataset without backgrounds: a generated image, its mask the
+        visible change from its defect-free twin (redrawn while that change is too small)."""
+        type_index = int(torch.randint(len(self.defect_types), (1,), generator=rng))
+        type_name = self.defect_types[type_index]
+        for _ in range(DRAW_ATTEMPTS):
+            _, defective, changed = self._generated(type_index, child_seed(rng))
+            if int(changed.sum()) >= MIN_VISIBLE_PIXELS:
+                break
+        else:
+            raise RuntimeError(
+                f"item {index}: {DRAW_ATTEMPTS} generated {type_name!r} images all changed fewer "
+                "than MIN_VISIBLE_PIXELS pixels by more than VISIBILITY from their defect-free "
+                "twins"
+            )
+        row0, row1, col0, col1 = mask_boxes(changed[:, 0])[0]
+        return dict(
+            image=self._convert_channels(defective)[0],
+            mask=changed[0],
+            type_name=type_name,
+            type_index=type_index,
+            label=self.class_to_idx[type_name],
+            boxes=torch.tensor([[col0, row0, col1, row1]], dtype=torch.int64),
+            background_index=None,
+        )
 
     def synthesize(self, index: int) -> dict[str, Any]:
         """Item ``index`` before ``transform`` / target selection, as plain tensors.
 
         Returns ``image [C, H, W]`` float, ``mask [1, H, W]`` bool, ``type_name``, ``type_index``
         (its index in ``defect_types``), ``label``, ``boxes [K, 4]`` int64 XYXY of the visible
-        defects, ``background_index``.
+        defects, ``background_index`` (``None`` without backgrounds).
         """
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
             raise TypeError(f"index: expected an int, got {type(index).__name__}")
@@ -370,6 +459,8 @@ class SyntheticDefectDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index: {index} out of range for a dataset of length {self.length}")
         rng = torch.Generator().manual_seed(mix_seed(self.seed, index))
+        if self.backgrounds is None:
+            return self._synthesize_generated(index, rng)
         background_index = int(torch.randint(len(self.backgrounds), (1,), generator=rng))
         background = self.load_background(background_index)
         # A draw whose defects all end up invisible is redrawn from the next sub-seed: every item
@@ -433,7 +524,7 @@ class SyntheticDefectDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(backgrounds={len(self.backgrounds)}, "
+            f"{type(self).__name__}(backgrounds={len(self.backgrounds or ()) or None}, "
             f"defect_types={list(self.defect_types)}, generator={type(self.generator).__name__}, "
             f"blend={self.blend!r}, seed={self.seed}, length={self.length}, "
             f"target={self.target!r})"

@@ -7,10 +7,11 @@ from _generators import scene_set
 from safetensors.torch import load_file, save_file
 from test_training import write_fixture_dataset_with_normals
 
-from defectaug import inject_defects
+from defectaug import SyntheticDefectDataset, inject_defects
+from defectaug._seeding import child_seed, mix_seed
 from defectaug.generators.dfmgan import DFMGAN, DFMGANConfig, make_noise, normalize_code
 from defectaug.generators.registry import load_generator
-from defectaug.layer import DefectLayer
+from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY, DefectLayer
 from defectaug.training import TRAINERS
 from defectaug.training.__main__ import main as train_main
 from defectaug.training.checkpoint import load_checkpoint
@@ -122,6 +123,45 @@ def test_works_through_inject_defects():
     assert float(change[result.masks].mean()) > float(change[~result.masks].mean())
     again = inject_defects(images, ["dark"], model, seed=0, p=1.0)
     assert torch.equal(result.images, again.images)
+
+
+def test_dataset_without_backgrounds_yields_generated_images_masked_by_their_visible_change():
+    model = tiny_model()
+    dataset = SyntheticDefectDataset(None, None, model, length=6, seed=4, target="dict")
+    assert dataset.channels == 1 and "backgrounds=None" in repr(dataset)
+    dataset.check()  # nothing to read
+    checked = 0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        image, mask = item["image"], item["mask"]
+        assert image.shape == (1, SIZE, SIZE) and mask.shape == (1, SIZE, SIZE)
+        assert mask.dtype == torch.bool and int(mask.sum()) >= MIN_VISIBLE_PIXELS
+        # The mask is exactly where the generated pair differs visibly, its box that mask's.
+        rng = torch.Generator().manual_seed(mix_seed(4, index))
+        type_index = int(torch.randint(len(TYPES), (1,), generator=rng))
+        assert item["label"] == type_index and item["defect_types"] == [TYPES[type_index]]
+        clean, defective, _ = model.generate_images(1, TYPES[type_index], generator=child_seed(rng))
+        if not torch.equal(defective[0], image.as_subclass(torch.Tensor)):
+            continue  # that draw was invisible and redrawn; the next sub-seed made the item
+        assert torch.equal(mask, (defective - clean).abs()[0] > VISIBILITY)
+        rows, cols = torch.nonzero(mask[0], as_tuple=True)
+        box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+        assert item["boxes"].tolist() == [box]
+        checked += 1
+    assert checked >= 4
+    assert torch.equal(dataset[2]["image"], dataset[2]["image"])
+    rgb = SyntheticDefectDataset(None, ["bright"], model, length=2, to_rgb=True)
+    assert rgb[0][0].shape == (3, SIZE, SIZE) and rgb[1][1] == 0
+
+
+def test_dataset_without_backgrounds_refuses_layer_generators_and_compositing_options():
+    with pytest.raises(ValueError, match="backgrounds: None needs a generator that makes whole"):
+        SyntheticDefectDataset(None, ["scratch"], "procedural")
+    model = tiny_model()
+    with pytest.raises(ValueError, match="^blend, blend_options: with backgrounds=None"):
+        SyntheticDefectDataset(None, None, model, blend="poisson", blend_options={"band": 3})
+    with pytest.raises(ValueError, match="^scale, roi: with backgrounds=None"):
+        SyntheticDefectDataset(None, None, model, scale=(0.2, 0.4), roi="auto")
 
 
 def test_paired_images_differ_only_inside_the_mask():
