@@ -333,6 +333,115 @@ def per_class_accuracy(
     return result
 
 
+# ---------------------------------------------------------------------------- diversity, masks
+def clustered_diversity(generated: torch.Tensor, real: torch.Tensor) -> float:
+    """DFMGAN's clustered diversity on features: each row of ``generated`` [N, D] joins the
+    cluster of its nearest row of ``real`` [M, D] (Euclidean); the score is the mean, over the
+    clusters with at least 2 members, of their mean pairwise distance.
+
+    0.0 when no cluster has 2 members (N < 2 included). A generator that copies its training
+    layers puts near-identical samples in each cluster and scores about 0, where the plain mean
+    pairwise distance would still credit it with the training set's spread.
+    """
+    for name, features in (("generated", generated), ("real", real)):
+        if features.ndim != 2:
+            raise ValueError(f"{name}: expected features [N, D], got shape {tuple(features.shape)}")
+    if len(real) == 0:
+        raise ValueError("real: expected at least one feature row to cluster around, got none")
+    if generated.shape[1] != real.shape[1]:
+        raise ValueError(
+            f"generated: expected {real.shape[1]} features per row as real has, "
+            f"got {generated.shape[1]}"
+        )
+    if len(generated) < 2:
+        return 0.0
+    nearest = torch.cdist(generated.double(), real.double()).argmin(dim=1)
+    spreads = [
+        mean_pairwise_distance(generated[nearest == centre])
+        for centre in nearest.unique()
+        if int((nearest == centre).sum()) >= 2
+    ]
+    return float(np.mean(spreads)) if spreads else 0.0
+
+
+def change_inside_mask(
+    normal: torch.Tensor, defective: torch.Tensor, mask: torch.Tensor
+) -> float | None:
+    """Share of the image change ``|defective - normal|``, summed over items, channels and pixels,
+    that lies inside ``mask`` (``[N, 1 or C, H, W]``, nonzero = inside); 1.0 means the mask
+    labels every changed pixel. ``None`` when the pairs are identical (no change to share out).
+    """
+    if normal.ndim != 4 or normal.shape != defective.shape:
+        raise ValueError(
+            f"defective: expected the shape of normal, a [N, C, H, W] batch; got normal "
+            f"{tuple(normal.shape)} and defective {tuple(defective.shape)}"
+        )
+    if mask.ndim != 4 or mask.shape[0] != normal.shape[0] or mask.shape[-2:] != normal.shape[-2:]:
+        raise ValueError(
+            f"mask: expected [N, 1 or C, H, W] matching the images {tuple(normal.shape)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    change = (defective.double() - normal.double()).abs()
+    total = float(change.sum())
+    if total == 0.0:
+        return None
+    return float((change * (mask != 0)).sum()) / total
+
+
+def mask_agreement(
+    generator: Any, types: Sequence[str], count: int, seed: int
+) -> dict[str, float | None]:
+    """Per class, :func:`change_inside_mask` of ``count`` pairs from ``generate_images``, and
+    the mean over the classes that changed."""
+    shares = {
+        name: change_inside_mask(*generator.generate_images(count, name, generator=seed))
+        for name in types
+    }
+    return {**shares, "mean": mean_of_known(shares.values())}
+
+
+def mean_of_known(values: Any) -> float | None:
+    """Mean of the values that are not ``None``; ``None`` when none is known."""
+    known = [value for value in values if value is not None]
+    return float(np.mean(known)) if known else None
+
+
+def spread_or_none(features: torch.Tensor) -> float | None:
+    """``mean_pairwise_distance``, or ``None`` for fewer than 2 rows."""
+    return mean_pairwise_distance(features) if len(features) >= 2 else None
+
+
+def baseline_layers(
+    source: DefectGenerator,
+    kind: str,
+    name: str,
+    count: int,
+    side: int,
+    normals: Sequence[torch.Tensor],
+    sizes: Sequence[int],
+    seed: int,
+) -> DefectLayer:
+    """``count`` layers of class ``name``, ``side`` px square, from the bank (built with
+    ``preserve_scale=False``, so its crops fill the layer as the real and learned layers do) or
+    the procedural generator (its stand-in type, toned by crops of ``normals`` at ``sizes``)."""
+    if kind == "bank":
+        return source.sample(count, name, generator=seed, layer_size=(side, side))
+    return source.sample(
+        count,
+        PROCEDURAL_STAND_INS[name],
+        generator=seed,
+        channels=1,
+        layer_size=(side, side),
+        background=background_crops(normals, sizes, count, side, seed),
+    )
+
+
+def content_has_surface(generator: DefectGenerator) -> bool:
+    """Whether a learned layer's content outside its alpha is a generated surface (Defect-GAN's
+    restyled patch, DFMGAN's generated image) rather than the flat fill DCDGAN learns."""
+    return generator.needs_background or generator.architecture == "dfmgan"
+
+
 # ---------------------------------------------------------------------------- run
 def over_grey(content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return alpha * content + (1 - alpha) * 0.5
@@ -623,11 +732,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for index, name in enumerate(types):
         diversity[name]["n_real"] = int((real_labels == index).sum())
     diversity["all"]["n_real"] = len(real_feats)
+    # Per diversity row: the features of its layers over grey and their class indices.
+    layer_features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    agreement: dict[str, dict[str, float | None] | None] = {}
     spatial: dict[str, Any] = {}
     restored: dict[str, Any] = {}
     scenes = None
     for position, (card, generator) in enumerate(zip(cards, generators, strict=True)):
         suffix = "" if position == 0 else f" ({Path(card).name})"
+        label = card_label(card, generator, position == 0)
         options: dict[str, Any] = {}
         if generator.needs_background:
             sides = [s for name in types for s in generator.config.native_sizes.get(name, [])]
@@ -641,7 +754,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             **options,
         )
         content = layers.content
-        if generator.needs_background:
+        if content_has_surface(generator):
             content = fill_outside_mask(content, layers.alpha)
         control[f"generated layers{suffix}"] = per_class_accuracy(
             classifier, content, layers.alpha, gen_labels, types
@@ -652,6 +765,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 gen_feats[gen_labels == index]
             )
         diversity["all"][f"generated{suffix}"] = mean_pairwise_distance(gen_feats)
+        layer_features[f"generated{suffix}"] = (gen_feats, gen_labels)
+        # Only generators with paired whole images (DFMGAN) show where their change lies.
+        agreement[label] = (
+            mask_agreement(generator, types, per_class_count, args.seed + 4)
+            if callable(getattr(generator, "generate_images", None))
+            else None
+        )
         if callable(getattr(generator, "restore", None)):
             if scenes is None:
                 scenes = (
@@ -668,7 +788,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                 )
             train_scenes, test_scenes = scenes
-            label = card_label(card, generator, position == 0)
             spatial[label] = {
                 "real test regions": spatial_control(
                     generator,
@@ -694,6 +813,45 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 seed=args.seed,
             )
             log(f"{label}: spatial control and restoration done")
+    filling_bank = DefectBank.from_folder(
+        root, split="train", types=types, layer_size=(size, size), preserve_scale=False
+    )
+    for label, source, kind, sizes in sources:
+        if kind == "learned":
+            continue
+        baseline = [
+            baseline_layers(
+                filling_bank if kind == "bank" else source,
+                kind,
+                name,
+                per_class_count,
+                size,
+                normals,
+                sizes[name],
+                args.seed + 1,
+            )
+            for name in types
+        ]
+        content = torch.cat([layer.content for layer in baseline])
+        alpha = torch.cat([layer.alpha for layer in baseline])
+        layer_features[label] = (features(list(over_grey(content, alpha))), gen_labels)
+        agreement[label] = None
+    test_feats = features(list(over_grey(test_crops.content, test_crops.alpha)))
+    layer_features["real test"] = (test_feats, test_crops.labels)
+    clustered: dict[str, dict[str, float | None]] = {name: {} for name in [*types, "mean"]}
+    for key, (feats, labels) in layer_features.items():
+        if key.startswith("generated"):
+            continue  # the learned cards' plain diversity is already in
+        for index, name in enumerate(types):
+            diversity[name][key] = spread_or_none(feats[labels == index])
+        diversity["all"][key] = spread_or_none(feats)
+    for key, (feats, labels) in layer_features.items():
+        for index, name in enumerate(types):
+            members, centres = feats[labels == index], real_feats[real_labels == index]
+            clustered[name][key] = (
+                clustered_diversity(members, centres) if len(members) and len(centres) else None
+            )
+        clustered["mean"][key] = mean_of_known(clustered[name][key] for name in types)
     log("class control and diversity done")
     return {
         "card": portable_path(args.card),
@@ -711,6 +869,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "per_class": per_class,
         "class_control": control,
         "diversity": diversity,
+        "clustered_diversity": clustered,
+        "mask_agreement": agreement,
         "spatial_control": spatial,
         "restoration": restored,
         "real_counts": {
