@@ -19,11 +19,16 @@ arms differ only in what happens to the normal images:
 - ``real+<generator>:<blend>[:scale=lo-hi]``: a generator that needs no real defects (as in the
   anomaly track);
 - ``real+perlin-anomalib``: the peer, anomalib's ``PerlinAnomalyGenerator`` (no texture source:
-  the DTD dataset cannot be downloaded here).
+  the DTD dataset cannot be downloaded here);
+- ``real+card:<name or folder>``: a learned generator card (``load_generator``), each class
+  placed as the bank of the seed's shots places it (where, how large and how many the shots'
+  defects were), so the card and the bank differ only in the layers.
 
-So ``bank`` and ``fitted`` see exactly the k shots the segmenter sees; the others see no real
-defect at all. A seed fixes the k-shot subset (``stratified_subset``), the initialisation, the
-normal images, flips and crops of every step and which normal images receive a synthetic defect.
+So ``bank`` and ``fitted`` see exactly the k shots the segmenter sees; a card saw the defects it
+was trained on (its card says which: usually the whole training split, more than k); the others
+see no real defect at all. A seed fixes the k-shot subset (``stratified_subset``), the
+initialisation, the normal images, flips and crops of every step and which normal images receive a
+synthetic defect.
 
 Selection is on validation only: a stratified share of the training split (normals and defects)
 is held out before the shots are drawn; the checkpoint with the best validation pixel AP is scored
@@ -51,13 +56,15 @@ from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet
 from benchmarks.downstream_models import TinyUNet
 from benchmarks.recording import git_commit, portable_command
-from defectaug import inject_defects
+from defectaug import inject_defects, load_generator
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord
 from defectaug.evaluation import PixelCounts, pixel_counts
 from defectaug.generators.base import DefectGenerator
 
 BASELINE_ARM = "real"
+#: Arms ``real+card:<name or folder>`` add a learned generator card's defects.
+CARD_PREFIX = "card:"
 DEFAULT_ARMS = (
     BASELINE_ARM,
     "real+bank",
@@ -153,7 +160,22 @@ def make_source(arm: str, shot_records: Sequence[DefectRecord]) -> anomaly.Synth
         return per_class_source(*data_lib.bank_generator(shot_records))
     if source == "fitted":
         return per_class_source(*data_lib.fitted_generator(shot_records))
+    if source.startswith(CARD_PREFIX):
+        card = load_card(source)
+        _, placements = data_lib.bank_generator(shot_records)
+        return per_class_source(
+            card, {name: placements[name] for name in card.defect_types if name in placements}
+        )
     return anomaly.make_source(source)
+
+
+def load_card(source: str) -> DefectGenerator:
+    """The learned card of a ``card:<name or folder>`` source."""
+    name = source.removeprefix(CARD_PREFIX)
+    try:
+        return load_generator(name)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"arms: real+{source}: the card could not be loaded: {error}") from None
 
 
 def check_arm(arm: str) -> None:
@@ -165,7 +187,9 @@ def check_arm(arm: str) -> None:
             f"or real+<anomaly-track source> (e.g. real+cutpaste:alpha, real+{anomaly.PEER_ARM})"
         )
     source = arm.removeprefix("real+")
-    if source != anomaly.PEER_ARM:
+    if source.startswith(CARD_PREFIX):
+        load_card(source)
+    elif source != anomaly.PEER_ARM:
         anomaly.make_source(source)
 
 
@@ -280,7 +304,8 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
         anomaly.run_line(result),
         "",
         f"Shots per class: {shot_counts}. `real+bank` and `real+fitted` are built from the "
-        "seed's shots; the other synthetic sources see no real defect.",
+        "seed's shots; `real+card:` arms saw the defects their card was trained on (more than "
+        "k: see the card); the other synthetic sources see no real defect.",
         "",
         "Test split, all classes (mean over seeds; difference to `real` paired by seed):",
         "",

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from benchmarks import fewshot
+from defectaug.generators.dfmgan import DFMGAN, DFMGANConfig
+from defectaug.layer import VISIBILITY
 from tests.test_downstream import _write_fixture
 
 TINY = ["--image-size", "32", "--crop", "16", "--batch-size", "4", "--real-per-batch", "2"]
@@ -85,6 +87,34 @@ def test_step_views_depend_on_seed_and_step_only(tmp_path):
     assert not masks[args.budget.real_per_batch :].any()
     assert coins.shape == (args.budget.batch_size - args.budget.real_per_batch,)
     assert int(corners.max()) <= 32 - 16
+
+
+def test_a_card_arm_places_the_cards_layers_where_the_bank_of_the_shots_would(tmp_path):
+    data = tmp_path / "data"
+    _write_fixture(data)
+    torch.manual_seed(0)
+    card = DFMGAN(
+        DFMGANConfig(
+            defect_types=("blowhole", "crack"), layer_size=16, width=4, max_width=8,
+            latent_dim=8, mapping_layers=1, defect_from=8,
+        )
+    )  # fmt: skip
+    with torch.no_grad():
+        card.generator.defect_blocks[0].to_out.bias.fill_(0.0)  # masks over part of the layer
+    card.save_pretrained(tmp_path / "card")
+    splits = fewshot.load_splits(_args(data))
+    arm = f"real+card:{tmp_path / 'card'}"
+    fewshot.check_arm(arm)
+    source = fewshot.make_source(arm, splits.pool_records)
+    images = splits.normals[:4]
+    out, masks = source(images, 1)
+    again, _ = source(images, 1)
+    assert torch.equal(out, again) and out.shape == images.shape
+    assert bool(masks.any())
+    changed = (out - images).abs() > VISIBILITY
+    assert not bool((changed & ~masks).any())  # every visible change is labelled
+    with pytest.raises(ValueError, match="card could not be loaded"):
+        fewshot.check_arm(f"real+card:{tmp_path / 'missing'}")
 
 
 @pytest.mark.parametrize(
