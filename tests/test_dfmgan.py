@@ -302,6 +302,8 @@ def test_train_command_runs_both_stages_and_resumes_exactly(tmp_path):
     assert (tmp_path / "s1" / "samples" / "iter_000005.png").is_file()
     resumed, unbroken = load_checkpoint(tmp_path / "s1"), load_checkpoint(tmp_path / "s1_unbroken")
     assert resumed["iteration"] == 5
+    # R1's weight by StyleGAN2-ADA's heuristic, not WGAN-GP's 10 (which held the critic at chance).
+    assert resumed["train_config"]["gp_weight"] == pytest.approx(0.0002 * 16**2 / 4)
     for name, state in unbroken["modules"].items():
         for key, value in state.items():
             assert torch.equal(value, resumed["modules"][name][key]), f"{name}.{key}"
@@ -327,3 +329,10 @@ def test_train_command_runs_both_stages_and_resumes_exactly(tmp_path):
     assert run("s3", 2, "--stage", "2") != 0
     dcdgan = ["--arch", "dcdgan", *common[2:], "--out", str(tmp_path / "d"), "--stage", "2"]
     assert train_main(dcdgan) != 0
+    assert run("s1_gp", 1, "--stage", "1", "--gp-weight", "2.5") == 0
+    assert load_checkpoint(tmp_path / "s1_gp")["train_config"]["gp_weight"] == 2.5
+    assert (
+        TRAINERS["dcdgan"].default_gp_weight(16, 4)
+        == TRAINERS["defectgan"].default_gp_weight(16, 4)
+        == 10.0
+    )

@@ -162,6 +162,13 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> argparse.Argument
         help="steps over which the adversarial weight ramps up from 0",
     )
     parser.add_argument(
+        "--gp-weight",
+        type=_non_negative_float,
+        default=None,
+        help="weight of the critic's gradient penalty (WGAN-GP for dcdgan and defectgan, R1 "
+        "gamma for dfmgan; default: the architecture's, 10 or dfmgan's 0.0002 * size^2 / batch)",
+    )
+    parser.add_argument(
         "--margin",
         type=_non_negative_int,
         default=4,
@@ -263,6 +270,9 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         adversarial_weight=args.adversarial_weight,
         adversarial_warmup=args.adversarial_warmup,
+        gp_weight=args.gp_weight
+        if args.gp_weight is not None
+        else TRAINERS[args.arch].default_gp_weight(args.layer_size, args.batch_size),
         architecture=architecture,
     )
     trainer_class = TRAINERS[args.arch]

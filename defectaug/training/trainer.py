@@ -157,6 +157,11 @@ class GeneratorTrainer(ABC):
     config_class: ClassVar[type[CardConfig]]
 
     @classmethod
+    def default_gp_weight(cls, layer_size: int, batch_size: int) -> float:
+        """The critic penalty's weight when ``--gp-weight`` is not given: WGAN-GP's 10."""
+        return TrainConfig.gp_weight
+
+    @classmethod
     def architecture_config(
         cls,
         config: TrainConfig,
