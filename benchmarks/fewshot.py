@@ -304,8 +304,14 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
         anomaly.run_line(result),
         "",
         f"Shots per class: {shot_counts}. `real+bank` and `real+fitted` are built from the "
-        "seed's shots; `real+card:` arms saw the defects their card was trained on (more than "
-        "k: see the card); the other synthetic sources see no real defect.",
+        "seed's shots; "
+        + (
+            "`real+card:` arms saw the defects their card was trained on (more than k: see the "
+            "card); "
+            if any(arm.startswith(f"real+{CARD_PREFIX}") for arm in result["arms"])
+            else ""
+        )
+        + "the other synthetic sources see no real defect.",
         "",
         "Test split, all classes (mean over seeds; difference to `real` paired by seed):",
         "",
