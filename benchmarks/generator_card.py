@@ -1099,9 +1099,12 @@ def write_grids(card: Path, seed: int) -> list[str]:
 
 
 def write_scene_grids(card: Path, root: Path, types: Sequence[str], seed: int) -> list[str]:
-    """For a background-aware card: defacements of test normal crops per class (rows: normal,
-    defaced, map) and restorations of real test defect windows (rows: real, restored, map, real
-    mask), PNG, into the card folder."""
+    """PNG grids into the card folder. A background-aware card: defacements of test normal crops
+    per class (rows: normal, defaced, map) and restorations of real test defect windows (rows:
+    real, restored, map, real mask). A card with paired whole images (DFMGAN): per class its
+    defect-free image, defective image and mask (``samples_per_class.png``), and per class real
+    test defect windows above its layers composited on real test normal crops
+    (``real_vs_synthetic.png``)."""
     generator = load_generator(str(card))
     size = generator.config.layer_size
     scenes = load_scene_crops(
@@ -1110,6 +1113,8 @@ def write_scene_grids(card: Path, root: Path, types: Sequence[str], seed: int) -
     columns = 8
     picks = torch.randperm(len(scenes.normals), generator=torch.Generator().manual_seed(seed))
     normals = scenes.normals[picks[:columns]]
+    if callable(getattr(generator, "generate_images", None)):
+        return write_pair_grids(generator, card, scenes, normals, types, seed)
     rows = []
     for name in types:
         layer = generator.sample(columns, name, background=normals, generator=seed)
@@ -1124,8 +1129,39 @@ def write_scene_grids(card: Path, root: Path, types: Sequence[str], seed: int) -
     return written
 
 
+def write_pair_grids(
+    generator: Any,
+    card: Path,
+    scenes: Any,
+    normals: torch.Tensor,
+    types: Sequence[str],
+    seed: int,
+) -> list[str]:
+    """:func:`write_scene_grids` for a card with ``generate_images``."""
+    columns = len(normals)
+    rows: list[torch.Tensor] = []
+    for name in types:
+        clean, defective, mask = generator.generate_images(columns, name, generator=seed)
+        rows += [clean, defective, mask.float()]
+    written = [_save_tiles(card / "samples_per_class.png", rows, columns)]
+    rows = []
+    for name, members in zip(types, scenes.by_class, strict=True):
+        layer = generator.sample(columns, name, generator=seed)
+        rows += [
+            scenes.content[members[:columns]],
+            normals * (1 - layer.alpha) + layer.content * layer.alpha,
+        ]
+    written.append(_save_tiles(card / "real_vs_synthetic.png", rows, columns))
+    return written
+
+
 def _save_tiles(path: Path, rows: Sequence[torch.Tensor], columns: int) -> str:
-    tiles = torch.cat([row[:columns].expand(-1, 3, -1, -1) for row in rows])
+    """Rows of tiles; a row with fewer than ``columns`` tiles is padded with white ones."""
+    padded = [
+        torch.cat([row[:columns], row.new_ones(max(0, columns - len(row)), *row.shape[1:])])
+        for row in rows
+    ]
+    tiles = torch.cat([row.expand(-1, 3, -1, -1) for row in padded])
     canvas = make_grid(tiles, nrow=columns, padding=2, pad_value=1.0)
     Image.fromarray(to_uint8(canvas).permute(1, 2, 0).numpy()).save(path)
     return path.name
@@ -1376,7 +1412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scene-grids",
         action="store_true",
-        help="background-aware card: write its defacement and restoration grids into the card",
+        help="background-aware card: write its defacement and restoration grids into the card; "
+        "card with paired images (dfmgan): its pairs and real vs synthetic windows",
     )
     args = parser.parse_args(argv)
     if args.threads:
