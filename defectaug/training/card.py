@@ -46,7 +46,7 @@ layers = generator.sample(8, "{generator.defect_types[0]}", generator=0)  # Defe
 - Command: `{summary["command"]}`
 - {summary["iterations"]} iterations in {minutes:.1f} min wall time on `{summary["device"]}`
   ({summary["torch_threads"]} torch threads){budget_note}.
-- Weights are the exponential moving average of the generator plus the VAE encoder.
+- The weights are an exponential moving average of the trained generator (`ema_decay` below).
 
 Settings:
 
