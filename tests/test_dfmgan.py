@@ -302,7 +302,7 @@ def test_train_command_runs_both_stages_and_resumes_exactly(tmp_path):
     assert (tmp_path / "s1" / "samples" / "iter_000005.png").is_file()
     resumed, unbroken = load_checkpoint(tmp_path / "s1"), load_checkpoint(tmp_path / "s1_unbroken")
     assert resumed["iteration"] == 5
-    # R1's weight by StyleGAN2-ADA's heuristic, not WGAN-GP's 10 (which held the critic at chance).
+    # R1's weight by StyleGAN2-ADA's heuristic, not WGAN-GP's 10.
     assert resumed["train_config"]["gp_weight"] == pytest.approx(0.0002 * 16**2 / 4)
     for name, state in unbroken["modules"].items():
         for key, value in state.items():
