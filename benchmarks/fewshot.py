@@ -40,6 +40,7 @@ AUROC from the maximum of the smoothed map; overall and per class. Every arm's d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -169,8 +170,10 @@ def make_source(arm: str, shot_records: Sequence[DefectRecord]) -> anomaly.Synth
     return anomaly.make_source(source)
 
 
+@functools.cache
 def load_card(source: str) -> DefectGenerator:
-    """The learned card of a ``card:<name or folder>`` source."""
+    """The learned card of a ``card:<name or folder>`` source, loaded once per process (the arm's
+    check and every seed share it; sampling does not change it)."""
     name = source.removeprefix(CARD_PREFIX)
     try:
         return load_generator(name)
@@ -298,20 +301,19 @@ def write_reports(result: dict[str, Any], out: Path, stem: str) -> None:
     shot_counts = ", ".join(
         f"{name} {count}" for name, count in result["shot_counts"].items() if name != GOOD_LABEL
     )
+    has_cards = any(arm.startswith(f"real+{CARD_PREFIX}") for arm in result["arms"])
+    card_note = (
+        "`real+card:` arms saw the defects their card was trained on (more than k: see the card); "
+        if has_cards
+        else ""
+    )
     lines = [
         f"# Few-shot track ({result['dataset']}, k = {shots} real defect images per class)",
         "",
         anomaly.run_line(result),
         "",
         f"Shots per class: {shot_counts}. `real+bank` and `real+fitted` are built from the "
-        "seed's shots; "
-        + (
-            "`real+card:` arms saw the defects their card was trained on (more than k: see the "
-            "card); "
-            if any(arm.startswith(f"real+{CARD_PREFIX}") for arm in result["arms"])
-            else ""
-        )
-        + "the other synthetic sources see no real defect.",
+        f"seed's shots; {card_note}the other synthetic sources see no real defect.",
         "",
         "Test split, all classes (mean over seeds; difference to `real` paired by seed):",
         "",

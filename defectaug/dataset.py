@@ -270,7 +270,8 @@ class SyntheticDefectDataset(Dataset):
             for index, name in enumerate(self.defect_types)
         }
         if self.backgrounds is None:
-            self.channels = self._convert_channels(self._generated(0, 0)[1]).shape[1]
+            native = self.generator.resolve_channels(None)
+            self.channels = 1 if to_grayscale else 3 if to_rgb else native
         else:
             self.channels = self.load_background(0).shape[1]
         self.generator.resolve_channels(self.channels)

@@ -263,6 +263,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    trainer_class = TRAINERS[args.arch]
     config = TrainConfig(
         iterations=args.iters,
         batch_size=args.batch_size,
@@ -272,10 +273,9 @@ def run_train(args: argparse.Namespace) -> int:
         adversarial_warmup=args.adversarial_warmup,
         gp_weight=args.gp_weight
         if args.gp_weight is not None
-        else TRAINERS[args.arch].default_gp_weight(args.layer_size, args.batch_size),
+        else trainer_class.default_gp_weight(args.layer_size, args.batch_size),
         architecture=architecture,
     )
-    trainer_class = TRAINERS[args.arch]
     cli_options = getattr(trainer_class, "cli_options", None)
     if cli_options is not None:
         options = cli_options(args)
