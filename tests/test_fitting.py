@@ -340,6 +340,17 @@ def test_large_edge_patches_get_a_soft_outline_floor():
     assert blurred["softness"][0] > 0.05
 
 
+def test_edge_patches_are_narrower_than_their_median_depth_ratio():
+    from defectaug.fitting import painter_parameters
+
+    stats = _edge_stats(elongation=[0.6] * 5, long_px=[200.0] * 5)
+    params = painter_parameters("edge_patch", stats)
+    # Median depth ratio 1: the fill (0.95) wide, drawn from 0.85-1.1 of it (clipped at 1),
+    # then narrowed to 0.8 of that, with a neck of 0.3-0.6 of the widest.
+    assert params["width"] == pytest.approx([0.8 * 0.85 * 0.95, 0.8])
+    assert params["neck"] == pytest.approx([0.3, 0.6])
+
+
 def test_old_cards_without_lean_still_read():
     from defectaug.fitting import FittedDefects
 
