@@ -47,7 +47,7 @@ from PIL import Image
 from benchmarks import downstream_data as data_lib
 from benchmarks.downstream_data import ImageSet
 from benchmarks.downstream_models import TinyUNet
-from benchmarks.recording import git_commit, portable_command, portable_path
+from benchmarks.recording import git_commit, joined_commands, portable_command, portable_path
 from defectaug import inject_defects
 from defectaug._seeding import mix_seed
 from defectaug.datasets import GOOD_LABEL, DefectRecord
@@ -588,7 +588,7 @@ def merge_results(
     result = {
         **parts[-1],
         "budget": re.sub(r"seeds \d+", f"seeds {seeds}", parts[-1]["budget"]),
-        "command": " + ".join(part["command"] for part in parts),
+        "command": joined_commands([part["command"] for part in parts]),
         "commit": ", ".join(dict.fromkeys(part["commit"] for part in parts)),
         "date": ", ".join(dict.fromkeys(part["date"] for part in parts)),
         "wall_s": sum(part["wall_s"] for part in parts),

@@ -60,3 +60,29 @@ def git_commit(*, short: bool = False, watched: Sequence[str] = ()) -> str:
         return "unknown"
     dirty = git_output("status", "--porcelain", "--", *watched).strip() if watched else ""
     return commit.strip() + (" (benchmark files modified)" if dirty else "")
+
+
+def joined_commands(commands: Sequence[str]) -> str:
+    """The command lines of a result made in parts, as one line: the options every part shares
+    once, then what each part set differently (``--first-seed 2 --arms real``); commands that are
+    not the same program with other options are joined with `` + ``."""
+    unique = list(dict.fromkeys(commands))
+    if len(unique) == 1:
+        return unique[0]
+    parts = [_option_groups(command) for command in unique]
+    if len({part[0] for part in parts}) != 1:
+        return " + ".join(unique)
+    shared = [group for group in parts[0] if all(group in part for part in parts[1:])]
+    varied = [" ".join(group for group in part if group not in shared) for part in parts]
+    return " ".join(shared) + " — per part: " + "; ".join(varied)
+
+
+def _option_groups(command: str) -> list[str]:
+    """``command`` cut before each ``--option``: the program first, then each option with its
+    values (``--arms real real+bank``)."""
+    groups: list[list[str]] = [[]]
+    for token in command.split():
+        if token.startswith("--") and groups[-1]:
+            groups.append([])
+        groups[-1].append(token)
+    return [" ".join(group) for group in groups]

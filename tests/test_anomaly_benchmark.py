@@ -128,3 +128,17 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
     ours.write_text(json.dumps(other))
     with pytest.raises(ValueError, match="budget"):
         anomaly.main(["--merge", str(peer), str(ours), "--out", str(tmp_path / "m")])
+
+
+def test_commands_of_parts_are_joined_once_with_what_each_part_changed():
+    from benchmarks.recording import joined_commands
+
+    base = "uv run --group bench python -m benchmarks.fewshot --shots 10 --steps 3000"
+    arms = ("real", "real+bank")
+    parts = [f"{base} --first-seed {seed} --arms {arm}" for seed in (0, 1) for arm in arms]
+    assert joined_commands(parts) == (
+        f"{base} — per part: --first-seed 0 --arms real; --first-seed 0 --arms real+bank; "
+        "--first-seed 1 --arms real; --first-seed 1 --arms real+bank"
+    )
+    assert joined_commands([parts[0], parts[0]]) == parts[0]
+    assert joined_commands(["peer", "ours"]) == "peer + ours"
