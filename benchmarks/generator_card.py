@@ -71,6 +71,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from benchmarks.realism import auc_and_folds
 from benchmarks.recording import portable_command, portable_path
 from defectaug._io import to_uint8
 from defectaug.compositing import alpha_composite
@@ -87,7 +88,6 @@ from defectaug.metrics import (
     fid,
     kid,
     mean_pairwise_distance,
-    two_sample_auc,
 )
 from defectaug.training.data import load_defect_crops, load_scene_crops
 from defectaug.training.trainer import layer_grid
@@ -105,7 +105,6 @@ WINDOW_MIN = 64
 WINDOW_FACTOR = 1.5
 #: Side the two-sample classifier sees every window at.
 AUC_SIDE = 64
-AUC_FOLDS = 5
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -497,12 +496,9 @@ def resize_windows(windows: Sequence[torch.Tensor], side: int = AUC_SIDE) -> tor
 
 
 def auc_or_none(real: torch.Tensor, synthetic: torch.Tensor, seed: int, epochs: int) -> Any:
-    """``two_sample_auc`` with as many folds as both sides allow (at most ``AUC_FOLDS``);
+    """``two_sample_auc`` with as many folds as both sides allow (``realism.auc_and_folds``);
     ``None`` when a side has fewer than 2 windows."""
-    folds = min(AUC_FOLDS, len(real), len(synthetic))
-    if folds < 2:
-        return None
-    return two_sample_auc(real, synthetic, folds=folds, seed=seed, epochs=epochs)
+    return auc_and_folds(real, synthetic, seed, epochs)[0]
 
 
 def background_crops(

@@ -74,6 +74,18 @@ def synthetic_windows(
     return torch.cat(windows)[:count]
 
 
+def auc_and_folds(
+    real: torch.Tensor, synthetic: torch.Tensor, seed: int, epochs: int
+) -> tuple[float | None, int]:
+    """``two_sample_auc`` with as many folds as both sides allow (at most ``FOLDS``: a class of
+    few real windows gets one fold per window) and that fold count; ``None`` for the AUC when a
+    side has fewer than 2 windows."""
+    folds = min(FOLDS, len(real), len(synthetic))
+    if folds < 2:
+        return None, folds
+    return two_sample_auc(real, synthetic, folds=folds, seed=seed, epochs=epochs), folds
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -117,13 +129,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 generator, defect_type, normals, args.synthetic, args.seed, placement
             )
             entry: dict[str, Any] = {"synthetic_windows": len(windows)}
-            # As many folds as the real windows allow (fray's 4 test windows: 4 folds).
-            folds = min(FOLDS, len(real), len(windows))
-            if folds >= 2:
-                entry["two_sample_auc"] = two_sample_auc(
-                    real, windows, folds=folds, seed=args.seed, epochs=args.epochs
-                )
-                entry["auc_folds"] = folds
+            auc, folds = auc_and_folds(real, windows, args.seed, args.epochs)
+            if auc is not None:
+                entry["two_sample_auc"], entry["auc_folds"] = auc, folds
             if real_features is not None and len(windows) >= 2:
                 mean, std = kid(real_features, extract_features(windows, extractor), subsets=50)
                 entry["kid_x1000"] = 1000 * mean
