@@ -527,6 +527,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (a run split over processes)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -626,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # The commit the run starts from: others may commit while it runs.
     commit = git_commit(short=True)
     runs: list[dict[str, Any]] = []
-    planned = [(seed, arm) for seed in range(args.budget.seeds) for arm in args.arms]
+    seeds = range(args.first_seed, args.first_seed + args.budget.seeds)
+    planned = [(seed, arm) for seed in seeds for arm in args.arms]
     for seed, arm in planned:
         runs.append(train_arm(arm, splits, seed, args.budget, args.threads))
         log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")

@@ -19,10 +19,13 @@ def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
     out = tmp_path / "out"
     result = anomaly.main(
         ["--train-data", str(data), "--out", str(out), "--image-size", "32", "--crop", "16",
-         "--seeds", "2", "--steps", "3", "--eval-every", "2", "--batch-size", "4",
-         "--threads", "1", "--arms", "procedural:alpha", "nsa:poisson:scale=0.3-0.8"]
+         "--seeds", "2", "--first-seed", "3", "--steps", "3", "--eval-every", "2",
+         "--batch-size", "4", "--threads", "1", "--arms", "procedural:alpha",
+         "nsa:poisson:scale=0.3-0.8"]
     )  # fmt: skip
-    assert len(result["runs"]) == 4
+    assert sorted((run["seed"], run["arm"]) for run in result["runs"]) == [
+        (seed, arm) for seed in (3, 4) for arm in ("nsa:poisson:scale=0.3-0.8", "procedural:alpha")
+    ]
     for run in result["runs"]:
         # Evaluated at steps 2 and 3; the kept checkpoint is one of those.
         assert [point["step"] for point in run["curve"]] == [2, 3]
