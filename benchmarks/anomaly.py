@@ -2,6 +2,7 @@
 
     uv run --group bench python -m benchmarks.anomaly --quick     # one seed, short training
     uv run --group bench python -m benchmarks.anomaly             # the committed run
+    uv run --group bench python -m benchmarks.anomaly --samples-only --arms A B   # look first
 
 The setting most inspection teams start in: normal images only. A discriminative U-Net (the
 second half of DRAEM) learns to segment synthetic anomalies pasted on normal training images, and
@@ -517,6 +518,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stem", default="anomaly")
     parser.add_argument("--quick", action="store_true", help="one seed, 300 steps")
     parser.add_argument(
+        "--samples-only",
+        action="store_true",
+        help="draw the sample grid of --arms (<stem>_samples.png) and train nothing",
+    )
+    parser.add_argument(
         "--arms",
         nargs="+",
         default=None,
@@ -626,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     sample_grid(splits, args.arms, args.out / f"{args.stem}_samples.png")
+    if args.samples_only:
+        return {"samples": [f"{args.stem}_samples.png"]}
     command = portable_command(
         " ".join(["uv run --group bench python -m benchmarks.anomaly", *sys.argv[1:]])
     )

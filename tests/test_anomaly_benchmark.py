@@ -41,6 +41,15 @@ def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
     assert "| nsa:poisson:scale=0.3-0.8 |" in (out / "anomaly.md").read_text()
     with Image.open(out / "anomaly_samples.png") as grid:
         assert grid.height == 3 * 2 * 32  # real defects + one row per arm, image over outline
+    drawn = anomaly.main(
+        ["--train-data", str(data), "--out", str(tmp_path / "look"), "--image-size", "32",
+         "--crop", "16", "--samples-only",
+         "--arms", "procedural:alpha", anomaly.PEER_ARM, "cutpaste:alpha"]
+    )  # fmt: skip
+    assert drawn == {"samples": ["anomaly_samples.png"]}
+    assert sorted(path.name for path in (tmp_path / "look").iterdir()) == ["anomaly_samples.png"]
+    with Image.open(tmp_path / "look" / "anomaly_samples.png") as grid:
+        assert grid.height == 4 * 2 * 32
 
 
 def test_validation_holds_out_normals_and_uses_training_defects_only(tmp_path):
