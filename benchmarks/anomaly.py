@@ -604,7 +604,11 @@ def merge_results(
         "commit": ", ".join(dict.fromkeys(part["commit"] for part in parts)),
         "date": ", ".join(dict.fromkeys(part["date"] for part in parts)),
         "wall_s": sum(part["wall_s"] for part in parts),
-        "samples": list(dict.fromkeys(name for part in parts for name in part["samples"])),
+        # One grid of every arm (``--samples-only`` with the merged report's stem) stands for
+        # the parts' grids.
+        "samples": [f"{stem}_samples.png"]
+        if (out / f"{stem}_samples.png").exists()
+        else list(dict.fromkeys(name for part in parts for name in part["samples"])),
         "arms": arms,
         "runs": list(runs.values()),
         "complete": all(part.get("complete", True) for part in parts),

@@ -132,6 +132,9 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
     assert merged["effects"]["procedural:alpha"]["all/pixel_ap"]["diff"] == pytest.approx(0.10)
     assert merged["samples"] == ["peer_samples.png", "ours_samples.png"]
     assert "ours_samples.png" in (tmp_path / "m" / "anomaly.md").read_text()
+    (tmp_path / "m" / "anomaly_samples.png").write_bytes(b"")  # as --samples-only draws it
+    merged = anomaly.main(["--merge", str(peer), str(ours), "--out", str(tmp_path / "m")])
+    assert merged["samples"] == ["anomaly_samples.png"]
     only_peer = anomaly.main(
         ["--merge", str(peer), str(ours), "--arms", anomaly.PEER_ARM, "--out", str(tmp_path / "p")]
     )
