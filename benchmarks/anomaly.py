@@ -566,6 +566,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_seeds(args: argparse.Namespace) -> range:
+    """The seeds a run trains: ``--seeds`` of them from ``--first-seed`` on (a run split over
+    processes, joined with ``--merge``)."""
+    return range(args.first_seed, args.first_seed + args.budget.seeds)
+
+
 def merge_results(
     paths: Sequence[Path],
     out: Path,
@@ -644,8 +650,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # The commit the run starts from: others may commit while it runs.
     commit = git_commit(short=True)
     runs: list[dict[str, Any]] = []
-    seeds = range(args.first_seed, args.first_seed + args.budget.seeds)
-    planned = [(seed, arm) for seed in seeds for arm in args.arms]
+    planned = [(seed, arm) for seed in run_seeds(args) for arm in args.arms]
     for seed, arm in planned:
         runs.append(train_arm(arm, splits, seed, args.budget, args.threads))
         log(f"{arm} seed {seed}: test {runs[-1]['test']['all']}")

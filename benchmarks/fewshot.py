@@ -408,8 +408,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     commit = git_commit(short=True)  # the commit the run starts from
     runs: list[dict[str, Any]] = []
-    seeds = range(args.first_seed, args.first_seed + args.budget.seeds)
-    planned = [(seed, arm) for seed in seeds for arm in args.arms]
+    planned = [(seed, arm) for seed in anomaly.run_seeds(args) for arm in args.arms]
     result: dict[str, Any] = {}
     for seed, arm in planned:
         runs.append(train_arm(arm, splits, args.shots, seed, args.budget, args.synthetic_p))
