@@ -13,6 +13,7 @@ network, optimiser, budget, crops and view order for a seed; only the anomaly so
   its types; the self-supervised ``cutpaste``, ``nsa`` and ``texture``), at the library's default
   placement (or ``:scale=<low>-<high>``, the layer side over the image side), composited by
   ``blend``;
+- ``<arm>+<arm>[+...]``: a mixture, each image's anomaly from one of the arms, drawn per image;
 - ``perlin-anomalib`` (the peer): anomalib's ``PerlinAnomalyGenerator``, as DRAEM / DSR / GLASS
   use it. It gets no texture source (the DTD dataset cannot be downloaded here), so it fills its
   Perlin masks with its built-in noise.
@@ -130,7 +131,29 @@ def perlin_source() -> Synthesizer:
     return synthesize
 
 
+def mixed_source(sources: Sequence[Synthesizer]) -> Synthesizer:
+    """Each image of a batch gets its anomaly from one of ``sources``, chosen uniformly per image
+    from the seed (a mixture, as ``v2.RandomChoice`` over ``DefectInject`` transforms gives)."""
+
+    def synthesize(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        draw = torch.Generator().manual_seed(mix_seed(seed, 0))
+        choice = torch.randint(len(sources), (images.shape[0],), generator=draw)
+        augmented = images.clone()
+        masks = torch.zeros((images.shape[0], 1, *images.shape[-2:]), dtype=torch.bool)
+        for number, source in enumerate(sources):
+            chosen = torch.nonzero(choice == number).flatten()
+            if chosen.numel():
+                augmented[chosen], masks[chosen] = source(
+                    images[chosen], mix_seed(seed, 1 + number)
+                )
+        return augmented, masks
+
+    return synthesize
+
+
 def make_source(arm: str) -> Synthesizer:
+    if "+" in arm:
+        return mixed_source([make_source(part) for part in arm.split("+")])
     if arm == PEER_ARM:
         return perlin_source()
     generator, _, rest = arm.partition(":")
@@ -150,7 +173,7 @@ def make_source(arm: str) -> Synthesizer:
         raise ValueError(
             f"arms: unknown arm {arm!r}; expected <generator>:<blend>[:scale=<low>-<high>] with a "
             f"generator among {list(GENERATORS)} and blend alpha, poisson or improved_poisson, "
-            f"or {PEER_ARM!r}"
+            f"or {PEER_ARM!r}; arms joined by '+' make a mixture"
         )
     return defectaug_source(generator, blend, scale)
 
@@ -415,6 +438,7 @@ def learning_curves(result: dict[str, Any], path: Path) -> None:
     colours = plt.get_cmap("tab10" if len(result["arms"]) <= 10 else "tab20")
     for number, arm in enumerate(result["arms"]):
         runs = [run for run in result["runs"] if run["arm"] == arm]
+        label = f"{arm} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"
         for index, run in enumerate(runs):
             steps = [point["step"] for point in run["curve"]]
             axis.plot(
@@ -422,7 +446,7 @@ def learning_curves(result: dict[str, Any], path: Path) -> None:
                 [point["pixel_ap"] for point in run["curve"]],
                 color=colours(number),
                 alpha=0.8,
-                label=f"{arm} ({len(runs)} seeds)" if index == 0 else None,
+                label=label if index == 0 else None,
             )
     axis.set_xlabel("step")
     axis.set_ylabel("validation pixel AP")

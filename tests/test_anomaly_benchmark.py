@@ -104,11 +104,46 @@ def test_training_views_are_shared_by_every_arm_of_a_seed():
         "bank:alpha",
         "nsa:poisson:scale=0.5",
         "nsa:alpha:scale=0-1",
+        "cutpaste:alpha+sparkle:alpha",
     ],
 )
 def test_unknown_arm_is_refused(arm):
     with pytest.raises(SystemExit):
         anomaly.parse_args(["--arms", arm])
+
+
+def test_a_mixture_gives_each_image_the_anomaly_of_one_source_drawn_from_the_seed():
+    def constant(value, marked):
+        def synthesize(images, seed):
+            return torch.full_like(images, value), torch.full(
+                (images.shape[0], 1, *images.shape[-2:]), marked
+            )
+
+        return synthesize
+
+    mixture = anomaly.mixed_source([constant(0.25, True), constant(0.75, False)])
+    images = torch.rand(64, 1, 8, 8)
+    augmented, masks = mixture(images, 3)
+    first = augmented[:, 0, 0, 0] == 0.25
+    assert 10 < int(first.sum()) < 54  # both sources drawn, about half each
+    assert torch.equal(
+        augmented, torch.where(first[:, None, None, None], 0.25, 0.75).expand_as(images)
+    )
+    assert torch.equal(masks, first[:, None, None, None].expand(-1, 1, 8, 8))
+    assert torch.equal(mixture(images, 3)[0], augmented)
+    assert not torch.equal(mixture(images, 4)[0], augmented)
+
+
+def test_a_mixture_of_defectaug_generators_is_an_arm(tmp_path):
+    args = anomaly.parse_args(["--arms", "cutpaste:alpha:scale=0.3-0.8+texture:alpha"])
+    synthesize = anomaly.make_source(args.arms[0])
+    images = torch.rand(6, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    augmented, masks = synthesize(images, 0)
+    assert augmented.shape == images.shape and masks.shape == (6, 1, 48, 48)
+    # An image whose defect stayed invisible after the redraws keeps an empty mask.
+    assert masks.dtype == torch.bool and int(masks.flatten(1).any(dim=1).sum()) >= 4
+    changed = (augmented - images).abs().amax(dim=1, keepdim=True) > 8 / 255
+    assert torch.equal(changed & ~masks, torch.zeros_like(masks))  # no visible change unlabelled
 
 
 def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
