@@ -65,8 +65,9 @@ def git_commit(*, short: bool = False, watched: Sequence[str] = ()) -> str:
 def joined_commands(commands: Sequence[str]) -> str:
     """The command lines of a result made in parts, as one line: the options every part shares
     once, then what each part set differently (``--first-seed 2 --arms real``); commands that are
-    not the same program with other options are joined with `` + ``."""
-    unique = list(dict.fromkeys(commands))
+    not the same program with other options are joined with `` + ``. A command that is itself
+    such a line (a merged report merged again) counts as its parts."""
+    unique = list(dict.fromkeys(part for command in commands for part in _split_commands(command)))
     if len(unique) == 1:
         return unique[0]
     parts = [_option_groups(command) for command in unique]
@@ -75,6 +76,14 @@ def joined_commands(commands: Sequence[str]) -> str:
     shared = [group for group in parts[0] if all(group in part for part in parts[1:])]
     varied = [" ".join(group for group in part if group not in shared) for part in parts]
     return " ".join(shared) + " — per part: " + "; ".join(varied)
+
+
+def _split_commands(line: str) -> list[str]:
+    """The commands :func:`joined_commands` made ``line`` of (``[line]`` for a single one)."""
+    shared, per_part, varied = line.partition(" — per part: ")
+    if per_part:
+        return [f"{shared} {part}" for part in varied.split("; ")]
+    return line.split(" + ")
 
 
 def _option_groups(command: str) -> list[str]:

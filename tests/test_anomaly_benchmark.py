@@ -84,6 +84,10 @@ def test_paired_effects_against_the_peer():
     assert better["ci"][0] > 0 and better["verdict"] == "helps"
     assert effects["procedural:poisson"]["all/pixel_ap"]["verdict"] == "hurts"
     assert "diff" not in effects[anomaly.PEER_ARM]["all/pixel_ap"]
+    two_seeds = anomaly.paired_effects(
+        [run for run in runs if run["seed"] < 2], ["procedural:alpha", anomaly.PEER_ARM]
+    )
+    assert two_seeds["procedural:alpha"]["all/pixel_ap"]["verdict"] == "2 seeds: no verdict"
 
 
 def test_training_views_are_shared_by_every_arm_of_a_seed():
@@ -192,3 +196,6 @@ def test_commands_of_parts_are_joined_once_with_what_each_part_changed():
     )
     assert joined_commands([parts[0], parts[0]]) == parts[0]
     assert joined_commands(["peer", "ours"]) == "peer + ours"
+    # A merged report merged again: its line counts as the commands it was made of.
+    assert joined_commands([joined_commands(parts[:2]), *parts[2:]]) == joined_commands(parts)
+    assert joined_commands(["peer + ours", "third"]) == "peer + ours + third"
