@@ -89,7 +89,7 @@ class Budget:
 
 
 QUICK = Budget(seeds=1, steps=300, batch_size=16, crop=64, eval_every=100)
-FULL = Budget(seeds=3, steps=800, batch_size=16, crop=64, eval_every=100)
+FULL = Budget(seeds=5, steps=800, batch_size=16, crop=64, eval_every=100)
 
 
 def log(message: str) -> None:
