@@ -138,7 +138,7 @@ def test_a_mixture_gives_each_image_the_anomaly_of_one_source_drawn_from_the_see
     assert not torch.equal(mixture(images, 4)[0], augmented)
 
 
-def test_a_mixture_of_defectaug_generators_is_an_arm(tmp_path):
+def test_a_mixture_of_defectaug_generators_is_an_arm():
     args = anomaly.parse_args(["--arms", "cutpaste:alpha:scale=0.3-0.8+texture:alpha"])
     synthesize = anomaly.make_source(args.arms[0])
     images = torch.rand(6, 1, 48, 48, generator=torch.Generator().manual_seed(0))
