@@ -141,8 +141,9 @@ def mixed_source(sources: Sequence[Synthesizer]) -> Synthesizer:
     def synthesize(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         draw = torch.Generator().manual_seed(mix_seed(seed, 0))
         choice = torch.randint(len(sources), (images.shape[0],), generator=draw)
-        augmented = images.clone()
-        masks = torch.zeros((images.shape[0], 1, *images.shape[-2:]), dtype=torch.bool)
+        # Every image is drawn to exactly one source, so every row below is written.
+        augmented = torch.empty_like(images)
+        masks = torch.empty((images.shape[0], 1, *images.shape[-2:]), dtype=torch.bool)
         for number, source in enumerate(sources):
             chosen = torch.nonzero(choice == number).flatten()
             if chosen.numel():
