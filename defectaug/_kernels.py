@@ -123,6 +123,70 @@ def _layer_point(affine: tuple, blocks: np.ndarray, shape: tuple, row: int, col:
 
 
 @njit(cache=True, nogil=True)
+def _hit_bounds(blocks: np.ndarray, shape: tuple) -> tuple:
+    """``x_low, x_high, y_low, y_high``: :func:`_layer_point` can hit only at layer points with
+    ``x_low <= x < x_high`` and ``y_low <= y < y_high`` (the non-zero blocks' extent, within the
+    layer); an empty range when no block is non-zero."""
+    height, width = shape
+    block_rows, block_cols = blocks.shape
+    first_row, last_row, first_col, last_col = block_rows, -1, block_cols, -1
+    for block_row in range(block_rows):
+        for block_col in range(block_cols):
+            if blocks[block_row, block_col] != 0:
+                first_row, last_row = min(first_row, block_row), max(last_row, block_row)
+                first_col, last_col = min(first_col, block_col), max(last_col, block_col)
+    if last_row < 0:
+        return 0.0, 0.0, 0.0, 0.0
+    # Block b holds the floors f with (f + 1) >> 2 == b: 4 b - 1 <= f <= 4 b + 2.
+    return (
+        max(4.0 * first_col - 1.0, -1.0),
+        min(4.0 * last_col + 3.0, float(width)),
+        max(4.0 * first_row - 1.0, -1.0),
+        min(4.0 * last_row + 3.0, float(height)),
+    )
+
+
+#: Columns added on each side of a row's span (:func:`_row_span`): its ends are solved with a
+#: different rounding than :func:`_layer_point` maps pixels, so they are widened, not trusted.
+_SPAN_SLACK = 2
+#: A slope below this is taken as 0 (the row maps to one layer column or row, give or take).
+_FLAT = 1e-6
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _axis_span(slope: float, base: float, low: float, high: float, box_w: int) -> tuple:
+    """Columns ``col`` of a row where ``low <= slope * col + base < high`` may hold, widened."""
+    if abs(slope) < _FLAT:
+        # Across a whole row the point moves by less than 1e-3 px: all or nothing, with slack.
+        if base < low - 1.0 or base >= high + 1.0:
+            return 0, 0
+        return 0, box_w
+    first, last = (low - base) / slope, (high - base) / slope
+    if slope < 0.0:
+        first, last = last, first
+    if last < -_SPAN_SLACK or first > box_w + _SPAN_SLACK:
+        return 0, 0
+    start = max(int(math.floor(first)) - _SPAN_SLACK, 0)
+    stop = min(int(math.ceil(last)) + _SPAN_SLACK, box_w)
+    return start, max(stop, start)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_span(affine: tuple, bounds: tuple, row: int, box_w: int) -> tuple:
+    """``start, stop``: the columns of box row ``row`` outside which :func:`_layer_point` cannot
+    hit (``bounds``: :func:`_hit_bounds`), so the resamplers skip the rest of the row. The
+    pixels inside are still tested one by one, so results do not depend on it."""
+    x_col, x_row, x_0, y_col, y_row, y_0 = affine
+    x_low, x_high, y_low, y_high = bounds
+    if x_low >= x_high or y_low >= y_high:
+        return 0, 0
+    x_start, x_stop = _axis_span(x_col, x_row * row + x_0, x_low, x_high, box_w)
+    y_start, y_stop = _axis_span(y_col, y_row * row + y_0, y_low, y_high, box_w)
+    start = max(x_start, y_start)
+    return start, max(min(x_stop, y_stop), start)
+
+
+@njit(cache=True, nogil=True)
 def warp_alpha(
     planes: np.ndarray,
     blocks: np.ndarray,
@@ -154,9 +218,11 @@ def warp_coverage(
     shape = layer_alpha.shape
     confined = confine.size > 0
     affine = _affine(box_to_layer)
+    bounds = _hit_bounds(blocks, shape)
     alpha = np.zeros((box_h, box_w), dtype=np.float32)
     for row in range(box_h):
-        for col in range(box_w):
+        start, stop = _row_span(affine, bounds, row, box_w)
+        for col in range(start, stop):
             hit, x, y, left, top = _layer_point(affine, blocks, shape, row, col)
             if hit:
                 value = _sample(layer_alpha, _taps(x, y, left, top, shape[0], shape[1]))
@@ -202,9 +268,11 @@ def _composite_box(
     rounded = scale != 1.0
     shape = alpha_plane.shape
     affine = _affine(box_to_layer)
+    bounds = _hit_bounds(blocks, shape)
     row_start, row_stop, col_start, col_stop = level.shape[0], 0, level.shape[1], 0
     for row in range(box_h):
-        for col in range(box_w):
+        start, stop = _row_span(affine, bounds, row, box_w)
+        for col in range(start, stop):
             hit, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
             if not hit:
                 continue
@@ -643,9 +711,11 @@ def composite_layer_tracked(
     shape = alpha.shape
     height, width = shape
     affine = _affine(box_to_layer)
+    bounds = _hit_bounds(blocks, shape)
     row_start, row_stop, col_start, col_stop = level.shape[0], 0, level.shape[1], 0
     for row in range(box_h):
-        for col in range(box_w):
+        start, stop = _row_span(affine, bounds, row, box_w)
+        for col in range(start, stop):
             hit, x, y, left_tap, top_tap = _layer_point(affine, blocks, shape, row, col)
             if not hit:
                 continue

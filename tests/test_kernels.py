@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._kernels import (
+    _affine,
+    _hit_bounds,
+    _layer_point,
+    _row_span,
     alpha_blocks,
     blur_planes,
     composite_relief,
@@ -169,6 +173,47 @@ def test_alpha_blocks_skip_only_what_reads_zero():
         composite_relief(window_skipped, planes, blocks, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
         composite_relief(window_full, planes, everywhere, box_to_layer, NOT_CONFINED, 1.0, 0.2, 1.0)
         assert np.array_equal(window_skipped, window_full)
+
+
+@pytest.mark.parametrize("layout", ["scattered", "corner", "empty", "full"])
+def test_row_spans_hold_every_pixel_that_hits(layout):
+    """The resamplers scan only each row's span; every pixel that would hit lies inside it, for
+    rotations, zooms, mirrors and axis-aligned maps (whose slopes are 0 or nearly so)."""
+    rng = np.random.default_rng(1)
+    side = 29
+    alpha = np.zeros((side, side), np.float32)
+    if layout == "scattered":
+        alpha[rng.integers(0, side, 5), rng.integers(0, side, 5)] = 1.0
+    elif layout == "corner":
+        alpha[-3:, :2] = 1.0
+    elif layout == "full":
+        alpha[:] = 1.0
+    planes = np.zeros((4, side, side), np.float32)
+    planes[3] = alpha
+    blocks = alpha_blocks(planes)
+    maps = [
+        rotation_map(angle, zoom, (0.0, 0.0))
+        for angle in (0.0, 1e-9, math.pi / 2, 0.7, -2.9)
+        for zoom in (0.4, 1.0, 2.5)
+    ]
+    maps += [
+        np.array([[-1.0, 0.0, 40.0], [0.0, 1.0, -3.0]]),
+        np.array([[1e-8, 1.0, 2.0], [-1.0, 1e-8, 35.0]]),
+    ]
+    hits = 0
+    for box_to_layer in maps:
+        box_to_layer = box_to_layer.copy()
+        # Centre the layer in a 64 x 70 box.
+        box_to_layer[:, 2] += (side - 1) / 2 - box_to_layer[:, :2] @ np.array([34.5, 31.5])
+        affine, bounds = _affine(box_to_layer), _hit_bounds(blocks, (side, side))
+        for row in range(64):
+            start, stop = _row_span(affine, bounds, row, 70)
+            assert 0 <= start <= stop <= 70
+            for col in range(70):
+                if _layer_point(affine, blocks, (side, side), row, col)[0]:
+                    hits += 1
+                    assert start <= col < stop, (layout, row, col, start, stop)
+    assert (hits == 0) == (layout == "empty")
 
 
 # ----------------------------------------------------------------- tracked compositing, settling
