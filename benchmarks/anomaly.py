@@ -69,9 +69,6 @@ DEFECTAUG_ARMS = (
     "texture:alpha",
 )
 METRICS = ("pixel_ap", "pixel_auroc", "image_auroc")
-#: Fewest paired seeds for a verdict: resampling two differences only spans their range, so
-#: both being positive (a 1-in-4 chance with no effect) would read as "helps".
-MIN_VERDICT_SEEDS = 3
 #: Side of the smoothing window before an image's map is reduced to its maximum (DRAEM does the
 #: same: a single hot pixel should not decide the image score).
 IMAGE_SCORE_WINDOW = 5
@@ -366,10 +363,8 @@ def paired_effects(
                     if len(diffs) >= 2:
                         mean, low, high = bootstrap_ci(diffs, seed=0)
                         entry |= {"diff": mean, "ci": [low, high]}
-                        entry["verdict"] = (
-                            effect_verdict(low, high, higher_is_better=True)
-                            if len(diffs) >= MIN_VERDICT_SEEDS
-                            else f"{len(diffs)} seeds: no verdict"
+                        entry["verdict"] = effect_verdict(
+                            low, high, higher_is_better=True, seeds=len(diffs)
                         )
                     elif diffs:
                         entry |= {"diff": diffs[0], "ci": None, "verdict": "one seed"}

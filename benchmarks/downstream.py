@@ -934,7 +934,7 @@ def paired_difference(
         mean=mean,
         ci=[low, high],
         seeds=len(diffs),
-        verdict=effect_verdict(low, high, higher_is_better=not lower_is_better),
+        verdict=effect_verdict(low, high, not lower_is_better, seeds=len(diffs)),
     )
 
 

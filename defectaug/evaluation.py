@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "MIN_VERDICT_SEEDS",
     "PixelCounts",
     "average_precision",
     "bootstrap_ci",
@@ -305,9 +306,22 @@ def bootstrap_ci(
     return mean, float(low), float(high)
 
 
-def effect_verdict(low: float, high: float, higher_is_better: bool) -> str:
+#: Fewest paired seeds for a verdict: resampling two differences only spans their range, so
+#: both being positive (a 1-in-4 chance with no effect) would read as "helps".
+MIN_VERDICT_SEEDS = 3
+
+
+def effect_verdict(
+    low: float, high: float, higher_is_better: bool, *, seeds: int | None = None
+) -> str:
     """``"helps"`` / ``"hurts"`` when the interval of (arm - baseline) lies strictly on the good /
-    bad side of 0, else ``"no evidence"`` (also for a NaN bound, e.g. a single seed)."""
+    bad side of 0, else ``"no evidence"`` (also for a NaN bound, e.g. a single seed).
+
+    ``seeds``, the number of paired differences behind the interval: below
+    ``MIN_VERDICT_SEEDS`` the answer is ``"<seeds> seed(s): no verdict"`` whatever the interval.
+    """
+    if seeds is not None and seeds < MIN_VERDICT_SEEDS:
+        return f"{seeds} seed{'' if seeds == 1 else 's'}: no verdict"
     if low > 0:
         return "helps" if higher_is_better else "hurts"
     if high < 0:

@@ -210,7 +210,7 @@ def test_protocol_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
     assert result["summary"]["traditional"]["relative_error_reduction"] is None
     assert result["summary"]["traditional"]["error_vs_traditional"] is None
     paired = result["summary"]["synthetic:bank"]["error_vs_traditional"]
-    assert paired["seeds"] == 2 and paired["verdict"] in ("helps", "hurts", "no evidence")
+    assert paired["seeds"] == 2 and paired["verdict"] == "2 seeds: no verdict"
     assert paired["ci"][0] <= paired["mean"] <= paired["ci"][1]
     # Synthetic arms train partly on synthetic views; the GRL arm reports its source loss.
     assert result["classification_runs"]["synthetic:bank"][0]["synthetic_share"] > 0
@@ -258,7 +258,10 @@ def test_paired_difference_to_the_baseline_by_seed():
     assert paired["mean"] == pytest.approx(-0.085) and paired["seeds"] == 4
     assert paired["ci"][1] < 0 and paired["verdict"] == "helps"  # lower error helps
     worse = downstream.paired_difference([dict(seed=0, error=0.5)], baseline, "error")
-    assert worse["seeds"] == 1 and worse["verdict"] == "no evidence"
+    assert worse["seeds"] == 1 and worse["verdict"] == "1 seed: no verdict"
+    # Two seeds that both improve give an interval above 0, but no verdict.
+    two = downstream.paired_difference(better[:2], baseline, "error")
+    assert two["ci"][1] < 0 and two["verdict"] == "2 seeds: no verdict"
     assert downstream.paired_difference([dict(seed=9, error=0.1)], baseline, "error") is None
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from defectaug.evaluation import (
+    MIN_VERDICT_SEEDS,
     average_precision,
     bootstrap_ci,
     effect_verdict,
@@ -184,6 +185,12 @@ def test_bootstrap_refuses_bad_inputs(kwargs, message):
 )
 def test_effect_verdict(low, high, higher_is_better, verdict):
     assert effect_verdict(low, high, higher_is_better) == verdict
+    assert effect_verdict(low, high, higher_is_better, seeds=MIN_VERDICT_SEEDS) == verdict
+
+
+@pytest.mark.parametrize("seeds, verdict", [(1, "1 seed: no verdict"), (2, "2 seeds: no verdict")])
+def test_effect_verdict_needs_enough_seeds(seeds, verdict):
+    assert effect_verdict(0.01, 0.2, True, seeds=seeds) == verdict
 
 
 # ----------------------------------------------------------------------------- few-shot subsets
