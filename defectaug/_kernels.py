@@ -157,7 +157,8 @@ _FLAT = 1e-6
 def _axis_span(slope: float, base: float, low: float, high: float, box_w: int) -> tuple:
     """Columns ``col`` of a row where ``low <= slope * col + base < high`` may hold, widened."""
     if abs(slope) < _FLAT:
-        # Across a whole row the point moves by less than 1e-3 px: all or nothing, with slack.
+        # The point moves by under 1e-6 px a column: the whole row or none of it, with 1 px of
+        # slack (more than it moves across any image's width).
         if base < low - 1.0 or base >= high + 1.0:
             return 0, 0
         return 0, box_w
