@@ -634,8 +634,9 @@ def merge_results(
         **parts[-1],
         "budget": re.sub(r"seeds \d+", f"seeds {seeds}", parts[-1]["budget"]),
         "command": joined_commands([part["command"] for part in parts]),
-        "commit": ", ".join(dict.fromkeys(part["commit"] for part in parts)),
-        "date": ", ".join(dict.fromkeys(part["date"] for part in parts)),
+        # A merged report merged again lists its parts' commits and dates once each.
+        "commit": ", ".join(dict.fromkeys(c for part in parts for c in part["commit"].split(", "))),
+        "date": ", ".join(dict.fromkeys(d for part in parts for d in part["date"].split(", "))),
         "wall_s": sum(part["wall_s"] for part in parts),
         # One grid of every arm (``--samples-only`` with the merged report's stem) stands for
         # the parts' grids.

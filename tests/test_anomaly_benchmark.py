@@ -157,8 +157,8 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
              "test": {"all": dict(pixel_ap=ap + 0.01 * seed, pixel_auroc=0.5, image_auroc=0.5)}}
             for arm in arms for seed in seeds
         ]  # fmt: skip
-        result = {"dataset": "magnetic_tile", "budget": "b", "command": name, "commit": "c",
-                  "date": "d", "machine": "m", "wall_s": 1.0, "arms": arms, "runs": runs,
+        result = {"dataset": "magnetic_tile", "budget": "b", "command": name, "commit": f"c-{name}",
+                  "date": f"d-{name}", "machine": "m", "wall_s": 1.0, "arms": arms, "runs": runs,
                   "samples": [f"{name}_samples.png"]}  # fmt: skip
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(result))
@@ -174,6 +174,12 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
     (tmp_path / "m" / "anomaly_samples.png").write_bytes(b"")  # as --samples-only draws it
     merged = anomaly.main(["--merge", str(peer), str(ours), "--out", str(tmp_path / "m")])
     assert merged["samples"] == ["anomaly_samples.png"]
+    again = anomaly.main(
+        ["--merge", str(tmp_path / "m" / "anomaly.json"), str(ours), "--out", str(tmp_path / "a")]
+    )
+    # Merged again with one of its parts: each commit and date once.
+    assert again["commit"] == "c-peer, c-ours" and again["date"] == "d-peer, d-ours"
+    assert len(again["runs"]) == 6
     only_peer = anomaly.main(
         ["--merge", str(peer), str(ours), "--arms", anomaly.PEER_ARM, "--out", str(tmp_path / "p")]
     )
