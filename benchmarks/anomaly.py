@@ -634,9 +634,8 @@ def merge_results(
         **parts[-1],
         "budget": re.sub(r"seeds \d+", f"seeds {seeds}", parts[-1]["budget"]),
         "command": joined_commands([part["command"] for part in parts]),
-        # A merged report merged again lists its parts' commits and dates once each.
-        "commit": ", ".join(dict.fromkeys(c for part in parts for c in part["commit"].split(", "))),
-        "date": ", ".join(dict.fromkeys(d for part in parts for d in part["date"].split(", "))),
+        "commit": _listed_once(parts, "commit"),
+        "date": _listed_once(parts, "date"),
         "wall_s": sum(part["wall_s"] for part in parts),
         # One grid of every arm (``--samples-only`` with the merged report's stem) stands for
         # the parts' grids.
@@ -650,6 +649,12 @@ def merge_results(
     }
     (writer or write_reports)(result, out, stem)
     return result
+
+
+def _listed_once(parts: Sequence[dict[str, Any]], key: str) -> str:
+    """The parts' ``key`` values, each once; a merged part's comma-joined list counts as its
+    items (a merged report merged again)."""
+    return ", ".join(dict.fromkeys(item for part in parts for item in part[key].split(", ")))
 
 
 def _metric_order(metric: str) -> int:
