@@ -43,3 +43,9 @@ def compiled_kernels() -> ModuleType:
 def poisson_kernels() -> ModuleType:
     """:mod:`defectaug._poisson_kernels` (numba and scipy), imported on first use."""
     return importlib.import_module("defectaug._poisson_kernels")
+
+
+@functools.cache
+def painting_kernels() -> ModuleType:
+    """:mod:`defectaug.generators._paint_kernels` (numba), imported on first use."""
+    return importlib.import_module("defectaug.generators._paint_kernels")

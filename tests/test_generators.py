@@ -393,23 +393,58 @@ def test_paint_then_shade_is_sample(procedural):
     assert torch.equal(maps.alpha, layer.alpha) and torch.equal(maps.shade(tone), layer.content)
 
 
-def test_windowed_polyline_field_matches_brute_force():
-    from defectaug.generators.procedural import _Canvas, _polyline_field
-
-    rng = torch.Generator().manual_seed(0)
-    canvas = _Canvas(3, 40, 50, rng, torch.device("cpu"))
-    points = torch.rand(3, 7, 2, generator=rng) * torch.tensor([40.0, 50.0])
-    extra = torch.rand(3, 7, generator=rng)
-    reach = torch.tensor([4.0, 9.0, 60.0])
-    enabled = torch.tensor([True, True, False])
-    field_ = _polyline_field(canvas, points, [extra], enabled, reach)
+def _brute_force_distance(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Distance ``[n, height, width]`` of every pixel to the polylines ``points [n, P, 2]``."""
     a, b = points[:, :-1, None, None], points[:, 1:, None, None]
-    pixel = torch.stack(torch.meshgrid(torch.arange(40.0), torch.arange(50.0), indexing="ij"), -1)
+    grid = torch.meshgrid(torch.arange(float(height)), torch.arange(float(width)), indexing="ij")
+    pixel = torch.stack(grid, -1)
     step = b - a
     u = (((pixel - a) * step).sum(-1) / (step * step).sum(-1)).clamp(0, 1)
-    distance = (pixel - a - u[..., None] * step).norm(dim=-1).amin(dim=1)
-    near = distance <= reach[:, None, None]
-    near[2] = False
-    assert torch.allclose(field_.distance[near], distance[near], atol=1e-3)
-    assert torch.isinf(field_.distance[~near]).all()
-    assert ((field_.extras[0] >= 0) & (field_.extras[0] <= 1)).all()
+    return (pixel - a - u[..., None] * step).norm(dim=-1).amin(dim=1)
+
+
+def test_windowed_nearest_segments_match_brute_force():
+    from defectaug.generators._paint_kernels import nearest_segments
+
+    rng = torch.Generator().manual_seed(0)
+    points = torch.rand(3, 7, 2, generator=rng) * torch.tensor([40.0, 50.0])
+    reach = [4.0, 9.0, 60.0]
+    distance = _brute_force_distance(points, 40, 50)
+    for item in range(3):
+        squared = np.full((40, 50), np.inf, np.float32)
+        segment = np.full((40, 50), -1, np.int32)
+        top, bottom, left, right = nearest_segments(
+            points[item].numpy(), reach[item], squared, segment
+        )
+        near = distance[item] <= reach[item]
+        found = torch.from_numpy(np.sqrt(squared))
+        assert torch.allclose(found[near], distance[item][near], atol=1e-3)
+        assert torch.isinf(found[~near]).all() and (segment[~near.numpy()] == -1).all()
+        assert ((segment >= 0) & (segment < 6))[near.numpy()].all()
+        rows, cols = near.nonzero(as_tuple=True)
+        box = (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item())
+        assert (top, bottom, left, right) == box
+
+
+def test_crack_path_outline_is_its_width_around_the_polyline():
+    from defectaug.generators._paint_kernels import paint_crack_path
+
+    rng = torch.Generator().manual_seed(1)
+    points = torch.rand(2, 5, 2, generator=rng) * 30.0 + 5.0
+    width = torch.full((2, 5), 3.0)
+    signed, alpha = np.zeros((2, 40, 40), np.float32), np.zeros((2, 40, 40), np.float32)
+    paint_crack_path(
+        points.numpy(),
+        width.numpy(),
+        np.ones((2, 5), np.float32),
+        np.array([True, False]),
+        np.array([12.0, 12.0], np.float32),
+        np.array([0.5, 0.5], np.float32),
+        signed,
+        alpha,
+    )
+    distance = _brute_force_distance(points, 40, 40)[0]
+    t = ((distance - 3.0 / 2 - 0.75) / -1.5).clamp(0, 1)
+    assert torch.allclose(torch.from_numpy(alpha[0]), t * t * (3 - 2 * t), atol=1e-5)
+    assert not alpha[1].any() and not signed[1].any()
+    assert signed[0].max() <= 0.5 + 1e-6 and (signed[0][alpha[0] > 0.5] > 0.1).all()

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from defectaug.generators._canvas import _Canvas, _over, _Painted, _smoothstep
+from defectaug._lazy import painting_kernels
+from defectaug.generators._canvas import _Canvas, _host, _Painted, _smoothstep
 
 if TYPE_CHECKING:
     from defectaug.generators.procedural import (
@@ -126,57 +127,39 @@ def _paint_pit(canvas: _Canvas, p: PitParams) -> tuple[torch.Tensor, ...]:
     spread = canvas.uniform(p.spread) * side
     reach = spread * 2.0 + p.radius[1] * side
     centre = _blob_centre(canvas, reach)
-    light = canvas.uniform((0.0, 2 * math.pi)).view(n, 1, 1)
-    contrast = canvas.uniform(p.contrast).view(n, 1, 1)
-    rim = canvas.uniform(p.rim).view(n, 1, 1)
+    light = canvas.uniform((0.0, 2 * math.pi))
+    contrast = canvas.uniform(p.contrast)
+    rim = canvas.uniform(p.rim)
     bright = canvas.bright_draw()
-    alpha_total = torch.zeros(n, canvas.h, canvas.w, device=canvas.device)
-    reliefs_total = (torch.zeros_like(alpha_total), torch.zeros_like(alpha_total))
     limit = torch.tensor([canvas.h - 1, canvas.w - 1], device=canvas.device) - 0.08 * side
     roughness = 1.0 + 0.2 * canvas.noise(10.0)
     # A pit only shows within a few radii of its centre (roughness shortens distances by at most
     # 0.8): each pit is painted on that window of the items that have it, not the whole layer.
     reach = (3.0 * (p.radius[1] * side + 0.5) + 0.6) / 0.8 + 1.0
-    window_h, window_w = (
-        min(2 * math.ceil(reach) + 2, canvas.h),
-        min(2 * math.ceil(reach) + 2, canvas.w),
-    )
-    steps_h = torch.arange(window_h, device=canvas.device)
-    steps_w = torch.arange(window_w, device=canvas.device)
-    for pit in range(int(round(p.count[1]))):
+    window = (min(2 * math.ceil(reach) + 2, canvas.h), min(2 * math.ceil(reach) + 2, canvas.w))
+    positions, radii = [], []
+    for _ in range(int(round(p.count[1]))):
         offset = canvas.normal(2) * spread[:, None]
-        position = torch.maximum(
-            torch.minimum(centre + offset, limit), limit.new_tensor(0.08 * side)
+        positions.append(
+            torch.maximum(torch.minimum(centre + offset, limit), limit.new_tensor(0.08 * side))
         )
-        radius = (canvas.uniform(p.radius) * side).clamp_min(0.7).view(n, 1, 1)
-        items = (count > pit).nonzero()[:, 0]
-        if items.numel() == 0:
-            continue
-        where = position[items]
-        top = (where[:, 0] - window_h / 2.0).round().long().clamp(0, canvas.h - window_h)
-        left = (where[:, 1] - window_w / 2.0).round().long().clamp(0, canvas.w - window_w)
-        rows = (top[:, None] + steps_h)[:, :, None]
-        cols = (left[:, None] + steps_w)[:, None, :]
-        window = (items[:, None, None], rows, cols)
-        dy = rows - where[:, 0].view(-1, 1, 1)
-        dx = cols - where[:, 1].view(-1, 1, 1)
-        distance = torch.sqrt(dy * dy + dx * dx) * roughness[window]
-        radius_i, light_i = radius[items], light[items]
-        hollow = _smoothstep(radius_i + 0.7, radius_i - 0.7, distance)
-        depth = torch.exp(-((distance / (radius_i + 0.5)) ** 2))
-        facing = (dx * torch.cos(light_i) + dy * torch.sin(light_i)) / distance.clamp_min(1e-3)
-        lit_rim = torch.exp(-(((distance - radius_i - 0.6) / 0.8) ** 2)) * facing.clamp_min(0.0)
-        lit_rim = lit_rim * rim[items]
-        reliefs = (contrast[items] * depth, lit_rim * (1.0 - hollow))
-        alpha = torch.maximum(hollow, lit_rim * 1.6).clamp(max=1.0)
-        below = tuple(total[window] for total in reliefs_total)
-        mixed, combined = _over(below, alpha_total[window], reliefs, alpha)
-        alpha_total[window] = combined
-        for total, part in zip(reliefs_total, mixed, strict=True):
-            total[window] = part
+        radii.append((canvas.uniform(p.radius) * side).clamp_min(0.7))
+    active = count[None] > torch.arange(len(positions), device=canvas.device)[:, None]
+    signed, fixed, alpha = canvas.blank(3)
+    painting_kernels().paint_pits(
+        _host(torch.stack(positions)),
+        _host(torch.stack(radii)),
+        _host(active),
+        *(_host(values) for values in (light, contrast, rim, roughness)),
+        window,
+        signed,
+        fixed,
+        alpha,
+    )
     return _Painted(
-        *reliefs_total,
-        alpha_total,
+        canvas.tensor(signed),
+        canvas.tensor(fixed),
+        canvas.tensor(alpha),
         torch.zeros(n, device=canvas.device),
         canvas.uniform(p.opacity),
         bright,

@@ -2,8 +2,10 @@
 
 A :class:`_Canvas` holds the random draws and the coordinate grids of one group of ``n`` items on
 a layer of ``(h, w)``; every painter draws from it, in a fixed order, so a seed gives the same
-layers. A painter returns a :class:`_Painted`: :func:`_over` stacks its elements (strokes, pits)
-and :func:`_with_opacity` turns its coverage into alpha.
+layers. A painter returns a :class:`_Painted`, and :func:`_with_opacity` turns its coverage into
+alpha. Painters with many elements (strokes, pits) stack them in compiled loops
+(:mod:`defectaug.generators._paint_kernels`), which take arrays made by :func:`_host` and
+:meth:`_Canvas.blank`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +63,14 @@ class _Canvas:
         before the surface they will land on is known.
         """
         return torch.rand(self.n, generator=self.generator, device=self.device)
+
+    def blank(self, planes: int) -> list[np.ndarray]:
+        """``planes`` zeroed float32 arrays ``[n, h, w]`` on the CPU, for the compiled painters."""
+        return [np.zeros((self.n, self.h, self.w), np.float32) for _ in range(planes)]
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A compiled painter's plane as a tensor on the canvas' device."""
+        return torch.from_numpy(array).to(self.device)
 
     def noise(self, cells: float, octaves: int = 1) -> torch.Tensor:
         """Smooth value noise ``[n, h, w]`` in ~[-1, 1], ``cells`` lattice cells across ``S``."""
@@ -124,6 +135,13 @@ def _cubic_resampler(size_in: int, size_out: int, device: torch.device) -> torch
     return matrix.to(device=device, dtype=torch.float32)
 
 
+def _host(values: torch.Tensor) -> np.ndarray:
+    """``values`` as a contiguous CPU array for the compiled painters: float32, or bool as is."""
+    if values.dtype != torch.bool:
+        values = values.float()
+    return values.detach().cpu().contiguous().numpy()
+
+
 def _smoothstep(edge0: Any, edge1: Any, value: torch.Tensor) -> torch.Tensor:
     """Hermite step from 0 at ``edge0`` to 1 at ``edge1`` (either order)."""
     t = ((value - edge0) / (edge1 - edge0)).clamp(0.0, 1.0)
@@ -158,19 +176,3 @@ def _with_opacity(coverage: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor
     """
     peak = opacity.view(-1, 1, 1)
     return torch.where(coverage < 0.5, coverage, 0.5 + (coverage - 0.5) * (2.0 * peak - 1.0))
-
-
-def _over(
-    reliefs_below: tuple[torch.Tensor, ...],
-    alpha_below: torch.Tensor,
-    reliefs: tuple[torch.Tensor, ...],
-    alpha: torch.Tensor,
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """Stack one painted element over another (premultiplied "over" on each relief part)."""
-    combined = alpha + alpha_below * (1.0 - alpha)
-    norm = combined.clamp_min(1e-6)
-    mixed = tuple(
-        (relief * alpha + below * alpha_below * (1.0 - alpha)) / norm
-        for relief, below in zip(reliefs, reliefs_below, strict=True)
-    )
-    return mixed, combined

@@ -54,22 +54,16 @@ from defectaug.generators._blobs import (  # noqa: F401
 from defectaug.generators._canvas import (  # noqa: F401
     _Canvas,
     _cubic_resampler,
-    _over,
     _Painted,
     _smooth_curve,
     _smoothstep,
     _with_opacity,
 )
 from defectaug.generators._strokes import (  # noqa: F401
-    _FAR,
-    _SEGMENT_BITS,
     _fit_into,
-    _line_coverage,
     _paint_crack,
     _paint_scratch,
-    _polyline_field,
     _random_walk,
-    _Stroke,
 )
 from defectaug.generators.base import DefectGenerator, match_channels
 from defectaug.generators.relief import (  # noqa: F401
