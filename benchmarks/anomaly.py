@@ -508,6 +508,7 @@ def run_line(result: dict[str, Any]) -> str:
         f"`{result['command']}` — {result['date']}, commit {result['commit']}, "
         f"{result['machine']}; {result['budget']}; wall {result['wall_s'] / 60:.1f} min"
         + ("." if result.get("complete", True) else " (stopped early: the seeds listed ran).")
+        + "".join(f"\n{line}" for line in part_lines(result))
     )
 
 
@@ -609,8 +610,14 @@ def merge_results(
 ) -> dict[str, Any]:
     """One report from runs made in parts (e.g. the peer and the defectaug arms on different
     days); a later part's run of the same (arm, seed) replaces an earlier one. ``keep`` limits
-    the report to those arms (e.g. to leave out rows measured before a library change)."""
+    the report to those arms (e.g. to leave out rows measured before a library change).
+
+    The report lists its ``parts`` (:func:`report_parts`): a merged report given again counts
+    as the parts it was made of, each part once, so its wall time is not counted twice."""
     parts = [json.loads(path.read_text()) for path in paths]
+    made_of = list(
+        {_part_key(part): part for report in parts for part in report_parts(report)}.values()
+    )
     # Parts may run different seeds (e.g. two processes side by side); the rest must agree.
     budgets = {re.sub(r"seeds \d+, ", "", part["budget"]) for part in parts}
     datasets = {part["dataset"] for part in parts}
@@ -633,10 +640,11 @@ def merge_results(
     result = {
         **parts[-1],
         "budget": re.sub(r"seeds \d+", f"seeds {seeds}", parts[-1]["budget"]),
-        "command": joined_commands([part["command"] for part in parts]),
-        "commit": _listed_once(parts, "commit"),
-        "date": _listed_once(parts, "date"),
-        "wall_s": sum(part["wall_s"] for part in parts),
+        "command": joined_commands([part["command"] for part in made_of]),
+        "commit": _listed_once(made_of, "commit"),
+        "date": _listed_once(made_of, "date"),
+        "wall_s": sum(part["wall_s"] for part in made_of),
+        "parts": made_of,
         # One grid of every arm (``--samples-only`` with the merged report's stem) stands for
         # the parts' grids.
         "samples": [f"{stem}_samples.png"]
@@ -651,9 +659,39 @@ def merge_results(
     return result
 
 
+#: What :func:`report_parts` keeps of each part.
+PART_KEYS = ("command", "commit", "date", "wall_s", "arms", "seeds")
+
+
+def report_parts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs ``report`` was made of, each with its ``PART_KEYS``: a merged report's
+    ``parts``, else the report itself (``seeds``: those it ran)."""
+    if "parts" in report:
+        return report["parts"]
+    seeds = sorted({run["seed"] for run in report["runs"]})
+    return [{key: report[key] for key in PART_KEYS[:-1]} | {"seeds": seeds}]
+
+
+def _part_key(part: dict[str, Any]) -> tuple[str, str, str]:
+    return part["command"], part["commit"], part["date"]
+
+
+def part_lines(result: dict[str, Any]) -> list[str]:
+    """A report's parts, one line each with its wall time (none for a report of one part)."""
+    parts = result.get("parts", [])
+    if len(parts) < 2:
+        return []
+    return [
+        f"- `{part['command']}` ({', '.join(part['arms'])}; seeds "
+        f"{', '.join(map(str, part['seeds']))}): {part['date']}, commit {part['commit']}, "
+        f"wall {part['wall_s'] / 60:.1f} min"
+        for part in parts
+    ]
+
+
 def _listed_once(parts: Sequence[dict[str, Any]], key: str) -> str:
-    """The parts' ``key`` values, each once; a merged part's comma-joined list counts as its
-    items (a merged report merged again)."""
+    """The parts' ``key`` values, each once; a comma-joined list (a merged report from before
+    reports listed their parts) counts as its items."""
     return ", ".join(dict.fromkeys(item for part in parts for item in part[key].split(", ")))
 
 

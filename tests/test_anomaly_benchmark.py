@@ -177,9 +177,16 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
     again = anomaly.main(
         ["--merge", str(tmp_path / "m" / "anomaly.json"), str(ours), "--out", str(tmp_path / "a")]
     )
-    # Merged again with one of its parts: each commit and date once.
+    # Merged again with one of its parts: each part once, its wall time counted once.
     assert again["commit"] == "c-peer, c-ours" and again["date"] == "d-peer, d-ours"
-    assert len(again["runs"]) == 6
+    assert len(again["runs"]) == 6 and again["wall_s"] == 2.0
+    assert [(part["command"], part["seeds"]) for part in again["parts"]] == [
+        ("peer", [0, 1, 2]),
+        ("ours", [0, 1, 2]),
+    ]
+    report = (tmp_path / "a" / "anomaly.md").read_text()
+    line = "- `ours` (procedural:alpha; seeds 0, 1, 2): d-ours, commit c-ours, wall 0.0 min"
+    assert line in report
     only_peer = anomaly.main(
         ["--merge", str(peer), str(ours), "--arms", anomaly.PEER_ARM, "--out", str(tmp_path / "p")]
     )
