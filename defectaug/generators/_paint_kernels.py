@@ -1,14 +1,13 @@
 """Compiled (numba) pixel loops of the stroke and pit painters (:mod:`._strokes`, :mod:`._blobs`).
 
-A layer of 64 x 64 px holds a few thousand pixels, and a stroke or a pit changes a few hundred
-of them. As torch operations each stroke was some sixty calls on small arrays, each paying
-microseconds of dispatch, so painting four scratches cost milliseconds whatever their size.
-Here a stroke or a pit is one pass: the nearest segment of a polyline is searched only over the
-pixels each segment can reach, and the shading and the "over" stacking (:func:`._canvas._over`)
-run per pixel. The random draws stay with the painters (torch, in their fixed order), so a seed
-gives the same layers; these loops run on the CPU for every device (layers are small, and one
-implementation of the arithmetic serves every renderer). All arithmetic is float32, as the
-painters' torch maths was.
+A stroke or a pit changes a few hundred pixels of a layer of a few thousand. As torch operations
+it takes some sixty calls on small arrays, each paying its dispatch, so a painting call would
+cost milliseconds however little it paints. Here each is one pass: the nearest segment of a
+polyline is searched only over the pixels each segment can reach, and the shading and the
+"over" stacking of elements run per pixel. The random draws stay with the painters (torch, in
+their fixed order), so a seed gives the same layers; these loops run on the CPU for every device
+(layers are small, and one implementation of the arithmetic serves every renderer). The
+arithmetic is float32.
 
 Functions compile on first use and are cached on disk (``cache=True``).
 """
