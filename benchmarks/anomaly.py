@@ -554,7 +554,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--arms",
         nargs="+",
         default=None,
-        help=f"default: {' '.join([*DEFECTAUG_ARMS, PEER_ARM])}; with --merge: the arms to keep",
+        help=f"default: {' '.join([*DEFECTAUG_ARMS, PEER_ARM])}; "
+        "with --merge: the arms to keep, in this order",
     )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -610,7 +611,8 @@ def merge_results(
 ) -> dict[str, Any]:
     """One report from runs made in parts (e.g. the peer and the defectaug arms on different
     days); a later part's run of the same (arm, seed) replaces an earlier one. ``keep`` limits
-    the report to those arms (e.g. to leave out rows measured before a library change).
+    the report to those arms, in that order (e.g. to leave out rows measured before a library
+    change); without it the arms come in the order the parts list them.
 
     The report lists its ``parts`` (:func:`report_parts`): a merged report given again counts
     as the parts it was made of, each part once, so its wall time is not counted twice."""
@@ -632,7 +634,8 @@ def merge_results(
         if keep is None or run["arm"] in keep
     }
     arms = list(dict.fromkeys(arm for part in parts for arm in part["arms"]))
-    arms = [arm for arm in arms if keep is None or arm in keep]
+    if keep is not None:
+        arms = [arm for arm in dict.fromkeys(keep) if arm in arms]
     if baseline == PEER_ARM:
         arms = [arm for arm in arms if arm != PEER_ARM] + [PEER_ARM] * (PEER_ARM in arms)
     metrics = sorted({m for run in runs.values() for m in run["test"]["all"]}, key=_metric_order)

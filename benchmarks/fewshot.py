@@ -342,7 +342,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--shots", default="10", help="real defect images kept per class: a number or 'all'"
     )
     parser.add_argument("--quick", action="store_true", help="one seed, 200 steps")
-    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(DEFAULT_ARMS)}; with --merge: the arms to keep, in this order",
+    )
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument(
         "--synthetic-p",
@@ -360,6 +365,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in Budget.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
+    args.keep_arms = args.arms
+    args.arms = args.arms or list(DEFAULT_ARMS)
     if args.shots == "all":
         args.shots = None
     else:
@@ -392,7 +399,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.merge:
         result = anomaly.merge_results(
-            args.merge, args.out, args.stem, baseline=BASELINE_ARM, writer=write_reports
+            args.merge,
+            args.out,
+            args.stem,
+            args.keep_arms,
+            baseline=BASELINE_ARM,
+            writer=write_reports,
         )
         print(anomaly.table(result, baseline=BASELINE_ARM, metrics=METRICS))
         return result

@@ -44,6 +44,12 @@ def test_few_shot_track_end_to_end_on_a_tiny_fixture(tmp_path):
     report = (out / "data_k1.md").read_text()
     assert "pixel AP vs `real`" in report and "| real+fitted |" in report
     assert json.loads((out / "data_k1.json").read_text())["shots"] == 1
+    # Merging keeps the arms given, in the order given.
+    kept = ["real", "real+cutpaste:alpha", "real+bank"]
+    merged = fewshot.main(
+        ["--merge", str(out / "data_k1.json"), "--arms", *kept, "--out", str(out), "--stem", "m"]
+    )
+    assert merged["arms"] == kept and len(merged["runs"]) == 6
 
 
 def test_shots_are_stratified_nested_and_shared_by_every_arm(tmp_path):
