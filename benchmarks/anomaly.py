@@ -685,7 +685,7 @@ def part_lines(result: dict[str, Any]) -> list[str]:
     if len(parts) < 2:
         return []
     return [
-        f"- `{part['command']}` ({', '.join(part['arms'])}; seeds "
+        f"- `{part['command']}` ({', '.join(part['arms'])}; seed{'s' * (len(part['seeds']) > 1)} "
         f"{', '.join(map(str, part['seeds']))}): {part['date']}, commit {part['commit']}, "
         f"wall {part['wall_s'] / 60:.1f} min"
         for part in parts
