@@ -30,16 +30,18 @@ def _smoothstep(edge0, edge1, value):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _over(signed, fixed, alpha, item, row, col, relief_signed, relief_fixed, coverage):
-    """Stack one element (reliefs and alpha at one pixel) over the totals, in place."""
-    below = alpha[item, row, col]
+def _over(planes, pixel, relief_signed, relief_fixed, coverage):
+    """Stack one element (its reliefs and alpha at ``pixel``: item, row, column) over the totals
+    ``planes`` (signed, fixed, alpha; an empty fixed plane for painters without one), in place."""
+    signed, fixed, alpha = planes
+    below = alpha[pixel]
     kept = below * (_ONE - coverage)
     combined = coverage + kept
     norm = max(combined, _ALPHA_FLOOR)
-    signed[item, row, col] = (relief_signed * coverage + signed[item, row, col] * kept) / norm
+    signed[pixel] = (relief_signed * coverage + signed[pixel] * kept) / norm
     if fixed.shape[0] > 0:
-        fixed[item, row, col] = (relief_fixed * coverage + fixed[item, row, col] * kept) / norm
-    alpha[item, row, col] = combined
+        fixed[pixel] = (relief_fixed * coverage + fixed[pixel] * kept) / norm
+    alpha[pixel] = combined
 
 
 @njit(cache=True, nogil=True)
@@ -83,13 +85,6 @@ def nearest_segments(points, reach, squared, segment):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _clear(squared, segment, top, bottom, left, right):
-    """Reset what :func:`nearest_segments` found (within its returned range) for the next path."""
-    squared[top : bottom + 1, left : right + 1] = np.inf
-    segment[top : bottom + 1, left : right + 1] = -1
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _along(points, index, row, col):
     """Where pixel ``(row, col)`` projects on segment ``index`` (0..1) and its side (-1, 0, 1)."""
     start_y, start_x = points[index, 0], points[index, 1]
@@ -109,6 +104,59 @@ def _lerp(values, index, fraction):
     return values[index] + fraction * (values[index + 1] - values[index])
 
 
+# What :func:`_paint_path` draws.
+_SCRATCH, _CRACK = 0, 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _paint_path(
+    kind, path, width, strength, reach, item, contrast, highlight, lit_side, work, planes
+):
+    """Paint the polyline ``path [P, 2]`` of ``item`` (its ``width``/``strength [P]`` per vertex,
+    fading out past ``reach`` px) over ``planes`` (signed, fixed, alpha) as a ``kind``:
+
+    - ``_SCRATCH``: a core line whose strength scales its coverage, plus a band of strength
+      ``highlight`` lit along its ``lit_side`` (+-1) in the fixed plane;
+    - ``_CRACK``: a core line whose strength only lightens it: the outline, hence the mask, keeps
+      the full width.
+
+    ``work`` is :func:`nearest_segments`'s ``squared`` and ``segment``, cleared again after.
+    """
+    squared, segment = work
+    top, bottom, left, right = nearest_segments(path, reach, squared, segment)
+    for row in range(top, bottom + 1):
+        for col in range(left, right + 1):
+            index = segment[row, col]
+            if index < 0:
+                continue
+            distance = np.sqrt(squared[row, col])
+            fraction, side = _along(path, index, row, col)
+            width_px = _lerp(width, index, fraction)
+            strength_px = _lerp(strength, index, fraction)
+            half = width_px / np.float32(2.0)
+            coverage = _smoothstep(half + np.float32(0.75), half - np.float32(0.75), distance)
+            if kind == _CRACK:
+                core = np.exp(-((distance / (half + np.float32(0.6))) ** 2)) * strength_px
+                _over(planes, (item, row, col), contrast * core, _ZERO, coverage)
+                continue
+            core = np.exp(-((distance / (half + _HALF)) ** 2))
+            band_width = max(np.float32(0.6) * width_px, _ONE)
+            band_centre = half + band_width / np.float32(2.0)
+            band = np.exp(-(((distance - band_centre) / band_width) ** 2))
+            band = band * strength_px * highlight if side == lit_side else _ZERO
+            cover = min(max(coverage * strength_px, min(band, _ONE) * np.float32(1.6)), _ONE)
+            relief_fixed = band * (_ONE - core)
+            _over(planes, (item, row, col), contrast * core * strength_px, relief_fixed, cover)
+    squared[top : bottom + 1, left : right + 1] = np.inf
+    segment[top : bottom + 1, left : right + 1] = -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _workspace(h, w):
+    """:func:`_paint_path`'s ``work`` for layers of ``h x w``."""
+    return np.full((h, w), np.inf, np.float32), np.full((h, w), -1, np.int32)
+
+
 @njit(cache=True, nogil=True)
 def paint_scratch_strokes(
     points,
@@ -126,76 +174,48 @@ def paint_scratch_strokes(
     """Paint strokes ``[S, n, P, 2]`` of ``n`` scratches over ``signed``/``fixed``/``alpha``.
 
     Per stroke and item: ``width``/``strength [S, n, P]`` per vertex, ``enabled``/``reach [S, n]``;
-    per item ``contrast``, ``highlight`` (the band's strength) and ``highlight_side`` (+-1). A
-    stroke is a core line of the interpolated width plus a lit band along one side of it.
+    per item ``contrast``, ``highlight`` (the band's strength) and ``highlight_side`` (+-1).
     """
-    strokes, n = points.shape[0], points.shape[1]
-    h, w = alpha.shape[1], alpha.shape[2]
-    squared = np.full((h, w), np.inf, np.float32)
-    segment = np.full((h, w), -1, np.int32)
-    for stroke in range(strokes):
-        for item in range(n):
-            if not enabled[stroke, item]:
-                continue
-            path = points[stroke, item]
-            top, bottom, left, right = nearest_segments(path, reach[stroke, item], squared, segment)
-            for row in range(top, bottom + 1):
-                for col in range(left, right + 1):
-                    index = segment[row, col]
-                    if index < 0:
-                        continue
-                    distance = np.sqrt(squared[row, col])
-                    fraction, side = _along(path, index, row, col)
-                    width_px = _lerp(width[stroke, item], index, fraction)
-                    strength_px = _lerp(strength[stroke, item], index, fraction)
-                    half = width_px / np.float32(2.0)
-                    coverage = (
-                        _smoothstep(half + np.float32(0.75), half - np.float32(0.75), distance)
-                        * strength_px
-                    )
-                    core = np.exp(-((distance / (half + _HALF)) ** 2))
-                    band_width = max(np.float32(0.6) * width_px, _ONE)
-                    band_centre = half + band_width / np.float32(2.0)
-                    band = np.exp(-(((distance - band_centre) / band_width) ** 2))
-                    lit = side == highlight_side[item]
-                    band = band * strength_px * highlight[item] if lit else _ZERO
-                    relief_signed = contrast[item] * core * strength_px
-                    relief_fixed = band * (_ONE - core)
-                    cover = min(max(coverage, min(band, _ONE) * np.float32(1.6)), _ONE)
-                    _over(signed, fixed, alpha, item, row, col, relief_signed, relief_fixed, cover)
-            _clear(squared, segment, top, bottom, left, right)
+    work = _workspace(alpha.shape[1], alpha.shape[2])
+    for stroke in range(points.shape[0]):
+        for item in range(points.shape[1]):
+            if enabled[stroke, item]:
+                _paint_path(
+                    _SCRATCH,
+                    points[stroke, item],
+                    width[stroke, item],
+                    strength[stroke, item],
+                    reach[stroke, item],
+                    item,
+                    contrast[item],
+                    highlight[item],
+                    highlight_side[item],
+                    work,
+                    (signed, fixed, alpha),
+                )
 
 
 @njit(cache=True, nogil=True)
 def paint_crack_path(points, width, strength, enabled, reach, contrast, signed, alpha):
-    """Paint one path ``[n, P, 2]`` of ``n`` cracks over ``signed``/``alpha``.
-
-    ``width``/``strength [n, P]`` per vertex, ``enabled``/``reach``/``contrast [n]``. Fading
-    (``strength``) only lightens the core: the outline, hence the mask, keeps the full width.
-    """
-    n, h, w = alpha.shape
-    squared = np.full((h, w), np.inf, np.float32)
-    segment = np.full((h, w), -1, np.int32)
+    """Paint one path ``[n, P, 2]`` of ``n`` cracks over ``signed``/``alpha``:
+    ``width``/``strength [n, P]`` per vertex, ``enabled``/``reach``/``contrast [n]``."""
+    work = _workspace(alpha.shape[1], alpha.shape[2])
     no_fixed = np.empty((0, 0, 0), np.float32)
-    for item in range(n):
-        if not enabled[item]:
-            continue
-        top, bottom, left, right = nearest_segments(points[item], reach[item], squared, segment)
-        for row in range(top, bottom + 1):
-            for col in range(left, right + 1):
-                index = segment[row, col]
-                if index < 0:
-                    continue
-                distance = np.sqrt(squared[row, col])
-                fraction, _ = _along(points[item], index, row, col)
-                half = _lerp(width[item], index, fraction) / np.float32(2.0)
-                strength_px = _lerp(strength[item], index, fraction)
-                coverage = _smoothstep(half + np.float32(0.75), half - np.float32(0.75), distance)
-                core = np.exp(-((distance / (half + np.float32(0.6))) ** 2)) * strength_px
-                _over(
-                    signed, no_fixed, alpha, item, row, col, contrast[item] * core, _ZERO, coverage
-                )
-        _clear(squared, segment, top, bottom, left, right)
+    for item in range(points.shape[0]):
+        if enabled[item]:
+            _paint_path(
+                _CRACK,
+                points[item],
+                width[item],
+                strength[item],
+                reach[item],
+                item,
+                contrast[item],
+                _ZERO,
+                _ZERO,
+                work,
+                (signed, no_fixed, alpha),
+            )
 
 
 @njit(cache=True, nogil=True)
@@ -212,6 +232,7 @@ def paint_pits(
     pits, n = centres.shape[0], centres.shape[1]
     h, w = alpha.shape[1], alpha.shape[2]
     window_h, window_w = window
+    planes = (signed, fixed, alpha)
     for pit in range(pits):
         for item in range(n):
             if not active[pit, item]:
@@ -251,14 +272,5 @@ def paint_pits(
                         * rim[item]
                     )
                     cover = min(max(hollow, lit_rim * np.float32(1.6)), _ONE)
-                    _over(
-                        signed,
-                        fixed,
-                        alpha,
-                        item,
-                        row,
-                        col,
-                        contrast[item] * depth,
-                        lit_rim * (_ONE - hollow),
-                        cover,
-                    )
+                    relief_fixed = lit_rim * (_ONE - hollow)
+                    _over(planes, (item, row, col), contrast[item] * depth, relief_fixed, cover)
