@@ -614,12 +614,17 @@ def merge_results(
     the report to those arms, in that order (e.g. to leave out rows measured before a library
     change); without it the arms come in the order the parts list them.
 
-    The report lists its ``parts`` (:func:`report_parts`): a merged report given again counts
-    as the parts it was made of, each part once, so its wall time is not counted twice."""
+    The report lists its ``parts`` (:func:`report_parts`) that ran a kept arm: a merged report
+    given again counts as the parts it was made of, each part once, so its wall time is not
+    counted twice."""
     parts = [json.loads(path.read_text()) for path in paths]
-    made_of = list(
-        {_part_key(part): part for report in parts for part in report_parts(report)}.values()
-    )
+    made_of = [
+        part
+        for part in {
+            _part_key(part): part for report in parts for part in report_parts(report)
+        }.values()
+        if keep is None or set(part["arms"]) & set(keep)
+    ]
     # Parts may run different seeds (e.g. two processes side by side); the rest must agree.
     budgets = {re.sub(r"seeds \d+, ", "", part["budget"]) for part in parts}
     datasets = {part["dataset"] for part in parts}

@@ -191,6 +191,8 @@ def test_runs_made_in_parts_merge_into_one_paired_report(tmp_path):
         ["--merge", str(peer), str(ours), "--arms", anomaly.PEER_ARM, "--out", str(tmp_path / "p")]
     )
     assert only_peer["arms"] == [anomaly.PEER_ARM] and len(only_peer["runs"]) == 3
+    assert [part["command"] for part in only_peer["parts"]] == ["peer"]
+    assert only_peer["wall_s"] == 1.0
     other = json.loads(ours.read_text()) | {"budget": "other"}
     ours.write_text(json.dumps(other))
     with pytest.raises(ValueError, match="budget"):
