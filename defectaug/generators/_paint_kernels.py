@@ -18,8 +18,8 @@ import numpy as np
 from numba import njit
 
 _ZERO, _HALF, _ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
-# ``_over`` divides by the combined alpha clamped to this floor.
-_ALPHA_FLOOR = np.float32(1e-6)
+# Divisors are clamped to this floor: the combined alpha in ``_over``, a segment's squared length.
+_FLOOR = np.float32(1e-6)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -37,7 +37,7 @@ def _over(planes, pixel, relief_signed, relief_fixed, coverage):
     below = alpha[pixel]
     kept = below * (_ONE - coverage)
     combined = coverage + kept
-    norm = max(combined, _ALPHA_FLOOR)
+    norm = max(combined, _FLOOR)
     signed[pixel] = (relief_signed * coverage + signed[pixel] * kept) / norm
     if fixed.shape[0] > 0:
         fixed[pixel] = (relief_fixed * coverage + fixed[pixel] * kept) / norm
@@ -62,7 +62,7 @@ def nearest_segments(points, reach, squared, segment):
         start_y, start_x = points[index, 0], points[index, 1]
         step_y = points[index + 1, 0] - start_y
         step_x = points[index + 1, 1] - start_x
-        inverse = _ONE / max(step_y * step_y + step_x * step_x, _ALPHA_FLOOR)
+        inverse = _ONE / max(step_y * step_y + step_x * step_x, _FLOOR)
         top = max(int(np.floor(min(start_y, start_y + step_y) - radius)), 0)
         bottom = min(int(np.ceil(max(start_y, start_y + step_y) + radius)), h - 1)
         left = max(int(np.floor(min(start_x, start_x + step_x) - radius)), 0)
@@ -92,7 +92,7 @@ def _along(points, index, row, col):
     step_x = points[index + 1, 1] - start_x
     offset_y = np.float32(row) - start_y
     offset_x = np.float32(col) - start_x
-    inverse = _ONE / max(step_y * step_y + step_x * step_x, _ALPHA_FLOOR)
+    inverse = _ONE / max(step_y * step_y + step_x * step_x, _FLOOR)
     fraction = min(max((offset_y * step_y + offset_x * step_x) * inverse, _ZERO), _ONE)
     cross = step_x * offset_y - step_y * offset_x
     side = _ONE if cross > _ZERO else (-_ONE if cross < _ZERO else _ZERO)
