@@ -618,13 +618,9 @@ def merge_results(
     given again counts as the parts it was made of, each part once, so its wall time is not
     counted twice."""
     parts = [json.loads(path.read_text()) for path in paths]
-    made_of = [
-        part
-        for part in {
-            _part_key(part): part for report in parts for part in report_parts(report)
-        }.values()
-        if keep is None or set(part["arms"]) & set(keep)
-    ]
+    # Each part once (by command, commit and date), and only parts that ran a kept arm.
+    unique = {_part_key(part): part for report in parts for part in report_parts(report)}
+    made_of = [part for part in unique.values() if keep is None or set(part["arms"]) & set(keep)]
     # Parts may run different seeds (e.g. two processes side by side); the rest must agree.
     budgets = {re.sub(r"seeds \d+, ", "", part["budget"]) for part in parts}
     datasets = {part["dataset"] for part in parts}
@@ -667,17 +663,17 @@ def merge_results(
     return result
 
 
-#: What :func:`report_parts` keeps of each part.
-PART_KEYS = ("command", "commit", "date", "wall_s", "arms", "seeds")
+#: What :func:`report_parts` copies from a report that ran as one part (it adds ``seeds``).
+PART_KEYS = ("command", "commit", "date", "wall_s", "arms")
 
 
 def report_parts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs ``report`` was made of, each with its ``PART_KEYS``: a merged report's
-    ``parts``, else the report itself (``seeds``: those it ran)."""
+    """The runs ``report`` was made of, each with its ``PART_KEYS`` and ``seeds``: a merged
+    report's ``parts``, else the report itself (``seeds``: those it ran)."""
     if "parts" in report:
         return report["parts"]
     seeds = sorted({run["seed"] for run in report["runs"]})
-    return [{key: report[key] for key in PART_KEYS[:-1]} | {"seeds": seeds}]
+    return [{key: report[key] for key in PART_KEYS} | {"seeds": seeds}]
 
 
 def _part_key(part: dict[str, Any]) -> tuple[str, str, str]:
