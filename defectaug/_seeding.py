@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from hashlib import blake2b
+from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
@@ -88,16 +89,26 @@ def mix_seed(*values: int) -> int:
     return int.from_bytes(digest, "little") >> 2
 
 
+#: A worker's identity, computed once: ``(its WorkerInfo, identity)``. A worker process has one
+#: WorkerInfo for its life, and the distributed check costs microseconds a call.
+_worker_identity: tuple[Any, tuple[int, int, int]] | None = None
+
+
 def stream_identity() -> tuple[int, int, int]:
     """``(DataLoader worker id or -1, the loader's base seed or 0, distributed rank or 0)``.
 
     Mixed into seeds so that workers and ranks never repeat each other's draws.
     """
+    global _worker_identity
     info = get_worker_info()
+    if info is not None and _worker_identity is not None and _worker_identity[0] is info:
+        return _worker_identity[1]
     worker_id, base_seed = (info.id, info.seed - info.id) if info is not None else (-1, 0)
     rank = (
         torch.distributed.get_rank()
         if torch.distributed.is_available() and torch.distributed.is_initialized()
         else 0
     )
+    if info is not None:
+        _worker_identity = (info, (worker_id, base_seed, rank))
     return worker_id, base_seed, rank

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
-from defectaug._seeding import uniform_draws
+import defectaug._seeding as seeding
+from defectaug._seeding import stream_identity, uniform_draws
 
 
 def test_uniform_draws_are_reproducible_and_streams_differ():
@@ -29,3 +32,19 @@ def test_unseeded_draws_follow_torch_global_seed():
     first = uniform_draws(None, 4)
     torch.manual_seed(7)
     assert uniform_draws(None, 4) == first
+
+
+def test_stream_identity_follows_the_worker_it_runs_in(monkeypatch):
+    # A worker's identity is kept once computed; a process that becomes another worker (or the
+    # main process) must not reuse it.
+    first = SimpleNamespace(id=0, seed=1000)
+    second = SimpleNamespace(id=1, seed=2001)
+    current = [first]
+    monkeypatch.setattr(seeding, "get_worker_info", lambda: current[0])
+    monkeypatch.setattr(seeding, "_worker_identity", None)
+    assert stream_identity() == (0, 1000, 0)
+    assert stream_identity() == (0, 1000, 0)
+    current[0] = second
+    assert stream_identity() == (1, 2000, 0)
+    current[0] = None
+    assert stream_identity() == (-1, 0, 0)
