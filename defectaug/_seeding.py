@@ -51,6 +51,8 @@ def as_seed(seed: SeedLike) -> int:
     """An int key for counter-based draws (:func:`uniform_draws`) from an int seed, a
     ``torch.Generator`` (one 62-bit draw of it, so it advances) or ``None`` (one draw of torch's
     global generator, so global seeding still works)."""
+    if type(seed) is int:  # the per-sample case, ahead of the slower isinstance checks
+        return seed
     if isinstance(seed, torch.Generator):
         return child_seed(seed)
     if seed is None:

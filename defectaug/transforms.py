@@ -540,8 +540,10 @@ class DefectInject(Transform):
         if not images:
             return nothing
         source = images[0]
+        # tv_tensors pay a dispatch per attribute read; the checks below read a plain view.
+        plain = source.as_subclass(torch.Tensor) if isinstance(source, torch.Tensor) else source
         call_seed = self._seeds.next()
-        image_size = _image_size(source)
+        image_size = _image_size(plain)
         converted: list[Any] = []
 
         def float_source() -> tuple[torch.Tensor, Any]:
@@ -552,7 +554,7 @@ class DefectInject(Transform):
 
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
-        fast = self._compiled is not None and takes_fast_path(source)
+        fast = self._compiled is not None and takes_fast_path(plain)
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).
@@ -570,11 +572,11 @@ class DefectInject(Transform):
                 return nothing
             if fast:
                 if (
-                    not isinstance(source, PIL.Image.Image)
-                    and source.ndim == 4
-                    and source.shape[0] != 1
+                    not isinstance(plain, PIL.Image.Image)
+                    and plain.ndim == 4
+                    and plain.shape[0] != 1
                 ):
-                    raise ValueError(_ONE_SAMPLE.format(shape=tuple(source.shape)))
+                    raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
                 sample_plan = place_sample(
                     plan,
                     source,
