@@ -30,7 +30,13 @@ What is measured (``--sections``, comma-separated; all by default):
 
    The ratio column is each row's time per sample over its group's base (see below), next to
    the bar of issue #14 (:data:`LOADER_BARS`) and whether the row meets it.
-2. ``calls``: the per-call cost of issue #20, in one process with ``torch.set_num_threads(1)``,
+2. ``stages``: where a worker's time per sample goes. One process, ``torch.set_num_threads(1)``,
+   runs the base pipeline and the defect rows of ``target`` and ``generators`` item by item, as
+   a worker does, timing each stage's CPU time (decode + crop + flip, the defect step, ToDtype),
+   in interleaved rounds after a warm-up round; the last column times the same defect step in
+   the same rounds, as many calls on one fixed image in a tight loop (no decoding between
+   calls). Medians over rounds, in microseconds per sample.
+3. ``calls``: the per-call cost of issue #20, in one process with ``torch.set_num_threads(1)``,
    on one 224 x 224 RGB float image in [0, 1] (a crop of one of the benchmark's JPEGs):
    anomalib's ``PerlinAnomalyGenerator(probability=1.0)`` called as anomalib calls it,
    ``generator(image) -> (augmented, mask)``, against the per-sample entry point a DataLoader
@@ -39,7 +45,7 @@ What is measured (``--sections``, comma-separated; all by default):
    Rows are timed call by call in interleaved rounds (a new random order each round) after a
    warm-up; the figure is the median call. The speed-up is the peer's median over the row's,
    next to the bars of :data:`CALL_BARS`.
-3. ``batched``: ``inject_defects`` on ready ``[64, 3, 224, 224]`` float batches in the main
+4. ``batched``: ``inject_defects`` on ready ``[64, 3, 224, 224]`` float batches in the main
    process (torch threads = the worker count, so the CPU budget matches), per blend mode; and on
    CUDA when a GPU is present.
 
@@ -90,7 +96,7 @@ DEFAULT_BANK_DATA = REPO_ROOT.parent / "shared" / "data" / "magnetic_tile"
 LEARNED_CARD = "dcdgan-magnetic-tile-64"
 PEER_NAME = "anomalib PerlinAnomalyGenerator"
 LOADER_GROUPS = ("target", "generators", "blends", "peer")
-SECTIONS = (*LOADER_GROUPS, "calls", "batched")
+SECTIONS = (*LOADER_GROUPS, "stages", "calls", "batched")
 
 
 @dataclass(frozen=True)
@@ -460,6 +466,108 @@ def loader_table(results: list[LoaderResult], workers: int) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------- stages
+
+#: The loader groups whose rows the ``stages`` section takes apart.
+STAGE_GROUPS = ("target", "generators")
+
+
+def stage_rows(sources: Sources) -> list[LoaderRow]:
+    """The base row, then the rows of :data:`STAGE_GROUPS` that have a bar (their own
+    transforms, not the loader groups')."""
+    rows = [row for group in row_groups(sources, STAGE_GROUPS) for row in group]
+    return [rows[0], *(row for row in rows if row.bar is not None)]
+
+
+@dataclass
+class StageTimes:
+    """Median CPU microseconds per sample of one row's stages (``None``: the row did not run)."""
+
+    before: float | None = None  # decode + RandomResizedCrop + flip
+    step: float | None = None  # the defect step, in the pipeline
+    after: float | None = None  # ToDtype
+    alone: float | None = None  # the defect step on one fixed image, in a loop
+
+    @property
+    def total(self) -> float | None:
+        if self.before is None or self.step is None or self.after is None:
+            return None
+        return self.before + self.step + self.after
+
+
+def measure_stages(
+    rows: list[LoaderRow], paths: list[Path], samples: int, rounds: int
+) -> list[StageTimes]:
+    """:class:`StageTimes` of each row (the base first): ``samples / rounds`` items of every row
+    per round, rows in a new random order every round, after one untimed round. A row's turn
+    runs its items through the pipeline, then as many calls of its step on one fixed image."""
+    crop, flip, to_dtype = pipeline(None).transforms
+    before = v2.Compose([crop, flip])
+    fixed = before(tv_tensors.Image(decode_jpeg(read_file(str(paths[0])))))
+    clock = time.process_time_ns
+    per_round = max(1, samples // max(1, rounds))
+    ran = [index for index, row in enumerate(rows) if row.missing is None]
+    times: dict[int, list[tuple[float, float, float, float]]] = {index: [] for index in ran}
+    order_generator = torch.Generator().manual_seed(0)
+    served = 0
+    for round_index in range(max(1, rounds) + 1):
+        for position in torch.randperm(len(ran), generator=order_generator).tolist():
+            index = ran[position]
+            step = rows[index].step
+            spent = [0, 0, 0, 0]
+            for item in range(served, served + per_round):
+                started = clock()
+                image = before(
+                    tv_tensors.Image(decode_jpeg(read_file(str(paths[item % len(paths)]))))
+                )
+                decoded = clock()
+                if step is not None:
+                    image = step(image)
+                stepped = clock()
+                to_dtype(image)
+                finished = clock()
+                spent[0] += decoded - started
+                spent[1] += stepped - decoded
+                spent[2] += finished - stepped
+            if step is not None:
+                started = clock()
+                for _ in range(per_round):
+                    step(fixed)
+                spent[3] = clock() - started
+            if round_index > 0:  # the first round is warm-up
+                times[index].append(tuple(value / per_round / 1000.0 for value in spent))
+        served += per_round
+    results = [StageTimes() for _ in rows]
+    for index in ran:
+        medians = [statistics.median(values) for values in zip(*times[index], strict=True)]
+        alone = medians[3] if rows[index].step is not None else None
+        results[index] = StageTimes(*medians[:3], alone)
+    return results
+
+
+def stage_table(rows: list[LoaderRow], times: list[StageTimes]) -> list[str]:
+    """The ``stages`` table: microseconds per sample; ``vs base`` is the row's total over the
+    base row's."""
+    lines = [
+        "| one worker's pipeline, item by item (1 process, 1 thread, CPU time, median of rounds) "
+        "| decode + crop + flip (us) | defect step (us) | ToDtype (us) | total vs base "
+        "| the defect step alone, one image in a loop (us) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    base_total = times[0].total
+    for row, stage in zip(rows, times, strict=True):
+        if stage.total is None:
+            lines.append(f"| {row.name} | {row.missing} | - | - | - | - |")
+            continue
+        versus = "-" if base_total is None else f"{stage.total / base_total:.2f}x"
+        alone = "-" if stage.alone is None else f"{stage.alone:.0f}"
+        lines.append(
+            f"| {row.name} | {stage.before:.0f} | {stage.step:.0f} | {stage.after:.0f} "
+            f"| {versus} | {alone} |"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------------- per call
 
 
@@ -633,13 +741,17 @@ def main(argv: list[str] | None = None) -> list[str]:
     threads = max(1, args.workers)
 
     loader_lines: list[str] = []
+    stage_lines: list[str] = []
     call_lines: list[str] = []
     base_speed: float | None = None
     with tempfile.TemporaryDirectory() as folder:
         paths = make_jpegs(Path(folder), max(1, args.jpegs))
         torch.set_num_threads(1)
+        stage_groups = list(STAGE_GROUPS) if "stages" in sections else []
         sources = load_sources(
-            groups, args.bank_data, with_peer="peer" in groups or "calls" in sections
+            [*groups, *stage_groups],
+            args.bank_data,
+            with_peer="peer" in groups or "calls" in sections,
         )
         if groups:
             results = measure_groups(
@@ -652,6 +764,9 @@ def main(argv: list[str] | None = None) -> list[str]:
             )
             loader_lines = loader_table(results, args.workers)
             base_speed = results[0].speed
+        if stage_groups:
+            rows = stage_rows(sources)
+            stage_lines = stage_table(rows, measure_stages(rows, paths, samples, repeats))
         if "calls" in sections:
             rows = call_rows(sources.peer, sources.peer_status, Path(folder))
             milliseconds = measure_calls(
@@ -684,7 +799,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         f"{CROP} px from {SOURCE_SIZE} px JPEGs; bank data {bank_source}; load average "
         f"(1/5/15 min) {load_before} before, {load_average()} after, {os.cpu_count()} CPUs",
     ]
-    for lines in (loader_lines, call_lines, batched_lines):
+    for lines in (loader_lines, stage_lines, call_lines, batched_lines):
         if lines:
             printed += ["", *lines]
     missed = unmet(loader_lines) + unmet(call_lines)

@@ -163,6 +163,30 @@ def test_main_on_a_tiny_config(tmp_path, capsys):
     assert printed[-1].startswith("bars not met: ")
 
 
+def test_stages_take_the_base_and_each_barred_row_apart(tmp_path, capsys):
+    printed = pipeline.main(
+        ["--samples", "4", "--repeats", "2", "--jpegs", "2", "--sections", "stages",
+         "--bank-data", str(tmp_path / "absent")]
+    )  # fmt: skip
+    rows = [line for line in printed if line.startswith("| ") and "|---" not in line]
+    cells = [line.strip("| ").split(" | ") for line in rows[1:]]
+    assert [row[0] for row in cells] == [
+        pipeline.BASE_ROW,
+        "+ DefectInject procedural alpha, p=1",
+        "+ DefectInject DefectBank (train-split defects) alpha, p=1",
+        f"+ DefectInject {pipeline.LEARNED_CARD} alpha, p=1",
+    ]
+    base, procedural, bank, card = cells
+    assert base[4] == "1.00x" and base[5] == "-"
+    assert bank[1:] == ["data not found", "-", "-", "-", "-"]
+    for row in (procedural, card):
+        before, step, after, alone = (float(row[i]) for i in (1, 2, 3, 5))
+        assert min(before, step, after, alone) > 0
+        assert row[4].endswith("x")
+    # The base pipeline has no defect step: its stage is the clock's cost alone.
+    assert float(base[2]) < float(procedural[2])
+
+
 def test_sections_are_checked():
     assert pipeline.parse_sections("calls, peer") == ["calls", "peer"]
     with pytest.raises(argparse.ArgumentTypeError, match="unknown section"):
