@@ -541,7 +541,9 @@ class DefectInject(Transform):
             return nothing
         source = images[0]
         # tv_tensors pay a dispatch per attribute read; the checks below read a plain view.
-        plain = source.as_subclass(torch.Tensor) if isinstance(source, torch.Tensor) else source
+        plain = (
+            source.as_subclass(torch.Tensor) if isinstance(source, tv_tensors.TVTensor) else source
+        )
         call_seed = self._seeds.next()
         image_size = _image_size(plain)
         converted: list[Any] = []

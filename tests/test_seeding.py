@@ -40,10 +40,13 @@ def test_stream_identity_follows_the_worker_it_runs_in(monkeypatch):
     first = SimpleNamespace(id=0, seed=1000)
     second = SimpleNamespace(id=1, seed=2001)
     current = [first]
+    checks = []
     monkeypatch.setattr(seeding, "get_worker_info", lambda: current[0])
     monkeypatch.setattr(seeding, "_worker_identity", None)
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: checks.append(1) or False)
     assert stream_identity() == (0, 1000, 0)
     assert stream_identity() == (0, 1000, 0)
+    assert len(checks) == 1  # a worker asks for its rank once
     current[0] = second
     assert stream_identity() == (1, 2000, 0)
     current[0] = None
