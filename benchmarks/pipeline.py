@@ -502,8 +502,9 @@ def measure_stages(
     per round, rows in a new random order every round, after one untimed round. A row's turn
     runs its items through the pipeline, then as many calls of its step on one fixed image."""
     crop, flip, to_dtype = pipeline(None).transforms
-    before = v2.Compose([crop, flip])
-    fixed = before(tv_tensors.Image(decode_jpeg(read_file(str(paths[0])))))
+    # A worker's items up to the defect step: decode + crop + flip.
+    items = JpegImages(paths, len(paths), v2.Compose([crop, flip]))
+    fixed = items[0]
     clock = time.process_time_ns
     per_round = max(1, samples // max(1, rounds))
     ran = [index for index, row in enumerate(rows) if row.missing is None]
@@ -517,9 +518,7 @@ def measure_stages(
             spent = [0, 0, 0, 0]
             for item in range(served, served + per_round):
                 started = clock()
-                image = before(
-                    tv_tensors.Image(decode_jpeg(read_file(str(paths[item % len(paths)]))))
-                )
+                image = items[item]
                 decoded = clock()
                 if step is not None:
                     image = step(image)
