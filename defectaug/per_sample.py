@@ -321,7 +321,7 @@ _INVISIBLE = np.zeros((0, 0), dtype=np.uint8)
 _INVISIBLE.flags.writeable = False
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class SamplePlan:
     """A :class:`~defectaug.plan.Plan` for one image laid out for the compiled renderer: its
     defects (in draw order) with their layers, type and size, and the blend to composite them
@@ -330,7 +330,8 @@ class SamplePlan:
     ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
     decides the label mask, so mask and image always agree. ``drawn`` is the plan, and
     ``source_pixels`` the source's ``[C, H, W]`` view (``as_chw``), kept so the source's composite
-    does not convert it again.
+    does not convert it again. Read-only once made (not frozen: a frozen dataclass costs a
+    sample a microsecond more to make).
     """
 
     type_index: int
@@ -428,6 +429,8 @@ def place_sample(
     confine: bool = True,
     blend: str = "alpha",
     blend_options: Mapping[str, Any] | None = None,
+    *,
+    pixels: torch.Tensor | None = None,
 ) -> SamplePlan:
     """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`, to
     be composited with ``blend`` and its ``blend_options`` (see
@@ -442,6 +445,7 @@ def place_sample(
     on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it. With a
     generator that :func:`samples_per_call` (every blend) the layers are sampled for the plan
     from the image patches they land on, as ``render_plan`` samples them without a reservoir.
+    ``pixels``: ``as_chw(image)``, when the caller has it.
     """
     # The alpha blend has no options: merging and checking none would be a good part of the
     # Python a sample costs.
@@ -449,7 +453,8 @@ def place_sample(
         options: dict[str, Any] = {}
     else:
         options = check_blend_options(blend, blend_options)
-    pixels = as_chw(image)
+    if pixels is None:
+        pixels = as_chw(image)
     image_size = plan.image_size
     if tuple(pixels.shape[-2:]) != image_size:
         raise ValueError(
@@ -632,14 +637,17 @@ def _composite(
 ) -> tuple[Any, np.ndarray, tuple[int, int]]:
     """``composite_sample`` plus the settled mask of the defects' union box and its corner
     (``pixels``: ``as_chw(image)`` when the caller has it)."""
-    if pixels is None:
-        pixels = as_chw(image)
-    if tuple(pixels.shape[-2:]) != plan.image_size:
-        raise ValueError(
-            f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "
-            f"and {plan.image_size}"
-        )
-    fast = takes_fast_path(pixels)
+    if pixels is not None and pixels is plan.source_pixels:
+        fast = True  # place_sample laid the plan out on it
+    else:
+        if pixels is None:
+            pixels = as_chw(image)
+        if tuple(pixels.shape[-2:]) != plan.image_size:
+            raise ValueError(
+                f"image: all images of a sample must share one size; got "
+                f"{tuple(pixels.shape[-2:])} and {plan.image_size}"
+            )
+        fast = takes_fast_path(pixels)
     if fast and pixels.is_floating_point() and pixels.is_contiguous():
         # The copy and the range check in one pass (the common case: a float tensor).
         host, out = pixels, torch.empty_like(pixels)
@@ -680,11 +688,12 @@ def _composite_defects(
         return _INVISIBLE, (0, 0)
     rounded = out.dtype == np.uint8
     scale, threshold = (255.0, _THRESHOLD_8BIT) if rounded else (1.0, _THRESHOLD_FLOAT)
-    regions = plan.regions
-    windows = plan.reach
-    if len(windows) == 1:
-        ((top, left, height, width),) = windows
+    regions = None if plan.blend == "alpha" else plan.regions
+    if regions is None and len(defects) == 1:
+        (defect,) = defects
+        top, left, height, width = defect.top, defect.left, defect.height, defect.width
     else:
+        windows = plan.reach
         top = min(window[0] for window in windows)
         left = min(window[1] for window in windows)
         height = max(window[0] + window[2] for window in windows) - top

@@ -79,7 +79,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as TF
 
 from defectaug._checks import check_probability, describe, is_int, is_number
-from defectaug._io import check_unit_range, to_float_image
+from defectaug._io import as_chw, check_unit_range, to_float_image
 from defectaug._legacy import legacy_positional
 from defectaug._seeding import SeedLike, mix_seed
 from defectaug.batch import (
@@ -557,6 +557,7 @@ class DefectInject(Transform):
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
         fast = self._compiled is not None and takes_fast_path(plain)
+        pixels = None  # the source as the compiled renderer reads it: as_chw, once
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).
@@ -579,6 +580,8 @@ class DefectInject(Transform):
                     and plain.shape[0] != 1
                 ):
                     raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
+                if pixels is None:
+                    pixels = as_chw(plain)
                 sample_plan = place_sample(
                     plan,
                     source,
@@ -586,6 +589,7 @@ class DefectInject(Transform):
                     self.placement.confine,
                     self.blend,
                     self.blend_options,
+                    pixels=pixels,
                 )
                 if sample_plan.visible:
                     return dict(plan=sample_plan, mask=None, source=source, converted=None)
