@@ -288,7 +288,7 @@ def _composite_box(
             texture = 1.0 + _sample(texture_plane, taps)
             strength = min(tint * min(abs(relief), 1.0) * 3.0, 1.0) if tinted else 0.0
             at_row, at_col = top + row, left + col
-            state = 0
+            change = 0.0
             for channel in range(channels):
                 under = window[channel, at_row, at_col] / scale
                 content = _shade(under, relief, texture, tinted, strength, channel)
@@ -297,18 +297,17 @@ def _composite_box(
                     value = np.rint(min(max(value, 0.0), 1.0) * scale)
                 window[channel, at_row, at_col] = value
                 if track:
-                    state = max(
-                        state,
-                        _change_level(
+                    change = max(
+                        change,
+                        _change(
                             window[channel, at_row, at_col],
                             before[channel, at_row, at_col],
-                            threshold,
                             rounded,
                         ),
                     )
             if track:
                 level_row, level_col = at_row - level_top, at_col - level_left
-                level[level_row, level_col] = state
+                level[level_row, level_col] = _level_of(change, threshold)
                 row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
                 col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
     return row_start, row_stop, col_start, col_stop
@@ -329,10 +328,17 @@ def _shade(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _change_level(value, under, threshold: float, rounded: bool) -> int:
-    """0: ``value`` is ``under``, 1: it changed by at most ``threshold``, 2: by more."""
+def _change(value, under, rounded: bool) -> float:
+    """How far ``value`` moved from ``under``, in raw units."""
     # Integer pixels are subtracted as floats, not modulo 256.
-    change = abs(float(value) - float(under)) if rounded else abs(value - under)
+    return abs(float(value) - float(under)) if rounded else float(abs(value - under))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _level_of(change: float, threshold: float) -> int:
+    """0: no change, 1: a change of at most ``threshold``, 2: a larger one. A pixel's level is
+    that of its largest channel change (the level grows with the change), so it is classified
+    once, not once per channel."""
     if change > threshold:
         return 2
     return 1 if change > 0.0 else 0
@@ -347,15 +353,15 @@ def store_tracked(
     col: int,
     value: float,
     scale: float,
-    threshold: float,
     rounded: bool,
-) -> int:
+) -> float:
     """Store ``value`` (in [0, 1]; rounded to ``scale`` levels for a uint8 image) at
-    ``image[channel, row, col]``; return its change level against ``before`` there."""
+    ``image[channel, row, col]``; return how far the stored value is from ``before`` there
+    (:func:`_change`)."""
     if rounded:
         value = np.rint(min(max(value, 0.0), 1.0) * scale)
     image[channel, row, col] = value
-    return _change_level(image[channel, row, col], before[channel, row, col], threshold, rounded)
+    return _change(image[channel, row, col], before[channel, row, col], rounded)
 
 
 @njit(cache=True, nogil=True)
@@ -728,17 +734,17 @@ def composite_layer_tracked(
                 continue
             taps = _content_taps(x, y, left_tap, top_tap, height, width)
             at_row, at_col = top + row, left + col
-            state = 0
+            change = 0.0
             for channel in range(channels):
                 shown = _content_sample(content[channel], taps)
                 under = image[channel, at_row, at_col] / scale
                 value = under + cover * (shown - under)
-                level_here = store_tracked(
-                    image, before, channel, at_row, at_col, value, scale, threshold, rounded
+                change = max(
+                    change,
+                    store_tracked(image, before, channel, at_row, at_col, value, scale, rounded),
                 )
-                state = max(state, level_here)
             level_row, level_col = at_row - level_top, at_col - level_left
-            level[level_row, level_col] = state
+            level[level_row, level_col] = _level_of(change, threshold)
             row_start, row_stop = min(row_start, level_row), max(row_stop, level_row + 1)
             col_start, col_stop = min(col_start, level_col), max(col_stop, level_col + 1)
     return row_start, row_stop, col_start, col_stop
@@ -864,15 +870,14 @@ def settle_window(
     channels, height, width = window.shape
     # 0: unchanged, 1: changed invisibly, 2: changed visibly (in the mask).
     level = np.zeros((height, width), dtype=np.uint8)
-    for channel in range(channels):
-        for row in range(height):
-            for col in range(width):
-                level[row, col] = max(
-                    level[row, col],
-                    _change_level(
-                        window[channel, row, col], before[channel, row, col], threshold, rounded
-                    ),
+    for row in range(height):
+        for col in range(width):
+            change = 0.0
+            for channel in range(channels):
+                change = max(
+                    change, _change(window[channel, row, col], before[channel, row, col], rounded)
                 )
+            level[row, col] = _level_of(change, threshold)
     settle_levels(window, before, level, 0, 0, min_pixels, rounded, 0, height, 0, width)
     return level
 

@@ -36,7 +36,7 @@ import numpy as np
 import scipy.fft
 from numba import njit
 
-from defectaug._kernels import store_tracked
+from defectaug._kernels import _level_of, store_tracked
 from defectaug.batch import KEPT_CONTRAST, POISSON_MARGIN
 from defectaug.compositing._solvers import _inverse_eigenvalues_numpy
 from defectaug.compositing.improved import _crop_window, useful_band
@@ -638,14 +638,14 @@ def store_window(
         at_row = level_top + level_row
         for level_col in range(col_start, col_stop):
             at_col = level_left + level_col
-            state = 0
+            change = 0.0
             for channel in range(channels):
                 value = work[channel, at_row - origin[0], at_col - origin[1]]
-                level_here = store_tracked(
-                    image, before, channel, at_row, at_col, value, scale, change_threshold, rounded
+                change = max(
+                    change,
+                    store_tracked(image, before, channel, at_row, at_col, value, scale, rounded),
                 )
-                state = max(state, level_here)
-            level[level_row, level_col] = state
+            level[level_row, level_col] = _level_of(change, change_threshold)
 
 
 # ---------------------------------------------------------------------------------------------
