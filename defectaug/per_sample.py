@@ -637,9 +637,8 @@ def _composite(
 ) -> tuple[Any, np.ndarray, tuple[int, int]]:
     """``composite_sample`` plus the settled mask of the defects' union box and its corner
     (``pixels``: ``as_chw(image)`` when the caller has it)."""
-    if pixels is not None and pixels is plan.source_pixels:
-        fast = True  # place_sample laid the plan out on it
-    else:
+    # The source's size was checked when the plan was laid out on it.
+    if pixels is None or pixels is not plan.source_pixels:
         if pixels is None:
             pixels = as_chw(image)
         if tuple(pixels.shape[-2:]) != plan.image_size:
@@ -647,7 +646,7 @@ def _composite(
                 f"image: all images of a sample must share one size; got "
                 f"{tuple(pixels.shape[-2:])} and {plan.image_size}"
             )
-        fast = takes_fast_path(pixels)
+    fast = takes_fast_path(pixels)
     if fast and pixels.is_floating_point() and pixels.is_contiguous():
         # The copy and the range check in one pass (the common case: a float tensor).
         host, out = pixels, torch.empty_like(pixels)
