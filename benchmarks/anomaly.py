@@ -184,7 +184,7 @@ def make_source(arm: str) -> Synthesizer:
 class Splits:
     train_normals: torch.Tensor  # [N, 1, S, S]
     validation: ImageSet  # held-out normals + the training split's defect images
-    test: ImageSet
+    test: ImageSet | None  # None when it was not read (``--samples-only``)
     classes: tuple[str, ...]
 
 
@@ -204,10 +204,10 @@ def scored_images(data: ImageSet) -> ImageSet:
     return data.subset(torch.nonzero((data.labels == good) | data.has_mask).flatten())
 
 
-def load_splits(args: argparse.Namespace) -> Splits:
+def load_splits(args: argparse.Namespace, with_test: bool = True) -> Splits:
+    """The training normals, the validation set and (``with_test``) the scored test images."""
     train_records, test_records, classes = read_records(args)
     train = data_lib.load_image_set(train_records, classes, args.image_size)
-    test = data_lib.load_image_set(test_records, classes, args.image_size)
     good = classes.index(GOOD_LABEL)
     normals = train.subset(torch.nonzero(train.labels == good).flatten())
     kept, held_out = data_lib.carve_validation(normals, args.val_fraction, args.val_seed)
@@ -220,7 +220,10 @@ def load_splits(args: argparse.Namespace) -> Splits:
         classes,
         [*held_out.paths, *anomalies.paths],
     )
-    return Splits(kept.images, validation, scored_images(test), classes)
+    test = None
+    if with_test:
+        test = scored_images(data_lib.load_image_set(test_records, classes, args.image_size))
+    return Splits(kept.images, validation, test, classes)
 
 
 def training_views(
@@ -324,6 +327,8 @@ def train_arm(arm: str, splits: Splits, seed: int, budget: Budget, threads: int)
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
             log(f"{arm} seed {seed} step {step}: loss {loss.item():.3f} val {val}")
     assert best_state is not None
+    if splits.test is None:
+        raise ValueError("splits: the test split was not read (load_splits(with_test=False))")
     model.load_state_dict(best_state)
     test = score(anomaly_maps(model, splits.test.images), splits.test)
     return {
@@ -710,10 +715,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(table(result))
         return result
     started = time.perf_counter()
-    splits = load_splits(args)
+    # Drawing samples looks at training data only: the test split is not even decoded.
+    splits = load_splits(args, with_test=not args.samples_only)
+    tested = "not read" if splits.test is None else f"{len(splits.test)} images"
     log(
         f"{len(splits.train_normals)} training normals; validation {len(splits.validation)} "
-        f"images; test {len(splits.test)} images"
+        f"images; test {tested}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     sample_grid(splits, args.arms, args.out / f"{args.stem}_samples.png")

@@ -13,7 +13,7 @@ from benchmarks import anomaly
 from tests.test_downstream import _write_fixture
 
 
-def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
+def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path, monkeypatch):
     data = tmp_path / "data"
     _write_fixture(data)
     out = tmp_path / "out"
@@ -41,11 +41,21 @@ def test_anomaly_track_end_to_end_on_a_tiny_fixture(tmp_path):
     assert "| nsa:poisson:scale=0.3-0.8 |" in (out / "anomaly.md").read_text()
     with Image.open(out / "anomaly_samples.png") as grid:
         assert grid.height == 3 * 2 * 32  # real defects + one row per arm, image over outline
+    # Drawing samples never decodes the test split.
+    decoded = []
+    load_image_set = anomaly.data_lib.load_image_set
+
+    def recording_load(records, *rest):
+        decoded.extend(str(record.image) for record in records)
+        return load_image_set(records, *rest)
+
+    monkeypatch.setattr(anomaly.data_lib, "load_image_set", recording_load)
     drawn = anomaly.main(
         ["--train-data", str(data), "--out", str(tmp_path / "look"), "--image-size", "32",
          "--crop", "16", "--samples-only",
          "--arms", "procedural:alpha", anomaly.PEER_ARM, "cutpaste:alpha"]
     )  # fmt: skip
+    assert decoded and not any("/test/" in path for path in decoded)
     assert drawn == {"samples": ["anomaly_samples.png"]}
     assert sorted(path.name for path in (tmp_path / "look").iterdir()) == ["anomaly_samples.png"]
     with Image.open(tmp_path / "look" / "anomaly_samples.png") as grid:
