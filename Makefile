@@ -19,6 +19,7 @@ demo: uv
 
 test: uv
 	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
 	$(MKDOCS) --site-dir $(SITE)
 	$(UV) run --locked pytest -n 2
 

@@ -1003,6 +1003,7 @@ class FittedGenerator(ProceduralGenerator, PretrainedDefectGenerator):
             "",
             "```python",
             "import defectaug",
+            "",
             'gen = defectaug.load_generator("<this folder or card name>")',
             'out = defectaug.inject_defects(images, "<class>", gen, **gen.placement("<class>"))',
             "```",
