@@ -774,16 +774,47 @@ def blend_region(
     )
 
 
+def _orthonormal_dst_1(array: np.ndarray) -> np.ndarray:
+    """``scipy.fft.dstn(array, type=1, axes=(-2, -1), norm="ortho", overwrite_x=True)`` of a
+    float ``[C, n, m]`` array, one thread."""
+    if _POCKETFFT_DST is None:
+        return scipy.fft.dstn(array, type=1, axes=(-2, -1), norm="ortho", overwrite_x=True)
+    # What dstn calls after its argument checks, which cost a sample ~10 us a call (about the
+    # cost of the transform itself at these sizes): type 1, the last two axes, the "ortho"
+    # normalisation (1), written in place, one thread.
+    axes = (array.ndim - 2, array.ndim - 1)
+    return _POCKETFFT_DST(array, 1, axes, 1, array, 1, None)
+
+
+def _pocketfft_dst() -> Any:
+    """scipy's pocketfft DST binding, which ``scipy.fft.dstn`` calls, when this scipy has it
+    and it gives exactly what ``dstn`` gives on a probe; else ``None`` (``dstn`` is used)."""
+    try:
+        from scipy.fft._pocketfft.pypocketfft import dst
+
+        probe = np.linspace(0.0, 1.0, 24).reshape(2, 3, 4)
+        expected = scipy.fft.dstn(probe, type=1, axes=(-2, -1), norm="ortho")
+        if np.array_equal(dst(probe.copy(), 1, (1, 2), 1, None, 1, None), expected):
+            return dst
+    except Exception:  # noqa: BLE001 - a private binding: any other scipy falls back to dstn
+        pass
+    return None
+
+
+_POCKETFFT_DST = _pocketfft_dst()
+
+
 def dirichlet_solve(rhs: np.ndarray) -> np.ndarray:
     """``Laplacian(w) = rhs`` on ``[C, n, m]`` interiors with ``w = 0`` on their border.
 
     Two orthonormal DST-I (scipy's pocketfft, one thread: the caller is one data-loader
-    worker) and the inverse eigenvalues, as ``solve_dirichlet_rectangle``.
+    worker) and the inverse eigenvalues, as ``solve_dirichlet_rectangle``. ``rhs`` is
+    overwritten.
     """
     rows, cols = rhs.shape[-2:]
-    spectrum = scipy.fft.dstn(rhs, type=1, axes=(-2, -1), norm="ortho", overwrite_x=True)
+    spectrum = _orthonormal_dst_1(rhs)
     spectrum *= _inverse_eigenvalues_numpy(rows, cols, spectrum.dtype)
-    return scipy.fft.dstn(spectrum, type=1, axes=(-2, -1), norm="ortho", overwrite_x=True)
+    return _orthonormal_dst_1(spectrum)
 
 
 def blend_defect(

@@ -440,6 +440,28 @@ def test_dirichlet_solve_is_the_torch_solver():
     np.testing.assert_allclose(single, expected, atol=1e-4 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_orthonormal_dst_is_scipy_dstn(dtype, monkeypatch):
+    """The DST the compiled Poisson solve calls is scipy.fft.dstn's, bit for bit, with this
+    scipy's pocketfft binding and without it (the fallback any other scipy takes)."""
+    import scipy.fft
+
+    import defectaug._poisson_kernels as poisson_kernels
+
+    assert poisson_kernels._POCKETFFT_DST is not None  # the locked scipy has the binding
+    rng = np.random.default_rng(1)
+    for shape in [(3, 17, 29), (1, 5, 64), (3, 48, 48)]:
+        array = rng.normal(size=shape).astype(dtype)
+        expected = scipy.fft.dstn(array, type=1, axes=(-2, -1), norm="ortho")
+        direct = poisson_kernels._orthonormal_dst_1(array.copy())
+        assert direct.dtype == dtype
+        np.testing.assert_array_equal(direct, expected)
+        with monkeypatch.context() as patch:
+            patch.setattr(poisson_kernels, "_POCKETFFT_DST", None)
+            fallback = poisson_kernels._orthonormal_dst_1(array.copy())
+        np.testing.assert_array_equal(fallback, expected)
+
+
 @pytest.mark.parametrize("border", ["replicate", "constant"])
 @pytest.mark.parametrize(("size", "zoom"), [((64, 64), 0.3), ((20, 33), 0.1), ((9, 9), 0.2)])
 def test_blur_planes_is_antialias(border, size, zoom):
