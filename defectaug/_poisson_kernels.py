@@ -796,7 +796,7 @@ def _pocketfft_dst() -> Any:
         expected = scipy.fft.dstn(probe, type=1, axes=(-2, -1), norm="ortho")
         if np.array_equal(dst(probe.copy(), 1, (1, 2), 1, None, 1, None), expected):
             return dst
-    except Exception:  # noqa: BLE001 - a private binding: any other scipy falls back to dstn
+    except Exception:  # a private binding: any other scipy falls back to dstn
         pass
     return None
 
