@@ -779,9 +779,9 @@ def _orthonormal_dst_1(array: np.ndarray) -> np.ndarray:
     float ``[C, n, m]`` array, one thread."""
     if _POCKETFFT_DST is None:
         return scipy.fft.dstn(array, type=1, axes=(-2, -1), norm="ortho", overwrite_x=True)
-    # What dstn calls after its argument checks, which cost a sample ~10 us a call (about the
-    # cost of the transform itself at these sizes): type 1, the last two axes, the "ortho"
-    # normalisation (1), written in place, one thread.
+    # What dstn calls after its argument checks, which cost about as much as the transform
+    # itself at a defect's sizes: type 1, the last two axes, the "ortho" normalisation (1),
+    # written in place, one thread.
     axes = (array.ndim - 2, array.ndim - 1)
     return _POCKETFFT_DST(array, 1, axes, 1, array, 1, None)
 

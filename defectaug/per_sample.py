@@ -330,8 +330,8 @@ class SamplePlan:
     ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
     decides the label mask, so mask and image always agree. ``drawn`` is the plan, and
     ``source_pixels`` the source's ``[C, H, W]`` view (``as_chw``), kept so the source's composite
-    does not convert it again. Read-only once made (not frozen: a frozen dataclass costs a
-    sample a microsecond more to make).
+    does not convert it again. Read-only once made (not frozen: a frozen dataclass sets each
+    field through ``object.__setattr__``, which every transformed sample would pay).
     """
 
     type_index: int
@@ -637,15 +637,14 @@ def _composite(
 ) -> tuple[Any, np.ndarray, tuple[int, int]]:
     """``composite_sample`` plus the settled mask of the defects' union box and its corner
     (``pixels``: ``as_chw(image)`` when the caller has it)."""
+    if pixels is None:
+        pixels = as_chw(image)
     # The source's size was checked when the plan was laid out on it.
-    if pixels is None or pixels is not plan.source_pixels:
-        if pixels is None:
-            pixels = as_chw(image)
-        if tuple(pixels.shape[-2:]) != plan.image_size:
-            raise ValueError(
-                f"image: all images of a sample must share one size; got "
-                f"{tuple(pixels.shape[-2:])} and {plan.image_size}"
-            )
+    if pixels is not plan.source_pixels and tuple(pixels.shape[-2:]) != plan.image_size:
+        raise ValueError(
+            f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "
+            f"and {plan.image_size}"
+        )
     fast = takes_fast_path(pixels)
     if fast and pixels.is_floating_point() and pixels.is_contiguous():
         # The copy and the range check in one pass (the common case: a float tensor).
@@ -687,12 +686,11 @@ def _composite_defects(
         return _INVISIBLE, (0, 0)
     rounded = out.dtype == np.uint8
     scale, threshold = (255.0, _THRESHOLD_8BIT) if rounded else (1.0, _THRESHOLD_FLOAT)
-    regions = None if plan.blend == "alpha" else plan.regions
-    if regions is None and len(defects) == 1:
-        (defect,) = defects
-        top, left, height, width = defect.top, defect.left, defect.height, defect.width
+    regions = plan.regions
+    windows = plan.reach
+    if len(windows) == 1:
+        ((top, left, height, width),) = windows
     else:
-        windows = plan.reach
         top = min(window[0] for window in windows)
         left = min(window[1] for window in windows)
         height = max(window[0] + window[2] for window in windows) - top
