@@ -19,14 +19,23 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from defectaug.generators.bank import MATCH_CONTRAST
 from defectaug.generators.base import LUMA
 
 # The plane order of ReliefMaps.planes, from the module that defines it.
-from defectaug.generators.relief import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST
+from defectaug.generators.relief import _ALPHA, _FIXED, _SIGNED, _TEXTURE, RUST, bright_sign_of
+from defectaug.placement.warping import blur_taps
+from defectaug.plan import invert_placement, place_layer
 
 _RED, _GREEN, _BLUE = RUST
+
+# The placement arithmetic of every renderer, compiled: the same functions, so the same numbers.
+_place_layer = njit(cache=True, nogil=True, inline="always")(place_layer)
+_invert_placement = njit(cache=True, nogil=True, inline="always")(invert_placement)
+_blur_taps = njit(cache=True, nogil=True, inline="always")(blur_taps)
+_bright_sign_of = njit(cache=True, nogil=True, inline="always")(bright_sign_of)
 _LUMA_RED, _LUMA_GREEN, _LUMA_BLUE = LUMA
 _MATCH_LOW, _MATCH_HIGH = MATCH_CONTRAST
 
@@ -458,6 +467,176 @@ def composite_tracked(
         level_left,
         threshold,
     )
+
+
+@njit(cache=True, nogil=True)
+def place_relief(
+    surface: np.ndarray,
+    scale: float,
+    planes: np.ndarray,
+    blocks: np.ndarray,
+    size: float,
+    angle: float,
+    aspect: float,
+    centre_y: float,
+    centre_x: float,
+    mirror: bool,
+    bright_draw: float,
+    bright_probability: float,
+) -> tuple:
+    """Place a relief layer ``planes [4, h, w]`` (``blocks``: its :func:`alpha_blocks`) drawn as
+    a plan's defect (``size`` ... ``mirror``: its :class:`~defectaug.plan.PlannedDefect`) on
+    ``surface [C, H, W]`` (raw values, white at ``scale``).
+
+    Returns ``planes, blocks, box_to_layer [2, 3], top, left, height, width, sign``: the box of
+    :func:`~defectaug.plan.layer_box` and its inverse map, the planes low-passed as
+    :func:`~defectaug.placement.warping.antialias` would (with their blocks; the inputs when
+    not), and the sign (+1 bright, -1 dark) the layer's ``bright_draw`` and
+    ``bright_probability`` give on the surface's mean tone under the box (every other pixel,
+    :func:`sparse_mean`; :func:`~defectaug.generators.relief.bright_sign`).
+    """
+    _, image_h, image_w = surface.shape
+    _, layer_h, layer_w = planes.shape
+    top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = _place_layer(
+        size, angle, aspect, centre_y, centre_x, mirror, layer_h, layer_w, image_h, image_w
+    )
+    box_to_layer = np.empty((2, 3), dtype=np.float64)
+    (
+        box_to_layer[0, 0],
+        box_to_layer[0, 1],
+        box_to_layer[0, 2],
+        box_to_layer[1, 0],
+        box_to_layer[1, 1],
+        box_to_layer[1, 2],
+    ) = _invert_placement(a, b, tx, c, d, ty, top, left)
+    taps, sigma = _blur_taps(zoom, layer_h, layer_w)
+    if taps:  # low-passed as antialias low-passes it ("constant" border)
+        planes = blur_planes(planes, taps, sigma, False)
+        blocks = alpha_blocks(planes)
+    tone = sparse_mean(surface, top, left, box_h, box_w) / scale
+    sign = _bright_sign_of(tone, bright_draw, bright_probability)
+    return planes, blocks, box_to_layer, top, left, box_h, box_w, sign
+
+
+def _composite_defect(
+    image: np.ndarray,
+    before: np.ndarray,
+    level: np.ndarray,
+    level_top: int,
+    level_left: int,
+    threshold: float,
+    scale: float,
+    defect: tuple,
+) -> tuple:
+    """:func:`composite_tracked` of a placed relief layer
+    (:class:`~defectaug.per_sample.PlacedDefect`), or :func:`composite_layer_tracked` of a
+    placed content + alpha layer (:class:`~defectaug.per_sample.PlacedLayer`). Compiled code
+    only: the layer's kind picks the pass when compiling."""
+    raise TypeError("_composite_defect runs in compiled code only (composite_defects)")
+
+
+@overload(_composite_defect, jit_options={"cache": True, "nogil": True})
+def _composite_defect_pass(image, before, level, level_top, level_left, threshold, scale, defect):
+    if "planes" in defect.fields:
+
+        def composite_relief_defect(
+            image, before, level, level_top, level_left, threshold, scale, defect
+        ):
+            return _composite_box(
+                image,
+                defect.top,
+                defect.left,
+                defect.height,
+                defect.width,
+                defect.planes,
+                defect.blocks,
+                defect.box_to_layer,
+                defect.confine,
+                defect.sign,
+                defect.tint,
+                scale,
+                True,
+                before,
+                level,
+                level_top,
+                level_left,
+                threshold,
+            )
+
+        return composite_relief_defect
+
+    def composite_layer_defect(
+        image, before, level, level_top, level_left, threshold, scale, defect
+    ):
+        return composite_layer_tracked(
+            image,
+            before,
+            level,
+            level_top,
+            level_left,
+            threshold,
+            defect.content,
+            defect.alpha,
+            defect.blocks,
+            defect.box_to_layer,
+            defect.confine,
+            defect.top,
+            defect.left,
+            defect.height,
+            defect.width,
+            scale,
+        )
+
+    return composite_layer_defect
+
+
+@njit(cache=True, nogil=True)
+def composite_defects(
+    image: np.ndarray,
+    before: np.ndarray,
+    defects: tuple,
+    threshold: float,
+    scale: float,
+    min_pixels: int,
+) -> tuple:
+    """Alpha-composite a sample's placed layers (``defects``: a tuple of
+    :class:`~defectaug.per_sample.PlacedDefect`, shaded relief layers as
+    :func:`composite_tracked` composites them, or of
+    :class:`~defectaug.per_sample.PlacedLayer`, content + alpha layers as
+    :func:`composite_layer_tracked` does) into ``image [C, H, W]`` in order, recording what
+    changed, then settle the union window of their boxes (:func:`settle_levels`).
+
+    ``before`` holds the pixels before any defect (``image``'s, on the call). Returns ``level,
+    top, left, count``: the label mask (uint8 0/1) of the union window, whose corner is image
+    pixel ``top, left``, and its pixel count (0: fewer than ``min_pixels`` pixels changed
+    visibly, and every pixel was restored).
+    """
+    top, left, bottom, right = 1 << 30, 1 << 30, 0, 0
+    for defect in defects:
+        top, left = min(top, defect.top), min(left, defect.left)
+        bottom = max(bottom, defect.top + defect.height)
+        right = max(right, defect.left + defect.width)
+    height, width = bottom - top, right - left
+    level = np.zeros((height, width), dtype=np.uint8)
+    row_start, row_stop, col_start, col_stop = height, 0, width, 0
+    for defect in defects:
+        rows_and_cols = _composite_defect(image, before, level, top, left, threshold, scale, defect)
+        row_start, row_stop = min(row_start, rows_and_cols[0]), max(row_stop, rows_and_cols[1])
+        col_start, col_stop = min(col_start, rows_and_cols[2]), max(col_stop, rows_and_cols[3])
+    count = settle_levels(
+        image,
+        before,
+        level,
+        top,
+        left,
+        min_pixels,
+        scale != 1.0,
+        row_start,
+        row_stop,
+        col_start,
+        col_stop,
+    )
+    return level, top, left, count
 
 
 @njit(cache=True, nogil=True)

@@ -259,11 +259,6 @@ class PaintedLayer:
         """``alpha_blocks`` of the planes, for the compiled renderer (once per layer)."""
         return _kernels().alpha_blocks(self.planes)
 
-    def sign(self, surface: float) -> float:
-        """+1 (bright) or -1 (dark) on a surface of mean tone ``surface`` (see ``bright_sign``)."""
-        room = min(max((0.92 - surface) / 0.25, 0.0), 1.0)
-        return 1.0 if self.bright_draw < self.bright_probability * room else -1.0
-
 
 class PlacedDefect(NamedTuple):
     """One layer placed on an image: the box ``top, left, height, width`` it covers.
@@ -482,34 +477,29 @@ def place_sample(
     painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
     surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
+    place_relief = _kernels().place_relief
     defects = []
     for defect in plan.defects:
-        side = paint_side(defect.size)
-        box = layer_box(defect, (side, side), image_size)
-        top, left, box_h, box_w = box.top, box.left, box.height, box.width
-        layer = reservoir.take(painted_type, side)
-        planes, blocks = layer.planes, layer.blocks
-        blur = blur_kernel(box.zoom, side, side)
-        if blur is not None:  # low-passed as antialias low-passes it ("constant" border)
-            planes = _kernels().blur_planes(planes, *blur, False)
-            blocks = _kernels().alpha_blocks(planes)
+        layer = reservoir.take(painted_type, paint_side(defect.size))
+        planes, blocks, box_to_layer, top, left, box_h, box_w, sign = place_relief(
+            surface,
+            scale,
+            layer.planes,
+            layer.blocks,
+            defect.size,
+            defect.angle,
+            defect.aspect,
+            *defect.centre,
+            defect.mirror,
+            layer.bright_draw,
+            layer.bright_probability,
+        )
         confined = _NOT_CONFINED
         if roi is not None:
             confined = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
-        # Every other pixel is plenty to tell a dark surface from a bright one.
-        tone = _kernels().sparse_mean(surface, top, left, box_h, box_w) / scale
         defects.append(
             PlacedDefect(
-                planes,
-                blocks,
-                np.array(box.box_to_layer()),
-                confined,
-                top,
-                left,
-                box_h,
-                box_w,
-                layer.sign(tone),
-                layer.tint,
+                planes, blocks, box_to_layer, confined, top, left, box_h, box_w, sign, layer.tint
             )
         )
     return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options, pixels)
@@ -686,128 +676,100 @@ def _composite_defects(
         return _INVISIBLE, (0, 0)
     rounded = out.dtype == np.uint8
     scale, threshold = (255.0, _THRESHOLD_8BIT) if rounded else (1.0, _THRESHOLD_FLOAT)
+    if plan.blend == "alpha":
+        level, top, left, visible = _kernels().composite_defects(
+            out, before, defects, threshold, scale, MIN_VISIBLE_PIXELS
+        )
+    else:
+        level, top, left, visible = _blend_defects(out, before, plan, threshold, scale)
+    if not visible:
+        return _INVISIBLE, (0, 0)
+    return level, (top, left)
+
+
+def _blend_defects(
+    out: np.ndarray, before: np.ndarray, plan: SamplePlan, threshold: float, scale: float
+) -> tuple[np.ndarray, int, int, int]:
+    """:func:`_composite_defects` with a Poisson blend: ``level, top, left, count`` as
+    :func:`~defectaug._kernels.composite_defects` returns them, over the union of the defects'
+    reaches."""
+    defects = plan.defects
     regions = plan.regions
     windows = plan.reach
-    if len(windows) == 1:
-        ((top, left, height, width),) = windows
-    else:
-        top = min(window[0] for window in windows)
-        left = min(window[1] for window in windows)
-        height = max(window[0] + window[2] for window in windows) - top
-        width = max(window[1] + window[3] for window in windows) - left
+    top = min(window[0] for window in windows)
+    left = min(window[1] for window in windows)
+    height = max(window[0] + window[2] for window in windows) - top
+    width = max(window[1] + window[3] for window in windows) - left
     # Change levels of the union window, filled as the defects are composited (compositing never
     # writes outside the reaches, so settling their union window is exact).
     level = np.zeros((height, width), dtype=np.uint8)
     row_start, row_stop, col_start, col_stop = height, 0, width, 0
     kernels = _kernels()
-    if regions is not None:
-        # The Poisson blends read one pixel around what they write (a solved rectangle's fixed
-        # border) and work in floats on that window only, written back once at the end: a
-        # uint8 image is rounded once, as the torch renderer rounds its float composite.
-        image_h, image_w = out.shape[1:]
-        work_top, work_left = max(top - 1, 0), max(left - 1, 0)
-        work_bottom = min(top + height + 1, image_h)
-        work_right = min(left + width + 1, image_w)
-        work = out[:, work_top:work_bottom, work_left:work_right].astype(np.float64)
-        if rounded:
-            work /= scale
-        precision = np.float64 if out.dtype == np.float64 else np.float32
-    for index, defect in enumerate(defects):
-        if regions is None and isinstance(defect, PlacedLayer):
-            rows_and_cols = kernels.composite_layer_tracked(
-                out,
-                before,
-                level,
-                top,
-                left,
-                threshold,
-                defect.content,
-                defect.alpha,
-                defect.blocks,
-                defect.box_to_layer,
-                defect.confine,
-                defect.top,
-                defect.left,
-                defect.height,
-                defect.width,
-                scale,
+    poisson = _poisson()
+    # The Poisson blends read one pixel around what they write (a solved rectangle's fixed
+    # border) and work in floats on that window only, written back once at the end: a uint8
+    # image is rounded once, as the torch renderer rounds its float composite.
+    rounded = out.dtype == np.uint8
+    image_h, image_w = out.shape[1:]
+    work_top, work_left = max(top - 1, 0), max(left - 1, 0)
+    work_bottom = min(top + height + 1, image_h)
+    work_right = min(left + width + 1, image_w)
+    work = out[:, work_top:work_bottom, work_left:work_right].astype(np.float64)
+    if rounded:
+        work /= scale
+    precision = np.float64 if out.dtype == np.float64 else np.float32
+    for defect, region in zip(defects, regions, strict=True):
+        if isinstance(defect, PlacedLayer):
+            content = kernels.warp_content(
+                defect.content, defect.blocks, defect.box_to_layer, region.alpha
             )
-        elif regions is None:
-            rows_and_cols = kernels.composite_tracked(
-                out,
+        else:
+            # Shaded on the pixels before any defect, as the torch renderer shades its layers.
+            content = kernels.shade_content(
                 before,
-                level,
-                top,
-                left,
-                threshold,
                 defect.planes,
                 defect.blocks,
                 defect.box_to_layer,
-                defect.confine,
+                region.alpha,
                 defect.top,
                 defect.left,
-                defect.height,
-                defect.width,
                 defect.sign,
                 defect.tint,
                 scale,
             )
-        else:
-            region = regions[index]
-            if isinstance(defect, PlacedLayer):
-                content = kernels.warp_content(
-                    defect.content, defect.blocks, defect.box_to_layer, region.alpha
-                )
-            else:
-                # Shaded on the pixels before any defect, as the torch renderer shades its layers.
-                content = kernels.shade_content(
-                    before,
-                    defect.planes,
-                    defect.blocks,
-                    defect.box_to_layer,
-                    region.alpha,
-                    defect.top,
-                    defect.left,
-                    defect.sign,
-                    defect.tint,
-                    scale,
-                )
-            rows_and_cols = _poisson().blend_defect(
-                work,
-                (work_top, work_left),
-                (image_h, image_w),
-                (top, left, height, width),
-                content,
-                (defect.top, defect.left),
-                region,
-                plan.blend,
-                plan.blend_options,
-                precision,
-            )
-        if len(defects) == 1:
-            row_start, row_stop, col_start, col_stop = rows_and_cols
-        else:  # the union of the parts written
-            row_start = min(row_start, rows_and_cols[0])
-            row_stop = max(row_stop, rows_and_cols[1])
-            col_start = min(col_start, rows_and_cols[2])
-            col_stop = max(col_stop, rows_and_cols[3])
-    if regions is not None:
-        _poisson().store_window(
+        rows_and_cols = poisson.blend_defect(
             work,
             (work_top, work_left),
-            out,
-            before,
-            level,
-            top,
-            left,
-            threshold,
-            scale,
-            row_start,
-            row_stop,
-            col_start,
-            col_stop,
+            (image_h, image_w),
+            (top, left, height, width),
+            content,
+            (defect.top, defect.left),
+            region,
+            plan.blend,
+            plan.blend_options,
+            precision,
         )
-    visible = kernels.settle_levels(
+        # The union of the parts written.
+        row_start = min(row_start, rows_and_cols[0])
+        row_stop = max(row_stop, rows_and_cols[1])
+        col_start = min(col_start, rows_and_cols[2])
+        col_stop = max(col_stop, rows_and_cols[3])
+    poisson.store_window(
+        work,
+        (work_top, work_left),
+        out,
+        before,
+        level,
+        top,
+        left,
+        threshold,
+        scale,
+        row_start,
+        row_stop,
+        col_start,
+        col_stop,
+    )
+    count = kernels.settle_levels(
         out,
         before,
         level,
@@ -820,9 +782,7 @@ def _composite_defects(
         col_start,
         col_stop,
     )
-    if not visible:
-        return _INVISIBLE, (0, 0)
-    return level, (top, left)
+    return level, top, left, count
 
 
 # The float range check_unit_range accepts.

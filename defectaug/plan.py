@@ -299,12 +299,10 @@ class LayerBox(NamedTuple):
     def box_to_layer(self) -> list[list[float]]:
         """The inverse map, from box pixel ``(x, y)`` (0 at the box's corner) to layer pixel."""
         (a, b, tx), (c, d, ty) = self.to_image
-        tx, ty = tx - self.left, ty - self.top
-        det = a * d - b * c
-        return [
-            [d / det, -b / det, (b * ty - d * tx) / det],
-            [-c / det, a / det, (c * tx - a * ty) / det],
-        ]
+        x_col, x_row, x_0, y_col, y_row, y_0 = invert_placement(
+            a, b, tx, c, d, ty, self.top, self.left
+        )
+        return [[x_col, x_row, x_0], [y_col, y_row, y_0]]
 
 
 def layer_box(
@@ -319,12 +317,42 @@ def layer_box(
     not fit the image is shrunk until it does; the box is then shifted inwards so it lies fully
     inside.
     """
-    height, width = image_size
-    h, w = layer_size
-    zoom = defect.size / max(h, w)
-    root = math.sqrt(defect.aspect)
+    top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = place_layer(
+        defect.size,
+        defect.angle,
+        defect.aspect,
+        *defect.centre,
+        defect.mirror,
+        *layer_size,
+        *image_size,
+    )
+    return LayerBox(top, left, box_h, box_w, ((a, b, tx), (c, d, ty)), zoom)
+
+
+# place_layer and invert_placement are plain arithmetic on numbers: the compiled renderer
+# compiles these very functions (defectaug._kernels), so every renderer places a layer alike.
+
+
+def place_layer(
+    size: float,
+    angle: float,
+    aspect: float,
+    centre_y: float,
+    centre_x: float,
+    mirror: bool,
+    layer_h: int,
+    layer_w: int,
+    image_h: int,
+    image_w: int,
+) -> tuple[int, int, int, int, float, float, float, float, float, float, float]:
+    """:func:`layer_box` on numbers: ``top, left, height, width``, the map ``a, b, tx, c, d,
+    ty`` (:attr:`LayerBox.to_image`) and ``zoom``."""
+    height, width = image_h, image_w
+    h, w = layer_h, layer_w
+    zoom = size / max(h, w)
+    root = math.sqrt(aspect)
     zoom_x, zoom_y = zoom * root, zoom / root
-    radians = math.radians(defect.angle)
+    radians = math.radians(angle)
     cos, sin = math.cos(radians), math.sin(radians)
     # Bilinear sampling reads a layer over (-1, w) x (-1, h): that support, scaled and rotated,
     # plus one pixel of slack for snapping the translation to whole pixels, is the layer's box.
@@ -334,7 +362,6 @@ def layer_box(
     zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
     box_h = min(max(math.ceil(extent_h) + 1, 1), height)
     box_w = min(max(math.ceil(extent_w) + 1, 1), width)
-    centre_y, centre_x = defect.centre
     top = min(max(round(centre_y - (box_h - 1) / 2), 0), height - box_h)
     left = min(max(round(centre_x - (box_w - 1) / 2), 0), width - box_w)
     middle_x, middle_y = (w - 1) / 2, (h - 1) / 2
@@ -343,6 +370,23 @@ def layer_box(
     # A whole-pixel shift of the centre: an unscaled, unrotated layer is copied without blur.
     tx = middle_x - a * middle_x - b * middle_y + round(left + (box_w - 1) / 2 - middle_x)
     ty = middle_y - c * middle_x - d * middle_y + round(top + (box_h - 1) / 2 - middle_y)
-    if defect.mirror:  # layer x -> w - 1 - x first
+    if mirror:  # layer x -> w - 1 - x first
         a, c, tx, ty = -a, -c, tx + a * (w - 1), ty + c * (w - 1)
-    return LayerBox(top, left, box_h, box_w, ((a, b, tx), (c, d, ty)), min(zoom_x, zoom_y))
+    return top, left, box_h, box_w, a, b, tx, c, d, ty, min(zoom_x, zoom_y)
+
+
+def invert_placement(
+    a: float, b: float, tx: float, c: float, d: float, ty: float, top: int, left: int
+) -> tuple[float, float, float, float, float, float]:
+    """:meth:`LayerBox.box_to_layer` on numbers: the inverse of the map ``a, b, tx, c, d, ty``
+    from a box whose corner is image pixel ``top, left``, as the rows' six entries."""
+    tx, ty = tx - left, ty - top
+    det = a * d - b * c
+    return (
+        d / det,
+        -b / det,
+        (b * ty - d * tx) / det,
+        -c / det,
+        a / det,
+        (c * tx - a * ty) / det,
+    )

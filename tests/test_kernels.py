@@ -16,10 +16,12 @@ from defectaug._kernels import (
     _row_span,
     alpha_blocks,
     blur_planes,
+    composite_defects,
     composite_relief,
     composite_tracked,
     copy_within,
     landing_patch,
+    place_relief,
     settle_levels,
     settle_window,
     shade_content,
@@ -33,9 +35,12 @@ from defectaug._poisson_kernels import (
     poisson_footprint,
 )
 from defectaug.generators.procedural import shade_relief
+from defectaug.generators.relief import bright_sign
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
+from defectaug.per_sample import PlacedDefect
 from defectaug.placement import antialias
 from defectaug.placement.warping import blur_kernel
+from defectaug.plan import PlannedDefect, layer_box
 
 NOT_CONFINED = np.empty((0, 0), np.float32)
 
@@ -322,6 +327,90 @@ def test_settle_levels_is_settle_window(planes, channels, dtype, faint):
         assert count == 0 and np.array_equal(tracked, before)
     else:
         assert count >= MIN_VISIBLE_PIXELS and not np.array_equal(tracked, before)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_composite_defects_is_composite_tracked_in_order_then_settle_levels(planes, dtype):
+    before, tracked, _, level, rows, cols = _tracked(planes, 3, dtype)
+    top, left = UNION[:2]
+    count = settle_levels(
+        tracked, before, level, top, left, MIN_VISIBLE_PIXELS, dtype == np.uint8, *rows, *cols
+    )
+    blocks = alpha_blocks(planes)
+    defects = tuple(
+        PlacedDefect(
+            planes,
+            blocks,
+            rotation_map(0.7, 1.3, (3.0, -6.0)) if box_to_layer is None else box_to_layer,
+            NOT_CONFINED,
+            *box,
+            1.0,
+            0.3,
+        )
+        for box, box_to_layer in BOXES
+    )
+    image = before.copy()
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    fused_level, fused_top, fused_left, fused_count = composite_defects(
+        image, before, defects, _threshold(dtype), scale, MIN_VISIBLE_PIXELS
+    )
+    assert (fused_top, fused_left, fused_level.shape) == (top, left, tuple(UNION[2:]))
+    assert np.array_equal(image, tracked)  # the same passes, bit for bit
+    assert np.array_equal(fused_level, level) and fused_count == count > 0
+
+
+def test_the_compiled_placement_is_the_plans():
+    """place_relief places, low-passes and signs a layer as layer_box, blur_kernel and
+    bright_sign do, to the bit."""
+    rng = np.random.default_rng(0)
+    surface = (rng.random((3, 60, 90)) * 255).astype(np.uint8)
+    maps = rng.random((4, 23, 23), dtype=np.float32)
+    blocks = alpha_blocks(maps)
+    blurred = 0
+    for _ in range(300):
+        defect = PlannedDefect(
+            0,
+            0,
+            float(rng.uniform(2.0, 120.0)),
+            float(rng.uniform(-180.0, 180.0)),
+            float(np.exp(rng.uniform(-1.0, 1.0))),
+            (float(rng.uniform(0, 59)), float(rng.uniform(0, 89))),
+            bool(rng.random() < 0.5),
+            0,
+        )
+        draw, probability = float(rng.random()), float(rng.random())
+        box = layer_box(defect, (23, 23), (60, 90))
+        placed = place_relief(
+            surface,
+            255.0,
+            maps,
+            blocks,
+            defect.size,
+            defect.angle,
+            defect.aspect,
+            *defect.centre,
+            defect.mirror,
+            draw,
+            probability,
+        )
+        out_planes, out_blocks, box_to_layer, top, left, height, width, sign = placed
+        assert (top, left, height, width) == (box.top, box.left, box.height, box.width)
+        assert np.array_equal(box_to_layer, np.array(box.box_to_layer()))
+        blur = blur_kernel(box.zoom, 23, 23)
+        if blur is None:
+            assert out_planes is maps and out_blocks is blocks
+        else:
+            blurred += 1
+            assert np.array_equal(out_planes, blur_planes(maps, *blur, False))
+            assert np.array_equal(out_blocks, alpha_blocks(out_planes))
+        tone = sparse_mean(surface, top, left, height, width) / 255.0
+        expected = bright_sign(
+            torch.tensor([draw], dtype=torch.float64),
+            torch.tensor([probability], dtype=torch.float64),
+            torch.tensor([tone], dtype=torch.float64),
+        )
+        assert sign == float(expected)
+    assert 0 < blurred < 300
 
 
 def test_settle_levels_fills_pinholes_and_fades_the_margin():

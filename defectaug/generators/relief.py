@@ -89,3 +89,10 @@ def bright_sign(
     """
     room = ((0.92 - surface) / 0.25).clamp(0.0, 1.0)
     return torch.where(draw < bright_probability * room, 1.0, -1.0)
+
+
+def bright_sign_of(surface: float, draw: float, bright_probability: float) -> float:
+    """:func:`bright_sign` of one item, on floats (the compiled renderer compiles this very
+    function)."""
+    room = min(max((0.92 - surface) / 0.25, 0.0), 1.0)
+    return 1.0 if draw < bright_probability * room else -1.0

@@ -112,9 +112,16 @@ class WarpedLayers:
 def blur_kernel(zoom: float, height: int, width: int) -> tuple[int, float] | None:
     """``(taps, sigma)`` of the Gaussian :func:`antialias` low-passes a ``height x width``
     layer shrinking by ``zoom`` with, or ``None`` where it leaves the layer as it is."""
+    taps, sigma = blur_taps(zoom, height, width)
+    return (taps, sigma) if taps else None
+
+
+def blur_taps(zoom: float, height: int, width: int) -> tuple[int, float]:
+    """:func:`blur_kernel` as plain numbers, ``taps`` 0 for no blur: the compiled renderer
+    compiles this very function (``defectaug._kernels``)."""
     sigma = (1.0 / zoom - 1.0) / 2.0
-    kernel = min(2 * math.ceil(3 * sigma) + 1, (min(height, width) - 1) // 2 * 2 + 1)
-    return (kernel, sigma) if sigma >= 0.5 and kernel >= 3 else None
+    taps = min(2 * math.ceil(3 * sigma) + 1, (min(height, width) - 1) // 2 * 2 + 1)
+    return (taps, sigma) if sigma >= 0.5 and taps >= 3 else (0, sigma)
 
 
 def antialias(stack: torch.Tensor, zoom: Sequence[float], border_type: str) -> torch.Tensor:
