@@ -658,19 +658,33 @@ def landing_patch(
     d, e, f = to_image[1, 0], to_image[1, 1], to_image[1, 2]
     row_start, row_stop, col_start, col_stop = region
     patch = np.zeros((channels, height, width), dtype=np.float32)
+    span = max(col_stop - col_start, 0)
+    # A row's taps (the corners' flat offsets and the fractions) are found once and then read
+    # for every channel: the channels' inner loops are plain gathers.
+    corners = np.empty((4, span), dtype=np.intp)
+    across = np.empty(span, dtype=np.float64)
+    down = np.empty(span, dtype=np.float64)
+    flat = np.ascontiguousarray(image).reshape(channels, image_h * image_w)
     for row in range(row_start, row_stop):
-        for col in range(col_start, col_stop):
+        for index in range(span):
+            col = col_start + index
             x = min(max(a * col + b * row + c, 0.0), image_w - 1.0)
             y = min(max(d * col + e * row + f, 0.0), image_h - 1.0)
             left, top = int(math.floor(x)), int(math.floor(y))
             right, bottom = min(left + 1, image_w - 1), min(top + 1, image_h - 1)
-            fx, fy = x - left, y - top
-            for channel in range(channels):
-                upper = (1.0 - fx) * image[channel, top, left] + fx * image[channel, top, right]
-                lower = (1.0 - fx) * image[channel, bottom, left] + fx * image[
-                    channel, bottom, right
-                ]
-                patch[channel, row, col] = ((1.0 - fy) * upper + fy * lower) / scale
+            across[index], down[index] = x - left, y - top
+            corners[0, index] = top * image_w + left
+            corners[1, index] = top * image_w + right
+            corners[2, index] = bottom * image_w + left
+            corners[3, index] = bottom * image_w + right
+        for channel in range(channels):
+            source = flat[channel]
+            target = patch[channel, row]
+            for index in range(span):
+                fx, fy = across[index], down[index]
+                upper = (1.0 - fx) * source[corners[0, index]] + fx * source[corners[1, index]]
+                lower = (1.0 - fx) * source[corners[2, index]] + fx * source[corners[3, index]]
+                target[col_start + index] = ((1.0 - fy) * upper + fy * lower) / scale
     return patch
 
 
@@ -701,59 +715,58 @@ def finish_crop(
     channels, height, width = content.shape
     out = np.empty((channels, height, width), dtype=np.float32)
     out[:] = content
-    if patch.shape[0] > 0:
-        weight = np.zeros((height, width), dtype=np.float32)
-        around = 0
-        inside = 0
-        for row in range(height):
-            for col in range(width):
-                if valid[row, col] > 0.5:
-                    inside += 1
-                    if alpha[row, col] < 0.5:
-                        around += 1
-        # The surroundings (valid, outside the defect) when there are enough, else all valid.
-        enough = around >= 8
-        total = float(max(around if enough else inside, 1))
-        for row in range(height):
-            for col in range(width):
-                if valid[row, col] > 0.5 and (alpha[row, col] < 0.5 or not enough):
-                    weight[row, col] = 1.0
-        grey_patch = patch.shape[0] != channels and channels == 1
-        for channel in range(channels):
+    matched = patch.shape[0] > 0
+    grey_patch = matched and patch.shape[0] != channels and channels == 1
+    # One pass for what the match measures over: 1 where the crop has pixels, 2 where they also
+    # lie outside the defect (its surroundings); and the coverage and the patch's luminance.
+    where = np.zeros((height, width), dtype=np.uint8)
+    grey = np.empty((height if grey_patch else 0, width), dtype=np.float64)
+    around = 0
+    inside = 0
+    coverage = 0.0
+    for row in range(height):
+        for col in range(width):
+            if valid[row, col] > 0.5:
+                inside += 1
+                where[row, col] = 1
+                if alpha[row, col] < 0.5:
+                    around += 1
+                    where[row, col] = 2
+            coverage += alpha[row, col]
+            if grey_patch:
+                grey[row, col] = _grey(patch, row, col)
+    coverage = max(coverage, 1e-6)
+    # The surroundings (valid, outside the defect) when there are enough, else all valid.
+    enough = around >= 8
+    least = 2 if enough else 1
+    total = float(max(around if enough else inside, 1))
+    for channel in range(channels):
+        if matched:
             source = 0 if patch.shape[0] == 1 else channel
             crop_sum, patch_sum = 0.0, 0.0
             for row in range(height):
                 for col in range(width):
-                    if weight[row, col] > 0.0:
+                    if where[row, col] >= least:
                         crop_sum += out[channel, row, col]
-                        patch_sum += (
-                            _grey(patch, row, col) if grey_patch else patch[source, row, col]
-                        )
+                        patch_sum += grey[row, col] if grey_patch else patch[source, row, col]
             crop_mean, patch_mean = crop_sum / total, patch_sum / total
             crop_spread, patch_spread = 0.0, 0.0
             for row in range(height):
                 for col in range(width):
-                    if weight[row, col] > 0.0:
+                    if where[row, col] >= least:
                         crop_spread += (out[channel, row, col] - crop_mean) ** 2
-                        tone = _grey(patch, row, col) if grey_patch else patch[source, row, col]
+                        tone = grey[row, col] if grey_patch else patch[source, row, col]
                         patch_spread += (tone - patch_mean) ** 2
             crop_std = math.sqrt(crop_spread / total)
             patch_std = math.sqrt(patch_spread / total)
             factor = min(max(patch_std / max(crop_std, 1e-3), _MATCH_LOW), _MATCH_HIGH)
-            for row in range(height):
-                for col in range(width):
-                    out[channel, row, col] = (out[channel, row, col] - crop_mean) * factor + (
-                        patch_mean
-                    )
-    coverage = 0.0
-    for row in range(height):
-        for col in range(width):
-            coverage += alpha[row, col]
-    coverage = max(coverage, 1e-6)
-    for channel in range(channels):
         total_tone = 0.0
         for row in range(height):
             for col in range(width):
+                if matched:
+                    out[channel, row, col] = (out[channel, row, col] - crop_mean) * factor + (
+                        patch_mean
+                    )
                 total_tone += out[channel, row, col] * alpha[row, col]
         mean = total_tone / coverage
         for row in range(height):
