@@ -55,14 +55,21 @@ def alpha_blocks(planes: np.ndarray) -> np.ndarray:
 def coverage_blocks(alpha: np.ndarray) -> np.ndarray:
     """:func:`alpha_blocks` of an alpha plane ``[h, w]`` (a content + alpha layer's)."""
     height, width = alpha.shape
-    blocks = np.zeros(((height >> 2) + 1, (width >> 2) + 1), dtype=np.uint8)
+    block_rows, block_cols = (height >> 2) + 1, (width >> 2) + 1
+    # Pixel p is a tap of the floors p - 1 and p: blocks p >> 2 and (p + 1) >> 2 of its axis.
+    # Columns first, row by row, then rows: two passes without nested block loops.
+    hit_columns = np.zeros((height, block_cols), dtype=np.uint8)
     for row in range(height):
         for col in range(width):
             if alpha[row, col] > 0.0:
-                # Pixel p is a tap of the floors p - 1 and p: blocks p >> 2 and (p + 1) >> 2.
-                for block_row in range(row >> 2, ((row + 1) >> 2) + 1):
-                    for block_col in range(col >> 2, ((col + 1) >> 2) + 1):
-                        blocks[block_row, block_col] = 1
+                hit_columns[row, col >> 2] = 1
+                hit_columns[row, (col + 1) >> 2] = 1
+    blocks = np.zeros((block_rows, block_cols), dtype=np.uint8)
+    for row in range(height):
+        for block_col in range(block_cols):
+            if hit_columns[row, block_col]:
+                blocks[row >> 2, block_col] = 1
+                blocks[(row + 1) >> 2, block_col] = 1
     return blocks
 
 

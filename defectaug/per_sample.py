@@ -311,6 +311,7 @@ class PlacedLayer(NamedTuple):
 
 
 _NOT_CONFINED = np.empty((0, 0), dtype=np.float32)
+_CPU = torch.device("cpu")
 #: The label mask of a plan that changed nothing visibly (shared: never written).
 _INVISIBLE = np.zeros((0, 0), dtype=np.uint8)
 _INVISIBLE.flags.writeable = False
@@ -323,10 +324,11 @@ class SamplePlan:
     with (``blend``, ``blend_options``: see :func:`place_sample`).
 
     ``source`` is the image it was laid out on; its composite (:meth:`source_composite`)
-    decides the label mask, so mask and image always agree. ``drawn`` is the plan, and
-    ``source_pixels`` the source's ``[C, H, W]`` view (``as_chw``), kept so the source's composite
-    does not convert it again. Read-only once made (not frozen: a frozen dataclass sets each
-    field through ``object.__setattr__``, which every transformed sample would pay).
+    decides the label mask, so mask and image always agree. ``drawn`` is the plan,
+    ``source_pixels`` the source's ``[C, H, W]`` view (``as_chw``) and ``source_array`` that
+    view's numpy array, kept so the source's composite does not convert it again. Read-only
+    once made (not frozen: a frozen dataclass sets each field through ``object.__setattr__``,
+    which every transformed sample would pay).
     """
 
     type_index: int
@@ -337,6 +339,7 @@ class SamplePlan:
     blend: str = "alpha"
     blend_options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     source_pixels: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    source_array: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def regions(self) -> tuple[Any, ...] | None:
@@ -457,6 +460,7 @@ def place_sample(
         )
     type_index = plan.type_index[0]
     roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
+    surface = pixels.numpy()
     if isinstance(reservoir, DefectGenerator):
         if not samples_per_call(reservoir):
             raise ValueError(
@@ -464,18 +468,21 @@ def place_sample(
                 f"samples_per_call only, got {type(reservoir).__name__}; pass its "
                 f"reservoir_for(generator, seed), or render with defectaug.batch.render_plan"
             )
-        placed = _sample_layers(plan, pixels, reservoir, roi)
-        return SamplePlan(type_index, placed, image_size, image, plan, blend, options, pixels)
+        placed = _sample_layers(plan, surface, reservoir, roi)
+        return SamplePlan(
+            type_index, placed, image_size, image, plan, blend, options, pixels, surface
+        )
     if isinstance(reservoir, SampledReservoir):
         if blend != "alpha":
             raise ValueError(
                 f"blend: the compiled renderer composites sampled layers with blend='alpha' "
                 f"only, got {blend!r}; render them with defectaug.batch.render_plan"
             )
-        placed = _place_layers(plan, pixels, reservoir, roi)
-        return SamplePlan(type_index, placed, image_size, image, plan, blend, options, pixels)
+        placed = _place_layers(plan, surface, reservoir, roi)
+        return SamplePlan(
+            type_index, placed, image_size, image, plan, blend, options, pixels, surface
+        )
     painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
-    surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     place_relief = _kernels().place_relief
     defects = []
@@ -502,18 +509,21 @@ def place_sample(
                 planes, blocks, box_to_layer, confined, top, left, box_h, box_w, sign, layer.tint
             )
         )
-    return SamplePlan(type_index, tuple(defects), image_size, image, plan, blend, options, pixels)
+    return SamplePlan(
+        type_index, tuple(defects), image_size, image, plan, blend, options, pixels, surface
+    )
 
 
 def _place_layers(
-    plan: Plan, pixels: torch.Tensor, reservoir: SampledReservoir, roi: np.ndarray | None
+    plan: Plan, surface: np.ndarray, reservoir: SampledReservoir, roi: np.ndarray | None
 ) -> tuple[PlacedLayer, ...]:
     """Take each defect's layer from ``reservoir`` and finish it for the patch it lands on, as
     :func:`defectaug.batch.render_plan` does (the same layers, sizes, landing patches and
-    anti-aliasing), for :func:`~defectaug._kernels.composite_layer_tracked`."""
+    anti-aliasing), for :func:`~defectaug._kernels.composite_layer_tracked`. ``surface`` is the
+    image ``[C, H, W]``."""
     generator = reservoir.generator
     image_size = plan.image_size
-    channels = pixels.shape[0]
+    channels = surface.shape[0]
     name = plan.defect_types[plan.type_index[0]]
     layer_type = generator.defect_types.index(name)
     if _renders_any_size(type(generator)):
@@ -523,7 +533,6 @@ def _place_layers(
     # All layers first, in draw order, as the torch renderer takes them.
     taken = [reservoir.take(layer_type, size, channels) for size in sizes]
     landed = wants_background(generator)
-    surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     placed = []
     for defect, size, ahead in zip(plan.defects, sizes, taken, strict=True):
@@ -538,19 +547,18 @@ def _place_layers(
 
 
 def _sample_layers(
-    plan: Plan, pixels: torch.Tensor, generator: DefectGenerator, roi: np.ndarray | None
+    plan: Plan, surface: np.ndarray, generator: DefectGenerator, roi: np.ndarray | None
 ) -> tuple[PlacedLayer, ...]:
     """Sample the plan's layers from ``generator`` as :func:`defectaug.batch.render_plan`
     samples them without a reservoir (:func:`~defectaug.batch.sample_group`: one ``sample``
     call per render size, seeded from the plan, with the patches of the image before any
     defect that the layers land on, read as ``layer_backgrounds`` reads them), and place them
-    as :func:`_place_layers` does."""
+    as :func:`_place_layers` does (``surface``: the image ``[C, H, W]``)."""
     image_size = plan.image_size
-    channels = pixels.shape[0]
+    channels = surface.shape[0]
     defects = plan.defects
     name = plan.defect_types[plan.type_index[0]]
     landed = wants_background(generator)
-    surface = pixels.numpy()
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     placed: list[Any] = [None] * len(defects)
     for members, size in render_groups(generator, [defect.size for defect in defects]):
@@ -567,7 +575,7 @@ def _sample_layers(
             [defects[i].layer_seed for i in members],
             size,
             channels,
-            pixels.device,
+            _CPU,
             background,
         )
         stacks = torch.cat([layer.content, layer.alpha], 1).numpy()
@@ -636,22 +644,27 @@ def _composite(
             f"and {plan.image_size}"
         )
     fast = takes_fast_path(pixels)
-    if fast and pixels.is_floating_point() and pixels.is_contiguous():
-        # The copy and the range check in one pass (the common case: a float tensor).
-        host, out = pixels, torch.empty_like(pixels)
-        if not _kernels().copy_within(host.numpy(), out.numpy(), _LOWEST, _HIGHEST):
-            check_unit_range(pixels, "image")  # raises: outside [0, 1] or not finite
-    else:
+    if fast:
+        host = pixels
+        before = plan.source_array if pixels is plan.source_pixels else pixels.numpy()
+    else:  # e.g. a second image of the sample on CUDA, or in half precision
         if pixels.is_floating_point():
             check_unit_range(pixels, "image")
-        if fast:
-            host = pixels
-        else:  # e.g. a second image of the sample on CUDA, or in half precision
-            host = pixels.detach().to(
-                "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
-            )
-        out = host.clone()
-    window, corner = _composite_defects(out.numpy(), host.numpy(), plan)
+        host = pixels.detach().to(
+            "cpu", torch.uint8 if pixels.dtype == torch.uint8 else torch.float32
+        )
+        before = host.numpy()
+    if fast and before.dtype != np.uint8 and before.flags.c_contiguous:
+        # The copy and the range check in one pass (the common case: a float tensor).
+        array = np.empty_like(before)
+        if not _kernels().copy_within(before, array, _LOWEST, _HIGHEST):
+            check_unit_range(pixels, "image")  # raises: outside [0, 1] or not finite
+    else:
+        if fast and before.dtype != np.uint8:
+            check_unit_range(pixels, "image")
+        array = before.copy(order="K")  # the layout kept, as torch's clone keeps it
+    out = torch.from_numpy(array)
+    window, corner = _composite_defects(array, before, plan)
     if isinstance(image, PIL.Image.Image):
         array = out.permute(1, 2, 0).numpy()
         result = PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)

@@ -163,6 +163,13 @@ def test_alpha_blocks_skip_only_what_reads_zero():
     planes[3, 0, 36] = planes[3, 36, 0] = 1.0  # and the layer's corners
     blocks = alpha_blocks(planes)
     assert 0 < blocks.mean() < 0.5
+    # Block b of an axis holds the floors f with (f + 1) >> 2 == b, 4b - 1 to 4b + 2, which read
+    # pixels 4b - 1 to 4b + 3. A block is marked exactly when one of those holds alpha > 0.
+    covered = planes[3] > 0
+    for (block_row, block_col), marked in np.ndenumerate(blocks):
+        rows = slice(max(4 * block_row - 1, 0), 4 * block_row + 4)
+        cols = slice(max(4 * block_col - 1, 0), 4 * block_col + 4)
+        assert marked == covered[rows, cols].any()
     everywhere = np.ones_like(blocks)
     for angle in np.linspace(0.0, 3.0, 7):
         # About the centres: box pixel 29.5 lands on layer pixel 18, the layer shown 1.5x.
