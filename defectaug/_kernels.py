@@ -477,6 +477,43 @@ def composite_tracked(
 
 
 @njit(cache=True, nogil=True)
+def place_box(
+    size: float,
+    angle: float,
+    aspect: float,
+    centre_y: float,
+    centre_x: float,
+    mirror: bool,
+    layer_h: int,
+    layer_w: int,
+    image_h: int,
+    image_w: int,
+) -> tuple:
+    """Where a ``layer_h x layer_w`` layer drawn as a plan's defect (``size`` ... ``mirror``:
+    its :class:`~defectaug.plan.PlannedDefect`) lands on an ``image_h x image_w`` image:
+    ``top, left, height, width, to_image [2, 3], box_to_layer [2, 3], taps, sigma``, the box of
+    :func:`~defectaug.plan.layer_box`, its map and the inverse, and the anti-aliasing low-pass
+    of :func:`~defectaug.placement.warping.blur_taps` (``taps`` 0: none)."""
+    top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = _place_layer(
+        size, angle, aspect, centre_y, centre_x, mirror, layer_h, layer_w, image_h, image_w
+    )
+    to_image = np.empty((2, 3), dtype=np.float64)
+    to_image[0, 0], to_image[0, 1], to_image[0, 2] = a, b, tx
+    to_image[1, 0], to_image[1, 1], to_image[1, 2] = c, d, ty
+    box_to_layer = np.empty((2, 3), dtype=np.float64)
+    (
+        box_to_layer[0, 0],
+        box_to_layer[0, 1],
+        box_to_layer[0, 2],
+        box_to_layer[1, 0],
+        box_to_layer[1, 1],
+        box_to_layer[1, 2],
+    ) = _invert_placement(a, b, tx, c, d, ty, top, left)
+    taps, sigma = _blur_taps(zoom, layer_h, layer_w)
+    return top, left, box_h, box_w, to_image, box_to_layer, taps, sigma
+
+
+@njit(cache=True, nogil=True)
 def place_relief(
     surface: np.ndarray,
     scale: float,
@@ -495,8 +532,8 @@ def place_relief(
     a plan's defect (``size`` ... ``mirror``: its :class:`~defectaug.plan.PlannedDefect`) on
     ``surface [C, H, W]`` (raw values, white at ``scale``).
 
-    Returns ``planes, blocks, box_to_layer [2, 3], top, left, height, width, sign``: the box of
-    :func:`~defectaug.plan.layer_box` and its inverse map, the planes low-passed as
+    Returns ``planes, blocks, box_to_layer [2, 3], top, left, height, width, sign``: the box
+    and inverse map of :func:`place_box`, the planes low-passed as
     :func:`~defectaug.placement.warping.antialias` would (with their blocks; the inputs when
     not), and the sign (+1 bright, -1 dark) the layer's ``bright_draw`` and
     ``bright_probability`` give on the surface's mean tone under the box (every other pixel,
@@ -504,19 +541,9 @@ def place_relief(
     """
     _, image_h, image_w = surface.shape
     _, layer_h, layer_w = planes.shape
-    top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = _place_layer(
+    top, left, box_h, box_w, _, box_to_layer, taps, sigma = place_box(
         size, angle, aspect, centre_y, centre_x, mirror, layer_h, layer_w, image_h, image_w
     )
-    box_to_layer = np.empty((2, 3), dtype=np.float64)
-    (
-        box_to_layer[0, 0],
-        box_to_layer[0, 1],
-        box_to_layer[0, 2],
-        box_to_layer[1, 0],
-        box_to_layer[1, 1],
-        box_to_layer[1, 2],
-    ) = _invert_placement(a, b, tx, c, d, ty, top, left)
-    taps, sigma = _blur_taps(zoom, layer_h, layer_w)
     if taps:  # low-passed as antialias low-passes it ("constant" border)
         planes = blur_planes(planes, taps, sigma, False)
         blocks = alpha_blocks(planes)

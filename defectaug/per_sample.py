@@ -72,8 +72,7 @@ from defectaug.batch import (
 from defectaug.generators.base import AheadLayer, DefectGenerator, Landing
 from defectaug.generators.relief import ReliefMaps
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
-from defectaug.placement.warping import blur_kernel
-from defectaug.plan import LayerBox, Plan, layer_box, paint_side
+from defectaug.plan import Plan, PlannedDefect, paint_side
 
 #: Elements (``side ** 2 * layers``) one chunk aims at: big enough to amortise the per-op cost
 #: of painting, small enough to keep a worker's reservoir to a few MB.
@@ -536,13 +535,12 @@ def _place_layers(
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     placed = []
     for defect, size, ahead in zip(plan.defects, sizes, taken, strict=True):
-        box = layer_box(defect, size, image_size)
-        blur = blur_kernel(box.zoom, *size)
+        box = _landing_box(defect, size, image_size)
         landing = None
         if landed:
-            landing = Landing(surface, np.array(box.to_image), scale, blur is not None)
+            landing = Landing(surface, box.to_image, scale, box.taps != 0)
         planes = generator.land_planes(ahead, channels, landing)
-        placed.append(_placed_layer(planes, box, blur, roi, channels))
+        placed.append(_placed_layer(planes, box, roi, channels))
     return tuple(placed)
 
 
@@ -562,12 +560,10 @@ def _sample_layers(
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     placed: list[Any] = [None] * len(defects)
     for members, size in render_groups(generator, [defect.size for defect in defects]):
-        boxes = [layer_box(defects[i], size, image_size) for i in members]
+        boxes = [_landing_box(defects[i], size, image_size) for i in members]
         background = None
         if landed:
-            patches = [
-                Landing(surface, np.array(box.to_image), scale, True).patch(size) for box in boxes
-            ]
+            patches = [Landing(surface, box.to_image, scale, True).patch(size) for box in boxes]
             background = torch.from_numpy(np.stack(patches))
         layer = sample_group(
             generator,
@@ -580,23 +576,48 @@ def _sample_layers(
         )
         stacks = torch.cat([layer.content, layer.alpha], 1).numpy()
         for i, box, planes in zip(members, boxes, stacks, strict=True):
-            placed[i] = _placed_layer(planes, box, blur_kernel(box.zoom, *size), roi, channels)
+            placed[i] = _placed_layer(planes, box, roi, channels)
     return tuple(placed)
 
 
+class _LandingBox(NamedTuple):
+    """Where a layer lands: :func:`defectaug._kernels.place_box`'s numbers."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    to_image: np.ndarray
+    box_to_layer: np.ndarray
+    taps: int
+    sigma: float
+
+
+def _landing_box(
+    defect: PlannedDefect, layer_size: tuple[int, int], image_size: tuple[int, int]
+) -> _LandingBox:
+    """Where a layer of ``layer_size`` drawn as ``defect`` lands (compiled ``layer_box``)."""
+    return _LandingBox(
+        *_kernels().place_box(
+            defect.size,
+            defect.angle,
+            defect.aspect,
+            *defect.centre,
+            defect.mirror,
+            *layer_size,
+            *image_size,
+        )
+    )
+
+
 def _placed_layer(
-    planes: np.ndarray,
-    box: LayerBox,
-    blur: tuple[int, float] | None,
-    roi: np.ndarray | None,
-    channels: int,
+    planes: np.ndarray, box: _LandingBox, roi: np.ndarray | None, channels: int
 ) -> PlacedLayer:
     """A content + alpha layer ``planes [channels + 1, h, w]`` placed on ``box``: low-passed
-    with ``blur`` (:func:`~defectaug.placement.warping.blur_kernel`) as ``warp_layer``
-    low-passes it, its coverage confined to ``roi``."""
+    as ``warp_layer`` low-passes it, its coverage confined to ``roi``."""
     kernels = _kernels()
-    if blur is not None:
-        planes = kernels.blur_planes(planes, *blur, True)
+    if box.taps:
+        planes = kernels.blur_planes(planes, box.taps, box.sigma, True)
     alpha = planes[channels]
     confined = _NOT_CONFINED
     if roi is not None:
@@ -607,7 +628,7 @@ def _placed_layer(
         planes[:channels],
         alpha,
         kernels.coverage_blocks(alpha),
-        np.array(box.box_to_layer()),
+        box.box_to_layer,
         confined,
         box.top,
         box.left,

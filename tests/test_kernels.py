@@ -21,6 +21,7 @@ from defectaug._kernels import (
     composite_tracked,
     copy_within,
     landing_patch,
+    place_box,
     place_relief,
     settle_levels,
     settle_window,
@@ -367,8 +368,8 @@ def test_composite_defects_is_composite_tracked_in_order_then_settle_levels(plan
 
 
 def test_the_compiled_placement_is_the_plans():
-    """place_relief places, low-passes and signs a layer as layer_box, blur_kernel and
-    bright_sign do, to the bit."""
+    """place_box places a layer as layer_box and blur_kernel do, and place_relief also
+    low-passes and signs it as bright_sign does, to the bit."""
     rng = np.random.default_rng(0)
     surface = (rng.random((3, 60, 90)) * 255).astype(np.uint8)
     maps = rng.random((4, 23, 23), dtype=np.float32)
@@ -404,6 +405,13 @@ def test_the_compiled_placement_is_the_plans():
         assert (top, left, height, width) == (box.top, box.left, box.height, box.width)
         assert np.array_equal(box_to_layer, np.array(box.box_to_layer()))
         blur = blur_kernel(box.zoom, 23, 23)
+        landing = place_box(
+            defect.size, defect.angle, defect.aspect, *defect.centre, defect.mirror, 23, 23, 60, 90
+        )
+        assert landing[:4] == (top, left, height, width)
+        assert np.array_equal(landing[4], np.array(box.to_image))
+        assert np.array_equal(landing[5], box_to_layer)
+        assert landing[6:] == (blur or (0, landing[7]))
         if blur is None:
             assert out_planes is maps and out_blocks is blocks
         else:
