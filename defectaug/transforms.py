@@ -146,6 +146,11 @@ def _attempt_seed(call_seed: int | None, attempt: int) -> int | None:
     return mix_seed(call_seed, 7, attempt)
 
 
+def _no_defect() -> dict[str, Any]:
+    """``make_params``'s draw for a sample that receives no defect."""
+    return {"plan": None, "mask": None, "source": None, "converted": None, "out": None}
+
+
 def _image_size(image: Any) -> tuple[int, int]:
     """``(H, W)`` of a sample's image, without converting it."""
     if isinstance(image, PIL.Image.Image):
@@ -533,12 +538,11 @@ class DefectInject(Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Draw the sample's plan (:func:`~defectaug.plan.draw_plan`) and lay it out on its
         first image, for the compiled renderer or the torch one; ``transform`` renders it."""
-        nothing = dict(plan=None, mask=None, source=None, converted=None, out=None)
         # "plan" is None when the sample gets no defect; "mask" is the torch renderer's mask
         # (the compiled renderer's plan computes its own on demand, see `defect_mask`).
         images = [inpt for inpt in flat_inputs if _is_image(inpt)]
         if not images:
-            return nothing
+            return _no_defect()
         source = images[0]
         # tv_tensors pay a dispatch per attribute read; the checks below read a plain view.
         plain = (
@@ -572,15 +576,15 @@ class DefectInject(Transform):
                 roi=roi_source,
             )
             if not plan.defects:
-                return nothing
+                return _no_defect()
             if fast:
-                if (
-                    not isinstance(plain, PIL.Image.Image)
-                    and plain.ndim == 4
-                    and plain.shape[0] != 1
-                ):
-                    raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
                 if pixels is None:
+                    if (
+                        not isinstance(plain, PIL.Image.Image)
+                        and plain.ndim == 4
+                        and plain.shape[0] != 1
+                    ):
+                        raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
                     pixels = as_chw(plain)
                 sample_plan = place_sample(
                     plan,
@@ -592,7 +596,7 @@ class DefectInject(Transform):
                     pixels=pixels,
                 )
                 if sample_plan.visible:
-                    return dict(plan=sample_plan, mask=None, source=source, converted=None)
+                    return {"plan": sample_plan, "mask": None, "source": source, "converted": None}
                 continue
             image = float_source()[0]
             check_unit_range(image, "image")
@@ -617,7 +621,7 @@ class DefectInject(Transform):
                     out=result.images,
                     boxes=result.boxes,
                 )
-        return nothing
+        return _no_defect()
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         plan: DefectPlan | SamplePlan | None = params["plan"]
