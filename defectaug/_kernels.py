@@ -31,6 +31,12 @@ from defectaug.plan import invert_placement, place_layer
 
 _RED, _GREEN, _BLUE = RUST
 
+#: Coverage at or below which compositing cannot change a rounded pixel: with content and
+#: background in [0, 1], a pixel moves by at most ``cover`` of full scale, under half a level
+#: (a margin below 0.5 absorbs the background's float rounding), so it rounds back to itself.
+#: Such pixels are skipped for integer images; float images take every change.
+UNCHANGED_COVER_LEVELS = 0.49
+
 # The placement arithmetic of every renderer, compiled: the same functions, so the same numbers.
 _place_layer = njit(cache=True, nogil=True, inline="always")(place_layer)
 _invert_placement = njit(cache=True, nogil=True, inline="always")(invert_placement)
@@ -283,6 +289,8 @@ def _composite_box(
     confined = confine.size > 0
     tinted = channels == 3 and tint > 0.0
     rounded = scale != 1.0
+    # Pixels covered this little are left as they are (UNCHANGED_COVER_LEVELS).
+    least = UNCHANGED_COVER_LEVELS / scale if rounded else 0.0
     shape = alpha_plane.shape
     affine = _affine(box_to_layer)
     bounds = _hit_bounds(blocks, shape)
@@ -297,7 +305,7 @@ def _composite_box(
             cover = min(max(_sample(alpha_plane, taps), 0.0), 1.0)
             if confined:
                 cover *= confine[row, col]
-            if cover <= 0.0:
+            if cover <= least:
                 continue
             relief = _sample(signed_plane, taps) * sign + _sample(fixed_plane, taps)
             relief = min(max(relief, -1.0), 1.0)
@@ -395,7 +403,8 @@ def composite_relief(
 
     ``blocks`` is :func:`alpha_blocks` of ``planes``. One pass over the box: a pixel whose
     resampled alpha (clipped to [0, 1], times ``confine`` when that is an ``[h, w]`` array rather
-    than an empty one) is 0 is left as it is; elsewhere the relief is shaded on the pixel
+    than an empty one) is 0, or too small to change a uint8 pixel (``UNCHANGED_COVER_LEVELS``),
+    is left as it is; elsewhere the relief is shaded on the pixel
     (``shade_relief``) and alpha-composited. ``scale`` is 255 for a uint8 window (read as
     ``value / 255``, written back clipped and rounded half to even) and 1 for a float one.
     """
@@ -936,11 +945,13 @@ def composite_layer_tracked(
     as :func:`defectaug.placement.warp_layer` resamples it (its 1 px ring, replicated content
     and zero alpha, read with border padding); ``blocks`` is :func:`coverage_blocks` of
     ``alpha``. A pixel becomes ``under + cover * (content - under)``, rounded when ``scale`` is
-    255 (a uint8 image).
+    255 (a uint8 image; a cover too small to change it leaves it as it is).
     """
     channels = image.shape[0]
     confined = confine.size > 0
     rounded = scale != 1.0
+    # Pixels covered this little are left as they are (UNCHANGED_COVER_LEVELS).
+    least = UNCHANGED_COVER_LEVELS / scale if rounded else 0.0
     shape = alpha.shape
     height, width = shape
     affine = _affine(box_to_layer)
@@ -956,7 +967,7 @@ def composite_layer_tracked(
             cover = min(max(cover, 0.0), 1.0)
             if confined:
                 cover *= confine[row, col]
-            if cover <= 0.0:
+            if cover <= least:
                 continue
             taps = _content_taps(x, y, left_tap, top_tap, height, width)
             at_row, at_col = top + row, left + col

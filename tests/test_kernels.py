@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from defectaug._kernels import (
+    UNCHANGED_COVER_LEVELS,
     _affine,
     _hit_bounds,
     _layer_point,
@@ -17,9 +18,11 @@ from defectaug._kernels import (
     alpha_blocks,
     blur_planes,
     composite_defects,
+    composite_layer_tracked,
     composite_relief,
     composite_tracked,
     copy_within,
+    coverage_blocks,
     landing_patch,
     place_box,
     place_relief,
@@ -426,6 +429,43 @@ def test_the_compiled_placement_is_the_plans():
         )
         assert sign == float(expected)
     assert 0 < blurred < 300
+
+
+@pytest.mark.parametrize("levels", [0.45, 0.6])
+def test_a_cover_too_small_to_change_a_uint8_pixel_is_skipped(levels):
+    """A uint8 pixel moves by at most ``cover`` of full scale: below half a level it rounds back
+    to itself, and the pass skips it; a float image takes every change."""
+    content = np.ones((3, 8, 8), np.float32)  # white over black: the largest possible change
+    alpha = np.full((8, 8), levels / 255.0, np.float32)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    for dtype, scale in [(np.uint8, 255.0), (np.float32, 1.0)]:
+        before = np.zeros((3, 12, 12), dtype)
+        image, level = before.copy(), np.zeros((12, 12), np.uint8)
+        composite_layer_tracked(
+            image,
+            before,
+            level,
+            0,
+            0,
+            _threshold(dtype),
+            content,
+            alpha,
+            coverage_blocks(alpha),
+            identity,
+            NOT_CONFINED,
+            2,
+            2,
+            8,
+            8,
+            scale,
+        )
+        inside = image[:, 3:9, 3:9]  # the box's pixels that read the layer in full
+        if dtype == np.uint8 and levels < UNCHANGED_COVER_LEVELS:
+            assert not image.any() and not level.any()
+        elif dtype == np.uint8:
+            assert (inside == 1).all() and (level[3:9, 3:9] == 1).all()
+        else:
+            assert np.allclose(inside, levels / 255.0) and (level[3:9, 3:9] == 1).all()
 
 
 def test_settle_levels_fills_pinholes_and_fades_the_margin():
