@@ -20,9 +20,11 @@ defects land on the same pixels: :func:`~defectaug.plan.layer_box`) and gives th
   renderer's own ``sample`` calls (:func:`defectaug.batch.sample_group`: the same seeds, and
   the same landing patches, read in one compiled pass each), then placed and composited, with
   every blend, as sampled layers are;
-- does the placement and affine maths of one image in Python floats, and resamples, shades and
-  alpha-composites each layer in one compiled pass over its box (:mod:`defectaug._kernels`),
-  written straight into the output (a uint8 image stays uint8);
+- places each layer in one compiled call (:func:`defectaug._kernels.place_relief` /
+  :func:`~defectaug._kernels.place_box`: ``layer_box``'s own arithmetic, compiled), and
+  resamples, shades and alpha-composites a sample's layers in one compiled call, one pass over
+  each box (:func:`~defectaug._kernels.composite_defects`), written straight into the output (a
+  uint8 image stays uint8);
 - for ``blend="poisson"`` and ``"improved_poisson"`` (and their ``blend_options``) runs the torch
   renderer's steps (``defectaug.batch._blend_round``) over each defect's own small region
   (:mod:`defectaug._poisson_kernels`): the soft composite as source, the core and its footprint,
