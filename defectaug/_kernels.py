@@ -486,40 +486,29 @@ def composite_tracked(
 
 
 @njit(cache=True, nogil=True)
-def place_box(
-    size: float,
-    angle: float,
-    aspect: float,
-    centre_y: float,
-    centre_x: float,
-    mirror: bool,
-    layer_h: int,
-    layer_w: int,
-    image_h: int,
-    image_w: int,
-) -> tuple:
-    """Where a ``layer_h x layer_w`` layer drawn as a plan's defect (``size`` ... ``mirror``:
-    its :class:`~defectaug.plan.PlannedDefect`) lands on an ``image_h x image_w`` image:
+def place_box(defect: tuple, layer_h: int, layer_w: int, image_h: int, image_w: int) -> tuple:
+    """Where a ``layer_h x layer_w`` layer drawn as ``defect`` (a
+    :class:`~defectaug.plan.PlannedDefect`) lands on an ``image_h x image_w`` image:
     ``top, left, height, width, to_image [2, 3], box_to_layer [2, 3], taps, sigma``, the box of
     :func:`~defectaug.plan.layer_box`, its map and the inverse, and the anti-aliasing low-pass
     of :func:`~defectaug.placement.warping.blur_taps` (``taps`` 0: none)."""
     top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = _place_layer(
-        size, angle, aspect, centre_y, centre_x, mirror, layer_h, layer_w, image_h, image_w
+        defect, layer_h, layer_w, image_h, image_w
     )
-    to_image = np.empty((2, 3), dtype=np.float64)
-    to_image[0, 0], to_image[0, 1], to_image[0, 2] = a, b, tx
-    to_image[1, 0], to_image[1, 1], to_image[1, 2] = c, d, ty
-    box_to_layer = np.empty((2, 3), dtype=np.float64)
-    (
-        box_to_layer[0, 0],
-        box_to_layer[0, 1],
-        box_to_layer[0, 2],
-        box_to_layer[1, 0],
-        box_to_layer[1, 1],
-        box_to_layer[1, 2],
-    ) = _invert_placement(a, b, tx, c, d, ty, top, left)
+    to_image = _map_of(a, b, tx, c, d, ty)
+    x_col, x_row, x_0, y_col, y_row, y_0 = _invert_placement(a, b, tx, c, d, ty, top, left)
+    box_to_layer = _map_of(x_col, x_row, x_0, y_col, y_row, y_0)
     taps, sigma = _blur_taps(zoom, layer_h, layer_w)
     return top, left, box_h, box_w, to_image, box_to_layer, taps, sigma
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _map_of(a: float, b: float, c: float, d: float, e: float, f: float) -> np.ndarray:
+    """The ``[2, 3]`` map of rows ``(a, b, c), (d, e, f)`` (what :func:`_affine` reads)."""
+    matrix = np.empty((2, 3), dtype=np.float64)
+    matrix[0, 0], matrix[0, 1], matrix[0, 2] = a, b, c
+    matrix[1, 0], matrix[1, 1], matrix[1, 2] = d, e, f
+    return matrix
 
 
 @njit(cache=True, nogil=True)
@@ -528,18 +517,13 @@ def place_relief(
     scale: float,
     planes: np.ndarray,
     blocks: np.ndarray,
-    size: float,
-    angle: float,
-    aspect: float,
-    centre_y: float,
-    centre_x: float,
-    mirror: bool,
+    defect: tuple,
     bright_draw: float,
     bright_probability: float,
 ) -> tuple:
     """Place a relief layer ``planes [4, h, w]`` (``blocks``: its :func:`alpha_blocks`) drawn as
-    a plan's defect (``size`` ... ``mirror``: its :class:`~defectaug.plan.PlannedDefect`) on
-    ``surface [C, H, W]`` (raw values, white at ``scale``).
+    ``defect`` (a :class:`~defectaug.plan.PlannedDefect`) on ``surface [C, H, W]`` (raw values,
+    white at ``scale``).
 
     Returns ``planes, blocks, box_to_layer [2, 3], top, left, height, width, sign``: the box
     and inverse map of :func:`place_box`, the planes low-passed as
@@ -551,7 +535,7 @@ def place_relief(
     _, image_h, image_w = surface.shape
     _, layer_h, layer_w = planes.shape
     top, left, box_h, box_w, _, box_to_layer, taps, sigma = place_box(
-        size, angle, aspect, centre_y, centre_x, mirror, layer_h, layer_w, image_h, image_w
+        defect, layer_h, layer_w, image_h, image_w
     )
     if taps:  # low-passed as antialias low-passes it ("constant" border)
         planes = blur_planes(planes, taps, sigma, False)
@@ -561,65 +545,24 @@ def place_relief(
     return planes, blocks, box_to_layer, top, left, box_h, box_w, sign
 
 
-def _composite_defect(
-    image: np.ndarray,
-    before: np.ndarray,
-    level: np.ndarray,
-    level_top: int,
-    level_left: int,
-    threshold: float,
-    scale: float,
-    defect: tuple,
-) -> tuple:
+def _composite_defect(target: tuple, scale: float, defect: tuple) -> tuple:
     """:func:`composite_tracked` of a placed relief layer
     (:class:`~defectaug.per_sample.PlacedDefect`), or :func:`composite_layer_tracked` of a
-    placed content + alpha layer (:class:`~defectaug.per_sample.PlacedLayer`). Compiled code
-    only: the layer's kind picks the pass when compiling."""
+    placed content + alpha layer (:class:`~defectaug.per_sample.PlacedLayer`), into ``target``:
+    ``image, before, level, level_top, level_left, threshold`` as those passes take them.
+    Compiled code only: the layer's kind picks the pass when compiling."""
     raise TypeError("_composite_defect runs in compiled code only (composite_defects)")
 
 
 @overload(_composite_defect, jit_options={"cache": True, "nogil": True})
-def _composite_defect_pass(image, before, level, level_top, level_left, threshold, scale, defect):
-    if "planes" in defect.fields:
+def _composite_defect_pass(target, scale, defect):
+    if "planes" not in defect.fields:
+        return lambda target, scale, defect: composite_layer_tracked(*target, scale, defect)
 
-        def composite_relief_defect(
-            image, before, level, level_top, level_left, threshold, scale, defect
-        ):
-            return _composite_box(
-                image,
-                defect.top,
-                defect.left,
-                defect.height,
-                defect.width,
-                defect.planes,
-                defect.blocks,
-                defect.box_to_layer,
-                defect.confine,
-                defect.sign,
-                defect.tint,
-                scale,
-                True,
-                before,
-                level,
-                level_top,
-                level_left,
-                threshold,
-            )
-
-        return composite_relief_defect
-
-    def composite_layer_defect(
-        image, before, level, level_top, level_left, threshold, scale, defect
-    ):
-        return composite_layer_tracked(
-            image,
-            before,
-            level,
-            level_top,
-            level_left,
-            threshold,
-            defect.content,
-            defect.alpha,
+    def composite_relief_defect(target, scale, defect):
+        return composite_tracked(
+            *target,
+            defect.planes,
             defect.blocks,
             defect.box_to_layer,
             defect.confine,
@@ -627,10 +570,12 @@ def _composite_defect_pass(image, before, level, level_top, level_left, threshol
             defect.left,
             defect.height,
             defect.width,
+            defect.sign,
+            defect.tint,
             scale,
         )
 
-    return composite_layer_defect
+    return composite_relief_defect
 
 
 @njit(cache=True, nogil=True)
@@ -663,7 +608,8 @@ def composite_defects(
     level = np.zeros((height, width), dtype=np.uint8)
     row_start, row_stop, col_start, col_stop = height, 0, width, 0
     for defect in defects:
-        rows_and_cols = _composite_defect(image, before, level, top, left, threshold, scale, defect)
+        target = (image, before, level, top, left, threshold)
+        rows_and_cols = _composite_defect(target, scale, defect)
         row_start, row_stop = min(row_start, rows_and_cols[0]), max(row_stop, rows_and_cols[1])
         col_start, col_stop = min(col_start, rows_and_cols[2]), max(col_stop, rows_and_cols[3])
     count = settle_levels(
@@ -925,28 +871,25 @@ def composite_layer_tracked(
     level_top: int,
     level_left: int,
     threshold: float,
-    content: np.ndarray,
-    alpha: np.ndarray,
-    blocks: np.ndarray,
-    box_to_layer: np.ndarray,
-    confine: np.ndarray,
-    top: int,
-    left: int,
-    box_h: int,
-    box_w: int,
     scale: float,
+    layer: tuple,
 ) -> tuple:
-    """Alpha-composite a content + alpha layer (``content [C, h, w]``, ``alpha [h, w]``, in
-    [0, 1]) into the box ``top, left, box_h, box_w`` of ``image [C, H, W]``, recording what
-    changed as :func:`composite_tracked` does (same arguments and return value).
+    """Alpha-composite a placed content + alpha layer (``layer``: a
+    :class:`~defectaug.per_sample.PlacedLayer`, ``content [C, h, w]`` and ``alpha [h, w]`` in
+    [0, 1] landing on the box ``top, left, height, width``) into ``image [C, H, W]``, recording
+    what changed as :func:`composite_tracked` does (the same return value).
 
     Box pixel ``(x, y, 1)`` samples the layer at ``box_to_layer @ (x, y, 1)``, bilinearly: alpha
     with zeros outside the layer, content with its border replicated, so the layer is resampled
     as :func:`defectaug.placement.warp_layer` resamples it (its 1 px ring, replicated content
     and zero alpha, read with border padding); ``blocks`` is :func:`coverage_blocks` of
-    ``alpha``. A pixel becomes ``under + cover * (content - under)``, rounded when ``scale`` is
-    255 (a uint8 image; a cover too small to change it leaves it as it is).
+    ``alpha``, and ``confine`` weighs the coverage as in :func:`composite_relief`. A pixel becomes
+    ``under + cover * (content - under)``, rounded when ``scale`` is 255 (a uint8 image; a cover
+    too small to change it leaves it as it is).
     """
+    content, alpha, blocks = layer.content, layer.alpha, layer.blocks
+    box_to_layer, confine = layer.box_to_layer, layer.confine
+    top, left, box_h, box_w = layer.top, layer.left, layer.height, layer.width
     channels = image.shape[0]
     confined = confine.size > 0
     rounded = scale != 1.0

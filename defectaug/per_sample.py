@@ -500,11 +500,7 @@ def place_sample(
             scale,
             layer.planes,
             layer.blocks,
-            defect.size,
-            defect.angle,
-            defect.aspect,
-            *defect.centre,
-            defect.mirror,
+            defect,
             layer.bright_draw,
             layer.bright_probability,
         )
@@ -605,17 +601,7 @@ def _landing_box(
     defect: PlannedDefect, layer_size: tuple[int, int], image_size: tuple[int, int]
 ) -> _LandingBox:
     """Where a layer of ``layer_size`` drawn as ``defect`` lands (compiled ``layer_box``)."""
-    return _LandingBox(
-        *_kernels().place_box(
-            defect.size,
-            defect.angle,
-            defect.aspect,
-            *defect.centre,
-            defect.mirror,
-            *layer_size,
-            *image_size,
-        )
-    )
+    return _LandingBox(*_kernels().place_box(defect, *layer_size, *image_size))
 
 
 def _placed_layer(

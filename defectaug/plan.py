@@ -318,13 +318,7 @@ def layer_box(
     inside.
     """
     top, left, box_h, box_w, a, b, tx, c, d, ty, zoom = place_layer(
-        defect.size,
-        defect.angle,
-        defect.aspect,
-        *defect.centre,
-        defect.mirror,
-        *layer_size,
-        *image_size,
+        defect, *layer_size, *image_size
     )
     return LayerBox(top, left, box_h, box_w, ((a, b, tx), (c, d, ty)), zoom)
 
@@ -334,25 +328,16 @@ def layer_box(
 
 
 def place_layer(
-    size: float,
-    angle: float,
-    aspect: float,
-    centre_y: float,
-    centre_x: float,
-    mirror: bool,
-    layer_h: int,
-    layer_w: int,
-    image_h: int,
-    image_w: int,
+    defect: PlannedDefect, layer_h: int, layer_w: int, image_h: int, image_w: int
 ) -> tuple[int, int, int, int, float, float, float, float, float, float, float]:
     """:func:`layer_box` on numbers: ``top, left, height, width``, the map ``a, b, tx, c, d,
     ty`` (:attr:`LayerBox.to_image`) and ``zoom``."""
     height, width = image_h, image_w
     h, w = layer_h, layer_w
-    zoom = size / max(h, w)
-    root = math.sqrt(aspect)
+    zoom = defect.size / max(h, w)
+    root = math.sqrt(defect.aspect)
     zoom_x, zoom_y = zoom * root, zoom / root
-    radians = math.radians(angle)
+    radians = math.radians(defect.angle)
     cos, sin = math.cos(radians), math.sin(radians)
     # Bilinear sampling reads a layer over (-1, w) x (-1, h): that support, scaled and rotated,
     # plus one pixel of slack for snapping the translation to whole pixels, is the layer's box.
@@ -362,6 +347,7 @@ def place_layer(
     zoom_x, zoom_y, extent_w, extent_h = zoom_x * fit, zoom_y * fit, extent_w * fit, extent_h * fit
     box_h = min(max(math.ceil(extent_h) + 1, 1), height)
     box_w = min(max(math.ceil(extent_w) + 1, 1), width)
+    centre_y, centre_x = defect.centre
     top = min(max(round(centre_y - (box_h - 1) / 2), 0), height - box_h)
     left = min(max(round(centre_x - (box_w - 1) / 2), 0), width - box_w)
     middle_x, middle_y = (w - 1) / 2, (h - 1) / 2
@@ -370,7 +356,7 @@ def place_layer(
     # A whole-pixel shift of the centre: an unscaled, unrotated layer is copied without blur.
     tx = middle_x - a * middle_x - b * middle_y + round(left + (box_w - 1) / 2 - middle_x)
     ty = middle_y - c * middle_x - d * middle_y + round(top + (box_h - 1) / 2 - middle_y)
-    if mirror:  # layer x -> w - 1 - x first
+    if defect.mirror:  # layer x -> w - 1 - x first
         a, c, tx, ty = -a, -c, tx + a * (w - 1), ty + c * (w - 1)
     return top, left, box_h, box_w, a, b, tx, c, d, ty, min(zoom_x, zoom_y)
 

@@ -41,7 +41,7 @@ from defectaug._poisson_kernels import (
 from defectaug.generators.procedural import shade_relief
 from defectaug.generators.relief import bright_sign
 from defectaug.layer import MIN_VISIBLE_PIXELS, VISIBILITY
-from defectaug.per_sample import PlacedDefect
+from defectaug.per_sample import PlacedDefect, PlacedLayer
 from defectaug.placement import antialias
 from defectaug.placement.warping import blur_kernel
 from defectaug.plan import PlannedDefect, layer_box
@@ -391,26 +391,12 @@ def test_the_compiled_placement_is_the_plans():
         )
         draw, probability = float(rng.random()), float(rng.random())
         box = layer_box(defect, (23, 23), (60, 90))
-        placed = place_relief(
-            surface,
-            255.0,
-            maps,
-            blocks,
-            defect.size,
-            defect.angle,
-            defect.aspect,
-            *defect.centre,
-            defect.mirror,
-            draw,
-            probability,
-        )
+        placed = place_relief(surface, 255.0, maps, blocks, defect, draw, probability)
         out_planes, out_blocks, box_to_layer, top, left, height, width, sign = placed
         assert (top, left, height, width) == (box.top, box.left, box.height, box.width)
         assert np.array_equal(box_to_layer, np.array(box.box_to_layer()))
         blur = blur_kernel(box.zoom, 23, 23)
-        landing = place_box(
-            defect.size, defect.angle, defect.aspect, *defect.centre, defect.mirror, 23, 23, 60, 90
-        )
+        landing = place_box(defect, 23, 23, 60, 90)
         assert landing[:4] == (top, left, height, width)
         assert np.array_equal(landing[4], np.array(box.to_image))
         assert np.array_equal(landing[5], box_to_layer)
@@ -441,24 +427,10 @@ def test_a_cover_too_small_to_change_a_uint8_pixel_is_skipped(levels):
     for dtype, scale in [(np.uint8, 255.0), (np.float32, 1.0)]:
         before = np.zeros((3, 12, 12), dtype)
         image, level = before.copy(), np.zeros((12, 12), np.uint8)
-        composite_layer_tracked(
-            image,
-            before,
-            level,
-            0,
-            0,
-            _threshold(dtype),
-            content,
-            alpha,
-            coverage_blocks(alpha),
-            identity,
-            NOT_CONFINED,
-            2,
-            2,
-            8,
-            8,
-            scale,
+        layer = PlacedLayer(
+            content, alpha, coverage_blocks(alpha), identity, NOT_CONFINED, 2, 2, 8, 8
         )
+        composite_layer_tracked(image, before, level, 0, 0, _threshold(dtype), scale, layer)
         inside = image[:, 3:9, 3:9]  # the box's pixels that read the layer in full
         if dtype == np.uint8 and levels < UNCHANGED_COVER_LEVELS:
             assert not image.any() and not level.any()
