@@ -729,6 +729,7 @@ def finish_crop(
     enough = around >= 8
     least = 2 if enough else 1
     total = float(max(around if enough else inside, 1))
+    crop_mean, patch_mean, factor = 0.0, 0.0, 1.0  # what an unmatched crop keeps
     for channel in range(channels):
         if matched:
             source = 0 if patch.shape[0] == 1 else channel

@@ -671,15 +671,15 @@ def _composite(
         before = host.numpy()
     if fast and before.dtype != np.uint8 and before.flags.c_contiguous:
         # The copy and the range check in one pass (the common case: a float tensor).
-        array = np.empty_like(before)
-        if not _kernels().copy_within(before, array, _LOWEST, _HIGHEST):
+        composited = np.empty_like(before)
+        if not _kernels().copy_within(before, composited, _LOWEST, _HIGHEST):
             check_unit_range(pixels, "image")  # raises: outside [0, 1] or not finite
     else:
         if fast and before.dtype != np.uint8:
             check_unit_range(pixels, "image")
-        array = before.copy(order="K")  # the layout kept, as torch's clone keeps it
-    out = torch.from_numpy(array)
-    window, corner = _composite_defects(array, before, plan)
+        composited = before.copy(order="K")  # the layout kept, as torch's clone keeps it
+    out = torch.from_numpy(composited)
+    window, corner = _composite_defects(composited, before, plan)
     if isinstance(image, PIL.Image.Image):
         array = out.permute(1, 2, 0).numpy()
         result = PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, image.mode)
