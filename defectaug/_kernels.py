@@ -317,18 +317,10 @@ def _composite_box(
                 under = window[channel, at_row, at_col] / scale
                 content = _shade(under, relief, texture, tinted, strength, channel)
                 value = under + cover * (content - under)
-                if rounded:
-                    value = np.rint(min(max(value, 0.0), 1.0) * scale)
-                window[channel, at_row, at_col] = value
-                if track:
-                    change = max(
-                        change,
-                        _change(
-                            window[channel, at_row, at_col],
-                            before[channel, at_row, at_col],
-                            rounded,
-                        ),
-                    )
+                stored = store_tracked(
+                    window, before, channel, at_row, at_col, value, scale, rounded
+                )
+                change = max(change, stored)
             if track:
                 level_row, level_col = at_row - level_top, at_col - level_left
                 level[level_row, level_col] = _level_of(change, threshold)

@@ -430,7 +430,6 @@ def place_sample(
     blend_options: Mapping[str, Any] | None = None,
     *,
     pixels: torch.Tensor | None = None,
-    options_checked: bool = False,
 ) -> SamplePlan:
     """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`, to
     be composited with ``blend`` and its ``blend_options`` (see
@@ -445,17 +444,12 @@ def place_sample(
     on (``generator.land``), as :func:`defectaug.batch.render_plan` finishes it. With a
     generator that :func:`samples_per_call` (every blend) the layers are sampled for the plan
     from the image patches they land on, as ``render_plan`` samples them without a reservoir.
-    ``pixels``: ``as_chw(image)``, when the caller has it; ``options_checked``: whether
-    ``blend_options`` is already what :func:`~defectaug.batch.check_blend_options` gives (as
-    ``DefectInject`` checks them once), so that a sample does not check them again.
+    ``pixels``: ``as_chw(image)``, when the caller has it.
     """
     # The alpha blend has no options: merging and checking none would be a good part of the
     # Python a sample costs.
-    options: Mapping[str, Any]
-    if options_checked:
-        options = blend_options or {}
-    elif blend == "alpha" and not blend_options:
-        options = {}
+    if blend == "alpha" and not blend_options:
+        options: dict[str, Any] = {}
     else:
         options = check_blend_options(blend, blend_options)
     if pixels is None:

@@ -594,7 +594,6 @@ class DefectInject(Transform):
                     self.blend,
                     self.blend_options,
                     pixels=pixels,
-                    options_checked=True,
                 )
                 if sample_plan.visible:
                     return {"plan": sample_plan, "mask": None, "source": source, "converted": None}

@@ -55,17 +55,20 @@ def dst_friendly_length(length: int, limit: int) -> int:
 
 @lru_cache(maxsize=128)
 def _inverse_eigenvalues_numpy(rows: int, cols: int, dtype: np.dtype) -> np.ndarray:
-    # _inverse_eigenvalues in numpy (the same float64 sum and quotient): the per-sample renderer
-    # meets many rectangle shapes, and a miss then costs two numpy operations, not a dozen
-    # torch ones.
-    rows_part = _laplacian_eigenvalues(rows)[:, None]
-    return (-1.0 / (rows_part + _laplacian_eigenvalues(cols))).astype(dtype)
+    return _inverse_eigenvalues_float64(rows, cols).astype(dtype)
+
+
+def _inverse_eigenvalues_float64(rows: int, cols: int) -> np.ndarray:
+    """``1 / lambda_kl`` of the Dirichlet 5-point Laplacian on a ``rows x cols`` interior
+    (float64): from cached per-axis eigenvalues, the per-sample renderer's many rectangle shapes
+    cost two numpy operations each, not a dozen torch ones."""
+    return -1.0 / (_laplacian_eigenvalues(rows)[:, None] + _laplacian_eigenvalues(cols))
 
 
 @lru_cache(maxsize=1024)
 def _laplacian_eigenvalues(size: int) -> np.ndarray:
     """``4 sin^2(k pi / (2 (size + 1)))``, k = 1..size: the 1-D Dirichlet Laplacian's
-    eigenvalues (float64), as :func:`_inverse_eigenvalues` computes them."""
+    eigenvalues (float64)."""
     index = torch.arange(1, size + 1, dtype=torch.float64)
     return (4.0 * torch.sin(index * math.pi / (2 * (size + 1))) ** 2).numpy()
 
@@ -74,14 +77,7 @@ def _laplacian_eigenvalues(size: int) -> np.ndarray:
 def _inverse_eigenvalues_tensor(
     rows: int, cols: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    return _inverse_eigenvalues(rows, cols).to(device=device, dtype=dtype)
-
-
-def _inverse_eigenvalues(rows: int, cols: int) -> torch.Tensor:
-    """``1 / lambda_kl`` of the Dirichlet 5-point Laplacian on a ``rows x cols`` interior."""
-    ly = torch.from_numpy(_laplacian_eigenvalues(rows))
-    lx = torch.from_numpy(_laplacian_eigenvalues(cols))
-    return -1.0 / (ly[:, None] + lx[None, :])
+    return torch.from_numpy(_inverse_eigenvalues_float64(rows, cols)).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=128)
