@@ -137,7 +137,7 @@ def as_chw(image: Any, name: str = "image") -> torch.Tensor:
         array = pil_array(image, name)
         array = array[..., None] if array.ndim == 2 else array
         return torch.from_numpy(array).permute(2, 0, 1)
-    tensor = image.as_subclass(torch.Tensor)
+    tensor = image if type(image) is torch.Tensor else image.as_subclass(torch.Tensor)
     if tensor.ndim == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
     elif tensor.ndim == 2:

@@ -378,10 +378,10 @@ class SamplePlan:
             return tuple((d.top, d.left, d.height, d.width) for d in self.defects)
         return tuple(region.reach for region in regions)
 
-    @functools.cached_property
-    def _source_result(self) -> list[Any]:
-        out, window, rect = _composite(self.source, self, self.source_pixels)
-        return [out, window, rect]
+    def _composite_source(self) -> SamplePlan:
+        """Composite the source (:func:`place_sample` does, for :attr:`visible`); ``self``."""
+        self._source_result = list(_composite(self.source, self, self.source_pixels))
+        return self
 
     def source_composite(self) -> Any:
         """The source image with the plan composited (computed once; later calls recomposite)."""
@@ -459,34 +459,39 @@ def place_sample(
         raise ValueError(
             f"image: the plan was drawn for size {image_size}, got {tuple(pixels.shape[-2:])}"
         )
-    type_index = plan.type_index[0]
     roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
     surface = pixels.numpy()
-    if isinstance(reservoir, DefectGenerator):
-        if not samples_per_call(reservoir):
-            raise ValueError(
-                f"reservoir: the compiled renderer samples the layers of generators that "
-                f"samples_per_call only, got {type(reservoir).__name__}; pass its "
-                f"reservoir_for(generator, seed), or render with defectaug.batch.render_plan"
-            )
-        placed = _sample_layers(plan, surface, reservoir, roi)
-        return SamplePlan(
-            type_index, placed, image_size, image, plan, blend, options, pixels, surface
-        )
-    if isinstance(reservoir, SampledReservoir):
+    if type(reservoir) is LayerReservoir:
+        placed = _place_reliefs(plan, surface, reservoir, roi)
+    elif isinstance(reservoir, SampledReservoir):
         if blend != "alpha":
             raise ValueError(
                 f"blend: the compiled renderer composites sampled layers with blend='alpha' "
                 f"only, got {blend!r}; render them with defectaug.batch.render_plan"
             )
         placed = _place_layers(plan, surface, reservoir, roi)
-        return SamplePlan(
-            type_index, placed, image_size, image, plan, blend, options, pixels, surface
+    elif isinstance(reservoir, DefectGenerator) and samples_per_call(reservoir):
+        placed = _sample_layers(plan, surface, reservoir, roi)
+    else:
+        raise ValueError(
+            f"reservoir: the compiled renderer samples the layers of generators that "
+            f"samples_per_call only, got {type(reservoir).__name__}; pass its "
+            f"reservoir_for(generator, seed), or render with defectaug.batch.render_plan"
         )
-    painted_type = reservoir.generator.defect_types.index(plan.defect_types[type_index])
+    return SamplePlan(
+        plan.type_index[0], placed, image_size, image, plan, blend, options, pixels, surface
+    )._composite_source()
+
+
+def _place_reliefs(
+    plan: Plan, surface: np.ndarray, reservoir: LayerReservoir, roi: np.ndarray | None
+) -> tuple[PlacedDefect, ...]:
+    """Take each defect's relief layer from ``reservoir`` and place it on ``surface`` (the image
+    ``[C, H, W]``) with :func:`~defectaug._kernels.place_relief`."""
+    painted_type = reservoir.generator.defect_types.index(plan.defect_types[plan.type_index[0]])
     scale = 255.0 if surface.dtype == np.uint8 else 1.0
     place_relief = _kernels().place_relief
-    defects = []
+    placed = []
     for defect in plan.defects:
         layer = reservoir.take(painted_type, paint_side(defect.size))
         planes, blocks, box_to_layer, top, left, box_h, box_w, sign = place_relief(
@@ -501,14 +506,12 @@ def place_sample(
         confined = _NOT_CONFINED
         if roi is not None:
             confined = np.ascontiguousarray(roi[top : top + box_h, left : left + box_w], np.float32)
-        defects.append(
+        placed.append(
             PlacedDefect(
                 planes, blocks, box_to_layer, confined, top, left, box_h, box_w, sign, layer.tint
             )
         )
-    return SamplePlan(
-        type_index, tuple(defects), image_size, image, plan, blend, options, pixels, surface
-    )
+    return tuple(placed)
 
 
 def _place_layers(
@@ -644,19 +647,21 @@ def _composite(
 ) -> tuple[Any, np.ndarray, tuple[int, int]]:
     """``composite_sample`` plus the settled mask of the defects' union box and its corner
     (``pixels``: ``as_chw(image)`` when the caller has it)."""
-    if pixels is None:
-        pixels = as_chw(image)
-    # The source's size was checked when the plan was laid out on it.
-    if pixels is not plan.source_pixels and tuple(pixels.shape[-2:]) != plan.image_size:
-        raise ValueError(
-            f"image: all images of a sample must share one size; got {tuple(pixels.shape[-2:])} "
-            f"and {plan.image_size}"
-        )
-    fast = takes_fast_path(pixels)
-    if fast:
+    if pixels is plan.source_pixels:
+        # The source was checked (size, dtype, device) when the plan was laid out on it.
+        fast, host, before = True, pixels, plan.source_array
+    else:
+        if pixels is None:
+            pixels = as_chw(image)
+        if tuple(pixels.shape[-2:]) != plan.image_size:
+            raise ValueError(
+                f"image: all images of a sample must share one size; got "
+                f"{tuple(pixels.shape[-2:])} and {plan.image_size}"
+            )
+        fast = takes_fast_path(pixels)
         host = pixels
-        before = plan.source_array if pixels is plan.source_pixels else pixels.numpy()
-    else:  # e.g. a second image of the sample on CUDA, or in half precision
+        before = pixels.numpy() if fast else None
+    if not fast:  # e.g. a second image of the sample on CUDA, or in half precision
         if pixels.is_floating_point():
             check_unit_range(pixels, "image")
         host = pixels.detach().to(

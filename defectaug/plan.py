@@ -247,15 +247,15 @@ def draw_plan(
                 flat = int(pixels[min(int(u[3] * len(pixels)), len(pixels) - 1)])
                 centre = (float(flat // width), float(flat % width))
             defects.append(
-                PlannedDefect(
-                    image=image,
-                    rank=rank,
-                    size=max(_lerp(options.scale, u[0]) * shorter, options.min_size),
-                    angle=_lerp(options.rotation, u[1]),
-                    aspect=math.exp(_lerp(log_aspect, u[2])),
-                    centre=centre,
-                    mirror=u[5] < 0.5,
-                    layer_seed=int(u[6] * 2.0**53),
+                PlannedDefect(  # positionally: a NamedTuple's keywords cost a sample time
+                    image,
+                    rank,
+                    max(_lerp(options.scale, u[0]) * shorter, options.min_size),
+                    _lerp(options.rotation, u[1]),
+                    math.exp(_lerp(log_aspect, u[2])),
+                    centre,
+                    u[5] < 0.5,
+                    int(u[6] * 2.0**53),
                 )
             )
     return Plan(tuple(defect_types), tuple(type_index), tuple(defects), (height, width), mask)

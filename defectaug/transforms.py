@@ -168,6 +168,10 @@ def _levels(image: Any) -> int | None:
 
 
 def _rewrap(out: Any, like: Any) -> Any:
+    if type(like) is tv_tensors.Image:
+        # What tv_tensors.wrap does for an Image, without its torch.compiler.disable wrapper,
+        # which costs more than the rewrap itself on every sample.
+        return out.as_subclass(tv_tensors.Image)
     return tv_tensors.wrap(out, like=like) if isinstance(like, tv_tensors.TVTensor) else out
 
 
@@ -549,18 +553,18 @@ class DefectInject(Transform):
             source.as_subclass(torch.Tensor) if isinstance(source, tv_tensors.TVTensor) else source
         )
         call_seed = self._seeds.next()
+        if self._compiled is not None and takes_fast_path(plain):
+            return self._compiled_params(source, plain, call_seed)
+        return self._torch_params(source, plain, call_seed)
+
+    def _compiled_params(self, source: Any, plain: Any, call_seed: int | None) -> dict[str, Any]:
+        """:meth:`make_params` for a source the compiled renderer takes (``plain``: its plain
+        view)."""
         image_size = _image_size(plain)
-        converted: list[Any] = []
-
-        def float_source() -> tuple[torch.Tensor, Any]:
-            # Converted once, and only for a sample that receives a defect.
-            if not converted:
-                converted.append(to_float_image(source, "image"))
-            return converted[0]
-
         roi = self.placement.roi
-        roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
-        fast = self._compiled is not None and takes_fast_path(plain)
+        roi_source = (
+            None if roi is None else (lambda: resolve_roi(roi, to_float_image(source, "image")[0]))
+        )
         pixels = None  # the source as the compiled renderer reads it: as_chw, once
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
@@ -576,28 +580,53 @@ class DefectInject(Transform):
                 roi=roi_source,
             )
             if not plan.defects:
-                return _no_defect()
-            if fast:
-                if pixels is None:
-                    if (
-                        not isinstance(plain, PIL.Image.Image)
-                        and plain.ndim == 4
-                        and plain.shape[0] != 1
-                    ):
-                        raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
-                    pixels = as_chw(plain)
-                sample_plan = place_sample(
-                    plan,
-                    source,
-                    self._compiled,
-                    self.placement.confine,
-                    self.blend,
-                    self.blend_options,
-                    pixels=pixels,
-                )
-                if sample_plan.visible:
-                    return {"plan": sample_plan, "mask": None, "source": source, "converted": None}
-                continue
+                break
+            if pixels is None:
+                if (
+                    not isinstance(plain, PIL.Image.Image)
+                    and plain.ndim == 4
+                    and plain.shape[0] != 1
+                ):
+                    raise ValueError(_ONE_SAMPLE.format(shape=tuple(plain.shape)))
+                pixels = as_chw(plain)
+            sample_plan = place_sample(
+                plan,
+                source,
+                self._compiled,
+                self.placement.confine,
+                self.blend,
+                self.blend_options,
+                pixels=pixels,
+            )
+            if sample_plan.visible:
+                return {"plan": sample_plan, "mask": None, "source": source, "converted": None}
+        return _no_defect()
+
+    def _torch_params(self, source: Any, plain: Any, call_seed: int | None) -> dict[str, Any]:
+        """:meth:`make_params` for the torch renderer (``plain``: the source's plain view)."""
+        image_size = _image_size(plain)
+        converted: list[Any] = []
+
+        def float_source() -> tuple[torch.Tensor, Any]:
+            # Converted once, and only for a sample that receives a defect.
+            if not converted:
+                converted.append(to_float_image(source, "image"))
+            return converted[0]
+
+        roi = self.placement.roi
+        roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
+        for attempt in range(DRAW_ATTEMPTS):  # as in _compiled_params
+            plan = draw_plan(
+                self.placement,
+                self.defect_types,
+                1,
+                image_size,
+                _attempt_seed(call_seed, attempt),
+                p=self.p if attempt == 0 else 1.0,
+                roi=roi_source,
+            )
+            if not plan.defects:
+                break
             image = float_source()[0]
             check_unit_range(image, "image")
             if image.shape[0] != 1:
@@ -632,8 +661,7 @@ class DefectInject(Transform):
         if not _is_image(inpt):
             return inpt
         if isinstance(plan, SamplePlan):
-            out = composite_sample(inpt, plan)
-            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+            return _rewrap(composite_sample(inpt, plan), inpt)
         if inpt is params["source"]:
             _, restore = params["converted"]
             return _rewrap(restore(params["out"]), inpt)
