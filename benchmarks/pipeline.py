@@ -54,7 +54,11 @@ epoch of ``samples / repeats`` samples of every row in turn (in a new random ord
 so load from other jobs on the machine weighs on all rows alike. A row's samples/s is its total
 samples over its total time; its ratio is the median, over rounds, of its time per sample over the
 base row's in the same round (the min-max column shows the rounds' range): on a shared VM a single
-round can hiccup, and the median keeps one such round from swinging the figure. Workers persist
+round can hiccup, and the median keeps one such round from swinging the figure. Next to it stands a
+95 % confidence interval for that median (:func:`median_interval`, from the rounds' order
+statistics, whatever their distribution). A bar is met when the whole interval meets it, not met
+when none of it does, and undecided when the interval straddles it: the run cannot tell the row from
+the bar, and more rounds (``--repeats``) or a quieter machine are needed. Workers persist
 across epochs (``persistent_workers=True``), as in a training run; the first epoch of every loader
 is warm-up (worker start, first-call caches, the first painted chunks) and is not timed. The
 header prints the date, the commit (marked when ``defectaug/`` or this file differ from it) and
@@ -67,6 +71,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import math
 import os
 import platform
 import statistics
@@ -112,10 +117,46 @@ class Bar:
     def describe(self) -> str:
         return f"{'<=' if self.at_most else '>='} {self.value:.2f}x"
 
-    def verdict(self, ratio: float | None) -> str:
-        """``"<= 1.10x: met"``; ``"<= 1.10x: not measured"`` without a ratio."""
-        outcome = "not measured" if ratio is None else "met" if self.met(ratio) else "not met"
+    def verdict(self, ratio: float | None, interval: tuple[float, float] | None = None) -> str:
+        """``"<= 1.10x: met"``; ``"<= 1.10x: not measured"`` without a ratio.
+
+        With ``interval`` (the ratio's confidence interval) the bar is met only when the whole
+        interval meets it, missed only when none of it does, and ``"undecided"`` otherwise: the
+        run cannot tell the row from the bar."""
+        if ratio is None:
+            outcome = "not measured"
+        elif interval is None:
+            outcome = "met" if self.met(ratio) else "not met"
+        elif self.met(interval[0]) and self.met(interval[1]):
+            outcome = "met"
+        elif not self.met(interval[0]) and not self.met(interval[1]):
+            outcome = "not met"
+        else:
+            outcome = "undecided"
         return f"{self.describe()}: {outcome}"
+
+
+#: Confidence of the interval given for a loader row's median ratio.
+MEDIAN_CONFIDENCE = 0.95
+
+
+def median_interval(values: Sequence[float]) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values``: the order
+    statistics ``k`` and ``n + 1 - k`` (1-based, sorted), ``k`` the largest with
+    ``P(Binomial(n, 1/2) < k) <= (1 - MEDIAN_CONFIDENCE) / 2``, so it holds the true median with
+    at least ``MEDIAN_CONFIDENCE`` (whatever the rounds' distribution, if they are independent).
+    Under 6 values no interval reaches 95 %: the whole range is returned."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1.0 - MEDIAN_CONFIDENCE) / 2.0
+    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) < k + 1)
+    while k < n // 2:
+        below += math.comb(n, k) / 2.0**n
+        if below > tail:
+            break
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
 
 
 #: Issue #14's bars: time per sample over the base pipeline's, 2 workers, 224 px, p=1.
@@ -269,6 +310,7 @@ class LoaderResult:
     ratio: float | None = None  # median over rounds of time per sample over the base's
     lowest: float | None = None
     highest: float | None = None
+    interval: tuple[float, float] | None = None  # the median's (median_interval)
 
 
 BASE_ROW = "base pipeline (decode, crop, flip, ToDtype)"
@@ -420,7 +462,14 @@ def group_results(
     by_row: dict[int, LoaderResult] = {}
     for index, (row, speed) in enumerate(zip(ran, speeds, strict=True)):
         ratios = sorted(times[index] / times[0] for times in rounds)
-        by_row[id(row)] = LoaderResult(row, speed, statistics.median(ratios), ratios[0], ratios[-1])
+        by_row[id(row)] = LoaderResult(
+            row,
+            speed,
+            statistics.median(ratios),
+            ratios[0],
+            ratios[-1],
+            median_interval(ratios),
+        )
     return [by_row.get(id(row), LoaderResult(row)) for row in rows]
 
 
@@ -440,28 +489,34 @@ def measure_groups(
     return results
 
 
-def bar_cell(row: LoaderRow, ratio: float | None) -> str:
+def bar_cell(
+    row: LoaderRow, ratio: float | None, interval: tuple[float, float] | None = None
+) -> str:
     if row.reported:
         return "reported (peer)"
-    return "-" if row.bar is None else row.bar.verdict(ratio)
+    return "-" if row.bar is None else row.bar.verdict(ratio, interval)
 
 
 def loader_table(results: list[LoaderResult], workers: int) -> list[str]:
+    confidence = f"{MEDIAN_CONFIDENCE:.0%}"
     lines = [
         "| data loader pipeline | samples/s | ms/sample (worker) | time vs base "
-        "(median of rounds) | rounds (min-max) | bar (issue #14) |",
-        "|---|---:|---:|---:|---:|---|",
+        f"(median of rounds) | the median's {confidence} interval | rounds (min-max) "
+        "| bar (issue #14) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
         row = result.row
         if result.speed is None:
             bar = "-" if row.reported or row.bar is None else row.bar.verdict(None)
-            lines.append(f"| {row.name} | {row.missing} | - | - | - | {bar} |")
+            lines.append(f"| {row.name} | {row.missing} | - | - | - | - | {bar} |")
             continue
         per_sample = 1000.0 * max(1, workers) / result.speed
+        low, high = result.interval or (result.lowest, result.highest)
         lines.append(
             f"| {row.name} | {result.speed:.1f} | {per_sample:.2f} | {result.ratio:.2f}x "
-            f"| {result.lowest:.2f}-{result.highest:.2f}x | {bar_cell(row, result.ratio)} |"
+            f"| {low:.2f}-{high:.2f}x | {result.lowest:.2f}-{result.highest:.2f}x "
+            f"| {bar_cell(row, result.ratio, result.interval)} |"
         )
     return lines
 
@@ -690,9 +745,10 @@ def load_average() -> str:
         return "n/a"
 
 
-def unmet(lines: list[str]) -> list[str]:
-    """The first cell of every table line whose bar is not met."""
-    return [line.split(" | ")[0].lstrip("| ") for line in lines if ": not met" in line]
+def unmet(lines: list[str], outcome: str = "not met") -> list[str]:
+    """The first cell of every table line whose bar has ``outcome`` (``"not met"`` or
+    ``"undecided"``)."""
+    return [line.split(" | ")[0].lstrip("| ") for line in lines if f": {outcome} |" in line]
 
 
 def parse_sections(text: str) -> list[str]:
@@ -802,8 +858,11 @@ def main(argv: list[str] | None = None) -> list[str]:
         if lines:
             printed += ["", *lines]
     missed = unmet(loader_lines) + unmet(call_lines)
+    undecided = unmet(loader_lines, "undecided")
     if loader_lines or call_lines:
         printed += ["", "bars not met: " + ("; ".join(missed) if missed else "none")]
+        if undecided:
+            printed.append("bars undecided (interval straddles the bar): " + "; ".join(undecided))
     print("\n".join(printed))
     return printed
 

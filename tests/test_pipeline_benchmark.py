@@ -28,6 +28,31 @@ def test_bars_are_judged_at_their_edges():
     assert at_least.verdict(12.0) == ">= 10.00x: met"
 
 
+def test_bars_with_an_interval_are_met_or_missed_only_by_the_whole_interval():
+    at_most = Bar(1.10)
+    assert at_most.verdict(1.05, (1.01, 1.10)) == "<= 1.10x: met"
+    assert at_most.verdict(1.12, (1.11, 1.15)) == "<= 1.10x: not met"
+    assert at_most.verdict(1.08, (1.03, 1.13)) == "<= 1.10x: undecided"
+    assert at_most.verdict(1.12, (1.09, 1.15)) == "<= 1.10x: undecided"
+    at_least = Bar(3.0, at_most=False)
+    assert at_least.verdict(3.5, (3.1, 3.9)) == ">= 3.00x: met"
+    assert at_least.verdict(3.1, (2.9, 3.3)) == ">= 3.00x: undecided"
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    # n = 24: P(B(24, 1/2) <= 6) = 0.0113 <= 0.025 < P(<= 7) = 0.0320, so k = 7: the 7th and
+    # the 18th smallest values.
+    values = [float(v) for v in range(24, 0, -1)]
+    assert pipeline.median_interval(values) == (7.0, 18.0)
+    # n = 8: P(<= 0) = 0.0039 <= 0.025 < P(<= 1) = 0.0352: the smallest and the largest.
+    assert pipeline.median_interval([float(v) for v in range(8)]) == (0.0, 7.0)
+    # n = 100: k = 40 (P(<= 39) = 0.0176, P(<= 40) = 0.0284).
+    assert pipeline.median_interval([float(v) for v in range(100)]) == (39.0, 60.0)
+    # Under 6 values no interval reaches 95 %: the whole range.
+    assert pipeline.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert pipeline.median_interval([5.0]) == (5.0, 5.0)
+
+
 def test_the_issues_bars():
     assert {name: bar.describe() for name, bar in pipeline.LOADER_BARS.items()} == {
         "procedural alpha": "<= 1.10x",
@@ -83,17 +108,19 @@ def test_group_results_take_round_ratios_against_the_base_and_keep_missing_rows(
     assert results[1].speed is None
     assert results[2].ratio == pytest.approx(1.3)  # median of 1.2, 1.3, 1.4
     assert (results[2].lowest, results[2].highest) == pytest.approx((1.2, 1.4))
+    # Three rounds: the interval is the whole range, which straddles the bar.
+    assert results[2].interval == pytest.approx((1.2, 1.4))
     lines = pipeline.loader_table(results, workers=2)
-    assert lines[2].startswith("| base | 100.0 | 20.00 | 1.00x | 1.00-1.00x | - |")
-    assert lines[3] == "| missing | data not found | - | - | - | <= 1.15x: not measured |"
-    assert lines[4].endswith("| 1.30x | 1.20-1.40x | <= 1.30x: met |")
-    assert pipeline.unmet(lines) == []
+    assert lines[2].startswith("| base | 100.0 | 20.00 | 1.00x | 1.00-1.00x | 1.00-1.00x | - |")
+    assert lines[3] == "| missing | data not found | - | - | - | - | <= 1.15x: not measured |"
+    assert lines[4].endswith("| 1.30x | 1.20-1.40x | 1.20-1.40x | <= 1.30x: undecided |")
+    assert pipeline.unmet(lines) == [] and pipeline.unmet(lines, "undecided") == ["slow"]
 
 
 def test_loader_table_marks_unmet_bars_and_the_peer_as_reported():
     results = [
         LoaderResult(LoaderRow("base", None), 1000.0, 1.0, 1.0, 1.0),
-        LoaderResult(LoaderRow("alpha", None, Bar(1.10)), 900.0, 1.12, 1.05, 1.2),
+        LoaderResult(LoaderRow("alpha", None, Bar(1.10)), 900.0, 1.12, 1.05, 1.2, (1.11, 1.14)),
         LoaderResult(LoaderRow("peer", None, reported=True), 100.0, 9.0, 8.0, 10.0),
     ]
     lines = pipeline.loader_table(results, workers=2)
