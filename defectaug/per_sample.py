@@ -341,6 +341,8 @@ class SamplePlan:
     blend_options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     source_pixels: torch.Tensor | None = field(default=None, compare=False, repr=False)
     source_array: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The source's composite, window mask and corner (_composite_source).
+    _source_result: list[Any] = field(init=False, compare=False, repr=False)
 
     @functools.cached_property
     def regions(self) -> tuple[Any, ...] | None:
@@ -379,7 +381,9 @@ class SamplePlan:
         return tuple(region.reach for region in regions)
 
     def _composite_source(self) -> SamplePlan:
-        """Composite the source (:func:`place_sample` does, for :attr:`visible`); ``self``."""
+        """Composite the plan onto its source and keep the result, for :attr:`visible`,
+        :attr:`mask` and :meth:`source_composite`; returns ``self`` (:func:`place_sample` calls
+        it as it lays the plan out: every plan laid out is composited on its source at once)."""
         self._source_result = list(_composite(self.source, self, self.source_pixels))
         return self
 

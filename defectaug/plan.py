@@ -247,7 +247,7 @@ def draw_plan(
                 flat = int(pixels[min(int(u[3] * len(pixels)), len(pixels) - 1)])
                 centre = (float(flat // width), float(flat % width))
             defects.append(
-                PlannedDefect(  # positionally: a NamedTuple's keywords cost a sample time
+                PlannedDefect(  # positional: keywords make a NamedTuple slower to build
                     image,
                     rank,
                     max(_lerp(options.scale, u[0]) * shorter, options.min_size),

@@ -112,7 +112,7 @@ from defectaug.per_sample import (
     takes_fast_path,
 )
 from defectaug.placement import CountArg, PlacementOptions, RangeArg, RoiArg, resolve_roi
-from defectaug.plan import draw_plan
+from defectaug.plan import Plan, RoiSource, draw_plan
 
 LabelArg = int | Mapping[str, int] | None
 _ONE_SAMPLE = (
@@ -557,6 +557,25 @@ class DefectInject(Transform):
             return self._compiled_params(source, plain, call_seed)
         return self._torch_params(source, plain, call_seed)
 
+    def _draw(
+        self,
+        image_size: tuple[int, int],
+        call_seed: int | None,
+        attempt: int,
+        roi: RoiSource,
+    ) -> Plan:
+        """The plan of draw ``attempt`` for the sample seeded ``call_seed`` (``p`` decides the
+        first draw only)."""
+        return draw_plan(
+            self.placement,
+            self.defect_types,
+            1,
+            image_size,
+            _attempt_seed(call_seed, attempt),
+            p=self.p if attempt == 0 else 1.0,
+            roi=roi,
+        )
+
     def _compiled_params(self, source: Any, plain: Any, call_seed: int | None) -> dict[str, Any]:
         """:meth:`make_params` for a source the compiled renderer takes (``plain``: its plain
         view)."""
@@ -570,15 +589,7 @@ class DefectInject(Transform):
         # times (p is decided by the first); if it stays invisible the sample gets no defect
         # (and keeps its labels).
         for attempt in range(DRAW_ATTEMPTS):
-            plan = draw_plan(
-                self.placement,
-                self.defect_types,
-                1,
-                image_size,
-                _attempt_seed(call_seed, attempt),
-                p=self.p if attempt == 0 else 1.0,
-                roi=roi_source,
-            )
+            plan = self._draw(image_size, call_seed, attempt, roi_source)
             if not plan.defects:
                 break
             if pixels is None:
@@ -616,15 +627,7 @@ class DefectInject(Transform):
         roi = self.placement.roi
         roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
         for attempt in range(DRAW_ATTEMPTS):  # as in _compiled_params
-            plan = draw_plan(
-                self.placement,
-                self.defect_types,
-                1,
-                image_size,
-                _attempt_seed(call_seed, attempt),
-                p=self.p if attempt == 0 else 1.0,
-                roi=roi_source,
-            )
+            plan = self._draw(image_size, call_seed, attempt, roi_source)
             if not plan.defects:
                 break
             image = float_source()[0]
