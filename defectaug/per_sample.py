@@ -437,7 +437,9 @@ def place_sample(
 ) -> SamplePlan:
     """Lay out ``plan`` (drawn for one image) on ``image``, which :func:`takes_fast_path`, to
     be composited with ``blend`` and its ``blend_options`` (see
-    :func:`defectaug.batch.composite_visible`).
+    :func:`defectaug.batch.composite_visible`), and composite it on ``image`` at once: the
+    result gives :attr:`SamplePlan.visible`, :attr:`SamplePlan.mask` and
+    :meth:`SamplePlan.source_composite`.
 
     Each defect takes the next layer of its type at :func:`paint_side` of its size from
     ``reservoir`` and is placed with :func:`~defectaug.plan.layer_box`; with ``confine`` and a
@@ -465,15 +467,15 @@ def place_sample(
         )
     roi = plan.roi[0, 0].cpu().numpy() if plan.roi is not None and confine else None
     surface = pixels.numpy()
-    if type(reservoir) is LayerReservoir:
-        placed = _place_reliefs(plan, surface, reservoir, roi)
-    elif isinstance(reservoir, SampledReservoir):
+    if isinstance(reservoir, SampledReservoir):
         if blend != "alpha":
             raise ValueError(
                 f"blend: the compiled renderer composites sampled layers with blend='alpha' "
                 f"only, got {blend!r}; render them with defectaug.batch.render_plan"
             )
         placed = _place_layers(plan, surface, reservoir, roi)
+    elif isinstance(reservoir, LayerReservoir):
+        placed = _place_reliefs(plan, surface, reservoir, roi)
     elif isinstance(reservoir, DefectGenerator) and samples_per_call(reservoir):
         placed = _sample_layers(plan, surface, reservoir, roi)
     else:
