@@ -46,6 +46,13 @@ _LUMA_RED, _LUMA_GREEN, _LUMA_BLUE = LUMA
 _MATCH_LOW, _MATCH_HIGH = MATCH_CONTRAST
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _least_cover(scale: float) -> float:
+    """The cover at or below which a pass leaves a pixel as it is: UNCHANGED_COVER_LEVELS of a
+    level for a rounded image (``scale`` 255), none for a float one."""
+    return UNCHANGED_COVER_LEVELS / scale if scale != 1.0 else 0.0
+
+
 @njit(cache=True, nogil=True)
 def alpha_blocks(planes: np.ndarray) -> np.ndarray:
     """Where the alpha of ``planes [4, s, s]`` can be read as non-zero, by blocks of 4 x 4.
@@ -289,8 +296,7 @@ def _composite_box(
     confined = confine.size > 0
     tinted = channels == 3 and tint > 0.0
     rounded = scale != 1.0
-    # Pixels covered this little are left as they are (UNCHANGED_COVER_LEVELS).
-    least = UNCHANGED_COVER_LEVELS / scale if rounded else 0.0
+    least = _least_cover(scale)
     shape = alpha_plane.shape
     affine = _affine(box_to_layer)
     bounds = _hit_bounds(blocks, shape)
@@ -599,8 +605,8 @@ def composite_defects(
     height, width = bottom - top, right - left
     level = np.zeros((height, width), dtype=np.uint8)
     row_start, row_stop, col_start, col_stop = height, 0, width, 0
+    target = (image, before, level, top, left, threshold)
     for defect in defects:
-        target = (image, before, level, top, left, threshold)
         rows_and_cols = _composite_defect(target, scale, defect)
         row_start, row_stop = min(row_start, rows_and_cols[0]), max(row_stop, rows_and_cols[1])
         col_start, col_stop = min(col_start, rows_and_cols[2]), max(col_stop, rows_and_cols[3])
@@ -886,8 +892,7 @@ def composite_layer_tracked(
     channels = image.shape[0]
     confined = confine.size > 0
     rounded = scale != 1.0
-    # Pixels covered this little are left as they are (UNCHANGED_COVER_LEVELS).
-    least = UNCHANGED_COVER_LEVELS / scale if rounded else 0.0
+    least = _least_cover(scale)
     shape = alpha.shape
     height, width = shape
     affine = _affine(box_to_layer)

@@ -742,7 +742,7 @@ def _blend_defects(
     # The Poisson blends read one pixel around what they write (a solved rectangle's fixed
     # border) and work in floats on that window only, written back once at the end: a uint8
     # image is rounded once, as the torch renderer rounds its float composite.
-    rounded = out.dtype == np.uint8
+    rounded = scale != 1.0
     image_h, image_w = out.shape[1:]
     work_top, work_left = max(top - 1, 0), max(left - 1, 0)
     work_bottom = min(top + height + 1, image_h)

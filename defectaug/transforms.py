@@ -576,14 +576,27 @@ class DefectInject(Transform):
             roi=roi,
         )
 
+    def _roi_source(self, float_image: Callable[[], torch.Tensor]) -> RoiSource:
+        """The sample's region of interest for :meth:`_draw`: resolved on ``float_image()`` (the
+        source as a float batch) when a draw first needs it, then kept for the later attempts
+        (``None``: the whole image)."""
+        roi = self.placement.roi
+        if roi is None:
+            return None
+        resolved: list[torch.Tensor | None] = []
+
+        def source() -> torch.Tensor | None:
+            if not resolved:
+                resolved.append(resolve_roi(roi, float_image()))
+            return resolved[0]
+
+        return source
+
     def _compiled_params(self, source: Any, plain: Any, call_seed: int | None) -> dict[str, Any]:
         """:meth:`make_params` for a source the compiled renderer takes (``plain``: its plain
         view)."""
         image_size = _image_size(plain)
-        roi = self.placement.roi
-        roi_source = (
-            None if roi is None else (lambda: resolve_roi(roi, to_float_image(source, "image")[0]))
-        )
+        roi_source = self._roi_source(lambda: to_float_image(source, "image")[0])
         pixels = None  # the source as the compiled renderer reads it: as_chw, once
         # A draw whose defects end up invisible (below the visibility floor) is redrawn a few
         # times (p is decided by the first); if it stays invisible the sample gets no defect
@@ -624,8 +637,7 @@ class DefectInject(Transform):
                 converted.append(to_float_image(source, "image"))
             return converted[0]
 
-        roi = self.placement.roi
-        roi_source = None if roi is None else (lambda: resolve_roi(roi, float_source()[0]))
+        roi_source = self._roi_source(lambda: float_source()[0])
         for attempt in range(DRAW_ATTEMPTS):  # as in _compiled_params
             plan = self._draw(image_size, call_seed, attempt, roi_source)
             if not plan.defects:

@@ -79,6 +79,11 @@ def shade_relief(
     return content.clamp(0.0, 1.0)
 
 
+#: Bright defects are drawn at their full probability on surfaces darker than
+#: ``BRIGHT_FADE_START - BRIGHT_FADE_SPAN`` mean tone, never at ``BRIGHT_FADE_START`` and above.
+BRIGHT_FADE_START, BRIGHT_FADE_SPAN = 0.92, 0.25
+
+
 def bright_sign(
     draw: torch.Tensor, bright_probability: torch.Tensor, surface: torch.Tensor
 ) -> torch.Tensor:
@@ -87,12 +92,12 @@ def bright_sign(
     Bright defects grow rarer on surfaces near white (``surface`` mean tone ``[n]``), where they
     would not show.
     """
-    room = ((0.92 - surface) / 0.25).clamp(0.0, 1.0)
+    room = ((BRIGHT_FADE_START - surface) / BRIGHT_FADE_SPAN).clamp(0.0, 1.0)
     return torch.where(draw < bright_probability * room, 1.0, -1.0)
 
 
 def bright_sign_of(surface: float, draw: float, bright_probability: float) -> float:
     """:func:`bright_sign` of one item, on floats (the compiled renderer compiles this very
     function)."""
-    room = min(max((0.92 - surface) / 0.25, 0.0), 1.0)
+    room = min(max((BRIGHT_FADE_START - surface) / BRIGHT_FADE_SPAN, 0.0), 1.0)
     return 1.0 if draw < bright_probability * room else -1.0
